@@ -1,0 +1,86 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Devices as the rest of the daemon sees them: the registry of managed
+ * watches (whatever their transport), and the per-device request queue.
+ *
+ * Requests are whole SMP frames. The queue rewrites the sequence number on
+ * the way out (so several clients can share one device) and restores the
+ * caller's own sequence number in the response it hands back. One request
+ * is in flight per device unless the caller asks for pipelining and the
+ * device's buf_count allows it. A device that is not connected is
+ * connected on demand; the request waits up to its connect timeout.
+ *
+ * This header is the contract between the gateway core, the UDP face, the
+ * REST API and the upload engine.
+ */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <jansson.h>
+
+#include "codec/smp.h"
+#include "links/link.h"
+
+struct gw;
+struct gw_device;
+
+/* Per-request options; zero means the configured default. */
+struct gw_req_opts {
+	uint32_t timeout_ms;         /* response timeout once sent */
+	uint32_t connect_timeout_ms; /* how long to wait for the link */
+	bool pipelined;              /* may be in flight beside others */
+};
+
+/*
+ * Called exactly once per request, never after gw_device_cancel().
+ * err: 0, or -ETIMEDOUT (no response), -ENOTCONN (link could not be
+ * brought up in time), -ECONNRESET (link lost while in flight),
+ * -EMSGSIZE (frame larger than the device's buffer), -ECANCELED (device
+ * removed / daemon shutting down).
+ * On success frame/len is the whole response frame (header + CBOR) with the
+ * caller's sequence number restored; borrowed for the call's duration.
+ */
+typedef void (*gw_rsp_cb)(int err, const uint8_t *frame, size_t len,
+			  void *user_data);
+
+/* Queues one whole SMP request frame (borrowed). Returns a request id > 0,
+ * or a negative errno (-EBADMSG: not one whole SMP request frame). */
+int64_t gw_device_request(struct gw_device *dev, const uint8_t *frame,
+			  size_t len, const struct gw_req_opts *opts,
+			  gw_rsp_cb cb, void *user_data);
+/* Cancels a queued or in-flight request; its callback will not run. */
+int gw_device_cancel(struct gw_device *dev, int64_t id);
+
+/* Lookup by id (the stable device id: BLE address "AA:BB:CC:DD:EE:FF", or
+ * the name given in the config for UDP/serial devices) or by name. */
+struct gw_device *gw_device_find(struct gw *gw, const char *id_or_name);
+typedef void (*gw_device_iter_cb)(struct gw_device *dev, void *user_data);
+void gw_device_foreach(struct gw *gw, gw_device_iter_cb cb, void *user_data);
+size_t gw_device_count(struct gw *gw);
+
+const char *gw_device_id(const struct gw_device *dev);
+const char *gw_device_name(const struct gw_device *dev);
+const char *gw_device_transport(const struct gw_device *dev);
+enum link_state gw_device_link_state(const struct gw_device *dev);
+uint16_t gw_device_udp_port(const struct gw_device *dev);
+size_t gw_device_mtu(const struct gw_device *dev);
+/* SMP buffer parameters (from os "mcumgr params", or safe defaults). */
+void gw_device_params(const struct gw_device *dev, uint32_t *buf_size,
+		      uint32_t *buf_count);
+void gw_device_set_params(struct gw_device *dev, uint32_t buf_size,
+			  uint32_t buf_count);
+/* Asks the link to connect now (e.g. before an upload) / allows the idle
+ * policy to close it again. */
+void gw_device_hold(struct gw_device *dev);
+void gw_device_release(struct gw_device *dev);
+
+/* Full JSON description for the REST API (address, name, transport, link
+ * state, rssi, mtu, udp_port, last_seen, slots, advertising record,
+ * counters). New reference. */
+json_t *gw_device_to_json(const struct gw_device *dev);
+/* Caches the last image state read (the "images" array of an img state
+ * response, converted to JSON); shown in gw_device_to_json(). */
+void gw_device_set_slots(struct gw_device *dev, json_t *images);
