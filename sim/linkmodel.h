@@ -1,0 +1,56 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * BLE link timing model of one simulated watch: connection interval, PHY,
+ * link-layer payload, packets per connection event, ATT MTU, SMP buffers.
+ * Turns those figures into air times and a capacity (bytes/s each way) that
+ * the BLE face uses for its delays and that benchmarks compare against.
+ * Pure arithmetic: no I/O.
+ */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+enum sim_phy {
+	SIM_PHY_1M = 1,
+	SIM_PHY_2M = 2,
+};
+
+struct sim_link_model {
+	uint32_t conn_interval_us; /* 7500 .. 4000000 */
+	uint8_t phy;               /* enum sim_phy */
+	uint16_t ll_payload;       /* LL data payload octets, 27 .. 251 */
+	uint16_t pkts_per_event;   /* LL packets per direction per event, >= 1 */
+	uint16_t att_mtu;          /* 23 .. 517; notifications carry att_mtu - 3 */
+	bool reassembly;           /* SMP reassembly: a frame may span writes */
+	uint16_t buf_size;         /* mcumgr params buf_size */
+	uint16_t buf_count;        /* mcumgr params buf_count */
+};
+
+/* PineTime-like defaults: 30 ms, 1M, 251, 4 pkts/event, MTU 247, no
+ * reassembly, 384 bytes x 4 buffers (Zephyr smp_svr BLE build). */
+void sim_link_model_default(struct sim_link_model *ret);
+
+/* 0 or -EINVAL when a field is out of range; *why names the field. */
+int sim_link_model_validate(const struct sim_link_model *m, const char **why);
+
+/* Air time of one LL packet carrying n payload octets (us), incl. IFS + empty ack. */
+uint32_t sim_link_model_packet_us(const struct sim_link_model *m, size_t n);
+
+/*
+ * Time (us) to move an ATT PDU of len bytes (ATT header included) in one
+ * direction: split in LL packets of ll_payload (+4 byte L2CAP header on
+ * the first), pkts_per_event per connection interval.
+ */
+uint64_t sim_link_model_pdu_us(const struct sim_link_model *m, size_t len);
+
+/*
+ * Sustained SMP bytes/s each way: central->peripheral (writes of up to
+ * att_mtu - 3 bytes) and peripheral->central (notifications of att_mtu - 3).
+ */
+double sim_link_model_capacity_up(const struct sim_link_model *m);
+double sim_link_model_capacity_down(const struct sim_link_model *m);
+
+/* One-line human description with both capacities, into out. */
+void sim_link_model_describe(const struct sim_link_model *m, char *out, size_t size);
