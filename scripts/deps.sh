@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
+# Installs every build and test dependency on Debian 12 (skips apt when all
+# are present). Usage: scripts/deps.sh [--test]   (--test adds test-only tools)
+set -euo pipefail
+
+pkgs=(meson ninja-build pkg-config gcc libevent-dev libcbor-dev libjansson-dev
+      libmicrohttpd-dev libdbus-1-dev libbluetooth-dev libsqlite3-dev libssl-dev
+      dbus python3 python3-cbor2)
+if [ "${1:-}" = "--test" ]; then
+	pkgs+=(clang libclang-rt-14-dev valgrind python3-dbus python3-gi systemd
+	       curl chromium nodejs npm)
+fi
+
+missing=()
+for p in "${pkgs[@]}"; do
+	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" ||
+		missing+=("$p")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+SUDO=""
+[ "$(id -u)" -eq 0 ] || SUDO="sudo"
+echo "installing: ${missing[*]}" >&2
+$SUDO apt-get update -qq
+DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends \
+	"${missing[@]}" >/dev/null
