@@ -46,6 +46,8 @@ struct sim_device_config {
 	uint8_t battery_pct;       /* user group: battery percent */
 	struct sim_image *initial; /* borrowed (a reference is taken); NULL: synthesized 1.0.0 */
 	uint64_t seed;             /* per-device pseudo-random seed */
+	bool no_primary;           /* no MCUboot, empty slot 0 (as the recorded native_sim) */
+	bool image_check;          /* CONFIG_IMG_ENABLE_IMAGE_CHECK: "match" on the last chunk */
 };
 
 /* Fills defaults (name "PineTime", in range, default link + flash). */
@@ -82,7 +84,9 @@ typedef void (*sim_reply_cb)(struct sim_device *dev, const uint8_t *frame, size_
  * corrupted, truncated, or never. Returns 0, -ENOBUFS when all buf_count
  * SMP buffers are busy (the transport must then drop the write silently,
  * as Zephyr does), -ENETDOWN when the device is off, rebooting, hung or out
- * of range, -EMSGSIZE when the frame exceeds buf_size (Zephyr drops it too).
+ * of range, -EMSGSIZE when the frame exceeds buf_size, -EBADMSG when len is
+ * not header + its payload length (Zephyr drops those too; counted as drops).
+ * Replies come in request order. Do not free the device from cb.
  */
 int sim_device_rx_frame(struct sim_device *dev, const uint8_t *frame, size_t len,
 			sim_reply_cb cb, void *user_data);

@@ -28,8 +28,9 @@ struct sim_link_model {
 	uint16_t buf_count;        /* mcumgr params buf_count */
 };
 
-/* PineTime-like defaults: 30 ms, 1M, 251, 4 pkts/event, MTU 247, no
- * reassembly, 384 bytes x 4 buffers (Zephyr smp_svr BLE build). */
+/* Defaults follow firmware/prj.conf: 30 ms interval, 1M PHY, 251-byte LL
+ * payload, 4 packets per event, ATT MTU 498, reassembly on, SMP buffers
+ * 2475 bytes x 4. */
 void sim_link_model_default(struct sim_link_model *ret);
 
 /* 0 or -EINVAL when a field is out of range; *why names the field. */
