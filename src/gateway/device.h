@@ -47,7 +47,9 @@ typedef void (*gw_rsp_cb)(int err, const uint8_t *frame, size_t len,
 			  void *user_data);
 
 /* Queues one whole SMP request frame (borrowed). Returns a request id > 0,
- * or a negative errno (-EBADMSG: not one whole SMP request frame). */
+ * or a negative errno (-EBADMSG: not one whole SMP request frame; -EBUSY:
+ * the device's queue is full ([request] queue_max); -ECANCELED: the device
+ * is being removed). On a negative return the callback is never called. */
 int64_t gw_device_request(struct gw_device *dev, const uint8_t *frame,
 			  size_t len, const struct gw_req_opts *opts,
 			  gw_rsp_cb cb, void *user_data);
@@ -67,7 +69,12 @@ const char *gw_device_transport(const struct gw_device *dev);
 enum link_state gw_device_link_state(const struct gw_device *dev);
 uint16_t gw_device_udp_port(const struct gw_device *dev);
 size_t gw_device_mtu(const struct gw_device *dev);
-/* SMP buffer parameters (from os "mcumgr params", or safe defaults). */
+/* SMP buffer parameters (from os "mcumgr params", or safe defaults:
+ * GW_DEVICE_DEFAULT_BUF_SIZE / _BUF_COUNT until the device answered). */
+#define GW_DEVICE_DEFAULT_BUF_SIZE 384u
+#define GW_DEVICE_DEFAULT_BUF_COUNT 1u
+/* True once the device itself reported its parameters. */
+bool gw_device_params_known(const struct gw_device *dev);
 void gw_device_params(const struct gw_device *dev, uint32_t *buf_size,
 		      uint32_t *buf_count);
 void gw_device_set_params(struct gw_device *dev, uint32_t buf_size,

@@ -22,3 +22,30 @@ struct gw_store *gw_store(struct gw *gw);
 struct gw_metrics *gw_metrics(struct gw *gw);
 /* Wall clock in ms since the epoch; tests may inject an offset. */
 uint64_t gw_now_ms(struct gw *gw);
+
+/*
+ * Construction (smpgwd's main and the tests). cfg and store are consumed
+ * (store may be NULL: no persistence, ports from the configured base
+ * without memory across restarts). Creates the event bus and the device
+ * registry.
+ */
+struct gw *gw_new(struct event_base *base, struct gw_config *cfg,
+		  struct gw_store *store);
+/* Fails every pending request with -ECANCELED, frees devices, store,
+ * config and bus. Accepts NULL; returns NULL. */
+struct gw *gw_free(struct gw *gw);
+/* The metrics module (owned by src/http/) registers itself here; NULL
+ * until then. Borrowed. */
+void gw_set_metrics(struct gw *gw, struct gw_metrics *metrics);
+/* Tests: shift gw_now_ms() by offset_ms. */
+void gw_set_time_offset(struct gw *gw, int64_t offset_ms);
+/*
+ * SIGHUP: replaces the [device] list by new_cfg's (consumed); devices no
+ * longer declared are removed (their requests fail with -ECANCELED), new
+ * ones are added, unchanged ones keep their links. Other settings are
+ * kept as they were at start.
+ */
+int gw_reload_devices(struct gw *gw, struct gw_config *new_cfg);
+/* Registers the UDP and serial devices of the config's [device]
+ * sections (BLE sections only pin ports). */
+void gw_add_config_devices(struct gw *gw);

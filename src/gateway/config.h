@@ -1,0 +1,93 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * smpgwd configuration: an INI file (etc/smpgwd.conf documents every key)
+ * parsed into a public struct that every module reads. Every key has a
+ * default (gw_config_new_default()); command-line flags override after
+ * parsing. Durations accept "ms", "s", "m" suffixes (bare numbers are
+ * seconds).
+ */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+enum gw_transport {
+	GW_TRANSPORT_BLE = 0,
+	GW_TRANSPORT_UDP,
+	GW_TRANSPORT_SERIAL,
+};
+
+/* A [device "name"] section. */
+struct gw_device_conf {
+	char *name;
+	enum gw_transport transport;
+	char *address;     /* UDP "host:port" / "[v6]:port"; BLE "AA:BB:..." */
+	char *path;        /* serial device path */
+	unsigned baud;     /* serial; default 115200 */
+	uint16_t udp_port; /* pinned local UDP port; 0: from the port map */
+};
+
+struct gw_config {
+	struct {
+		char *state_dir;   /* default /var/lib/smpgw */
+		int log_level;     /* enum gw_log_level; default info */
+	} general;
+	struct {
+		bool enabled;               /* default true */
+		char *bus;                  /* D-Bus address; NULL: system bus */
+		char *adapters;             /* "hci0,hci1"; NULL: all */
+		unsigned max_connections_per_adapter; /* default 7 */
+		uint32_t idle_timeout_ms;   /* default 30 s */
+		uint32_t connect_timeout_ms; /* default 10 s */
+		bool manage_all;            /* manage = all (default) | allowlist */
+		char **allow;               /* addresses or name globs */
+		size_t n_allow;
+	} ble;
+	struct {
+		char *bind;         /* default 127.0.0.1 */
+		uint16_t base_port; /* default 17001; 0: the OS picks per device */
+	} udp;
+	struct {
+		char *listen;       /* default 127.0.0.1:8080 */
+		char *token_file;   /* NULL: no token */
+		char *tls_cert;     /* NULL: plain HTTP */
+		char *tls_key;
+		size_t max_body;    /* default 16 MiB */
+		unsigned max_connections; /* default 64 */
+	} http;
+	struct {
+		uint32_t timeout_ms;             /* default 5 s */
+		uint32_t first_chunk_timeout_ms; /* default 30 s */
+		uint32_t connect_timeout_ms;     /* default 10 s */
+		unsigned queue_max;              /* default 64 per device */
+	} request;
+	struct gw_device_conf *devices;
+	size_t n_devices;
+};
+
+struct gw_config *gw_config_new_default(void);
+struct gw_config *gw_config_free(struct gw_config *cfg);
+
+/*
+ * Parses INI text over the defaults. On error returns a negative errno
+ * (-EBADMSG for syntax, -EINVAL for a bad value) and, if errmsg is not
+ * NULL, a new string "line N: what" (caller frees). *ret untouched on
+ * failure; on success *ret is a new config.
+ */
+int gw_config_parse(const uint8_t *buf, size_t len, struct gw_config **ret,
+		    char **errmsg);
+/* Reads and parses a file; -errno when it cannot be read. */
+int gw_config_load(const char *path, struct gw_config **ret, char **errmsg);
+
+/* Helpers shared with the command line. */
+int gw_config_parse_duration_ms(const char *s, uint32_t *ret);
+int gw_config_parse_port(const char *s, uint16_t *ret);
+/* Sets one key as if read in section (e.g. "udp", "base_port", "17001"). */
+int gw_config_set(struct gw_config *cfg, const char *section, const char *key,
+		  const char *value);
+/* True when the BLE device (address, name may be NULL) is to be managed. */
+bool gw_config_ble_allowed(const struct gw_config *cfg, const char *address,
+			   const char *name);
+const struct gw_device_conf *gw_config_find_device(const struct gw_config *cfg,
+						   const char *name);

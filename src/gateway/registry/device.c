@@ -1,0 +1,953 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The device registry and the per-device request queue (device.h,
+ * registry.h). Owns struct gw_device, its queued and in-flight requests,
+ * their timers, the sequence-number rewriting, and the link callbacks of
+ * every managed device.
+ *
+ * A request lives in exactly one of two lists: dev->queue (waiting for the
+ * link or for its turn) or dev->inflight (sent, waiting for the response
+ * that carries its wire sequence number). Sending happens only from a
+ * deferred "pump" event, never from inside a caller or a link callback,
+ * so callbacks may queue or cancel freely.
+ */
+#include "gateway/registry/registry.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/queue.h>
+
+#include <cbor.h>
+#include <event2/event.h>
+
+#include "codec/cbor-util.h"
+#include "gateway/config.h"
+#include "gateway/events.h"
+#include "gateway/gateway.h"
+#include "gateway/log.h"
+#include "gateway/store.h"
+#include "util/util.h"
+
+/* After this many consecutive timeouts the link is torn down, so the next
+ * request reconnects (a BLE link that stopped answering usually needs it). */
+#define MAX_CONSECUTIVE_TIMEOUTS 3
+/* The params read must not hold the user's first request back for long. */
+#define PARAMS_TIMEOUT_MS 3000
+#define RECONNECT_DELAY_MS 500
+#define RETRY_SEND_MS 20
+#define STORE_SEEN_INTERVAL_MS 60000
+/* After a failed params read, do not ask again (before the user's
+ * requests) for this long: a flaky link must not starve them. */
+#define PARAMS_RETRY_MS 30000
+
+enum params_state {
+	PARAMS_UNKNOWN = 0, /* not asked on this connection */
+	PARAMS_ASKING,
+	PARAMS_DONE,        /* asked on this connection (answered or not) */
+};
+
+struct gw_req {
+	TAILQ_ENTRY(gw_req) entry;
+	struct gw_device *dev;
+	int64_t id;
+	uint8_t *frame;
+	size_t len;
+	struct smp_hdr hdr; /* as the caller sent it: hdr.seq is theirs */
+	uint8_t wire_seq;
+	bool sent;
+	bool internal;      /* the registry's own params read */
+	bool pipelined;
+	uint32_t timeout_ms, connect_timeout_ms;
+	struct event *timer;
+	gw_rsp_cb cb;
+	void *user_data;
+};
+TAILQ_HEAD(req_list, gw_req);
+
+struct gw_device_counters {
+	uint64_t requests, responses, timeouts, link_resets, not_connected;
+	uint64_t dropped_rsp, malformed_rsp, malformed_req, too_big, connects;
+};
+
+struct gw_device {
+	TAILQ_ENTRY(gw_device) entry;
+	struct gw_registry *reg;
+	char *id, *name;
+	struct link *link;
+	bool owns_link;
+	bool dying;
+	uint16_t udp_port;
+	uint32_t buf_size, buf_count;
+	bool params_known;
+	enum params_state params;
+	uint64_t params_failed_ms;
+	struct req_list queue, inflight;
+	unsigned n_queued, n_inflight;
+	uint8_t next_seq;
+	unsigned consecutive_timeouts;
+	int holds;
+	bool present;            /* BLE: currently advertising / known */
+	int rssi;
+	uint64_t last_seen_ms, last_store_ms;
+	json_t *slots, *adv;
+	struct event *pump_ev, *reconnect_ev;
+	struct gw_req *sending; /* the request inside link_send(), if any */
+	struct gw_device_counters c;
+};
+TAILQ_HEAD(dev_list, gw_device);
+
+struct gw_registry {
+	struct gw *gw;
+	struct dev_list devices;
+	size_t count;
+	int64_t next_req_id;
+	struct gw_registry_observer obs;
+	void *obs_data;
+};
+
+
+static void req_free(struct gw_req *req)
+{
+	if (req->timer)
+		event_free(req->timer);
+	free(req->frame);
+	free(req);
+}
+
+static void dev_unlink_req(struct gw_device *dev, struct gw_req *req)
+{
+	if (req->sent) {
+		TAILQ_REMOVE(&dev->inflight, req, entry);
+		dev->n_inflight--;
+	} else {
+		TAILQ_REMOVE(&dev->queue, req, entry);
+		dev->n_queued--;
+	}
+}
+
+static void schedule_pump(struct gw_device *dev)
+{
+	if (!dev->dying)
+		event_active(dev->pump_ev, 0, 0);
+}
+
+static void params_done(struct gw_device *dev, int err, const uint8_t *frame,
+			size_t len);
+
+/* Unlinks req, runs its callback once, frees it. */
+static void req_finish(struct gw_req *req, int err, const uint8_t *frame,
+		       size_t len)
+{
+	struct gw_device *dev = req->dev;
+
+	dev_unlink_req(dev, req);
+	if (dev->sending == req)
+		dev->sending = NULL; /* finished from inside link_send() */
+	if (req->internal)
+		params_done(dev, err, frame, len);
+	else if (req->cb)
+		req->cb(err, frame, len, req->user_data);
+	req_free(req);
+	schedule_pump(dev);
+}
+
+static void emit(struct gw_device *dev, const char *type, json_t *extra)
+{
+	json_t *data = json_pack("{s:s, s:s?}", "id", dev->id, "name", dev->name);
+
+	if (extra) {
+		json_object_update(data, extra);
+		json_decref(extra);
+	}
+	gw_events_emit(gw_events(dev->reg->gw), type, data);
+}
+
+static void store_device(struct gw_device *dev)
+{
+	struct gw_store *store = gw_store(dev->reg->gw);
+	char *adv = dev->adv ? json_dumps(dev->adv, JSON_COMPACT) : NULL;
+	struct gw_store_device d = {
+		.id = dev->id, .name = dev->name,
+		.transport = gw_device_transport(dev),
+		.last_seen_ms = dev->last_seen_ms, .rssi = dev->rssi,
+		.adv_json = adv,
+	};
+
+	if (store && gw_store_device_put(store, &d) < 0)
+		log_warn("%s: could not record the device in the store", dev->id);
+	dev->last_store_ms = dev->last_seen_ms;
+	free(adv);
+}
+
+static void touch(struct gw_device *dev)
+{
+	dev->last_seen_ms = gw_now_ms(dev->reg->gw);
+}
+
+/* ---- timers ---- */
+
+static void req_timeout_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct gw_req *req = arg;
+	struct gw_device *dev = req->dev;
+	bool up = link_state(dev->link) == LINK_STATE_UP;
+
+	if (req->sent) {
+		dev->c.timeouts++;
+		dev->consecutive_timeouts++;
+		log_debug("%s: request %lld (group %u id %u) timed out", dev->id,
+			  (long long)req->id, req->hdr.group, req->hdr.id);
+		req_finish(req, -ETIMEDOUT, NULL, 0);
+		if (dev->consecutive_timeouts >= MAX_CONSECUTIVE_TIMEOUTS &&
+		    !dev->dying && link_state(dev->link) != LINK_STATE_DOWN) {
+			log_info("%s: %u requests timed out in a row, resetting the link",
+				 dev->id, dev->consecutive_timeouts);
+			dev->consecutive_timeouts = 0;
+			link_disconnect(dev->link);
+		}
+		return;
+	}
+	/* Still queued: the link never came up, or the queue never drained. */
+	if (!up)
+		dev->c.not_connected++;
+	req_finish(req, up ? -ETIMEDOUT : -ENOTCONN, NULL, 0);
+}
+
+static void arm_timer(struct gw_req *req, uint32_t ms)
+{
+	struct timeval tv = { .tv_sec = ms / 1000, .tv_usec = (ms % 1000) * 1000 };
+
+	evtimer_add(req->timer, &tv);
+}
+
+/* Waiting requests get their connect budget plus one response time (they
+ * may sit behind a request in flight, or the params read). */
+static void arm_wait_timer(struct gw_req *req)
+{
+	arm_timer(req, req->connect_timeout_ms + req->timeout_ms);
+}
+
+/* ---- sending ---- */
+
+static bool seq_in_flight(struct gw_device *dev, uint8_t seq)
+{
+	struct gw_req *r;
+
+	TAILQ_FOREACH(r, &dev->inflight, entry)
+		if (r->wire_seq == seq)
+			return true;
+	return false;
+}
+
+static uint8_t next_wire_seq(struct gw_device *dev)
+{
+	/* At most 256 in flight is far beyond any buf_count; the loop ends. */
+	for (int i = 0; i < 256; i++) {
+		uint8_t seq = dev->next_seq++;
+
+		if (!seq_in_flight(dev, seq))
+			return seq;
+	}
+	return dev->next_seq++;
+}
+
+static unsigned max_inflight(const struct gw_device *dev)
+{
+	return dev->buf_count > 1 ? dev->buf_count - 1 : 1;
+}
+
+static bool may_send(struct gw_device *dev, const struct gw_req *head)
+{
+	struct gw_req *r;
+
+	if (dev->n_inflight == 0)
+		return true;
+	if (!head->pipelined || dev->n_inflight >= max_inflight(dev))
+		return false;
+	TAILQ_FOREACH(r, &dev->inflight, entry)
+		if (!r->pipelined)
+			return false;
+	return true;
+}
+
+/* Returns 0 when sent, 1 when it must wait, <0 when req was failed. */
+static int send_one(struct gw_device *dev, struct gw_req *req)
+{
+	int r;
+
+	if (dev->params_known && req->len > dev->buf_size) {
+		dev->c.too_big++;
+		req_finish(req, -EMSGSIZE, NULL, 0);
+		return -EMSGSIZE;
+	}
+	req->wire_seq = next_wire_seq(dev);
+	req->frame[6] = req->wire_seq;
+	/* Move to in flight before sending: a link may answer synchronously. */
+	TAILQ_REMOVE(&dev->queue, req, entry);
+	dev->n_queued--;
+	TAILQ_INSERT_TAIL(&dev->inflight, req, entry);
+	dev->n_inflight++;
+	req->sent = true;
+	arm_timer(req, req->timeout_ms);
+	dev->sending = req;
+	r = link_send(dev->link, req->frame, req->len);
+	if (!dev->sending)
+		return r == 0 ? 0 : -ECONNRESET; /* answered or failed already */
+	dev->sending = NULL;
+	if (r == 0)
+		return 0;
+	/* Not sent: back to the head of the queue, or fail it. */
+	TAILQ_REMOVE(&dev->inflight, req, entry);
+	dev->n_inflight--;
+	req->sent = false;
+	TAILQ_INSERT_HEAD(&dev->queue, req, entry);
+	dev->n_queued++;
+	if (r == -EAGAIN || r == -ENOTCONN) {
+		arm_wait_timer(req);
+		return 1;
+	}
+	req_finish(req, r, NULL, 0);
+	return r;
+}
+
+static void queue_params_read(struct gw_device *dev);
+
+static void ensure_connecting(struct gw_device *dev)
+{
+	int r;
+
+	if (link_state(dev->link) != LINK_STATE_DOWN ||
+	    evtimer_pending(dev->reconnect_ev, NULL))
+		return;
+	dev->c.connects++;
+	r = link_connect(dev->link);
+	if (r < 0) {
+		struct timeval tv = { 0, RECONNECT_DELAY_MS * 1000 };
+
+		log_debug("%s: connect failed: %s", dev->id, strerror(-r));
+		evtimer_add(dev->reconnect_ev, &tv);
+	}
+}
+
+static void pump(struct gw_device *dev)
+{
+	if (dev->dying)
+		return;
+	if (link_state(dev->link) != LINK_STATE_UP) {
+		if (dev->n_queued || dev->holds)
+			ensure_connecting(dev);
+		return;
+	}
+	if (dev->params == PARAMS_UNKNOWN && dev->n_queued) {
+		if (!dev->params_failed_ms || gw_now_ms(dev->reg->gw) -
+		    dev->params_failed_ms >= PARAMS_RETRY_MS)
+			queue_params_read(dev);
+		else
+			dev->params = PARAMS_DONE;
+	}
+	/* Bounded: each pass sends or fails one request, or stops. */
+	while (!TAILQ_EMPTY(&dev->queue)) {
+		struct gw_req *head = TAILQ_FIRST(&dev->queue);
+
+		if (!may_send(dev, head))
+			break;
+		if (send_one(dev, head) > 0) {
+			struct timeval tv = { 0, RETRY_SEND_MS * 1000 };
+
+			event_add(dev->pump_ev, &tv);
+			break;
+		}
+	}
+}
+
+static void pump_cb(evutil_socket_t fd, short what, void *arg)
+{
+	pump(arg);
+}
+
+static void reconnect_cb(evutil_socket_t fd, short what, void *arg)
+{
+	pump(arg);
+}
+
+/* ---- requests ---- */
+
+static bool is_first_upload_chunk(const struct smp_hdr *hdr,
+				  const uint8_t *payload, size_t len)
+{
+	cbor_item_t *map = NULL;
+	const cbor_item_t *off;
+	bool first = false;
+
+	if (hdr->group != SMP_GROUP_IMG || hdr->id != SMP_IMG_UPLOAD ||
+	    hdr->op != SMP_OP_WRITE)
+		return false;
+	if (smp_cbor_decode(payload, len, &map) < 0)
+		return false;
+	off = smp_cbor_map_get(map, "off");
+	if (off && cbor_isa_uint(off) && cbor_get_int(off) == 0)
+		first = true;
+	cbor_decref(&map);
+	return first;
+}
+
+static struct gw_req *req_new(struct gw_device *dev, const uint8_t *frame,
+			      size_t len, const struct smp_hdr *hdr)
+{
+	struct gw_req *req = xnew(struct gw_req);
+
+	req->dev = dev;
+	req->id = dev->reg->next_req_id++;
+	req->frame = xmemdup(frame, len);
+	req->len = len;
+	req->hdr = *hdr;
+	req->timer = evtimer_new(gw_base(dev->reg->gw), req_timeout_cb, req);
+	return req;
+}
+
+static void enqueue(struct gw_device *dev, struct gw_req *req, bool front)
+{
+	if (front)
+		TAILQ_INSERT_HEAD(&dev->queue, req, entry);
+	else
+		TAILQ_INSERT_TAIL(&dev->queue, req, entry);
+	dev->n_queued++;
+	arm_wait_timer(req);
+	schedule_pump(dev);
+}
+
+int64_t gw_device_request(struct gw_device *dev, const uint8_t *frame,
+			  size_t len, const struct gw_req_opts *opts,
+			  gw_rsp_cb cb, void *user_data)
+{
+	const struct gw_config *cfg = gw_config(dev->reg->gw);
+	struct gw_req_opts none = { 0 };
+	struct smp_hdr hdr;
+	struct gw_req *req;
+	int r;
+
+	if (!opts)
+		opts = &none;
+	r = smp_frame_check(frame, len, &hdr);
+	if (r < 0 || (size_t)r != len || !smp_op_is_request(hdr.op)) {
+		dev->c.malformed_req++;
+		return -EBADMSG;
+	}
+	if (dev->dying)
+		return -ECANCELED;
+	if (cfg->request.queue_max && dev->n_queued >= cfg->request.queue_max)
+		return -EBUSY;
+	req = req_new(dev, frame, len, &hdr);
+	req->cb = cb;
+	req->user_data = user_data;
+	req->pipelined = opts->pipelined;
+	req->timeout_ms = opts->timeout_ms ? opts->timeout_ms : cfg->request.timeout_ms;
+	req->connect_timeout_ms = opts->connect_timeout_ms ?
+		opts->connect_timeout_ms : cfg->request.connect_timeout_ms;
+	/* The first upload chunk waits for the slot erase: seconds. */
+	if (is_first_upload_chunk(&hdr, frame + SMP_HDR_LEN, hdr.len))
+		req->timeout_ms = MAX(req->timeout_ms,
+				      cfg->request.first_chunk_timeout_ms);
+	dev->c.requests++;
+	enqueue(dev, req, false);
+	return req->id;
+}
+
+static struct gw_req *find_req(struct gw_device *dev, int64_t id)
+{
+	struct gw_req *r;
+
+	TAILQ_FOREACH(r, &dev->queue, entry)
+		if (r->id == id)
+			return r;
+	TAILQ_FOREACH(r, &dev->inflight, entry)
+		if (r->id == id)
+			return r;
+	return NULL;
+}
+
+int gw_device_cancel(struct gw_device *dev, int64_t id)
+{
+	struct gw_req *req = find_req(dev, id);
+
+	if (!req || req->internal)
+		return -ENOENT;
+	/* A late response to it is dropped as unsolicited. */
+	dev_unlink_req(dev, req);
+	req_free(req);
+	schedule_pump(dev);
+	return 0;
+}
+
+/* ---- mcumgr params ---- */
+
+static void queue_params_read(struct gw_device *dev)
+{
+	/* os group, command 6, SMP v2 read with an empty map. */
+	static const uint8_t frame[] = { 0x08, 0, 0, 1, 0, SMP_GROUP_OS, 0,
+					 SMP_OS_PARAMS, 0xa0 };
+	struct smp_hdr hdr;
+	struct gw_req *req;
+
+	smp_frame_check(frame, sizeof(frame), &hdr);
+	req = req_new(dev, frame, sizeof(frame), &hdr);
+	req->internal = true;
+	req->timeout_ms = PARAMS_TIMEOUT_MS;
+	req->connect_timeout_ms = gw_config(dev->reg->gw)->request.connect_timeout_ms;
+	dev->params = PARAMS_ASKING;
+	enqueue(dev, req, true);
+}
+
+static bool get_uint(const cbor_item_t *map, const char *key, uint32_t *ret)
+{
+	const cbor_item_t *v = smp_cbor_map_get(map, key);
+
+	if (!v || !cbor_isa_uint(v) || cbor_get_int(v) == 0 ||
+	    cbor_get_int(v) > UINT32_MAX)
+		return false;
+	*ret = (uint32_t)cbor_get_int(v);
+	return true;
+}
+
+static void params_done(struct gw_device *dev, int err, const uint8_t *frame,
+			size_t len)
+{
+	cbor_item_t *map = NULL;
+	struct smp_err e;
+	uint32_t size, count;
+
+	dev->params = PARAMS_DONE;
+	if (err || !frame) {
+		log_debug("%s: mcumgr params: %s", dev->id, strerror(-err));
+		if (err != -ECANCELED)
+			dev->params_failed_ms = gw_now_ms(dev->reg->gw);
+		return;
+	}
+	dev->params_failed_ms = 0;
+	if (smp_err_extract(frame + SMP_HDR_LEN, len - SMP_HDR_LEN, &e) < 0 ||
+	    e.present) {
+		log_debug("%s: mcumgr params not supported, using defaults", dev->id);
+		return;
+	}
+	if (smp_cbor_decode(frame + SMP_HDR_LEN, len - SMP_HDR_LEN, &map) < 0)
+		return;
+	if (get_uint(map, "buf_size", &size) && get_uint(map, "buf_count", &count)) {
+		gw_device_set_params(dev, size, count);
+		log_info("%s: buf_size %u, buf_count %u", dev->id, size, count);
+	}
+	cbor_decref(&map);
+}
+
+/* ---- link callbacks ---- */
+
+static struct gw_req *match_rsp(struct gw_device *dev, const struct smp_hdr *h)
+{
+	struct gw_req *r;
+
+	TAILQ_FOREACH(r, &dev->inflight, entry)
+		if (r->wire_seq == h->seq && r->hdr.group == h->group &&
+		    r->hdr.id == h->id && smp_rsp_op(r->hdr.op) == h->op)
+			return r;
+	return NULL;
+}
+
+static void on_frame(struct link *link, const uint8_t *frame, size_t len,
+		     void *user_data)
+{
+	struct gw_device *dev = user_data;
+	struct smp_hdr hdr;
+	struct gw_req *req;
+	uint8_t *copy;
+	int r = smp_frame_check(frame, len, &hdr);
+
+	if (r < 0 || (size_t)r != len || smp_op_is_request(hdr.op)) {
+		dev->c.malformed_rsp++;
+		log_debug("%s: dropped a malformed frame from the device", dev->id);
+		return;
+	}
+	touch(dev);
+	req = match_rsp(dev, &hdr);
+	if (!req) {
+		/* Duplicate, late (timed out/cancelled) or unsolicited. */
+		dev->c.dropped_rsp++;
+		log_debug("%s: dropped unmatched response seq %u group %u id %u",
+			  dev->id, hdr.seq, hdr.group, hdr.id);
+		return;
+	}
+	dev->c.responses++;
+	dev->consecutive_timeouts = 0;
+	copy = xmemdup(frame, len);
+	copy[6] = req->hdr.seq;
+	evtimer_del(req->timer);
+	req_finish(req, 0, copy, len);
+	free(copy);
+}
+
+static void fail_inflight(struct gw_device *dev, int err)
+{
+	/* Bounded by n_inflight; callbacks cannot add to inflight (sending
+	 * happens only from the pump). */
+	while (!TAILQ_EMPTY(&dev->inflight))
+		req_finish(TAILQ_FIRST(&dev->inflight), err, NULL, 0);
+}
+
+static void on_state(struct link *link, enum link_state state, int err,
+		     void *user_data)
+{
+	struct gw_device *dev = user_data;
+
+	switch (state) {
+	case LINK_STATE_UP:
+		log_info("%s: connected (%s, mtu %zu)", dev->id,
+			 link_transport(link), link_mtu(link));
+		touch(dev);
+		dev->params = PARAMS_UNKNOWN;
+		dev->consecutive_timeouts = 0;
+		emit(dev, "device.connected", json_pack("{s:s}", "transport",
+							 link_transport(link)));
+		store_device(dev);
+		break;
+	case LINK_STATE_DOWN:
+		if (dev->n_inflight)
+			dev->c.link_resets++;
+		log_info("%s: disconnected%s%s", dev->id, err ? ": " : "",
+			 err ? strerror(-err) : "");
+		emit(dev, "device.disconnected",
+		     json_pack("{s:s?}", "error", err ? strerror(-err) : NULL));
+		fail_inflight(dev, -ECONNRESET);
+		if (dev->n_queued) {
+			struct timeval tv = { 0, RECONNECT_DELAY_MS * 1000 };
+
+			evtimer_add(dev->reconnect_ev, &tv);
+		}
+		break;
+	case LINK_STATE_CONNECTING:
+		break;
+	}
+	schedule_pump(dev);
+}
+
+/* ---- registry ---- */
+
+struct gw_registry *gw_registry_new(struct gw *gw)
+{
+	struct gw_registry *reg = xnew(struct gw_registry);
+
+	reg->gw = gw;
+	reg->next_req_id = 1;
+	TAILQ_INIT(&reg->devices);
+	return reg;
+}
+
+static void device_free(struct gw_device *dev)
+{
+	dev->dying = true;
+	while (!TAILQ_EMPTY(&dev->queue))
+		req_finish(TAILQ_FIRST(&dev->queue), -ECANCELED, NULL, 0);
+	fail_inflight(dev, -ECANCELED);
+	if (dev->owns_link) {
+		link_free(dev->link);
+	} else {
+		static const struct link_callbacks none = { 0 };
+
+		link_set_callbacks(dev->link, &none, NULL);
+	}
+	event_free(dev->pump_ev);
+	event_free(dev->reconnect_ev);
+	json_decref(dev->slots);
+	json_decref(dev->adv);
+	free(dev->id);
+	free(dev->name);
+	free(dev);
+}
+
+struct gw_registry *gw_registry_free(struct gw_registry *reg)
+{
+	if (!reg)
+		return NULL;
+	while (!TAILQ_EMPTY(&reg->devices))
+		gw_registry_remove(reg, TAILQ_FIRST(&reg->devices));
+	free(reg);
+	return NULL;
+}
+
+void gw_registry_set_observer(struct gw_registry *reg,
+			      const struct gw_registry_observer *obs,
+			      void *user_data)
+{
+	reg->obs = *obs;
+	reg->obs_data = user_data;
+}
+
+static uint16_t pick_port(struct gw_registry *reg, const char *id,
+			  uint16_t pinned)
+{
+	const struct gw_config *cfg = gw_config(reg->gw);
+	struct gw_store *store = gw_store(reg->gw);
+	uint16_t reserved[64], port = 0;
+	size_t n = 0;
+	int r;
+
+	/* Base 0: ephemeral ports chosen by the OS, nothing to remember. */
+	if (!pinned && cfg->udp.base_port == 0)
+		return 0;
+	for (size_t i = 0; i < cfg->n_devices && n < ARRAY_SIZE(reserved); i++)
+		if (cfg->devices[i].udp_port && strcmp(cfg->devices[i].name, id))
+			reserved[n++] = cfg->devices[i].udp_port;
+	if (!store)
+		return pinned;
+	r = gw_store_port_assign(store, id, pinned, cfg->udp.base_port, reserved,
+				 n, &port);
+	if (r < 0) {
+		log_err("%s: no UDP port available: %s", id, strerror(-r));
+		return pinned;
+	}
+	return port;
+}
+
+struct gw_device *gw_registry_add(struct gw_registry *reg, const char *id,
+				  const char *name, struct link *link,
+				  bool owns_link, uint16_t pinned_port)
+{
+	static const struct link_callbacks cbs = { .frame = on_frame,
+						   .state = on_state };
+	struct event_base *base = gw_base(reg->gw);
+	struct gw_device *dev;
+
+	if (gw_device_find(reg->gw, id))
+		return NULL;
+	dev = xnew(struct gw_device);
+	dev->reg = reg;
+	dev->id = xstrdup(id);
+	dev->name = name ? xstrdup(name) : NULL;
+	dev->link = link;
+	dev->owns_link = owns_link;
+	dev->buf_size = GW_DEVICE_DEFAULT_BUF_SIZE;
+	dev->buf_count = GW_DEVICE_DEFAULT_BUF_COUNT;
+	dev->rssi = 127;
+	dev->present = true;
+	TAILQ_INIT(&dev->queue);
+	TAILQ_INIT(&dev->inflight);
+	dev->pump_ev = event_new(base, -1, 0, pump_cb, dev);
+	dev->reconnect_ev = evtimer_new(base, reconnect_cb, dev);
+	dev->udp_port = pick_port(reg, id, pinned_port);
+	link_set_callbacks(link, &cbs, dev);
+	TAILQ_INSERT_TAIL(&reg->devices, dev, entry);
+	reg->count++;
+	store_device(dev);
+	if (reg->obs.added)
+		reg->obs.added(dev, reg->obs_data);
+	emit(dev, "device.added", json_pack("{s:s, s:i}", "transport",
+					    link_transport(link), "udp_port",
+					    dev->udp_port));
+	return dev;
+}
+
+void gw_registry_remove(struct gw_registry *reg, struct gw_device *dev)
+{
+	if (reg->obs.removed)
+		reg->obs.removed(dev, reg->obs_data);
+	TAILQ_REMOVE(&reg->devices, dev, entry);
+	reg->count--;
+	emit(dev, "device.removed", NULL);
+	device_free(dev);
+}
+
+struct gw_device *gw_device_find(struct gw *gw, const char *id_or_name)
+{
+	struct gw_registry *reg = gw_registry_of(gw);
+	struct gw_device *dev;
+
+	if (!id_or_name)
+		return NULL;
+	TAILQ_FOREACH(dev, &reg->devices, entry)
+		if (!strcasecmp(dev->id, id_or_name))
+			return dev;
+	TAILQ_FOREACH(dev, &reg->devices, entry)
+		if (dev->name && !strcmp(dev->name, id_or_name))
+			return dev;
+	return NULL;
+}
+
+void gw_device_foreach(struct gw *gw, gw_device_iter_cb cb, void *user_data)
+{
+	struct gw_registry *reg = gw_registry_of(gw);
+	struct gw_device *dev, *next;
+
+	for (dev = TAILQ_FIRST(&reg->devices); dev; dev = next) {
+		next = TAILQ_NEXT(dev, entry);
+		cb(dev, user_data);
+	}
+}
+
+size_t gw_device_count(struct gw *gw)
+{
+	return gw_registry_of(gw)->count;
+}
+
+/* ---- accessors ---- */
+
+const char *gw_device_id(const struct gw_device *dev)
+{
+	return dev->id;
+}
+
+const char *gw_device_name(const struct gw_device *dev)
+{
+	return dev->name ? dev->name : dev->id;
+}
+
+const char *gw_device_transport(const struct gw_device *dev)
+{
+	return link_transport(dev->link);
+}
+
+enum link_state gw_device_link_state(const struct gw_device *dev)
+{
+	return link_state(dev->link);
+}
+
+uint16_t gw_device_udp_port(const struct gw_device *dev)
+{
+	return dev->udp_port;
+}
+
+void gw_device_set_udp_port(struct gw_device *dev, uint16_t port)
+{
+	dev->udp_port = port;
+}
+
+size_t gw_device_mtu(const struct gw_device *dev)
+{
+	return link_mtu(dev->link);
+}
+
+struct link *gw_device_link(const struct gw_device *dev)
+{
+	return dev->link;
+}
+
+void gw_device_params(const struct gw_device *dev, uint32_t *buf_size,
+		      uint32_t *buf_count)
+{
+	if (buf_size)
+		*buf_size = dev->buf_size;
+	if (buf_count)
+		*buf_count = dev->buf_count;
+}
+
+void gw_device_set_params(struct gw_device *dev, uint32_t buf_size,
+			  uint32_t buf_count)
+{
+	/* Below the SMP header plus a small map nothing works: ignore. */
+	if (buf_size < 32 || buf_count == 0)
+		return;
+	dev->buf_size = buf_size;
+	dev->buf_count = buf_count;
+	dev->params_known = true;
+	schedule_pump(dev);
+}
+
+bool gw_device_params_known(const struct gw_device *dev)
+{
+	return dev->params_known;
+}
+
+void gw_device_hold(struct gw_device *dev)
+{
+	dev->holds++;
+	schedule_pump(dev);
+}
+
+void gw_device_release(struct gw_device *dev)
+{
+	if (dev->holds > 0)
+		dev->holds--;
+}
+
+void gw_device_count_malformed(struct gw_device *dev)
+{
+	dev->c.malformed_req++;
+}
+
+void gw_device_set_slots(struct gw_device *dev, json_t *images)
+{
+	json_decref(dev->slots);
+	dev->slots = images ? json_incref(images) : NULL;
+}
+
+void gw_device_seen(struct gw_device *dev, const char *name, int rssi,
+		    json_t *adv)
+{
+	bool was_present = dev->present;
+
+	if (name && (!dev->name || strcmp(dev->name, name))) {
+		free(dev->name);
+		dev->name = xstrdup(name);
+	}
+	dev->rssi = rssi;
+	if (adv) {
+		json_decref(dev->adv);
+		dev->adv = adv;
+	}
+	dev->present = true;
+	touch(dev);
+	if (!was_present || dev->last_seen_ms - dev->last_store_ms >=
+	    STORE_SEEN_INTERVAL_MS) {
+		store_device(dev);
+		emit(dev, "device.seen", json_pack("{s:i}", "rssi", rssi));
+	}
+}
+
+void gw_device_lost(struct gw_device *dev)
+{
+	if (!dev->present)
+		return;
+	dev->present = false;
+	emit(dev, "device.lost", NULL);
+}
+
+static json_t *counters_json(const struct gw_device_counters *c)
+{
+	return json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}",
+			 "requests", (json_int_t)c->requests,
+			 "responses", (json_int_t)c->responses,
+			 "timeouts", (json_int_t)c->timeouts,
+			 "link_resets", (json_int_t)c->link_resets,
+			 "not_connected", (json_int_t)c->not_connected,
+			 "dropped_responses", (json_int_t)c->dropped_rsp,
+			 "malformed_responses", (json_int_t)c->malformed_rsp,
+			 "malformed_requests", (json_int_t)c->malformed_req,
+			 "too_big", (json_int_t)c->too_big,
+			 "connects", (json_int_t)c->connects);
+}
+
+json_t *gw_device_to_json(const struct gw_device *dev)
+{
+	json_t *o = json_pack("{s:s, s:s, s:s, s:s, s:i, s:I, s:b, s:i, s:i, s:b, s:i, s:i}",
+			      "id", dev->id,
+			      "name", gw_device_name(dev),
+			      "transport", gw_device_transport(dev),
+			      "link_state", link_state_str(link_state(dev->link)),
+			      "udp_port", dev->udp_port,
+			      "mtu", (json_int_t)link_mtu(dev->link),
+			      "present", dev->present,
+			      "buf_size", (int)dev->buf_size,
+			      "buf_count", (int)dev->buf_count,
+			      "params_from_device", dev->params_known,
+			      "queued", (int)dev->n_queued,
+			      "in_flight", (int)dev->n_inflight);
+
+	json_object_set_new(o, "address", json_string(dev->id));
+	json_object_set_new(o, "rssi", dev->rssi == 127 ? json_null() :
+			    json_integer(dev->rssi));
+	json_object_set_new(o, "last_seen", dev->last_seen_ms ?
+			    json_integer((json_int_t)dev->last_seen_ms) : json_null());
+	json_object_set_new(o, "slots", dev->slots ? json_incref(dev->slots) :
+			    json_null());
+	json_object_set_new(o, "advertising", dev->adv ? json_incref(dev->adv) :
+			    json_null());
+	json_object_set_new(o, "counters", counters_json(&dev->c));
+	return o;
+}
