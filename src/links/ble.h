@@ -55,7 +55,8 @@ struct ble_manager_callbacks {
 	 * data / RSSI changed. Borrowed for the call. */
 	void (*device_seen)(struct ble_manager *mgr,
 			    const struct ble_device_info *info, void *user_data);
-	/* The device object went away (removed by BlueZ or bluetoothd gone). */
+	/* The device object went away (removed by BlueZ). When bluetoothd
+	 * vanishes, devices are kept and only service(false) is reported. */
 	void (*device_lost)(struct ble_manager *mgr, const char *address,
 			    void *user_data);
 	/* bluetoothd appeared (true) or vanished (false). */
@@ -73,7 +74,37 @@ struct ble_manager *ble_manager_free(struct ble_manager *mgr);
  * freed with it or by ble_manager_forget()). */
 struct link *ble_manager_link(struct ble_manager *mgr, const char *address);
 void ble_manager_forget(struct ble_manager *mgr, const char *address);
-/* Link facts BlueZ exposes: -1 / 0 when unknown. */
+/*
+ * Link states reported by BLE links (link_callbacks.state):
+ *  CONNECTING   after link_connect(): waiting for a connection slot on the
+ *               device's adapter (budget), for the device to be seen, or
+ *               connecting / resolving / pairing / acquiring.
+ *  UP           frames can be sent.
+ *  DOWN, err<0  the attempt or the connection failed (-ECONNRESET link lost
+ *               or bluetoothd gone, -ETIMEDOUT, -ECONNREFUSED, -EACCES
+ *               pairing refused, -ENOENT no SMP characteristic, -ENODEV);
+ *               the link retries by itself after a backoff with jitter
+ *               (CONNECTING again) as long as the gateway holds it.
+ *  DOWN, err 0  link_disconnect(), or parked by the budget: idle longer
+ *               than idle_timeout_ms while other links waited. A parked
+ *               link connects again on the next link_connect().
+ * link_send() splits a frame over ATT MTU - 3 byte writes when reassembly
+ * is on (the default: the project's firmware has it), else frames larger
+ * than link_mtu() fail with -EMSGSIZE; -EAGAIN when 256 KiB are queued.
+ */
+
+/* Link facts BlueZ exposes: -1 / 0 when unknown. RSSI: the last HCI
+ * reading while connected, else the last advertised value. */
 int ble_link_rssi(const struct link *link);
 bool ble_link_reassembly(const struct link *link);
 void ble_link_set_reassembly(struct link *link, bool on);
+/* The device address of a BLE link; NULL for other transports. */
+const char *ble_link_address(const struct link *link);
+/* true while UP over the AcquireWrite/AcquireNotify fds (false: WriteValue
+ * and StartNotify fallback, or not up). */
+bool ble_link_fast_path(const struct link *link);
+/* Optional HCI helpers (libbluetooth, raw HCI socket; CAP_NET_RAW for the
+ * connection update). -EOPNOTSUPP without them, -ENOTCONN when not UP.
+ * They wait up to 100 ms for the controller. */
+int ble_link_read_rssi(struct link *link);          /* dBm or -errno */
+int ble_link_set_fast(struct link *link, bool fast); /* 7.5-15 ms interval */

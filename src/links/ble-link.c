@@ -1,0 +1,990 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * One BLE link (struct link_ops "ble") to one watch through BlueZ:
+ * Device1.Connect, wait for ServicesResolved and the SMP characteristic,
+ * then AcquireWrite + AcquireNotify (fds: the fast path) or StartNotify +
+ * WriteValue(type "command") as the fallback. Owns the write queue (frames
+ * split into ATT MTU - 3 byte writes when the watch reassembles), the
+ * reassembly of notifications into whole SMP frames by the header length,
+ * pairing through Device1.Pair on security errors, and reconnects with
+ * exponential backoff and jitter while the gateway wants the link.
+ *
+ * The connection slot (the adapter's budget) is granted by the manager
+ * (ble_link_start) and released here whenever the attempt ends.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <event2/event.h>
+
+#include "codec/smp.h"
+#include "links/ble-internal.h"
+#include "util/util.h"
+
+#define RX_BURST 64 /* notifications read per wakeup */
+#define TX_BURST 64 /* writes per wakeup */
+#define DISCONNECT_TIMEOUT_MS 5000
+
+static const struct link_ops ble_ops;
+
+static void link_fail(struct ble_link *bl, int err);
+static void acquire(struct ble_link *bl);
+static void send_connect(struct ble_link *bl);
+
+static struct ble_link *bl_of(const struct link *link)
+{
+	return link_priv(link);
+}
+
+/* ---- slot, queue, timers ---- */
+
+static void release_slot(struct ble_link *bl)
+{
+	if (!bl->slot)
+		return;
+	bl->slot->active--;
+	bl->slot = NULL;
+	ble_mgr_kick(bl->mgr);
+}
+
+static void enqueue(struct ble_link *bl)
+{
+	bl->phase = BLE_PHASE_QUEUED;
+	TAILQ_INSERT_TAIL(&bl->mgr->waitq, bl, qentry);
+	ble_mgr_kick(bl->mgr);
+}
+
+static void dequeue(struct ble_link *bl)
+{
+	if (bl->phase == BLE_PHASE_QUEUED)
+		TAILQ_REMOVE(&bl->mgr->waitq, bl, qentry);
+}
+
+static void timer_arm(struct ble_link *bl, uint32_t ms)
+{
+	struct timeval tv = { ms / 1000, (ms % 1000) * 1000 };
+
+	evtimer_add(bl->timer_ev, &tv);
+}
+
+static uint32_t next_random(struct ble_link *bl)
+{
+	/* xorshift32: jitter only, no need for quality. */
+	uint32_t x = bl->rand_state;
+
+	x ^= x << 13;
+	x ^= x >> 17;
+	x ^= x << 5;
+	bl->rand_state = x;
+	return x;
+}
+
+/* Exponential backoff with jitter: a random point in [d/2, d]. */
+static uint32_t backoff_ms(struct ble_link *bl)
+{
+	const struct ble_manager_opts *o = &bl->mgr->opts;
+	uint64_t d = o->backoff_min_ms;
+	unsigned n = MIN(bl->attempts, 20u);
+
+	d <<= n;
+	if (d > o->backoff_max_ms)
+		d = o->backoff_max_ms;
+	bl->attempts++;
+	return (uint32_t)(d / 2 + next_random(bl) % (d / 2 + 1));
+}
+
+/* ---- I/O teardown ---- */
+
+static void txq_clear(struct ble_link *bl)
+{
+	struct ble_chunk *c;
+
+	while ((c = STAILQ_FIRST(&bl->txq))) {
+		STAILQ_REMOVE_HEAD(&bl->txq, entry);
+		free(c);
+	}
+	bl->txq_bytes = 0;
+}
+
+static void close_fd(int *fd, struct event **ev)
+{
+	if (*ev)
+		event_free(*ev);
+	*ev = NULL;
+	if (*fd >= 0)
+		close(*fd);
+	*fd = -1;
+}
+
+static void close_io(struct ble_link *bl)
+{
+	close_fd(&bl->wfd, &bl->wev);
+	close_fd(&bl->nfd, &bl->nev);
+	ble_call_cancel(&bl->wpc);
+	txq_clear(bl);
+	bl->rx_len = 0;
+}
+
+/* Ends whatever the attempt had in flight; keeps the slot. */
+static void stop_attempt(struct ble_link *bl)
+{
+	ble_call_cancel(&bl->pc);
+	evtimer_del(bl->timer_ev);
+	close_io(bl);
+	free(bl->char_path);
+	bl->char_path = NULL;
+}
+
+static bool phase_active(enum ble_link_phase p)
+{
+	switch (p) {
+	case BLE_PHASE_CONNECTING:
+	case BLE_PHASE_PAIRING:
+	case BLE_PHASE_ACQUIRING:
+	case BLE_PHASE_UP:
+		return true;
+	case BLE_PHASE_IDLE:
+	case BLE_PHASE_QUEUED:
+	case BLE_PHASE_BACKOFF:
+	case BLE_PHASE_DISCONNECTING:
+		return false;
+	}
+	return false;
+}
+
+static void device_call_noreply(struct ble_link *bl, const char *method)
+{
+	struct ble_manager *mgr = bl->mgr;
+	DBusMessage *m;
+
+	if (!bl->dev_path || !mgr->owner || !mgr->conn)
+		return;
+	m = ble_method(bl->dev_path, BLUEZ_DEVICE, method);
+	dbus_message_set_no_reply(m, TRUE);
+	dbus_connection_send(mgr->conn, m, NULL);
+	dbus_message_unref(m);
+}
+
+/* ---- failure, backoff, disconnect ---- */
+
+/* The attempt or the connection ended with err: release everything, then
+ * back off and retry if the gateway still wants the link. Reports DOWN. */
+static void link_fail(struct ble_link *bl, int err)
+{
+	stop_attempt(bl);
+	release_slot(bl);
+	if (bl->want) {
+		bl->phase = BLE_PHASE_BACKOFF;
+		timer_arm(bl, backoff_ms(bl));
+	} else {
+		bl->phase = BLE_PHASE_IDLE;
+	}
+	link_set_state(bl->link, LINK_STATE_DOWN, err);
+}
+
+static void finish_disconnect(struct ble_link *bl)
+{
+	ble_call_cancel(&bl->pc);
+	release_slot(bl);
+	bl->phase = BLE_PHASE_IDLE;
+	if (bl->want) {
+		enqueue(bl);
+		link_set_state(bl->link, LINK_STATE_CONNECTING, 0);
+	}
+}
+
+static void disconnect_reply(DBusPendingCall *pc, void *data)
+{
+	struct ble_link *bl = data;
+
+	dbus_message_unref(ble_call_reply(&bl->pc));
+	finish_disconnect(bl);
+}
+
+/* Polite disconnect holding the slot until BlueZ answers. */
+static void begin_disconnect(struct ble_link *bl)
+{
+	stop_attempt(bl);
+	bl->phase = BLE_PHASE_DISCONNECTING;
+	if (bl->dev_path && bl->mgr->owner)
+		bl->pc = ble_call(bl->mgr,
+				  ble_method(bl->dev_path, BLUEZ_DEVICE, "Disconnect"),
+				  DISCONNECT_TIMEOUT_MS, disconnect_reply, bl);
+	if (!bl->pc) {
+		release_slot(bl);
+		bl->phase = BLE_PHASE_IDLE;
+	}
+}
+
+static void timer_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct ble_link *bl = arg;
+	struct ble_dev *dev;
+
+	switch (bl->phase) {
+	case BLE_PHASE_BACKOFF:
+		enqueue(bl);
+		link_set_state(bl->link, LINK_STATE_CONNECTING, 0);
+		break;
+	case BLE_PHASE_CONNECTING:
+		dev = ble_mgr_dev_by_addr(bl->mgr, bl->address);
+		/* Resolved without the SMP characteristic: not a watch we
+		 * can talk to (or BlueZ's cache is stale). */
+		link_fail(bl, dev && dev->connected && dev->resolved &&
+				      !dev->char_path ? -ENOENT : -ETIMEDOUT);
+		break;
+	case BLE_PHASE_PAIRING:
+	case BLE_PHASE_ACQUIRING:
+		link_fail(bl, -ETIMEDOUT);
+		break;
+	case BLE_PHASE_IDLE:
+	case BLE_PHASE_QUEUED:
+	case BLE_PHASE_UP:
+	case BLE_PHASE_DISCONNECTING:
+		break;
+	}
+}
+
+/* ---- connect, resolve, pair ---- */
+
+static void go_up(struct ble_link *bl)
+{
+	evtimer_del(bl->timer_ev);
+	bl->phase = BLE_PHASE_UP;
+	bl->attempts = 0;
+	bl->rx_len = 0;
+	bl->last_activity_us = now_usec();
+	link_set_state(bl->link, LINK_STATE_UP, 0);
+}
+
+static void check_ready(struct ble_link *bl)
+{
+	struct ble_dev *dev = ble_mgr_dev_by_addr(bl->mgr, bl->address);
+
+	if (bl->phase != BLE_PHASE_CONNECTING || bl->pc || !dev)
+		return;
+	if (dev->connected && dev->resolved && dev->char_path)
+		acquire(bl);
+}
+
+static void pair_reply(DBusPendingCall *pc, void *data)
+{
+	struct ble_link *bl = data;
+	DBusMessage *reply = ble_call_reply(&bl->pc);
+	int err = ble_error_errno(reply);
+
+	if (ble_error_is(reply, "org.bluez.Error.AlreadyExists"))
+		err = 0;
+	dbus_message_unref(reply);
+	if (err) {
+		link_fail(bl, err == -ETIMEDOUT ? err : -EACCES);
+		return;
+	}
+	/* Paired: start over (Connect on a connected device returns at once). */
+	send_connect(bl);
+}
+
+static void pair(struct ble_link *bl)
+{
+	close_io(bl);
+	bl->paired_once = true;
+	bl->phase = BLE_PHASE_PAIRING;
+	timer_arm(bl, BLE_PAIR_TIMEOUT_MS + bl->mgr->opts.connect_timeout_ms);
+	bl->pc = ble_call(bl->mgr, ble_method(bl->dev_path, BLUEZ_DEVICE, "Pair"),
+			  BLE_PAIR_TIMEOUT_MS, pair_reply, bl);
+	if (!bl->pc)
+		link_fail(bl, -ECONNRESET);
+}
+
+/* A security error: pair once per attempt, then give up with -EACCES. */
+static bool maybe_pair(struct ble_link *bl, DBusMessage *reply)
+{
+	if (!ble_error_is_auth(reply))
+		return false;
+	if (bl->paired_once) {
+		link_fail(bl, -EACCES);
+		return true;
+	}
+	pair(bl);
+	return true;
+}
+
+static void connect_reply(DBusPendingCall *pc, void *data)
+{
+	struct ble_link *bl = data;
+	DBusMessage *reply = ble_call_reply(&bl->pc);
+	int err = ble_error_errno(reply);
+
+	/* InProgress / AlreadyConnected: someone else connects; wait for the
+	 * properties as after a successful call. */
+	if (err == -EINPROGRESS || err == -EALREADY)
+		err = 0;
+	if (err && maybe_pair(bl, reply)) {
+		dbus_message_unref(reply);
+		return;
+	}
+	dbus_message_unref(reply);
+	if (err) {
+		link_fail(bl, err == -ETIMEDOUT ? err : err == -ENODEV ? -ENODEV : -ECONNREFUSED);
+		return;
+	}
+	check_ready(bl);
+}
+
+static void send_connect(struct ble_link *bl)
+{
+	bl->phase = BLE_PHASE_CONNECTING;
+	bl->pc = ble_call(bl->mgr, ble_method(bl->dev_path, BLUEZ_DEVICE, "Connect"),
+			  (int)bl->mgr->opts.connect_timeout_ms, connect_reply, bl);
+	if (!bl->pc)
+		link_fail(bl, -ECONNRESET);
+}
+
+void ble_link_start(struct ble_link *bl, struct ble_adapter *ad)
+{
+	struct ble_dev *dev = ble_mgr_dev_by_addr(bl->mgr, bl->address);
+
+	bl->slot = ad;
+	ad->active++;
+	bl->paired_once = false;
+	bl->connect_seen = false;
+	bl->fallback = !bl->mgr->opts.prefer_acquire;
+	free(bl->dev_path);
+	bl->dev_path = xstrdup(dev->path);
+	timer_arm(bl, bl->mgr->opts.connect_timeout_ms);
+	send_connect(bl);
+}
+
+/* ---- acquire (fast path) or notify (fallback) ---- */
+
+static void nev_cb(evutil_socket_t fd, short what, void *arg);
+static void wev_cb(evutil_socket_t fd, short what, void *arg);
+
+static int take_fd(DBusMessage *reply, uint16_t *mtu)
+{
+	int fd = -1;
+
+	if (!dbus_message_get_args(reply, NULL, DBUS_TYPE_UNIX_FD, &fd,
+				   DBUS_TYPE_UINT16, mtu, DBUS_TYPE_INVALID))
+		return -EBADMSG;
+	if (fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK) < 0 ||
+	    fcntl(fd, F_SETFD, FD_CLOEXEC) < 0) {
+		close(fd);
+		return -errno;
+	}
+	return fd;
+}
+
+static void notify_reply(DBusPendingCall *pc, void *data)
+{
+	struct ble_link *bl = data;
+	DBusMessage *reply = ble_call_reply(&bl->pc);
+	int err = ble_error_errno(reply);
+
+	if (err && maybe_pair(bl, reply)) {
+		dbus_message_unref(reply);
+		return;
+	}
+	dbus_message_unref(reply);
+	if (err && err != -EINPROGRESS && err != -EALREADY) {
+		link_fail(bl, err);
+		return;
+	}
+	go_up(bl);
+}
+
+static void start_notify(struct ble_link *bl)
+{
+	close_io(bl);
+	bl->fallback = true;
+	bl->pc = ble_call(bl->mgr, ble_method(bl->char_path, BLUEZ_CHAR, "StartNotify"),
+			  BLE_CALL_TIMEOUT_MS, notify_reply, bl);
+	if (!bl->pc)
+		link_fail(bl, -ECONNRESET);
+}
+
+/* Errors after which the fallback is worth trying. */
+static bool acquire_unsupported(int err)
+{
+	return err == -EPERM || err == -EOPNOTSUPP || err == -ENODEV ||
+	       err == -EIO || err == -EBADMSG;
+}
+
+static void acquire_notify_reply(DBusPendingCall *pc, void *data)
+{
+	struct ble_link *bl = data;
+	DBusMessage *reply = ble_call_reply(&bl->pc);
+	int err = ble_error_errno(reply);
+	uint16_t mtu = 0;
+	int fd = err ? err : take_fd(reply, &mtu);
+
+	if (fd < 0 && err && maybe_pair(bl, reply)) {
+		dbus_message_unref(reply);
+		return;
+	}
+	dbus_message_unref(reply);
+	if (fd < 0) {
+		if (acquire_unsupported(fd))
+			start_notify(bl);
+		else
+			link_fail(bl, fd);
+		return;
+	}
+	bl->nfd = fd;
+	if (mtu > BLE_DEFAULT_ATT_MTU && (!bl->att_mtu || mtu < bl->att_mtu))
+		bl->att_mtu = mtu;
+	bl->nev = event_new(link_base(bl->link), fd, EV_READ | EV_PERSIST,
+			    nev_cb, bl);
+	bl->wev = event_new(link_base(bl->link), bl->wfd, EV_WRITE, wev_cb, bl);
+	event_add(bl->nev, NULL);
+	go_up(bl);
+}
+
+static void acquire_write_reply(DBusPendingCall *pc, void *data)
+{
+	struct ble_link *bl = data;
+	DBusMessage *reply = ble_call_reply(&bl->pc);
+	int err = ble_error_errno(reply);
+	uint16_t mtu = 0;
+	int fd = err ? err : take_fd(reply, &mtu);
+	DBusMessage *m;
+	DBusMessageIter it;
+
+	if (fd < 0 && err && maybe_pair(bl, reply)) {
+		dbus_message_unref(reply);
+		return;
+	}
+	dbus_message_unref(reply);
+	if (fd < 0) {
+		if (acquire_unsupported(fd))
+			start_notify(bl);
+		else
+			link_fail(bl, fd);
+		return;
+	}
+	bl->wfd = fd;
+	if (mtu > BLE_DEFAULT_ATT_MTU)
+		bl->att_mtu = mtu;
+	m = ble_method(bl->char_path, BLUEZ_CHAR, "AcquireNotify");
+	dbus_message_iter_init_append(m, &it);
+	ble_append_empty_dict(&it);
+	bl->pc = ble_call(bl->mgr, m, BLE_CALL_TIMEOUT_MS, acquire_notify_reply, bl);
+	if (!bl->pc)
+		link_fail(bl, -ECONNRESET);
+}
+
+static void acquire(struct ble_link *bl)
+{
+	struct ble_dev *dev = ble_mgr_dev_by_addr(bl->mgr, bl->address);
+	DBusMessage *m;
+	DBusMessageIter it;
+
+	bl->phase = BLE_PHASE_ACQUIRING;
+	free(bl->char_path);
+	bl->char_path = xstrdup(dev->char_path);
+	bl->att_mtu = dev->char_mtu > BLE_DEFAULT_ATT_MTU ? dev->char_mtu : 0;
+	if (bl->fallback) {
+		start_notify(bl);
+		return;
+	}
+	m = ble_method(bl->char_path, BLUEZ_CHAR, "AcquireWrite");
+	dbus_message_iter_init_append(m, &it);
+	ble_append_empty_dict(&it);
+	bl->pc = ble_call(bl->mgr, m, BLE_CALL_TIMEOUT_MS, acquire_write_reply, bl);
+	if (!bl->pc)
+		link_fail(bl, -ECONNRESET);
+}
+
+/* ---- receive: notifications to whole frames ---- */
+
+/* Can buf begin an SMP response frame? Anything else is garbage. */
+static bool starts_frame(const uint8_t *buf, size_t len)
+{
+	uint8_t op, ver;
+
+	if (len < SMP_HDR_LEN)
+		return false;
+	op = buf[0] & 7;
+	ver = (buf[0] >> 3) & 3;
+	return (op == SMP_OP_READ_RSP || op == SMP_OP_WRITE_RSP) &&
+	       ver <= SMP_VER_2 &&
+	       SMP_HDR_LEN + (size_t)get_be16(buf + 2) <= BLE_RX_FRAME_MAX;
+}
+
+static size_t frame_total(const uint8_t *buf)
+{
+	return SMP_HDR_LEN + get_be16(buf + 2);
+}
+
+/* Delivers the whole frames at the start of rx; keeps a partial one. */
+static void rx_deliver(struct ble_link *bl)
+{
+	while (bl->rx_len >= SMP_HDR_LEN) {
+		size_t total = frame_total(bl->rx), rest;
+
+		if (bl->rx_len < total)
+			return;
+		link_deliver_frame(bl->link, bl->rx, total);
+		/* The callback may have taken the link down. */
+		if (bl->phase != BLE_PHASE_UP)
+			return;
+		rest = bl->rx_len - total;
+		memmove(bl->rx, bl->rx + total, rest);
+		bl->rx_len = rest;
+		/* Bytes after a frame in the same notification: another
+		 * frame if they look like one, else garbage. */
+		if (rest && !starts_frame(bl->rx, rest))
+			bl->rx_len = 0;
+	}
+}
+
+static void rx_chunk(struct ble_link *bl, const uint8_t *buf, size_t len)
+{
+	uint64_t now = now_usec();
+	bool start = starts_frame(buf, len);
+
+	bl->last_activity_us = now;
+	/* A partial frame that went stale, or a new frame start that would
+	 * overrun it, means notifications were lost: drop the partial. */
+	if (bl->rx_len && (now - bl->rx_last_us > BLE_RX_STALE_US ||
+			   (start && bl->rx_len + len > frame_total(bl->rx))))
+		bl->rx_len = 0;
+	bl->rx_last_us = now;
+	if (!bl->rx_len && !start)
+		return;
+	if (bl->rx_len + len > BLE_RX_FRAME_MAX) {
+		bl->rx_len = 0;
+		return;
+	}
+	memcpy(bl->rx + bl->rx_len, buf, len);
+	bl->rx_len += len;
+	rx_deliver(bl);
+}
+
+static void nev_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct ble_link *bl = arg;
+	uint8_t buf[4096];
+
+	for (int i = 0; i < RX_BURST; i++) {
+		ssize_t n = recv(fd, buf, sizeof(buf), MSG_DONTWAIT);
+
+		if (n < 0 && errno == ENOTSOCK)
+			n = read(fd, buf, sizeof(buf));
+		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK ||
+			      errno == EINTR))
+			return;
+		if (n <= 0) {
+			/* EOF or error: the link dropped (BlueZ closes the
+			 * notify fd on disconnect). */
+			link_fail(bl, -ECONNRESET);
+			return;
+		}
+		rx_chunk(bl, buf, (size_t)n);
+		if (bl->phase != BLE_PHASE_UP || bl->nfd != fd)
+			return;
+	}
+}
+
+void ble_link_char_value(struct ble_link *bl, const uint8_t *buf, size_t len)
+{
+	if (bl->phase == BLE_PHASE_UP && bl->fallback)
+		rx_chunk(bl, buf, len);
+}
+
+/* ---- send: frames to writes ---- */
+
+static void wv_start(struct ble_link *bl);
+
+static void wv_reply(DBusPendingCall *pc, void *data)
+{
+	struct ble_link *bl = data;
+	DBusMessage *reply = ble_call_reply(&bl->wpc);
+	int err = ble_error_errno(reply);
+	struct ble_chunk *c = STAILQ_FIRST(&bl->txq);
+
+	if (err && ble_error_is_auth(reply))
+		err = -EACCES;
+	dbus_message_unref(reply);
+	if (err) {
+		link_fail(bl, err);
+		return;
+	}
+	if (c) {
+		STAILQ_REMOVE_HEAD(&bl->txq, entry);
+		bl->txq_bytes -= c->len;
+		free(c);
+	}
+	wv_start(bl);
+}
+
+static void wv_start(struct ble_link *bl)
+{
+	struct ble_chunk *c = STAILQ_FIRST(&bl->txq);
+	const uint8_t *p;
+	DBusMessage *m;
+	DBusMessageIter it, arr, dict, e, v;
+	const char *key = "type", *type = "command";
+
+	if (!c || bl->wpc)
+		return;
+	p = c->data;
+	m = ble_method(bl->char_path, BLUEZ_CHAR, "WriteValue");
+	dbus_message_iter_init_append(m, &it);
+	dbus_message_iter_open_container(&it, DBUS_TYPE_ARRAY, "y", &arr);
+	dbus_message_iter_append_fixed_array(&arr, DBUS_TYPE_BYTE, &p, (int)c->len);
+	dbus_message_iter_close_container(&it, &arr);
+	dbus_message_iter_open_container(&it, DBUS_TYPE_ARRAY, "{sv}", &dict);
+	dbus_message_iter_open_container(&dict, DBUS_TYPE_DICT_ENTRY, NULL, &e);
+	dbus_message_iter_append_basic(&e, DBUS_TYPE_STRING, &key);
+	dbus_message_iter_open_container(&e, DBUS_TYPE_VARIANT, "s", &v);
+	dbus_message_iter_append_basic(&v, DBUS_TYPE_STRING, &type);
+	dbus_message_iter_close_container(&e, &v);
+	dbus_message_iter_close_container(&dict, &e);
+	dbus_message_iter_close_container(&it, &dict);
+	bl->wpc = ble_call(bl->mgr, m, BLE_CALL_TIMEOUT_MS, wv_reply, bl);
+	if (!bl->wpc)
+		link_fail(bl, -ECONNRESET);
+}
+
+static void wev_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct ble_link *bl = arg;
+	struct ble_chunk *c;
+
+	for (int i = 0; i < TX_BURST && (c = STAILQ_FIRST(&bl->txq)); i++) {
+		ssize_t n = send(fd, c->data, c->len, MSG_NOSIGNAL | MSG_DONTWAIT);
+
+		if (n < 0 && errno == ENOTSOCK)
+			n = write(fd, c->data, c->len);
+		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK ||
+			      errno == EINTR)) {
+			/* BlueZ's socket is full: wait until it drains. */
+			event_add(bl->wev, NULL);
+			return;
+		}
+		if (n < 0) {
+			link_fail(bl, -ECONNRESET); /* EPIPE: link dropped */
+			return;
+		}
+		STAILQ_REMOVE_HEAD(&bl->txq, entry);
+		bl->txq_bytes -= c->len;
+		free(c);
+	}
+	if (!STAILQ_EMPTY(&bl->txq))
+		event_add(bl->wev, NULL);
+}
+
+static size_t write_payload(const struct ble_link *bl)
+{
+	return (bl->att_mtu > BLE_DEFAULT_ATT_MTU ? bl->att_mtu : BLE_DEFAULT_ATT_MTU) - 3;
+}
+
+static int op_send(struct link *link, const uint8_t *frame, size_t len)
+{
+	struct ble_link *bl = bl_of(link);
+	size_t max = write_payload(bl);
+
+	if (bl->phase != BLE_PHASE_UP)
+		return -ENOTCONN;
+	if (!len || len > BLE_FRAME_MAX || (len > max && !bl->reassembly))
+		return -EMSGSIZE;
+	if (bl->txq_bytes + len > BLE_TXQ_MAX)
+		return -EAGAIN;
+	for (size_t off = 0; off < len; off += max) {
+		size_t n = MIN(max, len - off);
+		struct ble_chunk *c = xmalloc(sizeof(*c) + n);
+
+		c->len = n;
+		memcpy(c->data, frame + off, n);
+		STAILQ_INSERT_TAIL(&bl->txq, c, entry);
+		bl->txq_bytes += n;
+	}
+	bl->last_activity_us = now_usec();
+	/* Written from the loop, never from inside send(): a failing write
+	 * then reports DOWN outside the caller's stack. */
+	if (bl->fallback) {
+		if (!bl->wpc && bl->mgr->conn)
+			wv_start(bl);
+	} else {
+		event_add(bl->wev, NULL);
+	}
+	return 0;
+}
+
+/* ---- manager events ---- */
+
+void ble_link_dev_changed(struct ble_link *bl, struct ble_dev *dev)
+{
+	switch (bl->phase) {
+	case BLE_PHASE_CONNECTING:
+		if (!bl->pc)
+			check_ready(bl);
+		break;
+	case BLE_PHASE_ACQUIRING:
+	case BLE_PHASE_UP:
+		if (!dev->connected)
+			link_fail(bl, -ECONNRESET);
+		break;
+	case BLE_PHASE_IDLE:
+	case BLE_PHASE_QUEUED:
+	case BLE_PHASE_BACKOFF:
+	case BLE_PHASE_PAIRING:
+	case BLE_PHASE_DISCONNECTING:
+		break;
+	}
+	/* Connected false while waiting for ServicesResolved after Connect. */
+	if (bl->phase == BLE_PHASE_CONNECTING && !bl->pc && !dev->connected &&
+	    bl->connect_seen)
+		link_fail(bl, -ECONNRESET);
+	else if (bl->phase == BLE_PHASE_CONNECTING && dev->connected)
+		bl->connect_seen = true;
+}
+
+void ble_link_dev_gone(struct ble_link *bl, int err)
+{
+	if (bl->phase == BLE_PHASE_DISCONNECTING)
+		finish_disconnect(bl);
+	else if (phase_active(bl->phase))
+		link_fail(bl, err == -ENODEV && bl->phase == BLE_PHASE_UP ?
+			      -ECONNRESET : err);
+}
+
+void ble_link_service_lost(struct ble_link *bl)
+{
+	if (bl->phase == BLE_PHASE_DISCONNECTING) {
+		finish_disconnect(bl);
+		return;
+	}
+	if (phase_active(bl->phase))
+		link_fail(bl, -ECONNRESET);
+	free(bl->dev_path);
+	bl->dev_path = NULL;
+}
+
+void ble_link_evict(struct ble_link *bl)
+{
+	/* Parked: the gateway connects again on demand. */
+	bl->want = false;
+	begin_disconnect(bl);
+	link_set_state(bl->link, LINK_STATE_DOWN, 0);
+}
+
+bool ble_link_idle_for(const struct ble_link *bl, uint64_t now_us,
+		       uint64_t idle_us)
+{
+	return bl->phase == BLE_PHASE_UP && STAILQ_EMPTY(&bl->txq) &&
+	       bl->rx_len == 0 && now_us - bl->last_activity_us >= idle_us;
+}
+
+/* ---- link_ops ---- */
+
+static int op_connect(struct link *link)
+{
+	struct ble_link *bl = bl_of(link);
+
+	bl->want = true;
+	switch (bl->phase) {
+	case BLE_PHASE_BACKOFF:
+		/* Asked again: skip the rest of the backoff. */
+		evtimer_del(bl->timer_ev);
+		/* fall through */
+	case BLE_PHASE_IDLE:
+		enqueue(bl);
+		link_set_state(link, LINK_STATE_CONNECTING, 0);
+		break;
+	case BLE_PHASE_QUEUED:
+	case BLE_PHASE_CONNECTING:
+	case BLE_PHASE_PAIRING:
+	case BLE_PHASE_ACQUIRING:
+	case BLE_PHASE_UP:
+	case BLE_PHASE_DISCONNECTING: /* queued again when it ends */
+		break;
+	}
+	return 0;
+}
+
+static void op_disconnect(struct link *link)
+{
+	struct ble_link *bl = bl_of(link);
+
+	bl->want = false;
+	bl->attempts = 0;
+	switch (bl->phase) {
+	case BLE_PHASE_QUEUED:
+		dequeue(bl);
+		bl->phase = BLE_PHASE_IDLE;
+		break;
+	case BLE_PHASE_BACKOFF:
+		evtimer_del(bl->timer_ev);
+		bl->phase = BLE_PHASE_IDLE;
+		break;
+	case BLE_PHASE_CONNECTING:
+	case BLE_PHASE_PAIRING:
+	case BLE_PHASE_ACQUIRING:
+	case BLE_PHASE_UP:
+		begin_disconnect(bl);
+		break;
+	case BLE_PHASE_IDLE:
+	case BLE_PHASE_DISCONNECTING:
+		break;
+	}
+	link_set_state(link, LINK_STATE_DOWN, 0);
+}
+
+static size_t op_mtu(const struct link *link)
+{
+	return write_payload(bl_of(link));
+}
+
+void ble_link_shutdown(struct ble_link *bl)
+{
+	bool connected = phase_active(bl->phase) ||
+			 bl->phase == BLE_PHASE_DISCONNECTING;
+
+	bl->want = false;
+	dequeue(bl);
+	stop_attempt(bl);
+	if (connected)
+		device_call_noreply(bl, "Disconnect");
+	release_slot(bl);
+	bl->phase = BLE_PHASE_IDLE;
+}
+
+static void op_destroy(struct link *link)
+{
+	struct ble_link *bl = bl_of(link);
+
+	ble_link_shutdown(bl);
+	event_free(bl->timer_ev);
+	free(bl->rx);
+	free(bl->dev_path);
+	free(bl->address);
+	free(bl);
+}
+
+static const struct link_ops ble_ops = {
+	.name = "ble",
+	.connect = op_connect,
+	.disconnect = op_disconnect,
+	.send = op_send,
+	.mtu = op_mtu,
+	.destroy = op_destroy,
+};
+
+struct ble_link *ble_link_create(struct ble_manager *mgr, const char *address)
+{
+	struct ble_link *bl = xnew(struct ble_link);
+
+	bl->mgr = mgr;
+	bl->address = xstrdup(address);
+	bl->reassembly = true;
+	bl->wfd = bl->nfd = -1;
+	bl->hci_rssi = 127;
+	bl->rand_state = (uint32_t)now_usec() ^ (uint32_t)(uintptr_t)bl;
+	if (!bl->rand_state)
+		bl->rand_state = 0x9e3779b9u;
+	STAILQ_INIT(&bl->txq);
+	bl->rx = xmalloc(BLE_RX_FRAME_MAX);
+	bl->timer_ev = evtimer_new(mgr->base, timer_cb, bl);
+	bl->link = link_new(&ble_ops, mgr->base, bl);
+	return bl;
+}
+
+/* ---- public link facts ---- */
+
+static struct ble_link *ble_of(const struct link *link)
+{
+	if (!link || strcmp(link_transport(link), "ble"))
+		return NULL;
+	return bl_of(link);
+}
+
+int ble_link_rssi(const struct link *link)
+{
+	struct ble_link *bl = ble_of(link);
+	struct ble_dev *dev;
+
+	if (!bl)
+		return -1;
+	if (bl->hci_rssi != 127 && bl->phase == BLE_PHASE_UP)
+		return bl->hci_rssi;
+	dev = ble_mgr_dev_by_addr(bl->mgr, bl->address);
+	return dev && dev->rssi != 127 ? dev->rssi : -1;
+}
+
+bool ble_link_reassembly(const struct link *link)
+{
+	struct ble_link *bl = ble_of(link);
+
+	return bl && bl->reassembly;
+}
+
+void ble_link_set_reassembly(struct link *link, bool on)
+{
+	struct ble_link *bl = ble_of(link);
+
+	if (bl)
+		bl->reassembly = on;
+}
+
+const char *ble_link_address(const struct link *link)
+{
+	struct ble_link *bl = ble_of(link);
+
+	return bl ? bl->address : NULL;
+}
+
+bool ble_link_fast_path(const struct link *link)
+{
+	struct ble_link *bl = ble_of(link);
+
+	return bl && bl->phase == BLE_PHASE_UP && !bl->fallback;
+}
+
+static const char *adapter_name(struct ble_link *bl)
+{
+	struct ble_dev *dev = ble_mgr_dev_by_addr(bl->mgr, bl->address);
+	struct ble_adapter *ad = dev ? ble_mgr_adapter(bl->mgr, dev->adapter_path) : NULL;
+
+	return ad ? ad->name : NULL;
+}
+
+int ble_link_read_rssi(struct link *link)
+{
+	struct ble_link *bl = ble_of(link);
+	const char *ad;
+	int8_t rssi;
+	int r;
+
+	if (!bl || bl->phase != BLE_PHASE_UP)
+		return -ENOTCONN;
+	ad = adapter_name(bl);
+	if (!ad)
+		return -ENODEV;
+	r = ble_hci_read_rssi(ad, bl->address, &rssi);
+	if (r < 0)
+		return r;
+	bl->hci_rssi = rssi;
+	return rssi;
+}
+
+int ble_link_set_fast(struct link *link, bool fast)
+{
+	struct ble_link *bl = ble_of(link);
+	const char *ad;
+
+	if (!bl || bl->phase != BLE_PHASE_UP)
+		return -ENOTCONN;
+	ad = adapter_name(bl);
+	if (!ad)
+		return -ENODEV;
+	/* Units of 1.25 ms; supervision timeout in 10 ms. Fast: 7.5-15 ms
+	 * (what Zephyr's smp_bt asks for itself); slow: 30-50 ms. */
+	return fast ? ble_hci_conn_update(ad, bl->address, 6, 12, 0, 400)
+		    : ble_hci_conn_update(ad, bl->address, 24, 40, 0, 400);
+}
