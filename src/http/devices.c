@@ -1,0 +1,338 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * /api/v1/devices: the registry as JSON (with filters), and the typed
+ * device operations (echo, reset, image state/test/confirm, erase, params,
+ * info, datetime, stats). Each typed operation validates its JSON body,
+ * builds the SMP request data and shapes the response: byte strings come
+ * back as plain hex strings (hashes), unlike the passthrough which keeps
+ * the lossless {"$bytes": ...} form.
+ */
+#include <errno.h>
+#include <fnmatch.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "codec/smp.h"
+#include "gateway/device.h"
+#include "gateway/gateway.h"
+#include "http/handlers.h"
+#include "http/http.h"
+#include "util/util.h"
+
+/* ---- registry ---- */
+
+struct list_ctx {
+	const char *state, *name, *version;
+	json_t *out;
+};
+
+static bool has_version(json_t *dev, const char *version)
+{
+	json_t *slots = json_object_get(dev, "slots"), *s;
+	size_t i;
+
+	json_array_foreach(slots, i, s) {
+		const char *v = json_string_value(json_object_get(s, "version"));
+
+		if (v && (!strcmp(v, version) ||
+			  /* "1.2.3" matches "1.2.3+0" as img state reports it */
+			  (!strncmp(v, version, strlen(version)) &&
+			   !strcmp(v + strlen(version), "+0"))))
+			return true;
+	}
+	return false;
+}
+
+static void list_one(struct gw_device *dev, void *user_data)
+{
+	struct list_ctx *c = user_data;
+	const char *name = gw_device_name(dev);
+	json_t *j;
+
+	if (c->state && strcmp(c->state, link_state_str(gw_device_link_state(dev))))
+		return;
+	if (c->name && (!name || fnmatch(c->name, name, 0)))
+		return;
+	j = gw_device_to_json(dev);
+	if (!j)
+		return;
+	if (c->version && !has_version(j, c->version)) {
+		json_decref(j);
+		return;
+	}
+	json_array_append_new(c->out, j);
+}
+
+int devices_list(struct http_req *req)
+{
+	struct list_ctx c = {
+		.state = http_req_query(req, "state"),
+		.name = http_req_query(req, "name"),
+		.version = http_req_query(req, "version"),
+		.out = json_array(),
+	};
+
+	if (c.state && strcmp(c.state, "down") && strcmp(c.state, "connecting") &&
+	    strcmp(c.state, "up")) {
+		json_decref(c.out);
+		http_reply_problem(req, -EDOM, "state must be one of down, "
+				   "connecting, up (got '%s')", c.state);
+		return 0;
+	}
+	gw_device_foreach(http_req_gw(req), list_one, &c);
+	http_reply_json(req, 200, json_pack("{s:o, s:I}", "devices", c.out,
+					    "count", (json_int_t)json_array_size(c.out)));
+	return 0;
+}
+
+int devices_get(struct http_req *req)
+{
+	const char *id = http_req_param(req, "id");
+	struct gw_device *dev = gw_device_find(http_req_gw(req), id);
+	json_t *j = dev ? gw_device_to_json(dev) : NULL;
+
+	if (!j) {
+		http_reply_problem(req, -ENODEV, "no device '%s' (GET /api/v1/devices "
+				   "lists them)", id);
+		return 0;
+	}
+	http_reply_json(req, 200, j);
+	return 0;
+}
+
+/* ---- shaping ---- */
+
+/* {"$bytes": hex} -> "hex", recursively, in place. */
+static json_t *unbytes(json_t *j)
+{
+	const char *k;
+	json_t *v;
+	size_t i;
+
+	if (json_is_object(j)) {
+		json_t *b = json_object_get(j, "$bytes");
+
+		if (b && json_object_size(j) == 1)
+			return json_incref(b);
+		json_object_foreach(j, k, v)
+			json_object_set_new(j, k, unbytes(v));
+	} else if (json_is_array(j)) {
+		json_array_foreach(j, i, v)
+			json_array_set_new(j, i, unbytes(v));
+	}
+	return json_incref(j);
+}
+
+static json_t *plain_shape(struct http_req *req, json_t *data, int *err)
+{
+	return unbytes(data);
+}
+
+static json_t *image_state_shape(struct http_req *req, json_t *data, int *err)
+{
+	json_t *out = unbytes(data);
+	json_t *images = json_object_get(out, "images");
+	struct gw_device *dev = gw_device_find(http_req_gw(req),
+					       http_req_param(req, "id"));
+
+	if (!json_is_array(images)) {
+		json_decref(out);
+		*err = -EPROTO;
+		return NULL;
+	}
+	if (dev)
+		gw_device_set_slots(dev, json_deep_copy(images));
+	return out;
+}
+
+static json_t *params_shape(struct http_req *req, json_t *data, int *err)
+{
+	json_t *bs = json_object_get(data, "buf_size");
+	json_t *bc = json_object_get(data, "buf_count");
+	struct gw_device *dev = gw_device_find(http_req_gw(req),
+					       http_req_param(req, "id"));
+
+	if (!json_is_integer(bs) || !json_is_integer(bc) ||
+	    json_integer_value(bs) <= 0 || json_integer_value(bc) <= 0) {
+		*err = -EPROTO;
+		return NULL;
+	}
+	if (dev)
+		gw_device_set_params(dev, (uint32_t)json_integer_value(bs),
+				     (uint32_t)json_integer_value(bc));
+	return json_incref(data);
+}
+
+/* ---- body helpers ---- */
+
+/* Gets an optional member of the body with a type check; replies 400 and
+ * returns false when it has the wrong type. */
+static bool body_get(struct http_req *req, const char *key, json_type type,
+		     const char *what, json_t **ret)
+{
+	json_t *v = json_object_get(http_req_json(req), key);
+
+	if (v && json_typeof(v) != type &&
+	    !(type == JSON_TRUE && json_is_boolean(v))) {
+		http_reply_problem(req, -EINVAL, "\"%s\" must be %s", key, what);
+		return false;
+	}
+	*ret = v;
+	return true;
+}
+
+/* A 32-byte hash as 64 hex digits -> {"$bytes": hex}; NULL after 400. */
+static json_t *hash_arg(struct http_req *req, json_t *v)
+{
+	const char *h = json_string_value(v);
+	uint8_t tmp[32];
+
+	if (!h || strlen(h) != 64 || hex_decode(h, tmp, sizeof(tmp)) != 32) {
+		http_reply_problem(req, -EINVAL, "\"hash\" must be the image's "
+				   "SHA-256 as 64 hex digits (see image-state)");
+		return NULL;
+	}
+	char lower[65];
+
+	hex_encode(tmp, 32, lower);
+	return json_pack("{s:s}", "$bytes", lower);
+}
+
+/* ---- typed operations ---- */
+
+int dev_echo(struct http_req *req)
+{
+	json_t *d;
+
+	if (!body_get(req, "d", JSON_STRING, "a string", &d))
+		return 0;
+	if (!d)
+		return http_reply_problem(req, -EINVAL, "send {\"d\": \"text to "
+					  "echo\"}"), 0;
+	return http_smp_request(req, SMP_OP_WRITE, SMP_GROUP_OS, SMP_OS_ECHO,
+				json_pack("{s:O}", "d", d), plain_shape);
+}
+
+int dev_reset(struct http_req *req)
+{
+	json_t *force, *data = json_object();
+
+	if (!body_get(req, "force", JSON_TRUE, "a boolean", &force)) {
+		json_decref(data);
+		return 0;
+	}
+	if (json_is_true(force))
+		json_object_set_new(data, "force", json_integer(1));
+	return http_smp_request(req, SMP_OP_WRITE, SMP_GROUP_OS, SMP_OS_RESET,
+				data, plain_shape);
+}
+
+int dev_image_state(struct http_req *req)
+{
+	return http_smp_request(req, SMP_OP_READ, SMP_GROUP_IMG, SMP_IMG_STATE,
+				NULL, image_state_shape);
+}
+
+static int image_state_write(struct http_req *req, bool confirm)
+{
+	json_t *h, *data = json_object(), *b;
+
+	if (!body_get(req, "hash", JSON_STRING, "a string of 64 hex digits", &h))
+		goto done;
+	if (!h && !confirm) {
+		http_reply_problem(req, -EINVAL, "send {\"hash\": \"<64 hex "
+				   "digits>\"}: the image to test");
+		goto done;
+	}
+	if (h) {
+		b = hash_arg(req, h);
+		if (!b)
+			goto done;
+		json_object_set_new(data, "hash", b);
+	}
+	json_object_set_new(data, "confirm", json_boolean(confirm));
+	return http_smp_request(req, SMP_OP_WRITE, SMP_GROUP_IMG, SMP_IMG_STATE,
+				data, image_state_shape);
+done:
+	json_decref(data);
+	return 0;
+}
+
+int dev_image_test(struct http_req *req)
+{
+	return image_state_write(req, false);
+}
+
+int dev_image_confirm(struct http_req *req)
+{
+	return image_state_write(req, true);
+}
+
+int dev_erase(struct http_req *req)
+{
+	json_t *slot, *data = json_object();
+
+	if (!body_get(req, "slot", JSON_INTEGER, "an integer", &slot)) {
+		json_decref(data);
+		return 0;
+	}
+	if (slot)
+		json_object_set(data, "slot", slot);
+	return http_smp_request(req, SMP_OP_WRITE, SMP_GROUP_IMG, SMP_IMG_ERASE,
+				data, plain_shape);
+}
+
+int dev_params(struct http_req *req)
+{
+	return http_smp_request(req, SMP_OP_READ, SMP_GROUP_OS, SMP_OS_PARAMS,
+				NULL, params_shape);
+}
+
+int dev_info(struct http_req *req)
+{
+	const char *fmt = http_req_query(req, "format");
+	json_t *data = json_object();
+
+	if (fmt) {
+		if (!*fmt || strspn(fmt, "abcdefghijklmnopqrstuvwxyz*") != strlen(fmt)) {
+			json_decref(data);
+			return http_reply_problem(req, -EDOM, "format must be letters "
+						  "as in 'uname' (e.g. a, svrm)"), 0;
+		}
+		json_object_set_new(data, "format", json_string(fmt));
+	}
+	return http_smp_request(req, SMP_OP_READ, SMP_GROUP_OS, SMP_OS_INFO,
+				data, plain_shape);
+}
+
+int dev_datetime_get(struct http_req *req)
+{
+	return http_smp_request(req, SMP_OP_READ, SMP_GROUP_OS, SMP_OS_DATETIME,
+				NULL, plain_shape);
+}
+
+int dev_datetime_set(struct http_req *req)
+{
+	json_t *dt;
+
+	if (!body_get(req, "datetime", JSON_STRING, "a string", &dt))
+		return 0;
+	if (!dt)
+		return http_reply_problem(req, -EINVAL, "send {\"datetime\": "
+					  "\"2026-01-31T12:00:00\"}"), 0;
+	return http_smp_request(req, SMP_OP_WRITE, SMP_GROUP_OS, SMP_OS_DATETIME,
+				json_pack("{s:O}", "datetime", dt), plain_shape);
+}
+
+int dev_stats_list(struct http_req *req)
+{
+	return http_smp_request(req, SMP_OP_READ, SMP_GROUP_STAT, SMP_STAT_LIST,
+				NULL, plain_shape);
+}
+
+int dev_stats_get(struct http_req *req)
+{
+	return http_smp_request(req, SMP_OP_READ, SMP_GROUP_STAT, SMP_STAT_READ,
+				json_pack("{s:s}", "name", http_req_param(req, "name")),
+				plain_shape);
+}

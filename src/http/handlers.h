@@ -1,0 +1,61 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Handlers of every resource file, listed for the route table in routes.c.
+ * One block per file; a new resource adds its block here.
+ */
+#pragma once
+
+#include <stdint.h>
+
+#include <jansson.h>
+
+#include "http/http.h"
+
+/* devices.c */
+int devices_list(struct http_req *req);
+int devices_get(struct http_req *req);
+int dev_echo(struct http_req *req);
+int dev_reset(struct http_req *req);
+int dev_image_state(struct http_req *req);
+int dev_image_test(struct http_req *req);
+int dev_image_confirm(struct http_req *req);
+int dev_erase(struct http_req *req);
+int dev_params(struct http_req *req);
+int dev_info(struct http_req *req);
+int dev_datetime_get(struct http_req *req);
+int dev_datetime_set(struct http_req *req);
+int dev_stats_list(struct http_req *req);
+int dev_stats_get(struct http_req *req);
+
+/* smp.c: the generic passthrough, and the request helper the typed
+ * operations share. */
+int dev_smp(struct http_req *req);
+/*
+ * Turns the decoded response data (borrowed) into the reply body (new
+ * reference), or returns NULL and sets *err to fail the request.
+ */
+typedef json_t *(*http_smp_shape)(struct http_req *req, json_t *data, int *err);
+/* Sends one SMP request to the route's {id} device and replies: 200 with
+ * shape(data) (or data itself when shape is NULL), 422 with the SMP error,
+ * or the transport's errno. data is consumed (NULL: empty map). */
+int http_smp_request(struct http_req *req, uint8_t op, uint16_t group,
+		     uint8_t id, json_t *data, http_smp_shape shape);
+
+/* images.c */
+int images_upload(struct http_req *req);
+int images_list(struct http_req *req);
+int images_get(struct http_req *req);
+int images_delete(struct http_req *req);
+
+/* events.c (server-sent events) */
+int events_stream(struct http_req *req);
+
+/* metrics.c */
+int metrics_get(struct http_req *req);
+
+/* openapi.c */
+int openapi_get(struct http_req *req);
+
+/* static.c (dashboard) */
+int static_index(struct http_req *req);
+int static_file(struct http_req *req);
