@@ -90,6 +90,11 @@ static int scan_head(const uint8_t *buf, size_t len, size_t *pos, uint8_t b,
 		return scan_push(st, sp, (struct scan_frame){ .left = 2 * arg,
 			.is_map = true, .chunk_mt = NO_CHUNKS }) < 0 ? -EBADMSG : 1;
 	case 6:
+		/* libcbor 0.8 cannot decode the one-byte heads c6..d4 that it
+		 * encodes tags 6..20 with: refuse these tags in any form so a
+		 * decoded item always re-encodes to something decodable. */
+		if (arg >= 6 && arg <= 20)
+			return -EBADMSG;
 		return scan_push(st, sp, (struct scan_frame){ .left = 1,
 			.chunk_mt = NO_CHUNKS }) < 0 ? -EBADMSG : 1;
 	case 7:

@@ -29,8 +29,9 @@
 /*
  * Checks that buf..len is exactly one well-formed CBOR item no deeper than
  * SMP_CBOR_MAX_DEPTH whose declared lengths fit in the buffer, without
- * allocating. Simple values other than false/true/null/undefined are
- * refused (libcbor 0.8 cannot decode them). Returns 0 or -EBADMSG.
+ * allocating. Simple values other than false/true/null/undefined and tags
+ * 6..20 are refused (libcbor 0.8 cannot decode them, or cannot decode its
+ * own encoding of them). Returns 0 or -EBADMSG.
  */
 int smp_cbor_check(const uint8_t *buf, size_t len);
 

@@ -229,6 +229,8 @@ static int form_tag(const json_t *j, int depth, cbor_item_t **ret)
 	if (!value || json_object_size(j) != 2 ||
 	    json_u64(json_object_get(j, "$tag"), &n) < 0)
 		return -EINVAL;
+	if (n >= 6 && n <= 20)
+		return -EINVAL; /* libcbor 0.8 cannot decode them back */
 	if (depth >= MAX_DEPTH)
 		return -E2BIG;
 	r = j2c(value, depth + 1, &inner);

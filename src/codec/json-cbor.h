@@ -17,7 +17,8 @@
  *   starting with '$'
  * any other map               {"$map": [[key, value], ...]}
  * tag n                       {"$tag": n, "value": ...}
- *                             (n as "<decimal>" when > INT64_MAX)
+ *                             (n as "<decimal>" when > INT64_MAX; tags
+ *                             6..20 refused: libcbor 0.8 cannot decode them)
  * false/true/null             false/true/null
  * undefined                   {"$undefined": true}
  * other simple value n        {"$simple": n}

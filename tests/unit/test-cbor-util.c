@@ -285,6 +285,10 @@ static void test_check(void)
 	is_int(check_hex("1c"), -EBADMSG, "reserved additional info");
 	is_int(check_hex("df00"), -EBADMSG, "indefinite tag");
 	is_int(check_hex("1f"), -EBADMSG, "indefinite uint");
+	is_int(check_hex("cb00"), -EBADMSG, "tag 11 (libcbor 0.8 cannot decode)");
+	is_int(check_hex("d80b00"), -EBADMSG, "tag 11, two-byte head");
+	is_int(check_hex("d81500"), 0, "tag 21");
+	is_int(check_hex("c500"), 0, "tag 5");
 	is_int(check_hex("9bffffffffffffffff00"), -EBADMSG, "2^64-1 elements declared");
 	is_int(check_hex("9a0000100000"), -EBADMSG, "1 Mi elements in 5 bytes");
 	is_int(check_hex("bb7fffffffffffffff0000"), -EBADMSG, "huge map declared");
