@@ -1,0 +1,59 @@
+#!/bin/sh
+# SPDX-License-Identifier: MIT
+# Boots a small VM (qemu TCG) whose root is this machine's own / (read-only,
+# over 9p), with real kernel Bluetooth, btvirt virtual LE controllers and a
+# real bluetoothd, and runs SCENARIO (a shell script on this machine) inside.
+# Usage: run.sh SCENARIO [CONTROLLERS] ; env VM_TIMEOUT (s, default 240).
+# Exit status: the scenario's; 124 on timeout (the guest's logs are printed).
+set -u
+here=$(cd "$(dirname "$0")" && pwd)
+scenario=$(cd "$(dirname "$1")" && pwd)/$(basename "$1")
+controllers=${2:-2}
+timeout_s=${VM_TIMEOUT:-240}
+
+kernel=$(ls /boot/vmlinuz-* 2>/dev/null | sort -V | tail -n 1)
+[ -n "$kernel" ] || { echo "run.sh: no kernel in /boot (install linux-image-amd64)"; exit 2; }
+kver=${kernel#/boot/vmlinuz-}
+command -v qemu-system-x86_64 >/dev/null || { echo "run.sh: qemu-system-x86 missing"; exit 2; }
+
+cache=${VM_CACHE:-${TMPDIR:-/tmp}/smpgw-vm-$(id -u)}
+mkdir -p "$cache"
+initrd=$cache/initramfs-$kver.img
+if [ ! -s "$initrd" ] || [ "$here/init" -nt "$initrd" ]; then
+	"$here/mkinitramfs.sh" "$kver" "$initrd.tmp" && mv "$initrd.tmp" "$initrd" || exit 2
+fi
+
+out=$(mktemp -d "${TMPDIR:-/tmp}/smpgw-vm-out.XXXXXX")
+chmod 777 "$out"
+timeout -k 5 "$timeout_s" qemu-system-x86_64 \
+	-accel tcg -cpu max -m 1024 -smp 2 -machine q35 -nodefaults -no-reboot \
+	-display none -serial stdio \
+	-kernel "$kernel" -initrd "$initrd" \
+	-append "console=ttyS0 quiet loglevel=3 panic=-1 smpgw_stage2=$here/stage2.sh smpgw_scenario=$scenario smpgw_controllers=$controllers" \
+	-fsdev local,id=hostroot,path=/,readonly=on,security_model=none,multidevs=remap \
+	-device virtio-9p-pci,fsdev=hostroot,mount_tag=hostroot \
+	-fsdev local,id=results,path="$out",security_model=none \
+	-device virtio-9p-pci,fsdev=results,mount_tag=results \
+	</dev/null >"$out/console.log" 2>&1
+qrc=$?
+
+if [ -f "$out/rc" ]; then
+	rc=$(cat "$out/rc")
+else
+	rc=124
+	[ $qrc -eq 124 ] || rc=125
+	echo "run.sh: the VM ended without a result (qemu status $qrc)"
+fi
+if [ "$rc" != 0 ] || [ -n "${VM_VERBOSE:-}" ]; then
+	for f in console.log guest.log scenario.log bluetoothd.log btvirt.log; do
+		[ -f "$out/$f" ] || continue
+		echo "----- $f"
+		tail -n 80 "$out/$f"
+	done
+fi
+if [ -n "${VM_KEEP:-}" ]; then
+	echo "results kept in $out"
+else
+	rm -rf "$out"
+fi
+exit "$rc"
