@@ -135,10 +135,10 @@ static void print_json(const struct info_opts *o, const struct mcuboot_image *im
 	mcuboot_version_str(&img->version, version, sizeof(version));
 	mcuboot_hash_hex(img, hash);
 	hex_encode(img->keyhash, sizeof(img->keyhash), keyhash);
-	j = json_pack("{s:s, s:b, s:s, s:i, s:i, s:i, s:I, s:I, s:I, s:s, s:o, s:s?, s:{s:s?, s:s, s:s?, s:s?}}",
+	j = json_pack("{s:s, s:b, s:s, s:i, s:i, s:I, s:I, s:I, s:I, s:s, s:o, s:s?, s:{s:s?, s:s, s:s?, s:s?}}",
 		"file", o->file, "valid", 1, "version", version,
 		"hdr_size", img->hdr_size, "protect_tlv_size", img->protect_tlv_size,
-		"img_size", (int)img->img_size, "total_size", (json_int_t)img->total_size,
+		"img_size", (json_int_t)img->img_size, "total_size", (json_int_t)img->total_size,
 		"load_addr", (json_int_t)img->load_addr, "flags", (json_int_t)img->flags,
 		"hash", hash, "tlvs", tlvs_json(img),
 		"keyhash", img->has_keyhash ? keyhash : NULL,

@@ -388,6 +388,12 @@ static bool verify_sig(EVP_PKEY *key, uint16_t sig_type, const uint8_t *hash,
 		EVP_MD_CTX_free(md);
 		return ok;
 	}
+	/* Old imgtool versions zero-pad ECDSA signatures to 72 bytes;
+	 * OpenSSL refuses bytes after the DER SEQUENCE, MCUboot ignores them. */
+	if (sig_type == MCUBOOT_TLV_ECDSA_P256 && sig_len >= 2 && sig[0] == 0x30 &&
+	    sig[1] < 0x80 && (size_t)sig[1] + 2 <= sig_len)
+		sig_len = (size_t)sig[1] + 2;
+
 	EVP_PKEY_CTX *ctx = EVP_PKEY_CTX_new(key, NULL);
 
 	if (!ctx || EVP_PKEY_verify_init(ctx) != 1 ||

@@ -338,6 +338,20 @@ static void test_damage(void)
 	ok(mcuboot_image_verify(&other, b, len, kr, NULL, &st) == -EOPNOTSUPP &&
 	   st == MCUBOOT_STATUS_UNSUPPORTED_SIG, "ECDSA-224: unsupported");
 	is_int(mcuboot_image_verify(&img, b, len, NULL, NULL, NULL), -ENOKEY, "no key ring");
+
+	/* Old imgtool zero-padded ECDSA signatures: the signature TLV is last
+	 * in this image, so grow it by one zero byte. */
+	uint8_t *p = xzalloc(len + 1);
+	struct mcuboot_image padded;
+	size_t info = 0x200 + 102400;
+
+	memcpy(p, orig, len);
+	put_le16(p + img.sig_off - 2, (uint16_t)(img.sig_len + 1));
+	put_le16(p + info + 2, (uint16_t)(get_le16(p + info + 2) + 1));
+	is_int(mcuboot_image_parse(p, len + 1, &padded), 0, "padded ECDSA signature parses");
+	is_int(mcuboot_image_verify(&padded, p, len + 1, kr, NULL, NULL), 0,
+	       "padded ECDSA signature verifies");
+	free(p);
 	is_int(mcuboot_keyring_add_pem(kr, "junk", 4), -EBADMSG, "bad PEM");
 	is_int(mcuboot_keyring_add_pem_file(kr, "/nonexistent.pem"), -ENOENT, "missing PEM file");
 	is_int(mcuboot_keyring_count(kr), 1, "key count");

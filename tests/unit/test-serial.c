@@ -178,6 +178,28 @@ static void test_roundtrip_sizes(void)
 	is_int(nl, 1, "89 raw + CRC fits one line");
 	free(w);
 	is_int(smp_serial_encode(msg, 0, &w, &wl), -EINVAL, "empty frame refused");
+
+	/* smpclient instead cuts the base64 of the whole packet every 124
+	 * characters (full 127-byte continuation lines): accept it too. */
+	uint8_t pkt[404];
+	char b64[BASE64_ENCODED_LEN(sizeof(pkt)) + 1], wire[1024];
+	size_t bl, o = 0;
+
+	put_be16(pkt, 402);
+	memcpy(pkt + 2, msg, 400);
+	put_be16(pkt + 402, crc16_ccitt(0, msg, 400));
+	bl = base64_encode(pkt, sizeof(pkt), b64);
+	for (size_t off = 0; off < bl; off += SMP_SERIAL_MAX_B64) {
+		size_t k = MIN((size_t)SMP_SERIAL_MAX_B64, bl - off);
+
+		wire[o++] = off ? 0x04 : 0x06;
+		wire[o++] = off ? 0x14 : 0x09;
+		memcpy(wire + o, b64 + off, k), o += k;
+		wire[o++] = '\n';
+	}
+	decode_all(&s, wire, o, sizeof(msg));
+	ok(s.n == 1 && s.ev[0].err == 0 && s.ev[0].len == 400 &&
+	   memcmp(s.ev[0].frame, msg, 400) == 0, "smpclient-style 124-character lines");
 	sink_clear(&s);
 }
 
