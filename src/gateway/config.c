@@ -518,7 +518,7 @@ int gw_config_parse(const uint8_t *buf, size_t len, struct gw_config **ret,
 	const uint8_t *s = buf, *end = buf + len;
 	int r = 0;
 
-	if (len > CONFIG_MAX_SIZE || memchr(buf, '\0', len)) {
+	if (len > CONFIG_MAX_SIZE || (len && memchr(buf, '\0', len))) {
 		p.line = 0;
 		r = fail(&p, -EBADMSG, len > CONFIG_MAX_SIZE ? "file too large" :
 			 "NUL byte in file", NULL);
