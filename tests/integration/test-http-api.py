@@ -1,0 +1,373 @@
+#!/usr/bin/python3
+# SPDX-License-Identifier: MIT
+"""Every REST route against the real smpgwd with UDP devices: success, bad
+JSON, wrong types, unknown device, missing/invalid token, oversized body,
+bad image. Each failure case asserts the status and the problem body."""
+import json
+import os
+import socket
+import sys
+import time
+import unittest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import http_harness as H  # noqa: E402
+
+CONF_DIR = os.environ.get('CONFORMANCE_DIR', os.path.join(
+    os.path.dirname(os.path.abspath(__file__)), '..', 'data', 'conformance'))
+IMAGES = os.path.join(CONF_DIR, 'images')
+MANIFEST = json.load(open(os.path.join(IMAGES, 'manifest.json')))
+
+
+def image(name):
+    with open(os.path.join(IMAGES, name), 'rb') as f:
+        return f.read()
+
+
+class Api(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.devs = [H.FakeDevice('watch-1', '1.0.0', 0xab),
+                    H.FakeDevice('watch-2', '1.2.3', 0xcd)]
+        cls.d = H.Daemon(cls.devs, max_body=200000)
+
+    @classmethod
+    def tearDownClass(cls):
+        rc, log = cls.d.close()
+        for dev in cls.devs:
+            dev.close()
+        if rc != 0:
+            print(log)
+        assert rc == 0, 'smpgwd exit status %r' % rc
+
+    def problem(self, rsp, status, slug, detail_part=None):
+        st, h, body = rsp
+        self.assertEqual(st, status, body)
+        self.assertTrue(h.get('Content-Type', '').startswith('application/problem+json'), h)
+        p = json.loads(body) if isinstance(body, (bytes, str)) else body
+        self.assertEqual(p['status'], status)
+        self.assertEqual(p['type'], 'urn:smpgw:problem:' + slug)
+        self.assertTrue(p['title'])
+        self.assertTrue(p['detail'])
+        if detail_part:
+            self.assertIn(detail_part, p['detail'])
+        return p
+
+    def req(self, *a, **kw):
+        return self.d.request(*a, **kw)
+
+    # ---- auth ----
+    def test_auth(self):
+        st, _, _ = self.req('GET', '/api/v1/devices', token=None)
+        self.assertEqual(st, 200, 'reads need no token on loopback')
+        r = self.req('POST', '/api/v1/devices/watch-1/echo', {'d': 'x'}, token=None)
+        self.problem(r, 401, 'unauthorized', 'Bearer')
+        self.assertIn('Bearer', r[1].get('WWW-Authenticate', ''))
+        r = self.req('POST', '/api/v1/devices/watch-1/echo', {'d': 'x'}, token='wrong-token-xx')
+        self.problem(r, 401, 'unauthorized', 'does not match')
+        r = self.req('POST', '/api/v1/devices/watch-1/echo', {'d': 'x'}, token=None,
+                     headers={'Authorization': 'Basic Zm9vOmJhcg=='})
+        self.problem(r, 401, 'unauthorized', 'Bearer')
+        r = self.req('DELETE', '/api/v1/images/' + '0' * 64, token=None)
+        self.problem(r, 401, 'unauthorized')
+        r = self.req('POST', '/api/v1/images', raw=b'x', token=None)
+        self.problem(r, 401, 'unauthorized')
+
+    # ---- routing ----
+    def test_unknown_route_and_method(self):
+        self.problem(self.req('GET', '/api/v1/nothing'), 404, 'not-found', '/api/v1/nothing')
+        r = self.req('PUT', '/api/v1/devices')
+        self.problem(r, 405, 'method-not-allowed')
+        self.assertEqual(r[1].get('Allow'), 'GET')
+
+    # ---- devices ----
+    def test_devices_list_and_filters(self):
+        st, _, d = self.d.json('GET', '/api/v1/devices')
+        self.assertEqual(st, 200)
+        self.assertEqual(d['count'], 2)
+        self.assertEqual(sorted(x['id'] for x in d['devices']), ['watch-1', 'watch-2'])
+        for x in d['devices']:
+            for k in ('id', 'name', 'transport', 'link_state', 'udp_port', 'mtu'):
+                self.assertIn(k, x)
+        st, _, d = self.d.json('GET', '/api/v1/devices?name=watch-1')
+        self.assertEqual([x['id'] for x in d['devices']], ['watch-1'])
+        st, _, d = self.d.json('GET', '/api/v1/devices?name=watch-*')
+        self.assertEqual(d['count'], 2)
+        st, _, d = self.d.json('GET', '/api/v1/devices?name=nothing')
+        self.assertEqual(d['count'], 0)
+        self.problem(self.req('GET', '/api/v1/devices?state=sideways'), 400,
+                     'invalid-parameter', 'sideways')
+        st, _, d = self.d.json('GET', '/api/v1/devices?state=down')
+        self.assertEqual(st, 200)
+
+    def test_device_get(self):
+        st, _, d = self.d.json('GET', '/api/v1/devices/watch-1')
+        self.assertEqual(st, 200)
+        self.assertEqual(d['id'], 'watch-1')
+        self.assertEqual(d['transport'], 'udp')
+        self.problem(self.req('GET', '/api/v1/devices/nope'), 404, 'unknown-device', 'nope')
+
+    def test_echo(self):
+        st, _, d = self.d.json('POST', '/api/v1/devices/watch-1/echo', {'d': 'hello'})
+        self.assertEqual((st, d), (200, {'r': 'hello'}))
+        self.problem(self.req('POST', '/api/v1/devices/watch-1/echo', b'{"d": '), 400,
+                     'malformed-body', 'not valid JSON')
+        self.problem(self.req('POST', '/api/v1/devices/watch-1/echo', {'d': 5}), 400,
+                     'invalid-request', '"d"')
+        self.problem(self.req('POST', '/api/v1/devices/watch-1/echo', [1, 2]), 400,
+                     'invalid-request', 'JSON object')
+        self.problem(self.req('POST', '/api/v1/devices/watch-1/echo', raw=b''), 400,
+                     'invalid-request')
+        self.problem(self.req('POST', '/api/v1/devices/nope/echo', {'d': 'x'}), 404,
+                     'unknown-device')
+        self.problem(self.req('POST', '/api/v1/devices/watch-1/echo',
+                              {'d': 'x' * (70 * 1024)}), 413, 'body-too-large')
+
+    def test_reset(self):
+        st, _, d = self.d.json('POST', '/api/v1/devices/watch-2/reset')
+        self.assertEqual(st, 200)
+        st, _, d = self.d.json('POST', '/api/v1/devices/watch-2/reset', {'force': True})
+        self.assertEqual(st, 200)
+        self.problem(self.req('POST', '/api/v1/devices/watch-2/reset', {'force': 'yes'}),
+                     400, 'invalid-request', 'force')
+
+    def test_image_state(self):
+        st, _, d = self.d.json('GET', '/api/v1/devices/watch-1/image-state')
+        self.assertEqual(st, 200)
+        self.assertEqual(d['images'][0]['hash'], 'ab' * 32)
+        self.assertEqual(d['images'][0]['version'], '1.0.0')
+        st, _, dev = self.d.json('GET', '/api/v1/devices/watch-1')
+        self.assertEqual(dev['slots'][0]['hash'], 'ab' * 32, 'slots cached')
+        st, _, d = self.d.json('POST', '/api/v1/devices/watch-1/image-state/test',
+                               {'hash': 'AB' * 32})
+        self.assertEqual(st, 200)
+        self.problem(self.req('POST', '/api/v1/devices/watch-1/image-state/test', {}),
+                     400, 'invalid-request', 'hash')
+        self.problem(self.req('POST', '/api/v1/devices/watch-1/image-state/test',
+                              {'hash': 'xyz'}), 400, 'invalid-request', '64 hex')
+        self.problem(self.req('POST', '/api/v1/devices/watch-1/image-state/test',
+                              {'hash': 7}), 400, 'invalid-request', 'hash')
+        p = self.problem(self.req('POST', '/api/v1/devices/watch-1/image-state/test',
+                                  {'hash': '00' * 32}), 422, 'smp-error', 'rc 3')
+        self.assertEqual(p['smp']['rc'], 3)
+        self.assertEqual(p['smp']['rsn'], 'unknown hash')
+        st, _, d = self.d.json('POST', '/api/v1/devices/watch-1/image-state/confirm')
+        self.assertEqual(st, 200)
+        st, _, d = self.d.json('POST', '/api/v1/devices/watch-1/image-state/confirm',
+                               {'hash': 'ab' * 32})
+        self.assertEqual(st, 200)
+
+    def test_erase_params_info(self):
+        st, _, d = self.d.json('POST', '/api/v1/devices/watch-1/erase')
+        self.assertEqual(st, 200)
+        self.problem(self.req('POST', '/api/v1/devices/watch-1/erase', {'slot': 'one'}),
+                     400, 'invalid-request', 'slot')
+        st, _, d = self.d.json('GET', '/api/v1/devices/watch-1/params')
+        self.assertEqual((st, d), (200, {'buf_size': 2475, 'buf_count': 4}))
+        st, _, d = self.d.json('GET', '/api/v1/devices/watch-1/info?format=a')
+        self.assertEqual((st, d), (200, {'output': 'Zephyr watch-1'}))
+        self.problem(self.req('GET', '/api/v1/devices/watch-1/info?format=%21'), 400,
+                     'invalid-parameter', 'format')
+        self.problem(self.req('GET', '/api/v1/devices/nope/params'), 404, 'unknown-device')
+
+    def test_datetime(self):
+        st, _, d = self.d.json('POST', '/api/v1/devices/watch-2/datetime',
+                               {'datetime': '2026-02-03T04:05:06'})
+        self.assertEqual(st, 200)
+        st, _, d = self.d.json('GET', '/api/v1/devices/watch-2/datetime')
+        self.assertEqual((st, d), (200, {'datetime': '2026-02-03T04:05:06'}))
+        self.problem(self.req('POST', '/api/v1/devices/watch-2/datetime', {}), 400,
+                     'invalid-request', 'datetime')
+        self.problem(self.req('POST', '/api/v1/devices/watch-2/datetime',
+                              {'datetime': 1}), 400, 'invalid-request', 'datetime')
+
+    def test_stats(self):
+        st, _, d = self.d.json('GET', '/api/v1/devices/watch-1/stats')
+        self.assertEqual((st, d), (200, {'stat_list': ['smp_svr_stats']}))
+        st, _, d = self.d.json('GET', '/api/v1/devices/watch-1/stats/smp_svr_stats')
+        self.assertEqual(d['fields'], {'ticks': 42})
+        p = self.problem(self.req('GET', '/api/v1/devices/watch-1/stats/nope'), 422,
+                         'smp-error', 'rc 5')
+        self.assertEqual(p['smp']['rc_name'].lower() != '', True)
+
+    def test_smp_passthrough(self):
+        path = '/api/v1/devices/watch-1/smp'
+        st, _, d = self.d.json('POST', path, {'group': 0, 'id': 0, 'op': 'write',
+                                              'data': {'d': 'raw'}})
+        self.assertEqual(st, 200)
+        self.assertEqual(d['data'], {'r': 'raw'})
+        st, _, d = self.d.json('POST', path, {'group': 1, 'id': 0, 'op': 'read'})
+        self.assertEqual(d['data']['images'][0]['hash'], {'$bytes': 'ab' * 32},
+                         'byte strings stay lossless')
+        p = self.problem(self.req('POST', path, {'group': 64, 'id': 1, 'op': 0}),
+                         422, 'smp-error', 'rc 8')
+        self.assertEqual(p['smp']['rc'], 8)
+        self.assertEqual(p['smp']['group'], 64)
+        self.assertTrue(p['smp']['v2'])
+        self.problem(self.req('POST', path, {'group': 'os', 'id': 0, 'op': 'read'}), 400,
+                     'invalid-request', 'group')
+        self.problem(self.req('POST', path, {'group': 0, 'id': 300, 'op': 'read'}), 400,
+                     'invalid-request', 'id')
+        self.problem(self.req('POST', path, {'group': 0, 'id': 0, 'op': 'poke'}), 400,
+                     'invalid-request', 'op')
+        self.problem(self.req('POST', path, {'group': 0, 'id': 0, 'op': 'read',
+                                             'data': [1]}), 400, 'invalid-request', 'data')
+        self.problem(self.req('POST', path, {'group': 0, 'id': 0, 'op': 'read',
+                                             'data': {'x': {'$bytes': 'zz'}}}), 400,
+                     'invalid-request', 'CBOR')
+        self.problem(self.req('POST', path, b'nope'), 400, 'malformed-body')
+        self.problem(self.req('POST', path, raw=b''), 400, 'invalid-request')
+        self.problem(self.req('POST', '/api/v1/devices/nope/smp',
+                              {'group': 0, 'id': 0, 'op': 'read'}), 404, 'unknown-device')
+
+    def test_device_timeout(self):
+        dev = self.devs[1]
+        dev.silent = True
+        try:
+            self.problem(self.req('POST', '/api/v1/devices/watch-2/echo', {'d': 'x'}),
+                         504, 'device-timeout', 'watch-2')
+        finally:
+            dev.silent = False
+
+    # ---- images ----
+    def test_images(self):
+        name = 'app-1.2.3+4-ecdsa-p256.bin'
+        want = MANIFEST[name]['sha256_tlv']
+        st, _, d = self.d.json('POST', '/api/v1/images?filename=' + name, image(name),
+                               headers={'Content-Type': 'application/octet-stream'})
+        self.assertIn(st, (200, 201), d)
+        self.assertEqual(d['id'], want)
+        self.assertEqual(d['version'], '1.2.3+4')
+        self.assertEqual(d['signature']['type'], 'ECDSA_P256')
+        st, _, d = self.d.json('PUT', '/api/v1/images', image(name))
+        self.assertEqual((st, d['created']), (200, False), 'duplicate detected')
+        # multipart
+        other = 'app-1.0.0-hash.bin'
+        boundary = 'xYzZy'
+        body = (('--%s\r\nContent-Disposition: form-data; name="image"; filename="%s"\r\n'
+                 'Content-Type: application/octet-stream\r\n\r\n' % (boundary, other)).encode()
+                + image(other) + ('\r\n--%s--\r\n' % boundary).encode())
+        st, _, d = self.d.json('POST', '/api/v1/images', raw=body, headers={
+            'Content-Type': 'multipart/form-data; boundary=' + boundary})
+        self.assertEqual(st, 201, d)
+        self.assertEqual(d['id'], MANIFEST[other]['sha256_tlv'])
+        self.assertEqual(d['filename'], other)
+        st, _, lst = self.d.json('GET', '/api/v1/images')
+        self.assertEqual(st, 200)
+        ids = [x['id'] for x in lst['images']]
+        self.assertIn(want, ids)
+        st, _, d = self.d.json('GET', '/api/v1/images/' + want)
+        self.assertEqual((st, d['id']), (200, want))
+        self.problem(self.req('GET', '/api/v1/images/' + 'f' * 64), 404, 'not-found')
+        st, _, d = self.d.json('DELETE', '/api/v1/images/' + MANIFEST[other]['sha256_tlv'])
+        self.assertEqual(st, 200)
+        self.problem(self.req('DELETE', '/api/v1/images/' + MANIFEST[other]['sha256_tlv']),
+                     404, 'not-found')
+        self.problem(self.req('DELETE', '/api/v1/images/' + want, raw=b'{}'),
+                     413, 'body-too-large', 'no request body')
+
+    def test_bad_images(self):
+        self.problem(self.req('POST', '/api/v1/images', raw=b'\x00' * 1000), 422,
+                     'invalid-image', 'MCUboot')
+        good = image('app-0.9.0-3k-hash.bin')
+        self.problem(self.req('POST', '/api/v1/images', raw=good[:-40]), 422,
+                     'invalid-image')
+        bad = bytearray(good)
+        bad[600] ^= 0xff
+        self.problem(self.req('POST', '/api/v1/images', raw=bytes(bad)), 422,
+                     'invalid-image')
+        self.problem(self.req('POST', '/api/v1/images', raw=b''), 422, 'invalid-image',
+                     'empty')
+        big = image('app-3.1.0+7-350k-ecdsa-p256.bin')
+        self.problem(self.req('POST', '/api/v1/images', raw=big), 413, 'body-too-large')
+        boundary = 'b0undary'
+        body = ('--%s\r\nContent-Disposition: form-data; name="note"\r\n\r\nhi\r\n--%s--\r\n'
+                % (boundary, boundary)).encode()
+        self.problem(self.req('POST', '/api/v1/images', raw=body, headers={
+            'Content-Type': 'multipart/form-data; boundary=' + boundary}), 400,
+            'invalid-request', 'file part')
+
+    # ---- events ----
+    def sse_open(self, last_id=None):
+        s = socket.create_connection(('127.0.0.1', self.d.port), timeout=5)
+        hdr = 'GET /api/v1/events HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n'
+        if last_id is not None:
+            hdr += 'Last-Event-ID: %s\r\n' % last_id
+        s.sendall((hdr + '\r\n').encode())
+        return s
+
+    def sse_read_until(self, s, needle, limit=5.0):
+        buf = b''
+        deadline = time.monotonic() + limit
+        while needle.encode() not in buf and time.monotonic() < deadline:
+            s.settimeout(max(0.05, deadline - time.monotonic()))
+            try:
+                chunk = s.recv(65536)
+            except socket.timeout:
+                break
+            if not chunk:
+                break
+            buf += chunk
+        return buf.decode(errors='replace')
+
+    def test_events(self):
+        s = self.sse_open()
+        try:
+            head = self.sse_read_until(s, 'event stream')
+            self.assertIn('200 OK', head)
+            self.assertIn('text/event-stream', head)
+            name = 'app-0.9.0-3k-hash.bin'
+            tlv = MANIFEST[name]['sha256_tlv']
+            self.req('DELETE', '/api/v1/images/' + tlv)
+            st, _, _ = self.req('POST', '/api/v1/images', raw=image(name))
+            self.assertEqual(st, 201)
+            text = self.sse_read_until(s, tlv)
+            self.assertIn('event: image.added', text)
+            ids = [int(line[4:]) for line in text.splitlines() if line.startswith('id: ')]
+            self.assertTrue(ids)
+        finally:
+            s.close()
+        # Resume: the event after ids[-1]-1 is replayed.
+        s = self.sse_open(ids[-1] - 1)
+        try:
+            text = self.sse_read_until(s, tlv)
+            self.assertIn('id: %d' % ids[-1], text)
+        finally:
+            s.close()
+        self.problem(self.req('GET', '/api/v1/events', headers={'Last-Event-ID': 'abc'}),
+                     400, 'invalid-parameter', 'Last-Event-ID')
+
+    # ---- metrics, openapi, dashboard ----
+    def test_metrics(self):
+        self.req('GET', '/api/v1/devices')
+        for path in ('/metrics', '/api/v1/metrics'):
+            st, h, b = self.req('GET', path)
+            self.assertEqual(st, 200)
+            self.assertTrue(h['Content-Type'].startswith('text/plain'))
+            text = b.decode()
+            self.assertIn('# TYPE smpgw_http_requests_total counter', text)
+            self.assertIn('smpgw_devices{state="up"}', text)
+            self.assertIn('smpgw_http_request_duration_seconds_bucket', text)
+
+    def test_openapi(self):
+        st, _, d = self.d.json('GET', '/api/v1/openapi.json')
+        self.assertEqual(st, 200)
+        self.assertTrue(d['openapi'].startswith('3.'))
+        self.assertIn('/api/v1/devices/{id}/smp', d['paths'])
+
+    def test_dashboard(self):
+        st, h, b = self.req('GET', '/', token=None)
+        self.assertEqual(st, 200)
+        self.assertTrue(h['Content-Type'].startswith('text/html'))
+        self.assertIn(b'/static/app.js', b)
+        self.assertNotIn(b'http://', b.replace(b'http://www.w3.org', b''))
+        for f, ct in (('app.js', 'text/javascript'), ('style.css', 'text/css')):
+            st, h, b = self.req('GET', '/static/' + f, token=None)
+            self.assertEqual(st, 200)
+            self.assertTrue(h['Content-Type'].startswith(ct))
+        self.problem(self.req('GET', '/static/../../etc/passwd'), 404, 'not-found')
+        self.problem(self.req('GET', '/static/openapi.json'), 404, 'not-found')
+
+
+if __name__ == '__main__':
+    unittest.main(verbosity=2)
