@@ -290,7 +290,8 @@ static void pair_reply(DBusPendingCall *pc, void *data)
 
 static void pair(struct ble_link *bl)
 {
-	close_io(bl);
+	/* An acquired write fd is kept: BlueZ releases it asynchronously, so
+	 * acquiring it again right away would fail with "Write acquired". */
 	bl->paired_once = true;
 	bl->phase = BLE_PHASE_PAIRING;
 	timer_arm(bl, BLE_PAIR_TIMEOUT_MS + bl->mgr->opts.connect_timeout_ms);
@@ -444,6 +445,8 @@ static void acquire_notify_reply(DBusPendingCall *pc, void *data)
 	go_up(bl);
 }
 
+static void acquire_notify(struct ble_link *bl);
+
 static void acquire_write_reply(DBusPendingCall *pc, void *data)
 {
 	struct ble_link *bl = data;
@@ -451,8 +454,6 @@ static void acquire_write_reply(DBusPendingCall *pc, void *data)
 	int err = ble_error_errno(reply);
 	uint16_t mtu = 0;
 	int fd = err ? err : take_fd(reply, &mtu);
-	DBusMessage *m;
-	DBusMessageIter it;
 
 	if (fd < 0 && err && maybe_pair(bl, reply)) {
 		dbus_message_unref(reply);
@@ -469,6 +470,14 @@ static void acquire_write_reply(DBusPendingCall *pc, void *data)
 	bl->wfd = fd;
 	if (mtu > BLE_DEFAULT_ATT_MTU)
 		bl->att_mtu = mtu;
+	acquire_notify(bl);
+}
+
+static void acquire_notify(struct ble_link *bl)
+{
+	DBusMessage *m;
+	DBusMessageIter it;
+
 	m = ble_method(bl->char_path, BLUEZ_CHAR, "AcquireNotify");
 	dbus_message_iter_init_append(m, &it);
 	ble_append_empty_dict(&it);
@@ -489,6 +498,10 @@ static void acquire(struct ble_link *bl)
 	bl->att_mtu = dev->char_mtu > BLE_DEFAULT_ATT_MTU ? dev->char_mtu : 0;
 	if (bl->fallback) {
 		start_notify(bl);
+		return;
+	}
+	if (bl->wfd >= 0) { /* kept across Pair() */
+		acquire_notify(bl);
 		return;
 	}
 	m = ble_method(bl->char_path, BLUEZ_CHAR, "AcquireWrite");

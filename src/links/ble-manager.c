@@ -447,8 +447,9 @@ static DBusMessage *msg_filter(struct ble_adapter *ad)
 {
 	DBusMessage *m = ble_method(ad->path, BLUEZ_ADAPTER, "SetDiscoveryFilter");
 	const char *uuid = SMP_BLE_SERVICE_UUID, *transport = "le";
-	/* DuplicateData on: every advertisement refreshes RSSI and data. */
-	dbus_bool_t dup = TRUE;
+	/* DuplicateData off: a fleet of watches advertising every 100 ms
+	 * would otherwise flood the bus with RSSI updates. */
+	dbus_bool_t dup = FALSE;
 	DBusMessageIter it, dict;
 
 	dbus_message_iter_init_append(m, &it);

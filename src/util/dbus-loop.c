@@ -2,6 +2,7 @@
 /* libdbus on libevent (see dbus-loop.h). */
 #include "util/dbus-loop.h"
 
+#include <stdbool.h>
 #include <stdlib.h>
 
 #include <event2/event.h>
@@ -12,7 +13,16 @@ struct dbus_loop {
 	struct event_base *base;
 	DBusConnection *conn;
 	struct event *dispatch_ev;
+	bool dispatching; /* inside dispatch_cb: a detach is deferred */
+	bool detached;    /* detach asked for while dispatching */
 };
+
+static void loop_free(struct dbus_loop *loop)
+{
+	event_free(loop->dispatch_ev);
+	dbus_connection_unref(loop->conn);
+	free(loop);
+}
 
 static void watch_cb(evutil_socket_t fd, short what, void *arg)
 {
@@ -123,14 +133,20 @@ static void dispatch_cb(evutil_socket_t fd, short what, void *arg)
 	struct dbus_loop *loop = arg;
 	int budget = 64; /* bounded per turn so other events get their share */
 
-	dbus_connection_ref(loop->conn);
-	while (budget-- > 0 &&
+	/* A handler may detach the loop (its owner freed from a message
+	 * callback): then the loop is freed here, after the last dispatch. */
+	loop->dispatching = true;
+	while (!loop->detached && budget-- > 0 &&
 	       dbus_connection_dispatch(loop->conn) == DBUS_DISPATCH_DATA_REMAINS)
 		;
+	loop->dispatching = false;
+	if (loop->detached) {
+		loop_free(loop);
+		return;
+	}
 	if (dbus_connection_get_dispatch_status(loop->conn) ==
 	    DBUS_DISPATCH_DATA_REMAINS)
 		event_active(loop->dispatch_ev, 0, 0);
-	dbus_connection_unref(loop->conn);
 }
 
 static void dispatch_status(DBusConnection *conn, DBusDispatchStatus status,
@@ -172,9 +188,10 @@ struct dbus_loop *dbus_loop_detach(struct dbus_loop *loop)
 					      NULL, NULL);
 	dbus_connection_set_dispatch_status_function(loop->conn, NULL, NULL,
 						     NULL);
-	event_free(loop->dispatch_ev);
-	dbus_connection_unref(loop->conn);
-	free(loop);
+	if (loop->dispatching)
+		loop->detached = true;
+	else
+		loop_free(loop);
 	return NULL;
 }
 

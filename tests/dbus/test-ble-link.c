@@ -1,0 +1,559 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The BLE link (src/links/ble-*.c) against the simulator's fake org.bluez
+ * on a private bus: discovery, connect, SMP echo over each link (fast path
+ * and WriteValue fallback), a long echo reassembled from several
+ * notifications, a dropped link and its reconnect, a simulator restart
+ * (bluetoothd going away and coming back) and the connection budget with
+ * more watches than the adapter allows.
+ *
+ * Usage: test-ble-link SMPGW-SIM BUS-CONF
+ * Starts its own dbus-daemon and smpgw-sim; every wait is bounded; every
+ * child is reaped.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <event2/event.h>
+
+#include "links/ble.h"
+#include "links/link.h"
+#include "tap.h"
+#include "util/util.h"
+
+#define MAX_WATCHES 8
+
+static const char *sim_bin, *bus_conf;
+static char tmpdir[64];
+static char bus_addr[512];
+static pid_t bus_pid = -1, sim_pid = -1;
+static struct event_base *base;
+
+/* ---- processes ---- */
+
+static void reap(pid_t *pid)
+{
+	int status;
+
+	if (*pid <= 0)
+		return;
+	kill(*pid, SIGTERM);
+	for (int i = 0; i < 200; i++) {
+		if (waitpid(*pid, &status, WNOHANG) == *pid) {
+			*pid = -1;
+			return;
+		}
+		usleep(10000);
+	}
+	kill(*pid, SIGKILL);
+	waitpid(*pid, &status, 0);
+	*pid = -1;
+}
+
+static void cleanup(void)
+{
+	char cmd[128];
+
+	reap(&sim_pid);
+	reap(&bus_pid);
+	if (tmpdir[0]) {
+		snprintf(cmd, sizeof(cmd), "rm -rf '%s'", tmpdir);
+		if (system(cmd) != 0)
+			tap_diag("could not remove %s", tmpdir);
+	}
+}
+
+static void die(const char *what)
+{
+	tap_diag("fatal: %s", what);
+	cleanup();
+	exit(1);
+}
+
+/* Reads one line from fd within timeout_ms. */
+static int read_line(int fd, char *buf, size_t size, int timeout_ms)
+{
+	size_t n = 0;
+	struct pollfd p = { .fd = fd, .events = POLLIN };
+
+	while (n + 1 < size) {
+		if (poll(&p, 1, timeout_ms) <= 0)
+			return -ETIMEDOUT;
+		if (read(fd, buf + n, 1) != 1)
+			return -EIO;
+		if (buf[n] == '\n')
+			break;
+		n++;
+	}
+	buf[n] = 0;
+	return (int)n;
+}
+
+static void start_bus(void)
+{
+	int pfd[2];
+	char fdarg[32], conf[600];
+
+	if (pipe(pfd) < 0)
+		die("pipe");
+	bus_pid = fork();
+	if (bus_pid == 0) {
+		close(pfd[0]);
+		snprintf(fdarg, sizeof(fdarg), "--print-address=%d", pfd[1]);
+		snprintf(conf, sizeof(conf), "--config-file=%s", bus_conf);
+		execlp("dbus-daemon", "dbus-daemon", conf, "--nofork", fdarg,
+		       (char *)NULL);
+		_exit(127);
+	}
+	close(pfd[1]);
+	if (read_line(pfd[0], bus_addr, sizeof(bus_addr), 5000) <= 0)
+		die("dbus-daemon did not print its address");
+	close(pfd[0]);
+}
+
+/* ---- the simulator ---- */
+
+static char ctl_path[96], fleet_path[128];
+
+static void write_fleet(unsigned count, unsigned max_conn)
+{
+	FILE *f = fopen(fleet_path, "w");
+
+	if (!f)
+		die("fleet file");
+	fprintf(f, "{\"count\": %u, \"adapters\": [{\"max_connections\": %u}]}\n",
+		count, max_conn);
+	fclose(f);
+}
+
+static void start_sim(unsigned count, unsigned max_conn)
+{
+	write_fleet(count, max_conn);
+	unlink(ctl_path);
+	sim_pid = fork();
+	if (sim_pid == 0) {
+		int null = open("/dev/null", O_RDONLY);
+
+		dup2(null, 0);
+		execl(sim_bin, sim_bin, "--bus", bus_addr, "--fleet", fleet_path,
+		      "--control", ctl_path, "--no-udp", (char *)NULL);
+		_exit(127);
+	}
+}
+
+/* One request on the control socket; the reply line goes to out. */
+static int sim_control(const char *line, char *out, size_t out_size)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0), r;
+	char tmp[512];
+
+	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", ctl_path);
+	if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+		if (fd >= 0)
+			close(fd);
+		return -errno;
+	}
+	if (write(fd, line, strlen(line)) < 0 || write(fd, "\n", 1) < 0) {
+		close(fd);
+		return -EIO;
+	}
+	r = read_line(fd, out ? out : tmp, out ? out_size : sizeof(tmp), 5000);
+	close(fd);
+	return r;
+}
+
+/* ---- the manager and its links ---- */
+
+struct watch {
+	char address[18];
+	char name[32];
+	struct link *link;
+	enum link_state state;
+	int last_err;
+	unsigned ups, downs;
+	uint8_t rsp[4096];
+	size_t rsp_len;
+	unsigned frames;
+};
+
+static struct watch watches[MAX_WATCHES];
+static unsigned n_watches;
+static int service_up = -1;
+static unsigned max_up_seen;
+static unsigned bad_frames;
+
+static struct watch *watch_find(const char *address)
+{
+	for (unsigned i = 0; i < n_watches; i++)
+		if (!strcasecmp(watches[i].address, address))
+			return &watches[i];
+	return NULL;
+}
+
+static void device_seen(struct ble_manager *mgr, const struct ble_device_info *info,
+			void *user_data)
+{
+	struct watch *w = watch_find(info->address);
+
+	if (w || n_watches >= MAX_WATCHES)
+		return;
+	w = &watches[n_watches++];
+	snprintf(w->address, sizeof(w->address), "%s", info->address);
+	snprintf(w->name, sizeof(w->name), "%s", info->name ? info->name : "");
+}
+
+static void device_lost(struct ble_manager *mgr, const char *address, void *user_data)
+{
+}
+
+static void service(struct ble_manager *mgr, bool up, void *user_data)
+{
+	service_up = up;
+}
+
+static const struct ble_manager_callbacks mgr_cbs = {
+	.device_seen = device_seen,
+	.device_lost = device_lost,
+	.service = service,
+};
+
+static unsigned count_up(void)
+{
+	unsigned n = 0;
+
+	for (unsigned i = 0; i < n_watches; i++)
+		n += watches[i].state == LINK_STATE_UP;
+	return n;
+}
+
+static void on_frame(struct link *link, const uint8_t *frame, size_t len, void *ud)
+{
+	struct watch *w = ud;
+
+	if (len > sizeof(w->rsp)) {
+		bad_frames++;
+		return;
+	}
+	memcpy(w->rsp, frame, len);
+	w->rsp_len = len;
+	w->frames++;
+}
+
+static void on_state(struct link *link, enum link_state state, int err, void *ud)
+{
+	struct watch *w = ud;
+
+	w->state = state;
+	if (state == LINK_STATE_UP)
+		w->ups++;
+	if (state == LINK_STATE_DOWN) {
+		w->downs++;
+		w->last_err = err;
+	}
+	if (count_up() > max_up_seen)
+		max_up_seen = count_up();
+}
+
+static const struct link_callbacks link_cbs = { on_frame, on_state };
+
+static struct ble_manager *manager(bool acquire, unsigned max_conn, uint32_t idle_ms)
+{
+	struct ble_manager_opts o = {
+		.bus_address = bus_addr,
+		.max_conn_per_adapter = max_conn,
+		.idle_timeout_ms = idle_ms,
+		.connect_timeout_ms = 5000,
+		.backoff_min_ms = 100,
+		.backoff_max_ms = 1000,
+		.prefer_acquire = acquire,
+	};
+	int err = 0;
+	struct ble_manager *mgr;
+
+	n_watches = 0;
+	memset(watches, 0, sizeof(watches));
+	service_up = -1;
+	max_up_seen = 0;
+	mgr = ble_manager_new(base, &o, &mgr_cbs, NULL, &err);
+	if (!mgr)
+		die("ble_manager_new");
+	return mgr;
+}
+
+/* ---- bounded waiting ---- */
+
+static void tick(evutil_socket_t fd, short what, void *arg)
+{
+}
+
+/* Runs the loop until cond() or timeout_ms; returns cond(). */
+static bool run_until(bool (*cond)(void *), void *arg, int timeout_ms)
+{
+	uint64_t end = now_usec() + (uint64_t)timeout_ms * 1000;
+	struct event *t = event_new(base, -1, EV_PERSIST, tick, NULL);
+	bool ok;
+
+	event_add(t, &(struct timeval){ 0, 20000 });
+	while (!(ok = cond(arg)) && now_usec() < end)
+		event_base_loop(base, EVLOOP_ONCE);
+	event_free(t);
+	return ok;
+}
+
+static void run_for(int ms)
+{
+	uint64_t end = now_usec() + (uint64_t)ms * 1000;
+	struct event *t = event_new(base, -1, EV_PERSIST, tick, NULL);
+
+	event_add(t, &(struct timeval){ 0, 20000 });
+	while (now_usec() < end)
+		event_base_loop(base, EVLOOP_ONCE);
+	event_free(t);
+}
+
+static bool seen_n(void *arg)
+{
+	return n_watches >= *(unsigned *)arg;
+}
+
+static bool all_up(void *arg)
+{
+	return count_up() == n_watches && n_watches > 0;
+}
+
+static bool all_down_one(void *arg)
+{
+	return ((struct watch *)arg)->state == LINK_STATE_DOWN;
+}
+
+static bool all_down(void *arg)
+{
+	return count_up() == 0;
+}
+
+static bool service_is(void *arg)
+{
+	return service_up == *(int *)arg;
+}
+
+/* ---- SMP echo ---- */
+
+static uint8_t seq;
+
+/* os echo request {"d": text}, SMP v2 header; returns its length. */
+static size_t build_echo(uint8_t *out, size_t text_len, uint8_t *ret_seq)
+{
+	size_t n = 8;
+
+	out[n++] = 0xa1;
+	out[n++] = 0x61;
+	out[n++] = 'd';
+	if (text_len < 24) {
+		out[n++] = (uint8_t)(0x60 | text_len);
+	} else if (text_len < 256) {
+		out[n++] = 0x78;
+		out[n++] = (uint8_t)text_len;
+	} else {
+		out[n++] = 0x79;
+		put_be16(out + n, (uint16_t)text_len);
+		n += 2;
+	}
+	for (size_t i = 0; i < text_len; i++)
+		out[n++] = (uint8_t)('a' + (i * 7 + seq) % 26);
+	out[0] = 0x0a; /* ver 1 (SMP v2), op 2 write */
+	out[1] = 0;
+	put_be16(out + 2, (uint16_t)(n - 8));
+	put_be16(out + 4, 0); /* group os */
+	out[6] = *ret_seq = seq++;
+	out[7] = 0; /* echo */
+	return n;
+}
+
+static bool got_frame(void *arg)
+{
+	struct watch *w = arg;
+
+	return w->frames > 0;
+}
+
+/* Sends an echo of text_len characters and checks the answer. */
+static bool echo(struct watch *w, size_t text_len, int timeout_ms)
+{
+	uint8_t req[4096], s;
+	size_t len = build_echo(req, text_len, &s);
+	const uint8_t *text = req + len - text_len;
+	int r;
+
+	w->frames = 0;
+	w->rsp_len = 0;
+	r = link_send(w->link, req, len);
+	if (r < 0) {
+		tap_diag("%s: send: %s", w->address, strerror(-r));
+		return false;
+	}
+	if (!run_until(got_frame, w, timeout_ms)) {
+		tap_diag("%s: no echo response", w->address);
+		return false;
+	}
+	/* Header: write response (op 3), same seq, group 0, id 0; the
+	 * payload carries the text back under "r". */
+	if (w->rsp_len < 8 + text_len || (w->rsp[0] & 7) != 3 || w->rsp[6] != s ||
+	    get_be16(w->rsp + 4) != 0 || w->rsp[7] != 0 ||
+	    (size_t)get_be16(w->rsp + 2) + 8 != w->rsp_len ||
+	    !memmem(w->rsp + 8, w->rsp_len - 8, text, text_len)) {
+		tap_diag("%s: bad echo response (%zu bytes)", w->address, w->rsp_len);
+		return false;
+	}
+	return true;
+}
+
+/* ---- scenarios ---- */
+
+static void connect_all(struct ble_manager *mgr)
+{
+	for (unsigned i = 0; i < n_watches; i++) {
+		watches[i].link = ble_manager_link(mgr, watches[i].address);
+		link_set_callbacks(watches[i].link, &link_cbs, &watches[i]);
+		link_connect(watches[i].link);
+	}
+}
+
+static bool echo_all(size_t text_len)
+{
+	bool good = true;
+
+	for (unsigned i = 0; i < n_watches; i++)
+		good &= echo(&watches[i], text_len, 5000);
+	return good;
+}
+
+static void test_basic(bool acquire, unsigned count)
+{
+	const char *mode = acquire ? "fast path" : "fallback";
+	struct ble_manager *mgr = manager(acquire, 0, 0);
+	bool fast = true, slow = true;
+
+	ok(run_until(seen_n, &count, 10000), "%s: %u watches discovered", mode, count);
+	connect_all(mgr);
+	ok(run_until(all_up, NULL, 20000), "%s: all links up", mode);
+	for (unsigned i = 0; i < n_watches; i++) {
+		fast &= ble_link_fast_path(watches[i].link);
+		slow &= !ble_link_fast_path(watches[i].link);
+	}
+	ok(acquire ? fast : slow, "%s: links use the %s", mode, mode);
+	is_int(link_mtu(watches[0].link), 495, "MTU 498 - 3 bytes per write");
+	ok(echo_all(12), "%s: echo over every link", mode);
+	ok(echo(&watches[0], 2000, 5000), "%s: 2000-byte echo over several writes and notifications", mode);
+	ble_link_set_reassembly(watches[0].link, false);
+	uint8_t big[1200];
+	size_t big_len = build_echo(big, 1100, &(uint8_t){ 0 });
+	is_int(link_send(watches[0].link, big, big_len), -EMSGSIZE,
+	       "no reassembly: a frame over one write is refused");
+	ble_link_set_reassembly(watches[0].link, true);
+	ble_manager_free(mgr);
+	run_for(100);
+}
+
+static void test_drop_and_restart(unsigned count)
+{
+	struct ble_manager *mgr = manager(true, 0, 0);
+	struct watch *w;
+	char line[128];
+	int r, up = 1, down = 0;
+
+	ok(run_until(seen_n, &count, 10000), "drop: watches discovered");
+	connect_all(mgr);
+	ok(run_until(all_up, NULL, 20000), "drop: all links up");
+	w = &watches[0];
+	snprintf(line, sizeof(line), "disconnect %s", w->address);
+	r = sim_control(line, NULL, 0);
+	ok(r >= 0, "control socket: disconnect (%d)", r);
+	ok(run_until(all_down_one, w, 5000) && w->last_err == -ECONNRESET,
+	   "drop: link DOWN with -ECONNRESET (err %d)", w->last_err);
+	ok(run_until(all_up, NULL, 10000), "drop: link reconnects by itself");
+	ok(echo(w, 20, 5000), "drop: echo after reconnect");
+
+	/* bluetoothd goes away and comes back. */
+	reap(&sim_pid);
+	ok(run_until(service_is, &down, 5000), "restart: service down reported");
+	ok(run_until(all_down, NULL, 5000), "restart: every link DOWN");
+	ok(w->last_err == -ECONNRESET, "restart: with -ECONNRESET (err %d)", w->last_err);
+	start_sim(count, 7);
+	ok(run_until(service_is, &up, 10000), "restart: service up again");
+	ok(run_until(all_up, NULL, 20000), "restart: every link reconnects");
+	ok(echo_all(16), "restart: echo over every link");
+	ble_manager_free(mgr);
+	run_for(100);
+}
+
+static bool all_had_up(void *arg)
+{
+	for (unsigned i = 0; i < n_watches; i++)
+		if (!watches[i].ups)
+			return false;
+	return n_watches > 0;
+}
+
+/* Budget 2, 5 watches: idle links are parked for the waiting ones. */
+static void test_budget(unsigned count)
+{
+	struct ble_manager *mgr = manager(true, 2, 300);
+	uint64_t end;
+
+	ok(run_until(seen_n, &count, 10000), "budget: watches discovered");
+	connect_all(mgr);
+	/* The gateway connects on demand: parked links get asked again. */
+	end = now_usec() + 20000000;
+	while (!all_had_up(NULL) && now_usec() < end) {
+		run_for(100);
+		for (unsigned i = 0; i < n_watches; i++)
+			if (watches[i].state == LINK_STATE_DOWN && !watches[i].ups)
+				link_connect(watches[i].link);
+	}
+	ok(all_had_up(NULL), "budget: every watch got a connection (fair)");
+	ok(max_up_seen <= 2, "budget: at most 2 links up at once (saw %u)", max_up_seen);
+	ble_manager_free(mgr);
+	run_for(100);
+}
+
+int main(int argc, char **argv)
+{
+	if (argc < 3) {
+		fprintf(stderr, "usage: %s SMPGW-SIM BUS-CONF\n", argv[0]);
+		return 2;
+	}
+	sim_bin = argv[1];
+	bus_conf = argv[2];
+	signal(SIGPIPE, SIG_IGN);
+	snprintf(tmpdir, sizeof(tmpdir), "/tmp/test-ble-link.XXXXXX");
+	if (!mkdtemp(tmpdir))
+		die("mkdtemp");
+	snprintf(ctl_path, sizeof(ctl_path), "%s/control", tmpdir);
+	snprintf(fleet_path, sizeof(fleet_path), "%s/fleet.json", tmpdir);
+	base = event_base_new();
+	start_bus();
+
+	start_sim(3, 7);
+	test_basic(true, 3);
+	test_basic(false, 3);
+	test_drop_and_restart(3);
+	reap(&sim_pid);
+
+	start_sim(5, 2);
+	test_budget(5);
+
+	cleanup();
+	event_base_free(base);
+	return tap_done();
+}
