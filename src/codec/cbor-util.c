@@ -337,7 +337,9 @@ int smp_cbor_get_bool(const cbor_item_t *map, const char *key, bool *ret)
 
 	if (!v)
 		return -ENOENT;
-	if (!cbor_is_bool(v))
+	/* libcbor 0.8's cbor_is_bool() asserts on a float: check ctrl first */
+	if (!cbor_isa_float_ctrl(v) || !cbor_float_ctrl_is_ctrl(v) ||
+	    !cbor_is_bool(v))
 		return -EBADMSG;
 	*ret = cbor_get_bool(v);
 	return 0;

@@ -213,6 +213,15 @@ static void test_getter_errors(void)
 	ok(smp_cbor_get_int(m, "i", &i) == 0 && i == -5, "int -5");
 	is_int(smp_cbor_get_bool(m, "i", &b), -EBADMSG, "bool from int");
 	ok(!b && smp_cbor_get_bool(m, "t", &b) == 0 && b, "bool true");
+	{
+		/* found by fuzz-smp: libcbor asserts in cbor_is_bool() on floats */
+		cbor_item_t *f = dec_hex("a16172f96173");
+
+		b = false;
+		is_int(smp_cbor_get_bool(f, "r", &b), -EBADMSG, "bool from half float");
+		ok(!b, "bool untouched");
+		cbor_decref(&f);
+	}
 	is_int(smp_cbor_get_text(m, "b", buf, sizeof(buf), &n), -EBADMSG, "text from bytes");
 	is_int(smp_cbor_get_text(m, "s", buf, 3, &n), -ENOBUFS, "no room for NUL");
 	ok(!strcmp(buf, "xyz") && n == 99, "text buffer untouched");
