@@ -1,0 +1,210 @@
+# SPDX-License-Identifier: MIT
+"""Hermetic harness for the gateway's integration tests: starts the real
+smpgw-sim (UDP transport) and the real smpgwd on loopback, in a temporary
+directory, with ports chosen by the OS, and reaps both.
+
+Every wait is bounded in time; every child is killed and reaped on exit.
+"""
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+SKIP = 77
+
+
+def log(msg):
+    print('# ' + msg, flush=True)
+
+
+def free_udp_range(count, tries=50):
+    """A base port with count consecutive free UDP ports (best effort)."""
+    for _ in range(tries):
+        probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        probe.bind(('127.0.0.1', 0))
+        base = probe.getsockname()[1]
+        probe.close()
+        if base + count > 65000:
+            continue
+        socks = []
+        try:
+            for i in range(count):
+                s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                socks.append(s)
+                s.bind(('127.0.0.1', base + i))
+            return base
+        except OSError:
+            continue
+        finally:
+            for s in socks:
+                s.close()
+    raise RuntimeError('no free UDP port range')
+
+
+def wait_for(what, cond, timeout=10.0, step=0.05):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        v = cond()
+        if v:
+            return v
+        time.sleep(step)
+    raise TimeoutError('timed out waiting for ' + what)
+
+
+def find_sim():
+    exe = os.environ.get('SMPGW_SIM')
+    if exe and os.access(exe, os.X_OK):
+        return exe
+    return None
+
+
+class Sim:
+    """smpgw-sim with count watches on UDP ports base..base+count-1."""
+
+    def __init__(self, workdir, count, extra=()):
+        self.exe = find_sim()
+        self.count = count
+        self.base = free_udp_range(count)
+        self.control = os.path.join(workdir, 'sim.sock')
+        self.log_path = os.path.join(workdir, 'sim.log')
+        self.extra = list(extra)
+        self.proc = None
+
+    def start(self):
+        args = [self.exe, '--count', str(self.count), '--udp-base', str(self.base),
+                '--control', self.control] + self.extra
+        log('starting ' + ' '.join(args))
+        self.logf = open(self.log_path, 'w')
+        self.proc = subprocess.Popen(args, stdout=self.logf, stderr=subprocess.STDOUT)
+        wait_for('the simulator to answer on UDP', self._answers, timeout=15)
+
+    def _answers(self):
+        if self.proc.poll() is not None:
+            raise RuntimeError('smpgw-sim exited: ' + open(self.log_path).read())
+        from smp_udp_client import Client
+        c = Client(self.base + self.count - 1, timeout=0.3)
+        try:
+            return c.echo('ping') == 'ping'
+        except (TimeoutError, socket.timeout, OSError):
+            return False
+        finally:
+            c.close()
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=5)
+        if self.proc:
+            self.logf.close()
+
+
+class Gateway:
+    """smpgwd with the given config text; state and ports in workdir."""
+
+    def __init__(self, workdir, conf_text, state_dir=None):
+        self.exe = os.environ.get('SMPGWD', 'smpgwd')
+        self.dir = workdir
+        self.state = state_dir or os.path.join(workdir, 'state')
+        self.conf = os.path.join(workdir, 'smpgwd.conf')
+        self.write_conf(conf_text)
+        self.log_path = os.path.join(workdir, 'smpgwd.log')
+        self.proc = None
+
+    def write_conf(self, text):
+        with open(self.conf, 'w') as f:
+            f.write(text)
+
+    def start(self, expect_devices=()):
+        ports = os.path.join(self.state, 'ports.json')
+        if os.path.exists(ports):
+            os.unlink(ports)
+        self.logf = open(self.log_path, 'a')
+        self.proc = subprocess.Popen(
+            [self.exe, '--config', self.conf, '--state-dir', self.state, '--no-ble',
+             '--http', '127.0.0.1:0', '--log-level', 'debug'],
+            stdout=self.logf, stderr=subprocess.STDOUT)
+        return wait_for('ports.json with %s' % (list(expect_devices),),
+                        lambda: self._ports(expect_devices), timeout=10)
+
+    def _ports(self, expect):
+        if self.proc.poll() is not None:
+            raise RuntimeError('smpgwd exited: ' + self.read_log())
+        try:
+            with open(os.path.join(self.state, 'ports.json')) as f:
+                devs = json.load(f)['devices']
+        except (OSError, ValueError, KeyError):
+            return None
+        if all(d in devs for d in expect):
+            return devs
+        return None
+
+    def ports(self):
+        with open(os.path.join(self.state, 'ports.json')) as f:
+            return json.load(f)['devices']
+
+    def read_log(self):
+        self.logf.flush()
+        with open(self.log_path) as f:
+            return f.read()
+
+    def signal(self, sig):
+        self.proc.send_signal(sig)
+
+    def stop(self, timeout=5):
+        """SIGTERM; returns the exit status (kills after timeout)."""
+        if not self.proc or self.proc.poll() is not None:
+            return self.proc.returncode if self.proc else None
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            rc = self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout=5)
+            rc = 'killed'
+        self.logf.close()
+        return rc
+
+
+class Workdir:
+    def __enter__(self):
+        self.path = tempfile.mkdtemp(prefix='smpgw-it-')
+        return self.path
+
+    def __exit__(self, *exc):
+        if exc[0] is None or not os.environ.get('SMPGW_KEEP'):
+            shutil.rmtree(self.path, ignore_errors=True)
+        else:
+            log('kept ' + self.path)
+        return False
+
+
+class Tap:
+    def __init__(self):
+        self.n = 0
+        self.failed = 0
+
+    def ok(self, cond, name):
+        self.n += 1
+        if not cond:
+            self.failed += 1
+        print('%sok %d - %s' % ('' if cond else 'not ', self.n, name), flush=True)
+        return cond
+
+    def eq(self, got, want, name):
+        if got != want:
+            log('got:  %r' % (got,))
+            log('want: %r' % (want,))
+        return self.ok(got == want, name)
+
+    def done(self):
+        print('1..%d' % self.n, flush=True)
+        sys.exit(1 if self.failed else 0)
