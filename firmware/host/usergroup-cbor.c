@@ -82,7 +82,9 @@ static int get_bool(const cbor_item_t *map, const char *key, bool *ret)
 {
 	const cbor_item_t *v = smp_cbor_map_get(map, key);
 
-	if (!v || !cbor_is_bool(v))
+	/* libcbor's cbor_is_bool() asserts on floats: check the width first. */
+	if (!v || !cbor_isa_float_ctrl(v) || cbor_float_get_width(v) != CBOR_FLOAT_0 ||
+	    !cbor_is_bool(v))
 		return -EBADMSG;
 	*ret = cbor_get_bool(v);
 	return 0;

@@ -134,6 +134,10 @@ static void test_decode_bad(void)
 	       "negative boot count");
 	is_int(decode_with(SMPGW_HEALTH_KEY_CONFIRMED, cbor_build_uint8(1), &got), -EBADMSG,
 	       "confirmed as int");
+	is_int(decode_with(SMPGW_HEALTH_KEY_SELF_CHECK, cbor_build_float4(1.0f), &got), -EBADMSG,
+	       "self_check as float (libcbor would assert)");
+	is_int(decode_with(SMPGW_HEALTH_KEY_SELF_CHECK, cbor_new_null(), &got), -EBADMSG,
+	       "self_check null");
 	is_int(decode_with(SMPGW_HEALTH_KEY_RESET_CAUSE, cbor_build_uint8(1), &got), -EBADMSG,
 	       "reset cause as int");
 	is_int(decode_with(SMPGW_HEALTH_KEY_RESET_CAUSE, cbor_build_string("cosmic_ray"), &got), 0,
