@@ -419,8 +419,8 @@ static int resolve(struct perr *e, struct sim_fleet_spec *s, const json_t *devic
 			d->name = n;
 		}
 		if (!d->address)
-			d->address = xasprintf("C0:FF:EE:%02X:%02X:%02X", (unsigned)(i >> 16) & 0xff,
-					       (unsigned)(i >> 8) & 0xff, (unsigned)i & 0xff);
+			d->address = xasprintf("C0:FF:EE:%02X:%02X:%02X", (unsigned)((i + 1) >> 16) & 0xff,
+					       (unsigned)((i + 1) >> 8) & 0xff, (unsigned)(i + 1) & 0xff);
 		if (!d->adapter_set)
 			d->cfg.adapter = (unsigned)(i % s->nadapters);
 		if (d->cfg.adapter >= s->nadapters)
@@ -767,4 +767,16 @@ size_t sim_fleet_private_bytes(const struct sim_fleet *fleet)
 		sum += slot_private_bytes(&fleet->devs[i]->slot[0]) +
 		       slot_private_bytes(&fleet->devs[i]->slot[1]);
 	return sum;
+}
+
+int sim_fleet_parse_link(const struct json_t *o, struct sim_link_model *m, char *err,
+			 size_t err_size)
+{
+	struct perr e = { err, err_size };
+	struct sim_link_model tmp = *m;
+	int r = parse_link(&e, "link", o, &tmp);
+
+	if (r == 0)
+		*m = tmp;
+	return r;
 }

@@ -66,3 +66,9 @@ const char *sim_fleet_adapter_address(const struct sim_fleet *fleet, unsigned i)
 
 /* Memory held privately by all slots (copy-on-write accounting). */
 size_t sim_fleet_private_bytes(const struct sim_fleet *fleet);
+
+/* Applies a JSON object of link model fields (a jansson json_t, as in the
+ * fleet file's "link") onto m. 0, or -EBADMSG with the reason in err. */
+struct json_t;
+int sim_fleet_parse_link(const struct json_t *o, struct sim_link_model *m, char *err,
+			 size_t err_size);

@@ -1,0 +1,320 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * smpgw-sim: a simulated fleet of PineTimes running Zephyr's smp_svr under
+ * MCUboot. Builds the fleet from a fleet file or --count, opens the faces
+ * asked for (UDP ports, ptys, the fake org.bluez on --bus), the control
+ * socket, prints what it opened and its link capacity, then runs the loop
+ * until SIGINT/SIGTERM. `smpgw-sim ctl SOCKET JSON` is the control client.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <libgen.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <event2/event.h>
+
+#include "control.h"
+#include "device.h"
+#include "fleet.h"
+#include "transport.h"
+#include "util/util.h"
+
+#define MAX_FLEET_FILE (16u << 20)
+
+struct opts {
+	const char *fleet, *control, *bus, *image_dir;
+	unsigned count;
+	long udp_base;
+	bool serial;
+	uint64_t seed;
+	bool seed_set;
+};
+
+struct sim {
+	struct event_base *base;
+	struct sim_fleet *fleet;
+	struct sim_udp **udp;
+	struct sim_serial **ser;
+	struct sim_control *ctl;
+	void *bluez; /* struct sim_bluez *, owned by the BlueZ face */
+};
+
+static void usage(FILE *f)
+{
+	fprintf(f,
+		"usage: smpgw-sim (--fleet FILE | --count N) [options]\n"
+		"       smpgw-sim ctl SOCKET '{\"cmd\":\"list\"}'\n"
+		"  --fleet FILE      fleet file (JSON, see docs/simulator.md)\n"
+		"  --count N         N default watches (PineTime-1 ...)\n"
+		"  --control PATH    control socket (JSON lines)\n"
+		"  --udp-base PORT   device i listens on 127.0.0.1:PORT+i (0: OS-chosen ports)\n"
+		"  --serial          give every device a pty (paths printed)\n"
+		"  --bus ADDRESS     own org.bluez on this D-Bus bus (fake BlueZ face)\n"
+		"  --image-dir DIR   where relative image paths are looked up\n"
+		"  --seed N          seed for the devices' pseudo-random choices\n"
+		"one-command 50-watch fleet: smpgw-sim --count 50 --udp-base 17001 "
+		"--control /tmp/smpgw-sim.sock\n");
+}
+
+static int ctl_main(int argc, char **argv)
+{
+	char *rsp = NULL;
+	int r;
+
+	if (argc != 3) {
+		usage(stderr);
+		return 2;
+	}
+	r = sim_control_request(argv[1], argv[2], 10000, &rsp);
+	if (r < 0) {
+		fprintf(stderr, "smpgw-sim ctl: %s: %s\n", argv[1], strerror(-r));
+		return 1;
+	}
+	printf("%s\n", rsp);
+	r = strstr(rsp, "\"ok\":true") ? 0 : 1;
+	free(rsp);
+	return r;
+}
+
+static int parse_opts(int argc, char **argv, struct opts *o)
+{
+	static const struct option lo[] = {
+		{ "fleet", required_argument, NULL, 'f' }, { "count", required_argument, NULL, 'n' },
+		{ "control", required_argument, NULL, 'c' }, { "udp-base", required_argument, NULL, 'u' },
+		{ "serial", no_argument, NULL, 's' }, { "bus", required_argument, NULL, 'b' },
+		{ "image-dir", required_argument, NULL, 'i' }, { "seed", required_argument, NULL, 'S' },
+		{ "help", no_argument, NULL, 'h' }, { 0 },
+	};
+	char *end;
+	int c;
+
+	o->udp_base = -1;
+	while ((c = getopt_long(argc, argv, "f:n:c:u:sb:i:S:h", lo, NULL)) != -1) {
+		switch (c) {
+		case 'f': o->fleet = optarg; break;
+		case 'c': o->control = optarg; break;
+		case 's': o->serial = true; break;
+		case 'b': o->bus = optarg; break;
+		case 'i': o->image_dir = optarg; break;
+		case 'n':
+			o->count = (unsigned)strtoul(optarg, &end, 10);
+			if (*end || o->count == 0 || o->count > SIM_FLEET_MAX_DEVICES) {
+				fprintf(stderr, "smpgw-sim: --count must be 1..%d\n", SIM_FLEET_MAX_DEVICES);
+				return -EINVAL;
+			}
+			break;
+		case 'u':
+			o->udp_base = strtol(optarg, &end, 10);
+			if (*end || o->udp_base < 0 || o->udp_base > 65535) {
+				fprintf(stderr, "smpgw-sim: --udp-base must be 0..65535\n");
+				return -EINVAL;
+			}
+			break;
+		case 'S':
+			o->seed = strtoull(optarg, &end, 10);
+			o->seed_set = !*end;
+			if (*end)
+				return -EINVAL;
+			break;
+		case 'h': usage(stdout); exit(0);
+		default: usage(stderr); return -EINVAL;
+		}
+	}
+	if (optind != argc || !!o->fleet == !!o->count) {
+		fprintf(stderr, "smpgw-sim: give exactly one of --fleet FILE or --count N\n");
+		usage(stderr);
+		return -EINVAL;
+	}
+	return 0;
+}
+
+static struct sim_fleet_spec *load_spec(const struct opts *o)
+{
+	struct sim_fleet_spec *spec = NULL;
+	char err[256];
+	size_t len;
+	uint8_t *buf;
+	FILE *f;
+
+	if (!o->fleet)
+		return sim_fleet_spec_new_count(o->count);
+	f = fopen(o->fleet, "rb");
+	if (!f) {
+		fprintf(stderr, "smpgw-sim: %s: %s\n", o->fleet, strerror(errno));
+		return NULL;
+	}
+	buf = xmalloc(MAX_FLEET_FILE);
+	len = fread(buf, 1, MAX_FLEET_FILE, f);
+	fclose(f);
+	if (len == MAX_FLEET_FILE)
+		fprintf(stderr, "smpgw-sim: %s: larger than 16 MiB\n", o->fleet);
+	else if (sim_fleet_spec_parse(buf, len, &spec, err, sizeof(err)) < 0)
+		fprintf(stderr, "smpgw-sim: %s: %s\n", o->fleet, err);
+	free(buf);
+	return spec;
+}
+
+static void print_capacity(const struct sim_fleet *fleet)
+{
+	const struct sim_link_model *seen[8];
+	size_t nseen = 0;
+	char desc[256];
+
+	for (size_t i = 0; i < sim_fleet_count(fleet) && nseen < ARRAY_SIZE(seen); i++) {
+		const struct sim_link_model *m = sim_device_link_model(sim_fleet_device(fleet, i));
+		bool dup = false;
+		for (size_t j = 0; j < nseen; j++)
+			dup |= !memcmp(seen[j], m, sizeof(*m));
+		if (dup)
+			continue;
+		seen[nseen++] = m;
+		sim_link_model_describe(m, desc, sizeof(desc));
+		printf("link %s\n", desc);
+	}
+	for (unsigned a = 0; a < sim_fleet_adapter_count(fleet); a++)
+		printf("adapter hci%u %s max_connections %u\n", a, sim_fleet_adapter_address(fleet, a),
+		       sim_fleet_adapter_max_connections(fleet, a));
+}
+
+static int open_faces(struct sim *s, const struct opts *o)
+{
+	size_t n = sim_fleet_count(s->fleet);
+	int err;
+
+	s->udp = xnew_array(struct sim_udp *, n);
+	s->ser = xnew_array(struct sim_serial *, n);
+	for (size_t i = 0; i < n; i++) {
+		struct sim_device *d = sim_fleet_device(s->fleet, i);
+		uint16_t port = sim_fleet_udp_port(s->fleet, i);
+		bool want_udp = port || o->udp_base == 0;
+
+		if (want_udp && !(s->udp[i] = sim_udp_new(s->base, d, port, &err))) {
+			fprintf(stderr, "smpgw-sim: %s: UDP port %u: %s\n", sim_device_name(d), port,
+				strerror(-err));
+			return err;
+		}
+		if (sim_fleet_serial(s->fleet, i) && !(s->ser[i] = sim_serial_new(s->base, d, &err))) {
+			fprintf(stderr, "smpgw-sim: %s: pty: %s\n", sim_device_name(d), strerror(-err));
+			return err;
+		}
+		if (s->udp[i])
+			printf("udp %s %s 127.0.0.1:%u\n", sim_device_address(d), sim_device_name(d),
+			       sim_udp_port(s->udp[i]));
+		if (s->ser[i])
+			printf("pty %s %s %s\n", sim_device_address(d), sim_device_name(d),
+			       sim_serial_path(s->ser[i]));
+	}
+	return 0;
+}
+
+static int open_control(struct sim *s, const char *path)
+{
+	int err;
+
+	if (!path)
+		return 0;
+	s->ctl = sim_control_new(s->base, s->fleet, path, &err);
+	if (!s->ctl) {
+		fprintf(stderr, "smpgw-sim: control socket %s: %s\n", path, strerror(-err));
+		return err;
+	}
+	for (size_t i = 0; i < sim_fleet_count(s->fleet); i++)
+		sim_control_set_transport(s->ctl, i, s->udp[i] ? sim_udp_port(s->udp[i]) : 0,
+					  s->ser[i] ? sim_serial_path(s->ser[i]) : NULL);
+	printf("control %s\n", path);
+	return 0;
+}
+
+/*
+ * The fake org.bluez (sim/bluez*.c) hooks in here: it is created on --bus
+ * after the fleet exists and freed before it. The BlueZ-face engineer owns
+ * these two functions' bodies.
+ */
+static int open_bluez(struct sim *s, const char *bus)
+{
+	if (!bus)
+		return 0;
+	fprintf(stderr, "smpgw-sim: --bus %s: the BlueZ face is not built in yet\n", bus);
+	return -ENOTSUP;
+}
+
+static void close_bluez(struct sim *s)
+{
+	s->bluez = NULL;
+}
+
+static void on_signal(evutil_socket_t sig, short what, void *arg)
+{
+	event_base_loopbreak(arg);
+}
+
+static void sim_close(struct sim *s)
+{
+	close_bluez(s);
+	sim_control_free(s->ctl);
+	for (size_t i = 0; s->fleet && i < sim_fleet_count(s->fleet); i++) {
+		if (s->udp)
+			sim_udp_free(s->udp[i]);
+		if (s->ser)
+			sim_serial_free(s->ser[i]);
+	}
+	free(s->udp);
+	free(s->ser);
+	sim_fleet_free(s->fleet);
+}
+
+int main(int argc, char **argv)
+{
+	struct opts o = { 0 };
+	struct sim s = { 0 };
+	struct sim_fleet_spec *spec;
+	char err[256] = "", *dir = NULL;
+	int r = 1;
+
+	if (argc > 1 && !strcmp(argv[1], "ctl"))
+		return ctl_main(argc - 1, argv + 1);
+	if (parse_opts(argc, argv, &o) < 0 || !(spec = load_spec(&o)))
+		return 2;
+	signal(SIGPIPE, SIG_IGN);
+	if (o.udp_base > 0)
+		sim_fleet_spec_set_udp_base(spec, (uint16_t)o.udp_base);
+	if (o.serial)
+		sim_fleet_spec_set_serial(spec, true);
+	if (o.seed_set)
+		sim_fleet_spec_set_seed(spec, o.seed);
+	if (!o.image_dir && o.fleet) {
+		char *copy = xstrdup(o.fleet);
+		dir = xstrdup(dirname(copy));
+		free(copy);
+	}
+	s.base = event_base_new();
+	s.fleet = sim_fleet_new(s.base, spec, o.image_dir ? o.image_dir : dir, err, sizeof(err));
+	sim_fleet_spec_free(spec);
+	if (!s.fleet) {
+		fprintf(stderr, "smpgw-sim: %s\n", err);
+		goto out;
+	}
+	printf("smpgw-sim: %zu devices\n", sim_fleet_count(s.fleet));
+	print_capacity(s.fleet);
+	if (open_faces(&s, &o) < 0 || open_control(&s, o.control) < 0 || open_bluez(&s, o.bus) < 0)
+		goto out;
+	printf("ready\n");
+	fflush(stdout);
+	struct event *si = evsignal_new(s.base, SIGINT, on_signal, s.base);
+	struct event *st = evsignal_new(s.base, SIGTERM, on_signal, s.base);
+	event_add(si, NULL);
+	event_add(st, NULL);
+	event_base_dispatch(s.base);
+	event_free(si);
+	event_free(st);
+	r = 0;
+out:
+	sim_close(&s);
+	if (s.base)
+		event_base_free(s.base);
+	free(dir);
+	return r;
+}
