@@ -16,6 +16,7 @@
 
 #include <event2/event.h>
 
+#include "bluez.h"
 #include "control.h"
 #include "device.h"
 #include "fleet.h"
@@ -235,15 +236,23 @@ static int open_control(struct sim *s, const char *path)
  */
 static int open_bluez(struct sim *s, const char *bus)
 {
+	char *err = NULL;
+
 	if (!bus)
 		return 0;
-	fprintf(stderr, "smpgw-sim: --bus %s: the BlueZ face is not built in yet\n", bus);
-	return -ENOTSUP;
+	s->bluez = sim_bluez_new(s->base, s->fleet, bus, &err);
+	if (!s->bluez) {
+		fprintf(stderr, "smpgw-sim: --bus %s: %s\n", bus, err);
+		free(err);
+		return -EIO;
+	}
+	printf("bluez org.bluez on %s\n", bus);
+	return 0;
 }
 
 static void close_bluez(struct sim *s)
 {
-	s->bluez = NULL;
+	s->bluez = sim_bluez_free(s->bluez);
 }
 
 static void on_signal(evutil_socket_t sig, short what, void *arg)

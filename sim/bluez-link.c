@@ -1,0 +1,790 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * GATT objects of a simulated watch and its SMP characteristic: WriteValue
+ * ("command"), StartNotify/StopNotify with Value in PropertiesChanged,
+ * AcquireWrite/AcquireNotify over AF_UNIX SOCK_SEQPACKET socket pairs (one
+ * message = one ATT write / one notification), and the BLE link timing
+ * model: writes reach the watch after their air time, are reassembled into
+ * SMP frames by the header length when the watch has reassembly, replies
+ * leave as back-to-back notifications of MTU-3 bytes paced by the link model
+ * and by the adapter's shared air time.
+ */
+#include "bluez-int.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <event2/event.h>
+
+#include "codec/smp.h"
+#include "device.h"
+#include "util/util.h"
+
+#define UP_QUEUE_MAX 32 /* ATT writes in flight in the controller */
+#define DN_QUEUE_MAX 4096
+
+static const char *const flags_smp[] = { "write-without-response", "notify", NULL };
+static const char *const flags_indicate[] = { "indicate", NULL };
+static const char *const flags_rw[] = { "read", "write", NULL };
+static const char *const flags_r[] = { "read", NULL };
+
+/* The GATT database of Zephyr's smp_svr as bluetoothd exports it (GAP hidden). */
+const struct bz_gatt_desc bz_gatt_table[BZ_N_GATT] = {
+	{ "service0001", 0, "00001801-0000-1000-8000-00805f9b34fb", -1, NULL, NULL, false },
+	{ "service0001/char0002", 1, "00002a05-0000-1000-8000-00805f9b34fb", 0,
+	  flags_indicate, "", false },
+	{ "service0001/char0002/desc0004", 2, "00002902-0000-1000-8000-00805f9b34fb", 1,
+	  NULL, "", false },
+	{ "service0001/char0005", 1, "00002b29-0000-1000-8000-00805f9b34fb", 0, flags_rw,
+	  "", false },
+	{ "service0001/char0007", 1, "00002b2a-0000-1000-8000-00805f9b34fb", 0, flags_r,
+	  "067b39b89acd9a68a5335461ffd39342", false },
+	{ "service0010", 0, BZ_SMP_SERVICE_UUID, -1, NULL, NULL, true },
+	{ "service0010/char0011", 1, BZ_SMP_CHAR_UUID, 5, flags_smp, "", true },
+	{ "service0010/char0011/desc0013", 2, "00002902-0000-1000-8000-00805f9b34fb", 6,
+	  NULL, "", true },
+};
+
+static bool has_flag(const struct bz_gatt_desc *g, const char *flag)
+{
+	for (const char *const *f = g->flags; f && *f; f++)
+		if (!strcmp(*f, flag))
+			return true;
+	return false;
+}
+
+static bool is_smp_char(const struct bz_gatt *g)
+{
+	return g->desc->smp && g->desc->kind == 1;
+}
+
+static bool linked(const struct bz_dev *d)
+{
+	return d->state == BZ_CONN_CONNECTED;
+}
+
+static uint16_t att_mtu(const struct bz_dev *d)
+{
+	return sim_device_link_model(d->sim)->att_mtu;
+}
+
+static void char_changed(struct bz_dev *d, const char *prop)
+{
+	struct bz_object *o = bz_dev_smp_char(d);
+
+	if (o)
+		bz_prop_changed(o, "org.bluez.GattCharacteristic1", prop);
+}
+
+/* ---- properties ---------------------------------------------------------------- */
+
+static void put_str(DBusMessageIter *it, const char *s)
+{
+	dbus_message_iter_append_basic(it, DBUS_TYPE_STRING, &s);
+}
+
+static void put_bool(DBusMessageIter *it, bool v)
+{
+	dbus_bool_t b = v;
+
+	dbus_message_iter_append_basic(it, DBUS_TYPE_BOOLEAN, &b);
+}
+
+static void put_bytes(DBusMessageIter *it, const uint8_t *buf, size_t len)
+{
+	DBusMessageIter a;
+
+	dbus_message_iter_open_container(it, DBUS_TYPE_ARRAY, "y", &a);
+	if (len)
+		dbus_message_iter_append_fixed_array(&a, DBUS_TYPE_BYTE, &buf, (int)len);
+	dbus_message_iter_close_container(it, &a);
+}
+
+static void put_parent(struct bz_gatt *g, DBusMessageIter *it)
+{
+	const char *p = bz_object_path(g->dev->gatt[g->desc->parent].obj);
+
+	dbus_message_iter_append_basic(it, DBUS_TYPE_OBJECT_PATH, &p);
+}
+
+static void g_uuid(void *data, DBusMessageIter *it) { put_str(it, ((struct bz_gatt *)data)->desc->uuid); }
+static void g_parent(void *data, DBusMessageIter *it) { put_parent(data, it); }
+static void g_true(void *data, DBusMessageIter *it) { put_bool(it, true); }
+
+static void g_device(void *data, DBusMessageIter *it)
+{
+	const char *p = ((struct bz_gatt *)data)->dev->path;
+
+	dbus_message_iter_append_basic(it, DBUS_TYPE_OBJECT_PATH, &p);
+}
+
+static void g_includes(void *data, DBusMessageIter *it)
+{
+	DBusMessageIter a;
+
+	dbus_message_iter_open_container(it, DBUS_TYPE_ARRAY, "o", &a);
+	dbus_message_iter_close_container(it, &a);
+}
+
+static void g_value(void *data, DBusMessageIter *it)
+{
+	struct bz_gatt *g = data;
+	uint8_t buf[64];
+	int n;
+
+	if (is_smp_char(g)) {
+		put_bytes(it, g->dev->value, g->dev->value_len);
+		return;
+	}
+	n = hex_decode(g->desc->value_hex, buf, sizeof(buf));
+	put_bytes(it, buf, n > 0 ? (size_t)n : 0);
+}
+
+static bool g_can_notify(void *data)
+{
+	const struct bz_gatt_desc *g = ((struct bz_gatt *)data)->desc;
+
+	return has_flag(g, "notify") || has_flag(g, "indicate");
+}
+
+static void g_notifying(void *data, DBusMessageIter *it)
+{
+	struct bz_gatt *g = data;
+
+	put_bool(it, is_smp_char(g) && g->dev->notify_clients);
+}
+
+static void g_flags(void *data, DBusMessageIter *it)
+{
+	DBusMessageIter a;
+
+	dbus_message_iter_open_container(it, DBUS_TYPE_ARRAY, "s", &a);
+	for (const char *const *f = ((struct bz_gatt *)data)->desc->flags; f && *f; f++)
+		dbus_message_iter_append_basic(&a, DBUS_TYPE_STRING, f);
+	dbus_message_iter_close_container(it, &a);
+}
+
+static bool g_has_wwr(void *data) { return has_flag(((struct bz_gatt *)data)->desc, "write-without-response"); }
+static bool g_has_notify(void *data) { return has_flag(((struct bz_gatt *)data)->desc, "notify"); }
+static void g_write_acq(void *data, DBusMessageIter *it) { put_bool(it, ((struct bz_gatt *)data)->dev->wfd >= 0); }
+static void g_notify_acq(void *data, DBusMessageIter *it) { put_bool(it, ((struct bz_gatt *)data)->dev->nfd >= 0); }
+
+static void g_mtu(void *data, DBusMessageIter *it)
+{
+	uint16_t m = att_mtu(((struct bz_gatt *)data)->dev);
+
+	dbus_message_iter_append_basic(it, DBUS_TYPE_UINT16, &m);
+}
+
+/* ---- options ------------------------------------------------------------------- */
+
+/* Parses a{sv} options as gatt-client.c does; type is "" when absent. */
+static bool parse_options(DBusMessageIter *it, char type[16], uint16_t *offset)
+{
+	DBusMessageIter dict;
+
+	type[0] = 0;
+	*offset = 0;
+	dbus_message_iter_recurse(it, &dict);
+	while (dbus_message_iter_get_arg_type(&dict) == DBUS_TYPE_DICT_ENTRY) {
+		DBusMessageIter e, v;
+		const char *key;
+		int t;
+
+		dbus_message_iter_recurse(&dict, &e);
+		dbus_message_iter_get_basic(&e, &key);
+		dbus_message_iter_next(&e);
+		dbus_message_iter_recurse(&e, &v);
+		t = dbus_message_iter_get_arg_type(&v);
+		if (!strcmp(key, "type")) {
+			const char *s;
+
+			if (t != DBUS_TYPE_STRING)
+				return false;
+			dbus_message_iter_get_basic(&v, &s);
+			if (strcmp(s, "command") && strcmp(s, "request") && strcmp(s, "reliable"))
+				return false;
+			snprintf(type, 16, "%s", s);
+		} else if (!strcmp(key, "offset")) {
+			if (t != DBUS_TYPE_UINT16)
+				return false;
+			dbus_message_iter_get_basic(&v, offset);
+		} else if (!strcmp(key, "mtu")) {
+			if (t != DBUS_TYPE_UINT16)
+				return false;
+		} else if (!strcmp(key, "device")) {
+			if (t != DBUS_TYPE_OBJECT_PATH)
+				return false;
+		} else if (!strcmp(key, "link")) {
+			if (t != DBUS_TYPE_STRING)
+				return false;
+		} else if (!strcmp(key, "prepare-authorize")) {
+			if (t != DBUS_TYPE_BOOLEAN)
+				return false;
+		}
+		dbus_message_iter_next(&dict);
+	}
+	return true;
+}
+
+/* ---- the link: up (central -> watch) ------------------------------------------- */
+
+static uint64_t max64(uint64_t a, uint64_t b)
+{
+	return a > b ? a : b;
+}
+
+/* When a PDU of len bytes queued now would be through: the link's own pace
+ * (connection events) and the adapter's radio, shared by all its links. */
+static uint64_t schedule(struct bz_dev *d, uint64_t *busy, size_t len)
+{
+	const struct sim_link_model *m = sim_device_link_model(d->sim);
+	uint64_t now = now_usec();
+	size_t l2cap = len + 4;
+	size_t pkts = (l2cap + m->ll_payload - 1) / m->ll_payload;
+	uint64_t air = pkts * sim_link_model_packet_us(m, m->ll_payload);
+	uint64_t due;
+
+	d->ad->air_busy_us = max64(now, d->ad->air_busy_us) + air;
+	due = max64(now, *busy) + sim_link_model_pdu_us(m, len);
+	*busy = max64(due, d->ad->air_busy_us);
+	return *busy;
+}
+
+static void queue_push(struct bz_pdu **head, struct bz_pdu **tail, struct bz_pdu *p)
+{
+	p->next = NULL;
+	if (*tail)
+		(*tail)->next = p;
+	else
+		*head = p;
+	*tail = p;
+}
+
+static struct bz_pdu *queue_pop(struct bz_pdu **head, struct bz_pdu **tail)
+{
+	struct bz_pdu *p = *head;
+
+	if (p) {
+		*head = p->next;
+		if (!*head)
+			*tail = NULL;
+	}
+	return p;
+}
+
+static void queue_clear(struct bz_pdu **head, struct bz_pdu **tail)
+{
+	struct bz_pdu *p;
+
+	while ((p = queue_pop(head, tail)))
+		free(p);
+}
+
+static void arm_at(struct event *ev, uint64_t due_us)
+{
+	uint64_t now = now_usec();
+	uint64_t us = due_us > now ? due_us - now : 0;
+	struct timeval tv = { (time_t)(us / 1000000), (suseconds_t)(us % 1000000) };
+
+	event_add(ev, &tv);
+}
+
+static void reply_cb(struct sim_device *dev, const uint8_t *frame, size_t len, void *user_data);
+
+static void deliver_frame(struct bz_dev *d, const uint8_t *frame, size_t len)
+{
+	int r = sim_device_rx_frame(d->sim, frame, len, reply_cb, d);
+
+	d->bz->counters.frames++;
+	if (r == -ENOBUFS)
+		d->bz->counters.drops_busy++; /* Zephyr drops it silently */
+	else if (r < 0)
+		d->bz->counters.drops_link++;
+}
+
+/* Zephyr's SMP reassembly: the first write's header says how long the frame is. */
+static void reassemble(struct bz_dev *d, const uint8_t *buf, size_t len)
+{
+	const struct sim_link_model *m = sim_device_link_model(d->sim);
+	size_t cap = (size_t)m->buf_size + SMP_HDR_LEN;
+
+	if (!m->reassembly) {
+		deliver_frame(d, buf, len);
+		return;
+	}
+	if (!d->rx)
+		d->rx = xmalloc(cap > 2048 ? cap : 2048);
+	if (d->rx_len == 0) {
+		if (len < SMP_HDR_LEN) {
+			d->bz->counters.drops_link++;
+			return;
+		}
+		d->rx_want = SMP_HDR_LEN + ((size_t)buf[2] << 8 | buf[3]);
+		if (d->rx_want > cap || d->rx_want > 2048) {
+			d->bz->counters.drops_link++; /* larger than the SMP buffer */
+			return;
+		}
+	}
+	if (d->rx_len + len > d->rx_want) {
+		d->rx_len = 0; /* overrun: Zephyr drops the frame being built */
+		d->bz->counters.drops_link++;
+		return;
+	}
+	memcpy(d->rx + d->rx_len, buf, len);
+	d->rx_len += len;
+	if (d->rx_len == d->rx_want) {
+		d->rx_len = 0;
+		deliver_frame(d, d->rx, d->rx_want);
+	}
+}
+
+static void fd_watch(struct bz_dev *d);
+
+static void up_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct bz_dev *d = arg;
+	uint64_t now = now_usec();
+	struct bz_pdu *p;
+
+	while (d->up_head && d->up_head->due_us <= now) {
+		p = queue_pop(&d->up_head, &d->up_tail);
+		d->up_n--;
+		/* a watch that demands encryption ignores unencrypted writes */
+		if (sim_device_faults(d->sim)->pairing_required && !d->paired)
+			d->bz->counters.drops_link++;
+		else
+			reassemble(d, p->data, p->len);
+		free(p);
+		if (!linked(d))
+			return; /* the frame's fault dropped the link */
+	}
+	if (d->up_head)
+		arm_at(d->up_ev, d->up_head->due_us);
+	fd_watch(d);
+}
+
+/* One ATT Write Command arrives from the client (fd or WriteValue). */
+static void write_cmd(struct bz_dev *d, const uint8_t *buf, size_t len)
+{
+	struct bz_pdu *p = xmalloc(sizeof(*p) + len);
+
+	d->bz->counters.writes++;
+	memcpy(p->data, buf, len);
+	p->len = len;
+	p->due_us = schedule(d, &d->up_busy_us, len + 3);
+	queue_push(&d->up_head, &d->up_tail, p);
+	d->up_n++;
+	if (d->up_head == p)
+		arm_at(d->up_ev, p->due_us);
+}
+
+/* ---- the link: down (watch -> central) ---------------------------------------- */
+
+static void notify_one(struct bz_dev *d, const uint8_t *buf, size_t len)
+{
+	struct bz_object *o = bz_dev_smp_char(d);
+
+	d->bz->counters.notifications++;
+	if (d->nfd >= 0) {
+		if (send(d->nfd, buf, len, MSG_DONTWAIT | MSG_NOSIGNAL) < 0)
+			d->bz->counters.drops_notify++; /* client not reading: lost */
+		return;
+	}
+	if (!d->notify_clients || !o) {
+		d->bz->counters.drops_notify++;
+		return;
+	}
+	memcpy(d->value, buf, len);
+	d->value_len = len;
+	/* BlueZ flushes Value at once: one signal per notification */
+	bz_prop_changed(o, "org.bluez.GattCharacteristic1", "Value");
+	bz_bus_flush(d->bz->bus);
+}
+
+static void dn_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct bz_dev *d = arg;
+	uint64_t now = now_usec();
+	struct bz_pdu *p;
+
+	while (d->dn_head && d->dn_head->due_us <= now) {
+		p = queue_pop(&d->dn_head, &d->dn_tail);
+		d->dn_n--;
+		notify_one(d, p->data, p->len);
+		free(p);
+	}
+	if (d->dn_head)
+		arm_at(d->dn_ev, d->dn_head->due_us);
+}
+
+static void reply_cb(struct sim_device *dev, const uint8_t *frame, size_t len, void *user_data)
+{
+	struct bz_dev *d = user_data;
+	size_t chunk = att_mtu(d) - 3u;
+
+	if (!linked(d))
+		return;
+	for (size_t off = 0; off < len; off += chunk) {
+		size_t n = len - off < chunk ? len - off : chunk;
+		struct bz_pdu *p;
+
+		if (d->dn_n >= DN_QUEUE_MAX) {
+			d->bz->counters.drops_notify++;
+			return;
+		}
+		p = xmalloc(sizeof(*p) + n);
+		memcpy(p->data, frame + off, n);
+		p->len = n;
+		p->due_us = schedule(d, &d->dn_busy_us, n + 3);
+		queue_push(&d->dn_head, &d->dn_tail, p);
+		d->dn_n++;
+		if (d->dn_head == p)
+			arm_at(d->dn_ev, p->due_us);
+	}
+}
+
+/* ---- acquired fds ----------------------------------------------------------------- */
+
+static void close_wfd(struct bz_dev *d)
+{
+	if (d->wfd < 0)
+		return;
+	event_free(d->wfd_ev);
+	d->wfd_ev = NULL;
+	close(d->wfd);
+	d->wfd = -1;
+	char_changed(d, "WriteAcquired");
+}
+
+static void close_nfd(struct bz_dev *d)
+{
+	if (d->nfd < 0)
+		return;
+	event_free(d->nfd_ev);
+	d->nfd_ev = NULL;
+	close(d->nfd);
+	d->nfd = -1;
+	char_changed(d, "NotifyAcquired");
+}
+
+static void wfd_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct bz_dev *d = arg;
+	uint8_t buf[1024];
+
+	for (int i = 0; i < 16 && d->up_n < UP_QUEUE_MAX; i++) {
+		ssize_t n = recv(fd, buf, sizeof(buf), MSG_DONTWAIT | MSG_TRUNC);
+
+		if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) {
+			close_wfd(d); /* the client released the write side */
+			return;
+		}
+		if (n < 0)
+			break;
+		if ((size_t)n > att_mtu(d) - 3u) {
+			d->bz->counters.drops_link++; /* bt_att refuses PDUs over the MTU */
+			continue;
+		}
+		write_cmd(d, buf, (size_t)n);
+	}
+	fd_watch(d);
+}
+
+static void nfd_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct bz_dev *d = arg;
+	uint8_t buf[64];
+	ssize_t n = recv(fd, buf, sizeof(buf), MSG_DONTWAIT);
+
+	if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR))
+		close_nfd(d); /* the client released the notify side */
+}
+
+/* Backpressure: stop reading the write fd while the controller queue is full. */
+static void fd_watch(struct bz_dev *d)
+{
+	if (!d->wfd_ev)
+		return;
+	if (d->up_n < UP_QUEUE_MAX)
+		event_add(d->wfd_ev, NULL);
+	else
+		event_del(d->wfd_ev);
+}
+
+static DBusMessage *acquire(struct bz_gatt *g, DBusMessage *msg, bool write)
+{
+	struct bz_dev *d = g->dev;
+	char type[16];
+	uint16_t off, mtu;
+	DBusMessageIter it;
+	DBusMessage *r;
+	int fds[2];
+
+	dbus_message_iter_init(msg, &it);
+	if (!parse_options(&it, type, &off))
+		return bz_error_invalid_args(msg);
+	if (write ? !g_has_wwr(g) : !g_has_notify(g))
+		return bz_error_not_supported(msg);
+	if (write ? d->wfd >= 0 : d->nfd >= 0)
+		return bz_error(msg, "org.bluez.Error.NotPermitted",
+				write ? "Write acquired" : "Notify acquired");
+	if (!is_smp_char(g) || !linked(d))
+		return bz_error_failed(msg, "Not connected");
+	if (!write && d->notify_clients)
+		return bz_error(msg, "org.bluez.Error.InProgress", "In Progress");
+	if (!write && sim_device_faults(d->sim)->pairing_required && !d->paired)
+		return bz_error(msg, "org.bluez.Error.NotPermitted", "Not paired");
+	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, fds) < 0)
+		return bz_error_failed(msg, "Failed to create socket pair");
+	if (write) {
+		d->wfd = fds[1];
+		d->wfd_ev = event_new(d->bz->base, d->wfd, EV_READ | EV_PERSIST, wfd_cb, d);
+		fd_watch(d);
+		char_changed(d, "WriteAcquired");
+	} else {
+		d->nfd = fds[1];
+		d->nfd_ev = event_new(d->bz->base, d->nfd, EV_READ | EV_PERSIST, nfd_cb, d);
+		event_add(d->nfd_ev, NULL);
+		char_changed(d, "NotifyAcquired");
+	}
+	mtu = att_mtu(d);
+	r = dbus_message_new_method_return(msg);
+	dbus_message_append_args(r, DBUS_TYPE_UNIX_FD, &fds[0], DBUS_TYPE_UINT16, &mtu,
+				 DBUS_TYPE_INVALID);
+	close(fds[0]); /* libdbus duplicated it into the message */
+	return r;
+}
+
+static DBusMessage *acquire_write(void *data, DBusMessage *msg)
+{
+	return acquire(data, msg, true);
+}
+
+static DBusMessage *acquire_notify(void *data, DBusMessage *msg)
+{
+	return acquire(data, msg, false);
+}
+
+/* ---- methods ------------------------------------------------------------------ */
+
+static DBusMessage *read_value(void *data, DBusMessage *msg)
+{
+	struct bz_gatt *g = data;
+	char type[16];
+	uint16_t off;
+	DBusMessageIter it;
+	DBusMessage *r;
+
+	dbus_message_iter_init(msg, &it);
+	if (!parse_options(&it, type, &off))
+		return bz_error_invalid_args(msg);
+	if (!linked(g->dev))
+		return bz_error_failed(msg, "Not connected");
+	if (g->desc->kind == 1 && !has_flag(g->desc, "read"))
+		return bz_error(msg, "org.bluez.Error.NotPermitted", "Read not permitted");
+	r = dbus_message_new_method_return(msg);
+	dbus_message_iter_init_append(r, &it);
+	g_value(g, &it);
+	return r;
+}
+
+static DBusMessage *write_value(void *data, DBusMessage *msg)
+{
+	struct bz_gatt *g = data;
+	struct bz_dev *d = g->dev;
+	DBusMessageIter it, a;
+	const uint8_t *buf = NULL;
+	int len = 0;
+	char type[16];
+	uint16_t off;
+
+	dbus_message_iter_init(msg, &it);
+	dbus_message_iter_recurse(&it, &a);
+	dbus_message_iter_get_fixed_array(&a, &buf, &len);
+	dbus_message_iter_next(&it);
+	if (!parse_options(&it, type, &off))
+		return bz_error_invalid_args(msg);
+	if (!linked(d))
+		return bz_error_failed(msg, "Not connected");
+	if (!is_smp_char(g) || g->desc->kind != 1)
+		return bz_error(msg, "org.bluez.Error.NotPermitted", "Write not permitted");
+	if (d->wfd >= 0)
+		return bz_error(msg, "org.bluez.Error.NotPermitted", "Write acquired");
+	if (!strcmp(type, "request") || !strcmp(type, "reliable") || off)
+		return bz_error_not_supported(msg); /* no "write" flag: commands only */
+	if ((size_t)len > att_mtu(d) - 3u)
+		return bz_error_failed(msg, "Failed to initiate write");
+	write_cmd(d, buf, (size_t)len);
+	return dbus_message_new_method_return(msg);
+}
+
+static struct bz_notify_client **notify_find(struct bz_dev *d, const char *owner)
+{
+	for (struct bz_notify_client **p = &d->notify_clients; *p; p = &(*p)->next)
+		if (!strcmp((*p)->owner, owner))
+			return p;
+	return NULL;
+}
+
+static void notify_drop(struct bz_dev *d, struct bz_notify_client **p)
+{
+	struct bz_notify_client *c = *p;
+
+	*p = c->next;
+	free(c->owner);
+	free(c);
+	if (!d->notify_clients)
+		char_changed(d, "Notifying");
+}
+
+static DBusMessage *start_notify(void *data, DBusMessage *msg)
+{
+	struct bz_gatt *g = data;
+	struct bz_dev *d = g->dev;
+	const char *sender = dbus_message_get_sender(msg);
+	struct bz_notify_client *c;
+
+	if (!g_can_notify(g))
+		return bz_error_not_supported(msg);
+	if (!linked(d))
+		return bz_error_failed(msg, "Not connected");
+	if (is_smp_char(g) && d->nfd >= 0)
+		return bz_error(msg, "org.bluez.Error.NotPermitted", "Notify acquired");
+	if (!is_smp_char(g) || notify_find(d, sender))
+		return dbus_message_new_method_return(msg);
+	if (sim_device_faults(d->sim)->pairing_required && !d->paired)
+		return bz_error(msg, "org.bluez.Error.NotPermitted", "Not paired");
+	c = xnew(struct bz_notify_client);
+	c->owner = xstrdup(sender);
+	c->next = d->notify_clients;
+	if (!d->notify_clients)
+		char_changed(d, "Notifying");
+	d->notify_clients = c;
+	return dbus_message_new_method_return(msg);
+}
+
+static DBusMessage *stop_notify(void *data, DBusMessage *msg)
+{
+	struct bz_gatt *g = data;
+	struct bz_notify_client **p = notify_find(g->dev, dbus_message_get_sender(msg));
+
+	if (!p || !is_smp_char(g))
+		return bz_error_failed(msg, "No notify session started");
+	notify_drop(g->dev, p);
+	return dbus_message_new_method_return(msg);
+}
+
+void bz_dev_client_gone(struct bz_dev *d, const char *name)
+{
+	struct bz_notify_client **p = notify_find(d, name);
+
+	if (p)
+		notify_drop(d, p);
+}
+
+/* ---- link up/down ---------------------------------------------------------------- */
+
+void bz_link_up(struct bz_dev *d)
+{
+	if (!d->up_ev) {
+		d->up_ev = event_new(d->bz->base, -1, 0, up_cb, d);
+		d->dn_ev = event_new(d->bz->base, -1, 0, dn_cb, d);
+	}
+	d->rx_len = 0;
+	d->up_busy_us = d->dn_busy_us = 0;
+}
+
+/* Link loss: hang up the fds (clients see POLLHUP, EOF, EPIPE), forget the
+ * notification sessions and whatever was in flight. */
+void bz_link_down(struct bz_dev *d)
+{
+	sim_device_cancel_replies(d->sim, d);
+	close_wfd(d);
+	close_nfd(d);
+	while (d->notify_clients)
+		notify_drop(d, &d->notify_clients);
+	queue_clear(&d->up_head, &d->up_tail);
+	queue_clear(&d->dn_head, &d->dn_tail);
+	d->up_n = d->dn_n = 0;
+	d->rx_len = 0;
+	if (d->up_ev) {
+		event_free(d->up_ev);
+		event_free(d->dn_ev);
+		d->up_ev = d->dn_ev = NULL;
+	}
+	free(d->rx);
+	d->rx = NULL;
+}
+
+/* ---- interfaces ----------------------------------------------------------------- */
+
+static const struct bz_iface service1 = {
+	.name = "org.bluez.GattService1",
+	.props = (const struct bz_prop[]){
+		{ "UUID", "s", NULL, g_uuid, NULL },
+		{ "Device", "o", NULL, g_device, NULL },
+		{ "Primary", "b", NULL, g_true, NULL },
+		{ "Includes", "ao", NULL, g_includes, NULL },
+		{ NULL, NULL, NULL, NULL, NULL },
+	},
+};
+
+static const struct bz_iface characteristic1 = {
+	.name = "org.bluez.GattCharacteristic1",
+	.methods = (const struct bz_method[]){
+		{ "ReadValue", "options:a{sv}", "value:ay", read_value },
+		{ "WriteValue", "value:ay options:a{sv}", "", write_value },
+		{ "AcquireWrite", "options:a{sv}", "fd:h mtu:q", acquire_write },
+		{ "AcquireNotify", "options:a{sv}", "fd:h mtu:q", acquire_notify },
+		{ "StartNotify", "", "", start_notify },
+		{ "StopNotify", "", "", stop_notify },
+		{ NULL, NULL, NULL, NULL },
+	},
+	.props = (const struct bz_prop[]){
+		{ "UUID", "s", NULL, g_uuid, NULL },
+		{ "Service", "o", NULL, g_parent, NULL },
+		{ "Value", "ay", NULL, g_value, NULL },
+		{ "Notifying", "b", g_can_notify, g_notifying, NULL },
+		{ "Flags", "as", NULL, g_flags, NULL },
+		{ "WriteAcquired", "b", g_has_wwr, g_write_acq, NULL },
+		{ "NotifyAcquired", "b", g_has_notify, g_notify_acq, NULL },
+		{ "MTU", "q", NULL, g_mtu, NULL },
+		{ NULL, NULL, NULL, NULL, NULL },
+	},
+};
+
+static DBusMessage *desc_write(void *data, DBusMessage *msg)
+{
+	return bz_error(msg, "org.bluez.Error.NotPermitted", "Write not permitted");
+}
+
+static const struct bz_iface descriptor1 = {
+	.name = "org.bluez.GattDescriptor1",
+	.methods = (const struct bz_method[]){
+		{ "ReadValue", "options:a{sv}", "value:ay", read_value },
+		{ "WriteValue", "value:ay options:a{sv}", "", desc_write },
+		{ NULL, NULL, NULL, NULL },
+	},
+	.props = (const struct bz_prop[]){
+		{ "UUID", "s", NULL, g_uuid, NULL },
+		{ "Characteristic", "o", NULL, g_parent, NULL },
+		{ "Value", "ay", NULL, g_value, NULL },
+		{ NULL, NULL, NULL, NULL, NULL },
+	},
+};
+
+const struct bz_iface *const bz_gatt_service_ifaces[] = {
+	&bz_iface_introspectable, &service1, &bz_iface_properties, NULL,
+};
+const struct bz_iface *const bz_gatt_char_ifaces[] = {
+	&bz_iface_introspectable, &characteristic1, &bz_iface_properties, NULL,
+};
+const struct bz_iface *const bz_gatt_desc_ifaces[] = {
+	&bz_iface_introspectable, &descriptor1, &bz_iface_properties, NULL,
+};

@@ -1,0 +1,49 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The simulator's fake org.bluez: owns the name org.bluez on a D-Bus bus and
+ * exports what BlueZ 5.66's bluetoothd exports (see
+ * tests/data/conformance/bluez/): /org/bluez with AgentManager1, one
+ * Adapter1 per simulated adapter (discovery, filters, RemoveDevice), one
+ * Device1 per discovered watch (Connect, Disconnect, Pair), and the GATT
+ * objects with the SMP characteristic (WriteValue, StartNotify,
+ * AcquireWrite/AcquireNotify over SOCK_SEQPACKET socket pairs). SMP frames go
+ * to the simulated devices through the BLE link timing model.
+ *
+ * Owns its D-Bus connection; borrows the fleet (it must outlive this).
+ * Dropping the connection (sim_bluez_free, or the process ending) is what a
+ * client sees as bluetoothd going away: NameOwnerChanged on org.bluez.
+ */
+#pragma once
+
+#include <stdint.h>
+
+struct event_base;
+struct sim_fleet;
+struct sim_bluez;
+
+struct sim_bluez_counters {
+	uint64_t writes;           /* ATT writes received (fd or WriteValue) */
+	uint64_t notifications;    /* notifications sent */
+	uint64_t frames;           /* SMP frames handed to devices */
+	uint64_t drops_busy;       /* frames dropped: device buffers busy (-ENOBUFS) */
+	uint64_t drops_link;       /* writes dropped by the link: too long, bad
+	                            * reassembly, encryption missing, device down */
+	uint64_t drops_notify;     /* notifications nobody subscribed to / socket full */
+	uint64_t connects, disconnects, connect_failures;
+};
+
+/*
+ * Connects to bus_address (NULL: the system bus), requests org.bluez
+ * (fails when someone else owns it) and exports adapters and the fleet's
+ * devices. On failure returns NULL and sets *ret_err to a malloc'ed message
+ * (free() it). Test knob: SMPGW_SIM_LE_CONN_TIMEOUT_MS overrides the 20 s
+ * LE connection timeout that an out-of-range Connect waits for.
+ */
+struct sim_bluez *sim_bluez_new(struct event_base *base, struct sim_fleet *fleet,
+				const char *bus_address, char **ret_err);
+/* Hangs up every link and leaves the bus. Accepts NULL, returns NULL. */
+struct sim_bluez *sim_bluez_free(struct sim_bluez *bz);
+
+const struct sim_bluez_counters *sim_bluez_counters(const struct sim_bluez *bz);
+/* LE connection (create connection) timeout, default 20000 ms (Linux). */
+void sim_bluez_set_le_conn_timeout(struct sim_bluez *bz, uint32_t ms);
