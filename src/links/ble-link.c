@@ -175,6 +175,10 @@ static void device_call_noreply(struct ble_link *bl, const char *method)
  * back off and retry if the gateway still wants the link. Reports DOWN. */
 static void link_fail(struct ble_link *bl, int err)
 {
+	/* Cancel BlueZ's side too: a pending Connect (Disconnect aborts the
+	 * LE connection attempt) or a connection we will not use. */
+	if (phase_active(bl->phase))
+		device_call_noreply(bl, "Disconnect");
 	stop_attempt(bl);
 	release_slot(bl);
 	if (bl->want) {

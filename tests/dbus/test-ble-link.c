@@ -15,6 +15,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -32,6 +33,14 @@
 #include "util/util.h"
 
 #define MAX_WATCHES 8
+
+#define FLEET_3 "{\"count\": 3}"
+#define FLEET_PAIRING "{\"count\": 2, \"devices\": [" \
+	"{\"address\": \"C0:FF:EE:00:00:01\", \"pairing_required\": true}, " \
+	"{\"address\": \"C0:FF:EE:00:00:02\", \"pairing_required\": true, " \
+	"\"refuse_pairing\": true}]}"
+#define FLEET_BUDGET "{\"count\": 6, \"adapters\": [{\"max_connections\": 2}, " \
+	"{\"max_connections\": 2}]}"
 
 static const char *sim_bin, *bus_conf;
 static char tmpdir[64];
@@ -60,11 +69,13 @@ static void reap(pid_t *pid)
 	*pid = -1;
 }
 
+static void stop_sim(void);
+
 static void cleanup(void)
 {
 	char cmd[128];
 
-	reap(&sim_pid);
+	stop_sim();
 	reap(&bus_pid);
 	if (tmpdir[0]) {
 		snprintf(cmd, sizeof(cmd), "rm -rf '%s'", tmpdir);
@@ -125,52 +136,116 @@ static void start_bus(void)
 
 static char ctl_path[96], fleet_path[128];
 
-static void write_fleet(unsigned count, unsigned max_conn)
+/*
+ * Two ways to run the simulator's fake org.bluez:
+ *  - smpgw-sim: faults through its control socket (JSON lines);
+ *  - bluez-host (tests/dbus): faults through stdin lines, "READY" when up.
+ */
+static bool host_mode;
+static int host_in = -1, host_out = -1;
+
+static void stop_sim(void)
+{
+	reap(&sim_pid);
+	if (host_in >= 0)
+		close(host_in);
+	if (host_out >= 0)
+		close(host_out);
+	host_in = host_out = -1;
+}
+
+/* fleet: the simulator's fleet file (JSON, see docs/simulator.md). */
+static void start_sim(const char *fleet)
 {
 	FILE *f = fopen(fleet_path, "w");
+	int in[2], out[2];
+	char line[64];
 
 	if (!f)
 		die("fleet file");
-	fprintf(f, "{\"count\": %u, \"adapters\": [{\"max_connections\": %u}]}\n",
-		count, max_conn);
+	fputs(fleet, f);
 	fclose(f);
-}
-
-static void start_sim(unsigned count, unsigned max_conn)
-{
-	write_fleet(count, max_conn);
 	unlink(ctl_path);
+	if (pipe(in) < 0 || pipe(out) < 0)
+		die("pipe");
 	sim_pid = fork();
 	if (sim_pid == 0) {
-		int null = open("/dev/null", O_RDONLY);
+		int null = open("/dev/null", O_RDWR);
 
-		dup2(null, 0);
-		execl(sim_bin, sim_bin, "--bus", bus_addr, "--fleet", fleet_path,
-		      "--control", ctl_path, "--no-udp", (char *)NULL);
+		dup2(host_mode ? in[0] : null, 0);
+		if (host_mode)
+			dup2(out[1], 1);
+		else
+			dup2(null, 1);
+		close(in[0]), close(in[1]), close(out[0]), close(out[1]);
+		if (host_mode)
+			execl(sim_bin, sim_bin, "--bus", bus_addr, "--fleet", fleet_path,
+			      (char *)NULL);
+		else
+			execl(sim_bin, sim_bin, "--bus", bus_addr, "--fleet", fleet_path,
+			      "--control", ctl_path, "--udp-base", "0", (char *)NULL);
 		_exit(127);
 	}
+	close(in[0]);
+	close(out[1]);
+	if (!host_mode) {
+		close(in[1]);
+		close(out[0]);
+		return;
+	}
+	host_in = in[1];
+	host_out = out[0];
+	if (read_line(host_out, line, sizeof(line), 10000) < 0 || strcmp(line, "READY"))
+		die("bluez-host did not start");
 }
 
-/* One request on the control socket; the reply line goes to out. */
-static int sim_control(const char *line, char *out, size_t out_size)
-{
-	struct sockaddr_un sa = { .sun_family = AF_UNIX };
-	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0), r;
-	char tmp[512];
+/* One request to the simulator: "fault ADDR KEY N", "reset ADDR",
+ * "range ADDR 0|1". Returns 0 when it said yes. */
+static int sim_cmd(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
+static int sim_cmd(const char *fmt, ...)
+{
+	char req[256], json[400], rsp[512], cmd[32], addr[32], key[48];
+	long v = 0;
+	va_list ap;
+	int n, r;
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	int fd;
+
+	va_start(ap, fmt);
+	vsnprintf(req, sizeof(req), fmt, ap);
+	va_end(ap);
+	if (host_mode) {
+		if (dprintf(host_in, "%s\n", req) < 0 ||
+		    read_line(host_out, rsp, sizeof(rsp), 5000) < 0)
+			return -EIO;
+		return strncmp(rsp, "OK", 2) ? -EINVAL : 0;
+	}
+	n = sscanf(req, "%31s %31s %47s %ld", cmd, addr, key, &v);
+	if (n < 2)
+		return -EINVAL;
+	if (!strcmp(cmd, "fault") && n == 4)
+		snprintf(json, sizeof(json),
+			 "{\"cmd\": \"fault\", \"device\": \"%s\", \"%s\": %ld}", addr, key, v);
+	else if (!strcmp(cmd, "range") && n >= 3)
+		snprintf(json, sizeof(json),
+			 "{\"cmd\": \"range\", \"device\": \"%s\", \"in_range\": %s}", addr,
+			 atoi(key) ? "true" : "false");
+	else
+		snprintf(json, sizeof(json), "{\"cmd\": \"%s\", \"device\": \"%s\"}", cmd, addr);
 	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", ctl_path);
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+		r = -errno;
 		if (fd >= 0)
 			close(fd);
-		return -errno;
+		return r;
 	}
-	if (write(fd, line, strlen(line)) < 0 || write(fd, "\n", 1) < 0) {
-		close(fd);
-		return -EIO;
-	}
-	r = read_line(fd, out ? out : tmp, out ? out_size : sizeof(tmp), 5000);
+	r = dprintf(fd, "%s\n", json) < 0 ? -EIO : read_line(fd, rsp, sizeof(rsp), 5000);
 	close(fd);
-	return r;
+	if (r < 0)
+		return r;
+	return strstr(rsp, "\"ok\": true") || strstr(rsp, "\"ok\":true") ? 0 : -EINVAL;
 }
 
 /* ---- the manager and its links ---- */
@@ -178,6 +253,7 @@ static int sim_control(const char *line, char *out, size_t out_size)
 struct watch {
 	char address[18];
 	char name[32];
+	char adapter[16];
 	struct link *link;
 	enum link_state state;
 	int last_err;
@@ -190,7 +266,7 @@ struct watch {
 static struct watch watches[MAX_WATCHES];
 static unsigned n_watches;
 static int service_up = -1;
-static unsigned max_up_seen;
+static unsigned max_up_seen, max_up_hci0, max_up_hci1;
 static unsigned bad_frames;
 
 static struct watch *watch_find(const char *address)
@@ -211,6 +287,7 @@ static void device_seen(struct ble_manager *mgr, const struct ble_device_info *i
 	w = &watches[n_watches++];
 	snprintf(w->address, sizeof(w->address), "%s", info->address);
 	snprintf(w->name, sizeof(w->name), "%s", info->name ? info->name : "");
+	snprintf(w->adapter, sizeof(w->adapter), "%s", info->adapter ? info->adapter : "");
 }
 
 static void device_lost(struct ble_manager *mgr, const char *address, void *user_data)
@@ -228,13 +305,19 @@ static const struct ble_manager_callbacks mgr_cbs = {
 	.service = service,
 };
 
-static unsigned count_up(void)
+static unsigned count_up_on(const char *adapter)
 {
 	unsigned n = 0;
 
 	for (unsigned i = 0; i < n_watches; i++)
-		n += watches[i].state == LINK_STATE_UP;
+		n += watches[i].state == LINK_STATE_UP &&
+		     (!adapter || !strcmp(watches[i].adapter, adapter));
 	return n;
+}
+
+static unsigned count_up(void)
+{
+	return count_up_on(NULL);
 }
 
 static void on_frame(struct link *link, const uint8_t *frame, size_t len, void *ud)
@@ -261,8 +344,9 @@ static void on_state(struct link *link, enum link_state state, int err, void *ud
 		w->downs++;
 		w->last_err = err;
 	}
-	if (count_up() > max_up_seen)
-		max_up_seen = count_up();
+	max_up_seen = MAX(max_up_seen, count_up());
+	max_up_hci0 = MAX(max_up_hci0, count_up_on("hci0"));
+	max_up_hci1 = MAX(max_up_hci1, count_up_on("hci1"));
 }
 
 static const struct link_callbacks link_cbs = { on_frame, on_state };
@@ -284,7 +368,7 @@ static struct ble_manager *manager(bool acquire, unsigned max_conn, uint32_t idl
 	n_watches = 0;
 	memset(watches, 0, sizeof(watches));
 	service_up = -1;
-	max_up_seen = 0;
+	max_up_seen = max_up_hci0 = max_up_hci1 = 0;
 	mgr = ble_manager_new(base, &o, &mgr_cbs, NULL, &err);
 	if (!mgr)
 		die("ble_manager_new");
@@ -332,9 +416,14 @@ static bool all_up(void *arg)
 	return count_up() == n_watches && n_watches > 0;
 }
 
-static bool all_down_one(void *arg)
+static bool down_again(void *arg)
 {
-	return ((struct watch *)arg)->state == LINK_STATE_DOWN;
+	return watches[0].downs > *(unsigned *)arg;
+}
+
+static bool up_again(void *arg)
+{
+	return watches[0].ups > *(unsigned *)arg && watches[0].state == LINK_STATE_UP;
 }
 
 static bool all_down(void *arg)
@@ -469,27 +558,45 @@ static void test_drop_and_restart(unsigned count)
 {
 	struct ble_manager *mgr = manager(true, 0, 0);
 	struct watch *w;
-	char line[128];
+	unsigned ups, downs;
 	int r, up = 1, down = 0;
 
 	ok(run_until(seen_n, &count, 10000), "drop: watches discovered");
 	connect_all(mgr);
 	ok(run_until(all_up, NULL, 20000), "drop: all links up");
 	w = &watches[0];
-	snprintf(line, sizeof(line), "disconnect %s", w->address);
-	r = sim_control(line, NULL, 0);
-	ok(r >= 0, "control socket: disconnect (%d)", r);
-	ok(run_until(all_down_one, w, 5000) && w->last_err == -ECONNRESET,
+	/* The watch drops the link after the next request frame. */
+	r = sim_cmd("fault %s disconnect_after_frames 1", w->address);
+	is_int(r, 0, "simulator: disconnect fault set");
+	downs = w->downs;
+	echo(w, 8, 1000);
+	ok(run_until(down_again, &downs, 5000) && w->last_err == -ECONNRESET,
 	   "drop: link DOWN with -ECONNRESET (err %d)", w->last_err);
 	ok(run_until(all_up, NULL, 10000), "drop: link reconnects by itself");
 	ok(echo(w, 20, 5000), "drop: echo after reconnect");
 
+	/* A reboot: link lost, back after the watch boots. */
+	ups = w->ups;
+	is_int(sim_cmd("reset %s", w->address), 0, "simulator: reset");
+	ok(run_until(up_again, &ups, 15000), "reset: link back after the reboot");
+	ok(echo(w, 20, 5000), "reset: echo after the reboot");
+
+	/* A truncated response: its frame never completes; the next one must
+	 * not be glued to the leftover. */
+	is_int(sim_cmd("fault %s truncate 1", w->address), 0, "simulator: truncate fault set");
+	ok(!echo(w, 300, 1500), "truncated response not delivered");
+	ok(echo(w, 300, 5000), "next response delivered whole (resync)");
+	is_int(sim_cmd("fault %s corrupt 1", w->address), 0, "simulator: corrupt fault set");
+	echo(w, 30, 1500);
+	ok(echo(w, 30, 5000), "after a corrupted response the link still works");
+	ok(w->state == LINK_STATE_UP, "link stayed up through garbage");
+
 	/* bluetoothd goes away and comes back. */
-	reap(&sim_pid);
+	stop_sim();
 	ok(run_until(service_is, &down, 5000), "restart: service down reported");
 	ok(run_until(all_down, NULL, 5000), "restart: every link DOWN");
 	ok(w->last_err == -ECONNRESET, "restart: with -ECONNRESET (err %d)", w->last_err);
-	start_sim(count, 7);
+	start_sim(FLEET_3);
 	ok(run_until(service_is, &up, 10000), "restart: service up again");
 	ok(run_until(all_up, NULL, 20000), "restart: every link reconnects");
 	ok(echo_all(16), "restart: echo over every link");
@@ -505,7 +612,8 @@ static bool all_had_up(void *arg)
 	return n_watches > 0;
 }
 
-/* Budget 2, 5 watches: idle links are parked for the waiting ones. */
+/* Two adapters with a budget of 2 each, 6 watches: idle links are parked
+ * for the waiting ones, each adapter keeps its own budget. */
 static void test_budget(unsigned count)
 {
 	struct ble_manager *mgr = manager(true, 2, 300);
@@ -514,7 +622,7 @@ static void test_budget(unsigned count)
 	ok(run_until(seen_n, &count, 10000), "budget: watches discovered");
 	connect_all(mgr);
 	/* The gateway connects on demand: parked links get asked again. */
-	end = now_usec() + 20000000;
+	end = now_usec() + 30000000;
 	while (!all_had_up(NULL) && now_usec() < end) {
 		run_for(100);
 		for (unsigned i = 0; i < n_watches; i++)
@@ -522,7 +630,39 @@ static void test_budget(unsigned count)
 				link_connect(watches[i].link);
 	}
 	ok(all_had_up(NULL), "budget: every watch got a connection (fair)");
-	ok(max_up_seen <= 2, "budget: at most 2 links up at once (saw %u)", max_up_seen);
+	ok(max_up_hci0 <= 2 && max_up_hci1 <= 2,
+	   "budget: at most 2 links up per adapter (saw %u, %u)", max_up_hci0, max_up_hci1);
+	ok(max_up_seen > 2, "budget: both adapters used together (%u up at once)",
+	   max_up_seen);
+	ble_manager_free(mgr);
+	run_for(100);
+}
+
+static bool settled(void *arg)
+{
+	struct watch *w0 = watch_find("C0:FF:EE:00:00:01");
+	struct watch *w1 = watch_find("C0:FF:EE:00:00:02");
+
+	return w0 && w1 && w0->state == LINK_STATE_UP && w1->downs > 0;
+}
+
+/* Watch 0 demands an encrypted link; watch 1 also refuses to pair. */
+static void test_pairing(void)
+{
+	struct ble_manager *mgr = manager(true, 0, 0);
+	unsigned count = 2;
+
+	ok(run_until(seen_n, &count, 10000), "pairing: watches discovered");
+	connect_all(mgr);
+	ok(run_until(settled, NULL, 20000), "pairing: one up, one refused");
+	struct watch *w0 = watch_find("C0:FF:EE:00:00:01");
+	struct watch *w1 = watch_find("C0:FF:EE:00:00:02");
+
+	if (!w0 || !w1)
+		die("pairing: watches not found");
+	ok(w0->state == LINK_STATE_UP, "pairing: Just Works pairing, then up");
+	ok(w0->state == LINK_STATE_UP && echo(w0, 10, 5000), "pairing: echo over the encrypted link");
+	is_int(w1->last_err, -EACCES, "pairing refused: DOWN with -EACCES");
 	ble_manager_free(mgr);
 	run_for(100);
 }
@@ -535,6 +675,7 @@ int main(int argc, char **argv)
 	}
 	sim_bin = argv[1];
 	bus_conf = argv[2];
+	host_mode = strstr(sim_bin, "bluez-host") != NULL;
 	signal(SIGPIPE, SIG_IGN);
 	snprintf(tmpdir, sizeof(tmpdir), "/tmp/test-ble-link.XXXXXX");
 	if (!mkdtemp(tmpdir))
@@ -544,14 +685,18 @@ int main(int argc, char **argv)
 	base = event_base_new();
 	start_bus();
 
-	start_sim(3, 7);
+	start_sim(FLEET_3);
 	test_basic(true, 3);
 	test_basic(false, 3);
 	test_drop_and_restart(3);
-	reap(&sim_pid);
+	stop_sim();
 
-	start_sim(5, 2);
-	test_budget(5);
+	start_sim(FLEET_PAIRING);
+	test_pairing();
+	stop_sim();
+
+	start_sim(FLEET_BUDGET);
+	test_budget(6);
 
 	cleanup();
 	event_base_free(base);
