@@ -25,6 +25,7 @@ MIN_PIPELINE = 2              # buf_count - 1 requests in flight, at least
 # BT transport (reassembly) reserves nothing, so 0 on BLE.
 BT_HEADROOM = 0
 RAM_BUDGET_NETBUF = 16 * 1024  # of 64 KiB: leave room for BT, stacks, heap
+MAX_NAME = 31 - 18 - 2          # legacy scan response budget (see smpgw/adv.h)
 
 LINE = re.compile(r'^\s*(CONFIG_[A-Za-z0-9_]+|SB_CONFIG_[A-Za-z0-9_]+)\s*=\s*(.*?)\s*$')
 
@@ -111,6 +112,11 @@ def check(prj, mcuboot, sysbuild):
         ('HWINFO', 'reset cause in the health command'),
     ]:
         need_y(prj, 'CONFIG_' + name, 'prj', why)
+    # Scan response = 128-bit SMP UUID (2 + 16) + complete name (2 + n) <= 31.
+    name = prj.get('CONFIG_BT_DEVICE_NAME')
+    if name is None or not 0 < len(name.encode()) <= MAX_NAME:
+        errs.append(f'prj: CONFIG_BT_DEVICE_NAME={name!r}: 1..{MAX_NAME} bytes, or the '
+                    f'scan response cannot carry it next to the SMP service UUID')
     for libc in ('CONFIG_NEWLIB_LIBC', 'CONFIG_PICOLIBC'):
         if prj.get(libc) == 'y':
             errs.append(f'prj: {libc}=y does not build with Debian\'s arm-none-eabi; '
@@ -148,6 +154,7 @@ BREAKAGES = [
     ('prj', 'CONFIG_IMG_ERASE_PROGRESSIVELY', None),
     ('prj', 'CONFIG_WATCHDOG', 'n'),
     ('prj', 'CONFIG_NEWLIB_LIBC', 'y'),
+    ('prj', 'CONFIG_BT_DEVICE_NAME', 'PineTime-smpgw'),
     ('mcuboot', 'CONFIG_MULTITHREADING', 'n'),
     ('mcuboot', 'CONFIG_BOOT_SWAP_USING_MOVE', None),
     ('mcuboot', 'CONFIG_BOOT_SIGNATURE_TYPE_RSA', 'y'),
