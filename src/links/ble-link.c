@@ -806,14 +806,11 @@ static int op_connect(struct link *link)
 
 	bl->want = true;
 	switch (bl->phase) {
-	case BLE_PHASE_BACKOFF:
-		/* Asked again: skip the rest of the backoff. */
-		evtimer_del(bl->timer_ev);
-		/* fall through */
 	case BLE_PHASE_IDLE:
 		enqueue(bl);
 		link_set_state(link, LINK_STATE_CONNECTING, 0);
 		break;
+	case BLE_PHASE_BACKOFF: /* the backoff stands: retries are paced */
 	case BLE_PHASE_QUEUED:
 	case BLE_PHASE_CONNECTING:
 	case BLE_PHASE_PAIRING:
