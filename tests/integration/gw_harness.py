@@ -152,7 +152,8 @@ class Gateway:
             return json.load(f)['devices']
 
     def read_log(self):
-        self.logf.flush()
+        if not self.logf.closed:
+            self.logf.flush()
         with open(self.log_path) as f:
             return f.read()
 

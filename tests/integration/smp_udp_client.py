@@ -123,17 +123,18 @@ class Client:
         sha = hashlib.sha256(image).digest()
         off = 0
         rounds = 0
-        # Room for the header and the CBOR keys around the data.
-        room = max(64, buf_size - 8 - 64)
         while off < len(image):
             rounds += 1
             if rounds > max_rounds:
                 raise RuntimeError('upload does not progress')
-            chunk = image[off:off + room]
-            body = {'off': off, 'data': chunk}
+            body = {'off': off, 'data': b''}
             if off == 0:
                 body.update({'image': 0, 'len': len(image), 'sha': sha,
                              'upgrade': False})
+            # The whole frame (header + CBOR) must fit the watch's buffer;
+            # 5 bytes leave room for the data's byte-string length.
+            room = buf_size - len(encode(OP_WRITE, GROUP_IMG, 1, 0, body)) - 5
+            body['data'] = image[off:off + room]
             _, rsp = self.request(OP_WRITE, GROUP_IMG, 1, body, timeout=chunk_timeout)
             new = rsp.get('off')
             if not isinstance(new, int):

@@ -157,9 +157,11 @@ def check_update(t, port, conformance):
     s1 = slot(c.image_state(), 1)
     t.ok(s1 is not None and s1.get('pending'), 'slot 1 pending after test')
     c.reset()
-    # The watch reboots: wait (bounded) until it answers again.
-    wait_for('the watch to come back', lambda: _answers(c), timeout=30, step=0.2)
-    s0 = slot(c.image_state(), 0)
+    # The watch reboots (MCUboot swaps the slots): the endpoint answers with
+    # errors meanwhile. Wait, bounded, for the new image to run.
+    after = wait_for('the watch to boot the new image',
+                     lambda: _booted(c, want_hash), timeout=60, step=0.3)
+    s0 = slot(after, 0)
     t.ok(s0 is not None and s0.get('hash') == want_hash and s0.get('active'),
          'new image active in slot 0 after reset')
     t.ok(s0 is not None and not s0.get('confirmed'), 'not confirmed yet')
@@ -169,11 +171,13 @@ def check_update(t, port, conformance):
     c.close()
 
 
-def _answers(c):
+def _booted(c, want_hash):
     try:
-        return c.echo('up?') == 'up?'
+        images = c.image_state()
     except (SmpError, TimeoutError, socket.timeout):
-        return False
+        return None
+    s0 = slot(images, 0)
+    return images if s0 and s0.get('hash') == want_hash else None
 
 
 def check_reload_and_stop(t, gw, sim, hung_port, dead_port):

@@ -493,7 +493,8 @@ static void queue_params_read(struct gw_device *dev)
 	smp_frame_check(frame, sizeof(frame), &hdr);
 	req = req_new(dev, frame, sizeof(frame), &hdr);
 	req->internal = true;
-	req->timeout_ms = PARAMS_TIMEOUT_MS;
+	req->timeout_ms = MIN(PARAMS_TIMEOUT_MS,
+			      gw_config(dev->reg->gw)->request.timeout_ms);
 	req->connect_timeout_ms = gw_config(dev->reg->gw)->request.connect_timeout_ms;
 	dev->params = PARAMS_ASKING;
 	enqueue(dev, req, true);
