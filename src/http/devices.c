@@ -140,8 +140,12 @@ static json_t *image_state_shape(struct http_req *req, json_t *data, int *err)
 		*err = -EPROTO;
 		return NULL;
 	}
-	if (dev)
-		gw_device_set_slots(dev, json_deep_copy(images));
+	if (dev) {
+		json_t *copy = json_deep_copy(images);
+
+		gw_device_set_slots(dev, copy); /* takes its own reference */
+		json_decref(copy);
+	}
 	return out;
 }
 

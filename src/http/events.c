@@ -137,6 +137,15 @@ static void on_keepalive(evutil_socket_t fd, short what, void *arg)
 	}
 }
 
+/* Shutdown: every client wakes up and ends its stream. */
+static void hub_stop(void *data)
+{
+	struct sse_hub *hub = data;
+
+	for (struct sse_client *c = hub ? hub->clients : NULL; c; c = c->next)
+		client_wake(c);
+}
+
 static void hub_free(void *data)
 {
 	struct sse_hub *hub = data;
@@ -162,7 +171,7 @@ static struct sse_hub *hub_get(struct http_req *req)
 	hub->sub = gw_events_subscribe(gw_events(hub->gw), on_bus_event, hub);
 	hub->keepalive = event_new(gw_base(hub->gw), -1, EV_PERSIST, on_keepalive, hub);
 	event_add(hub->keepalive, &tv);
-	http_server_set_sse(srv, hub, hub_free);
+	http_server_set_sse(srv, hub, hub_stop, hub_free);
 	return hub;
 }
 

@@ -132,7 +132,8 @@ void http_reply_stream(struct http_req *req, unsigned status, const char *ctype,
 void http_server_kick(struct http_server *srv);
 /* Per-server slots for resource files that keep state (SSE clients). */
 void *http_server_sse(struct http_server *srv);
-void http_server_set_sse(struct http_server *srv, void *sse, void (*free_fn)(void *));
+void http_server_set_sse(struct http_server *srv, void *sse,
+			 void (*stop_fn)(void *), void (*free_fn)(void *));
 /* The image store (created by the server). */
 struct gw_images *http_server_images(struct http_server *srv);
 /* Whether the server is shutting down (streams end). */

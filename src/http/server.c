@@ -49,10 +49,13 @@ struct http_server {
 	char *tmp_dir;
 	uint16_t port;
 	bool stopping;
+	bool resumed;           /* a connection was resumed since the last run */
 	struct gw_metrics *own_metrics; /* created here when gw had none */
 	struct gw_images *images;
 	void *sse;
+	void (*sse_stop)(void *);
 	void (*sse_free)(void *);
+	struct http_req *pending; /* suspended requests waiting for a reply */
 	char *tls_key, *tls_cert;
 };
 
@@ -91,16 +94,30 @@ struct http_req {
 	http_abort_cb abort_cb;
 	void *abort_data;
 	uint64_t start_us;
+	struct http_req *next_pending, **prev_pending;
 };
 
 /* ---- libevent glue ---- */
 
+/*
+ * libmicrohttpd (0.9.7x, epoll, external loop) moves a resumed connection
+ * to its ready list at the end of a run without signalling anything, so a
+ * run that starts with a resume pending is followed by a second one, which
+ * processes it. Bounded: at most 4 passes per wakeup.
+ */
 static void run_mhd(struct http_server *srv)
 {
-	MHD_UNSIGNED_LONG_LONG to;
+	MHD_UNSIGNED_LONG_LONG to = 0;
 	struct timeval tv;
 
-	MHD_run(srv->mhd);
+	for (int pass = 0; pass < 4; pass++) {
+		bool resumed = srv->resumed;
+
+		srv->resumed = false;
+		MHD_run(srv->mhd);
+		if (!resumed && !srv->resumed)
+			break;
+	}
 	if (MHD_get_timeout(srv->mhd, &to) == MHD_YES) {
 		tv.tv_sec = (time_t)(to / 1000);
 		tv.tv_usec = (suseconds_t)(to % 1000) * 1000;
@@ -117,6 +134,7 @@ static void on_mhd_event(evutil_socket_t fd, short what, void *arg)
 
 void http_server_kick(struct http_server *srv)
 {
+	srv->resumed = true;
 	event_active(srv->ev_timer, EV_TIMEOUT, 0);
 }
 
@@ -133,10 +151,34 @@ void *http_server_sse(struct http_server *srv) { return srv->sse; }
 struct gw_images *http_server_images(struct http_server *srv) { return srv->images; }
 bool http_server_stopping(struct http_server *srv) { return srv->stopping; }
 
-void http_server_set_sse(struct http_server *srv, void *sse, void (*free_fn)(void *))
+void http_server_set_sse(struct http_server *srv, void *sse,
+			 void (*stop_fn)(void *), void (*free_fn)(void *))
 {
 	srv->sse = sse;
+	srv->sse_stop = stop_fn;
 	srv->sse_free = free_fn;
+}
+
+static void pending_add(struct http_req *req)
+{
+	struct http_server *srv = req->srv;
+
+	req->next_pending = srv->pending;
+	if (srv->pending)
+		srv->pending->prev_pending = &req->next_pending;
+	req->prev_pending = &srv->pending;
+	srv->pending = req;
+}
+
+static void pending_del(struct http_req *req)
+{
+	if (!req->prev_pending)
+		return;
+	*req->prev_pending = req->next_pending;
+	if (req->next_pending)
+		req->next_pending->prev_pending = req->prev_pending;
+	req->prev_pending = NULL;
+	req->next_pending = NULL;
 }
 
 const char *http_req_param(struct http_req *req, const char *name)
@@ -206,6 +248,7 @@ static void deliver(struct http_req *req, struct MHD_Response *rsp,
 	req->rsp = rsp;
 	req->status = status;
 	if (req->stage == REQ_PENDING) {
+		pending_del(req);
 		MHD_resume_connection(req->conn);
 		http_server_kick(req->srv);
 	}
@@ -543,6 +586,7 @@ static unsigned method_parse(const char *m)
 
 static void req_free(struct http_req *req)
 {
+	pending_del(req);
 	if (req->abort_cb)
 		req->abort_cb(req, req->abort_data);
 	if (req->rsp)
@@ -684,6 +728,7 @@ static void req_dispatch(struct http_req *req)
 		return;
 	if (r == HTTP_PENDING) {
 		req->stage = REQ_PENDING;
+		pending_add(req);
 		MHD_suspend_connection(req->conn);
 		return;
 	}
@@ -1017,11 +1062,34 @@ fail:
 	return NULL;
 }
 
+/* libmicrohttpd refuses to stop with suspended connections: cancel the
+ * device requests of pending ones (503), end event streams, and let MHD
+ * process the resumes. */
+static void resume_all(struct http_server *srv)
+{
+	while (srv->pending) {
+		struct http_req *req = srv->pending;
+		http_abort_cb cb = req->abort_cb;
+
+		req->abort_cb = NULL;
+		if (cb)
+			cb(req, req->abort_data);
+		http_reply_problem(req, -ECANCELED, "the daemon is shutting down");
+		pending_del(req); /* in case the reply failed */
+	}
+	if (srv->sse_stop)
+		srv->sse_stop(srv->sse);
+	srv->resumed = true;
+	run_mhd(srv);
+}
+
 struct http_server *http_server_free(struct http_server *srv)
 {
 	if (!srv)
 		return NULL;
 	srv->stopping = true;
+	if (srv->mhd)
+		resume_all(srv);
 	if (srv->mhd)
 		MHD_stop_daemon(srv->mhd); /* completes every request */
 	if (srv->sse_free)

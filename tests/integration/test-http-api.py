@@ -369,5 +369,37 @@ class Api(unittest.TestCase):
         self.problem(self.req('GET', '/static/openapi.json'), 404, 'not-found')
 
 
+class Shutdown(unittest.TestCase):
+    def test_pending_requests_and_streams_end_cleanly(self):
+        """SIGTERM while a device request is in flight and an event stream
+        is open: the request gets a 503 problem, the stream ends, and the
+        daemon exits 0."""
+        import threading
+        dev = H.FakeDevice('mute')
+        dev.silent = True
+        d = H.Daemon([dev], extra_conf='[request]\ntimeout = 30s\n')
+        out = {}
+        try:
+            s = socket.create_connection(('127.0.0.1', d.port), timeout=5)
+            s.sendall(b'GET /api/v1/events HTTP/1.1\r\nHost: x\r\n\r\n')
+            s.recv(4096)
+
+            def call():
+                out['rsp'] = d.request('POST', '/api/v1/devices/mute/echo', {'d': 'x'},
+                                       timeout=20)
+            t = threading.Thread(target=call)
+            t.start()
+            time.sleep(0.5)
+        finally:
+            rc, log = d.close()
+            dev.close()
+        t.join(10)
+        s.close()
+        self.assertEqual(rc, 0, log)
+        st, h, body = out['rsp']
+        self.assertEqual(st, 503, body)
+        self.assertEqual(json.loads(body)['type'], 'urn:smpgw:problem:canceled')
+
+
 if __name__ == '__main__':
     unittest.main(verbosity=2)
