@@ -114,7 +114,9 @@ struct bz_dev {
 	struct bz_pdu *up_head, *up_tail, *dn_head, *dn_tail;
 	unsigned up_n, dn_n;
 	struct event *up_ev, *dn_ev;
-	uint64_t up_busy_us, dn_busy_us;
+	uint64_t anchor_us;        /* first connection event of the link */
+	uint64_t up_event, dn_event; /* connection event being filled, per direction */
+	uint32_t up_used, dn_used;   /* LL packets already in that event */
 	uint8_t value[520];        /* last notification (Value property) */
 	size_t value_len;
 };

@@ -239,21 +239,45 @@ static uint64_t max64(uint64_t a, uint64_t b)
 	return a > b ? a : b;
 }
 
-/* When a PDU of len bytes queued now would be through: the link's own pace
- * (connection events) and the adapter's radio, shared by all its links. */
-static uint64_t schedule(struct bz_dev *d, uint64_t *busy, size_t len)
+/*
+ * When an ATT PDU of len bytes, queued now, has crossed the air: it goes in
+ * LL packets of ll_payload (L2CAP header on top), at most pkts_per_event
+ * packets per direction in each connection event (fewer when they do not fit
+ * in the interval), events every conn_interval_us from the link's anchor.
+ * The adapter's radio serves all its links: their packets' air time adds up,
+ * and a PDU is not through before the radio had time for it.
+ */
+static uint64_t schedule(struct bz_dev *d, uint64_t *event, uint32_t *used, size_t len)
 {
 	const struct sim_link_model *m = sim_device_link_model(d->sim);
-	uint64_t now = now_usec();
-	size_t l2cap = len + 4;
-	size_t pkts = (l2cap + m->ll_payload - 1) / m->ll_payload;
-	uint64_t air = pkts * sim_link_model_packet_us(m, m->ll_payload);
+	uint64_t now = now_usec(), ci = m->conn_interval_us;
+	uint32_t pkt = sim_link_model_packet_us(m, m->ll_payload);
+	uint32_t ppi = (uint32_t)(ci / pkt) < m->pkts_per_event ? (uint32_t)(ci / pkt)
+							     : m->pkts_per_event;
+	size_t pkts = (len + 4 + m->ll_payload - 1) / m->ll_payload;
+	uint64_t next = (max64(now, d->anchor_us) - d->anchor_us + ci - 1) / ci;
 	uint64_t due;
 
-	d->ad->air_busy_us = max64(now, d->ad->air_busy_us) + air;
-	due = max64(now, *busy) + sim_link_model_pdu_us(m, len);
-	*busy = max64(due, d->ad->air_busy_us);
-	return *busy;
+	if (ppi == 0)
+		ppi = 1;
+	if (next > *event) {
+		*event = next;
+		*used = 0;
+	}
+	d->ad->air_busy_us = max64(now, d->ad->air_busy_us) + pkts * pkt;
+	while (pkts) {
+		uint32_t take;
+
+		if (*used == ppi) {
+			(*event)++;
+			*used = 0;
+		}
+		take = pkts < ppi - *used ? (uint32_t)pkts : ppi - *used;
+		*used += take;
+		pkts -= take;
+	}
+	due = d->anchor_us + *event * ci + (uint64_t)*used * pkt;
+	return max64(due, d->ad->air_busy_us);
 }
 
 static void queue_push(struct bz_pdu **head, struct bz_pdu **tail, struct bz_pdu *p)
@@ -377,7 +401,7 @@ static void write_cmd(struct bz_dev *d, const uint8_t *buf, size_t len)
 	d->bz->counters.writes++;
 	memcpy(p->data, buf, len);
 	p->len = len;
-	p->due_us = schedule(d, &d->up_busy_us, len + 3);
+	p->due_us = schedule(d, &d->up_event, &d->up_used, len + 3);
 	queue_push(&d->up_head, &d->up_tail, p);
 	d->up_n++;
 	if (d->up_head == p)
@@ -441,7 +465,7 @@ static void reply_cb(struct sim_device *dev, const uint8_t *frame, size_t len, v
 		p = xmalloc(sizeof(*p) + n);
 		memcpy(p->data, frame + off, n);
 		p->len = n;
-		p->due_us = schedule(d, &d->dn_busy_us, n + 3);
+		p->due_us = schedule(d, &d->dn_event, &d->dn_used, n + 3);
 		queue_push(&d->dn_head, &d->dn_tail, p);
 		d->dn_n++;
 		if (d->dn_head == p)
@@ -697,7 +721,9 @@ void bz_link_up(struct bz_dev *d)
 		d->dn_ev = event_new(d->bz->base, -1, 0, dn_cb, d);
 	}
 	d->rx_len = 0;
-	d->up_busy_us = d->dn_busy_us = 0;
+	d->anchor_us = now_usec();
+	d->up_event = d->dn_event = 0;
+	d->up_used = d->dn_used = 0;
 }
 
 /* Link loss: hang up the fds (clients see POLLHUP, EOF, EPIPE), forget the

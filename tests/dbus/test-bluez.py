@@ -440,6 +440,43 @@ def case_connect_errors():
            "Connect when connected succeeds")
 
 
+def echo_rounds(env, links, rounds, text):
+    """Runs rounds echoes of text on every link at once; returns seconds."""
+    t0 = time.monotonic()
+    for r in range(rounds):
+        for wfd, mtu, _nfd in links:
+            req = smp_echo(text, r)
+            for off in range(0, len(req), mtu - 3):
+                os.write(wfd, req[off:off + mtu - 3])
+        for _wfd, _mtu, nfd in links:
+            buf, _ = recv_frame(nfd, 10)
+            ok(text.encode() in buf and buf[6] == r, "echo round %d answered" % r)
+    return time.monotonic() - t0
+
+
+def case_timing():
+    f = fleet(2, reassembly=True, mtu=247)
+    f["defaults"]["link"].update({"conn_interval_us": 7500, "ll_payload": 251,
+                                  "pkts_per_event": 4, "phy": 1, "buf_size": 2048})
+    with Env(fleet=f) as env:
+        devs = env.discover(count=2)
+        links = []
+        for dev in devs:
+            wfd, mtu, nfd, _ = acquire(env, env.connect(dev))
+            links.append((wfd, mtu, nfd))
+        text = "t" * 1800
+        one = echo_rounds(env, links[:1], 3, text)
+        # 8 writes and 8 notifications of 244 bytes per echo, 3 packets fit
+        # in a 7.5 ms event at 1M PHY: at least 2 x 2 events of 7.5 ms per echo
+        ok(one >= 3 * 4 * 0.0075, "one link is paced by its connection events (%.3f s)" % one)
+        two = echo_rounds(env, links, 3, text)
+        ok(two >= 1.3 * one, "two links on one radio share its air time (%.3f s vs %.3f s)"
+           % (two, one))
+        for wfd, _m, nfd in links:
+            os.close(wfd)
+            os.close(nfd)
+
+
 class Agent(dbus.service.Object):
     def __init__(self, bus, path, answer=None):
         super().__init__(bus, path)
