@@ -14,6 +14,7 @@
 
 #include <dbus/dbus.h>
 
+#include "links/ble-rx.h"
 #include "links/ble.h"
 
 struct event;
@@ -31,12 +32,8 @@ struct dbus_loop;
 
 /* Bounds of one SMP frame on BLE: the header's 16-bit length + header. */
 #define BLE_FRAME_MAX (65535 + 8)
-/* Largest frame reassembled from notifications (header included). */
-#define BLE_RX_FRAME_MAX 65536
 /* Bytes a link may queue for sending before send() says -EAGAIN. */
 #define BLE_TXQ_MAX (256 * 1024)
-/* A partial frame older than this is garbage left by a lost notification. */
-#define BLE_RX_STALE_US 1000000
 /* Short D-Bus calls (GetManagedObjects, Acquire*, StartNotify, ...). */
 #define BLE_CALL_TIMEOUT_MS 10000
 #define BLE_PAIR_TIMEOUT_MS 30000
@@ -116,9 +113,7 @@ struct ble_link {
 	struct event *wev, *nev;
 	STAILQ_HEAD(, ble_chunk) txq;
 	size_t txq_bytes;
-	uint8_t *rx;
-	size_t rx_len;
-	uint64_t rx_last_us;
+	struct ble_rx rx;
 	int16_t hci_rssi;       /* 127: unknown */
 	uint32_t rand_state;    /* backoff jitter */
 };

@@ -126,7 +126,7 @@ static void close_io(struct ble_link *bl)
 	close_fd(&bl->nfd, &bl->nev);
 	ble_call_cancel(&bl->wpc);
 	txq_clear(bl);
-	bl->rx_len = 0;
+	ble_rx_reset(&bl->rx);
 }
 
 /* Ends whatever the attempt had in flight; keeps the slot. */
@@ -260,7 +260,7 @@ static void go_up(struct ble_link *bl)
 	evtimer_del(bl->timer_ev);
 	bl->phase = BLE_PHASE_UP;
 	bl->attempts = 0;
-	bl->rx_len = 0;
+	ble_rx_reset(&bl->rx);
 	bl->last_activity_us = now_usec();
 	link_set_state(bl->link, LINK_STATE_UP, 0);
 }
@@ -518,68 +518,21 @@ static void acquire(struct ble_link *bl)
 
 /* ---- receive: notifications to whole frames ---- */
 
-/* Can buf begin an SMP response frame? Anything else is garbage. */
-static bool starts_frame(const uint8_t *buf, size_t len)
+static bool rx_frame(const uint8_t *frame, size_t len, void *user_data)
 {
-	uint8_t op, ver;
+	struct ble_link *bl = user_data;
 
-	if (len < SMP_HDR_LEN)
-		return false;
-	op = buf[0] & 7;
-	ver = (buf[0] >> 3) & 3;
-	return (op == SMP_OP_READ_RSP || op == SMP_OP_WRITE_RSP) &&
-	       ver <= SMP_VER_2 &&
-	       SMP_HDR_LEN + (size_t)get_be16(buf + 2) <= BLE_RX_FRAME_MAX;
-}
-
-static size_t frame_total(const uint8_t *buf)
-{
-	return SMP_HDR_LEN + get_be16(buf + 2);
-}
-
-/* Delivers the whole frames at the start of rx; keeps a partial one. */
-static void rx_deliver(struct ble_link *bl)
-{
-	while (bl->rx_len >= SMP_HDR_LEN) {
-		size_t total = frame_total(bl->rx), rest;
-
-		if (bl->rx_len < total)
-			return;
-		link_deliver_frame(bl->link, bl->rx, total);
-		/* The callback may have taken the link down. */
-		if (bl->phase != BLE_PHASE_UP)
-			return;
-		rest = bl->rx_len - total;
-		memmove(bl->rx, bl->rx + total, rest);
-		bl->rx_len = rest;
-		/* Bytes after a frame in the same notification: another
-		 * frame if they look like one, else garbage. */
-		if (rest && !starts_frame(bl->rx, rest))
-			bl->rx_len = 0;
-	}
+	link_deliver_frame(bl->link, frame, len);
+	/* The callback may have taken the link down. */
+	return bl->phase == BLE_PHASE_UP;
 }
 
 static void rx_chunk(struct ble_link *bl, const uint8_t *buf, size_t len)
 {
 	uint64_t now = now_usec();
-	bool start = starts_frame(buf, len);
 
 	bl->last_activity_us = now;
-	/* A partial frame that went stale, or a new frame start that would
-	 * overrun it, means notifications were lost: drop the partial. */
-	if (bl->rx_len && (now - bl->rx_last_us > BLE_RX_STALE_US ||
-			   (start && bl->rx_len + len > frame_total(bl->rx))))
-		bl->rx_len = 0;
-	bl->rx_last_us = now;
-	if (!bl->rx_len && !start)
-		return;
-	if (bl->rx_len + len > BLE_RX_FRAME_MAX) {
-		bl->rx_len = 0;
-		return;
-	}
-	memcpy(bl->rx + bl->rx_len, buf, len);
-	bl->rx_len += len;
-	rx_deliver(bl);
+	ble_rx_push(&bl->rx, buf, len, now, rx_frame, bl);
 }
 
 static void nev_cb(evutil_socket_t fd, short what, void *arg)
@@ -795,7 +748,7 @@ bool ble_link_idle_for(const struct ble_link *bl, uint64_t now_us,
 		       uint64_t idle_us)
 {
 	return bl->phase == BLE_PHASE_UP && STAILQ_EMPTY(&bl->txq) &&
-	       bl->rx_len == 0 && now_us - bl->last_activity_us >= idle_us;
+	       bl->rx.len == 0 && now_us - bl->last_activity_us >= idle_us;
 }
 
 /* ---- link_ops ---- */
@@ -875,7 +828,7 @@ static void op_destroy(struct link *link)
 
 	ble_link_shutdown(bl);
 	event_free(bl->timer_ev);
-	free(bl->rx);
+	ble_rx_fini(&bl->rx);
 	free(bl->dev_path);
 	free(bl->address);
 	free(bl);
@@ -903,7 +856,7 @@ struct ble_link *ble_link_create(struct ble_manager *mgr, const char *address)
 	if (!bl->rand_state)
 		bl->rand_state = 0x9e3779b9u;
 	STAILQ_INIT(&bl->txq);
-	bl->rx = xmalloc(BLE_RX_FRAME_MAX);
+	ble_rx_init(&bl->rx);
 	bl->timer_ev = evtimer_new(mgr->base, timer_cb, bl);
 	bl->link = link_new(&ble_ops, mgr->base, bl);
 	return bl;
