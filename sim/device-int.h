@@ -107,6 +107,7 @@ struct sim_device {
 	struct sim_link_model link;
 	struct sim_flash_timing flash;
 	uint32_t boot_ms;
+	uint32_t proc_us;
 	uint16_t battery_mv;
 	uint8_t battery_pct;
 	uint64_t rng;

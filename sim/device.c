@@ -15,7 +15,6 @@
 #include "smpgw/adv.h"
 #include "util/util.h"
 
-#define SIM_PROC_US 200          /* CPU time to handle one request */
 #define SIM_OS_RESET_MS 250      /* CONFIG_MCUMGR_GRP_OS_RESET_MS */
 
 static const struct sim_group *const groups[] = {
@@ -33,6 +32,7 @@ void sim_device_config_default(struct sim_device_config *ret)
 	ret->flash.erase_sector_us = 70000;
 	ret->flash.program_page_us = 400;
 	ret->boot_ms = 1500;
+	ret->proc_us = 200;
 	ret->battery_mv = 3900;
 	ret->battery_pct = 80;
 }
@@ -68,6 +68,7 @@ struct sim_device *sim_device_new(struct event_base *base, const struct sim_devi
 	dev->link = cfg->link;
 	dev->flash = cfg->flash;
 	dev->boot_ms = cfg->boot_ms;
+	dev->proc_us = cfg->proc_us;
 	dev->battery_mv = (uint16_t)MIN(cfg->battery_mv, 65535u);
 	dev->battery_pct = cfg->battery_pct;
 	dev->rng = cfg->seed ? cfg->seed : 0x5eed;
@@ -252,7 +253,7 @@ static cbor_item_t *error_map(const struct sim_req *req, int rc)
 static uint64_t process(struct sim_device *dev, const uint8_t *frame, size_t len)
 {
 	struct smp_hdr h, rh;
-	struct sim_req req = { .dev = dev, .hdr = &h, .cost_us = SIM_PROC_US };
+	struct sim_req req = { .dev = dev, .hdr = &h, .cost_us = dev->proc_us };
 	int rc;
 
 	smp_hdr_decode(frame, len, &h);
@@ -312,8 +313,8 @@ static void deliver(struct sim_device *dev, struct sim_pending *p)
 	size_t len = dev->rsp_len;
 	unsigned times = 1;
 
-	if (!p->cb || !out)
-		return;
+	if (!p->cb || !out || f->hang)
+		return; /* cancelled, or hung while this one was in progress */
 	if (f->wrong_seq) {
 		f->wrong_seq--;
 		out[6]++;

@@ -42,6 +42,7 @@ struct sim_device_config {
 	struct sim_link_model link;
 	struct sim_flash_timing flash;
 	uint32_t boot_ms;          /* time from reset to booted, default 1500 */
+	uint32_t proc_us;          /* CPU time to handle one request, default 200 */
 	uint32_t battery_mv;       /* user group: battery voltage */
 	uint8_t battery_pct;       /* user group: battery percent */
 	struct sim_image *initial; /* borrowed (a reference is taken); NULL: synthesized 1.0.0 */
