@@ -116,6 +116,74 @@ class FakeDevice:
         self.sock.close()
 
 
+class SimDevice:
+    """A device of the simulator, as the Daemon config needs it."""
+
+    def __init__(self, name, address, port):
+        self.name, self.address, self.port = name, address, port
+
+
+class SimFleet:
+    """smpgw-sim with UDP faces on OS-chosen ports; None when $SMPGW_SIM is
+    not set (the simulator is not built)."""
+
+    def __init__(self, fleet):
+        self.dir = tempfile.mkdtemp(prefix='smpgw-sim-')
+        path = os.path.join(self.dir, 'fleet.json')
+        with open(path, 'w') as f:
+            json.dump(fleet, f)
+        self.ctl = os.path.join(self.dir, 'ctl.sock')
+        self.log_path = os.path.join(self.dir, 'sim.log')
+        self.log = open(self.log_path, 'w')
+        self.proc = subprocess.Popen(
+            [os.environ['SMPGW_SIM'], '--fleet', path, '--udp-base', '0',
+             '--control', self.ctl], stdout=self.log, stderr=subprocess.STDOUT)
+        self.devices = []
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            with open(self.log_path) as f:
+                text = f.read()
+            if re.search(r'^ready$', text, re.M):
+                for m in re.finditer(r'^udp (\S+) (\S+) 127\.0\.0\.1:(\d+)$', text, re.M):
+                    self.devices.append(SimDevice(m.group(2), m.group(1), int(m.group(3))))
+                return
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.05)
+        self.close()
+        raise RuntimeError('smpgw-sim did not start: ' + text)
+
+    @staticmethod
+    def available():
+        return bool(os.environ.get('SMPGW_SIM'))
+
+    def ctl_cmd(self, cmd):
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.settimeout(5)
+        s.connect(self.ctl)
+        s.sendall((json.dumps(cmd) + '\n').encode())
+        buf = b''
+        while not buf.endswith(b'\n'):
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            buf += chunk
+        s.close()
+        return json.loads(buf)
+
+    def close(self):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self.log.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
+        return self.proc.returncode
+
+
 class Daemon:
     def __init__(self, devices=(), extra_conf='', max_body=None, token=True):
         self.dir = tempfile.mkdtemp(prefix='smpgw-http-')

@@ -369,6 +369,54 @@ class Api(unittest.TestCase):
         self.problem(self.req('GET', '/static/openapi.json'), 404, 'not-found')
 
 
+@unittest.skipUnless(H.SimFleet.available(), 'smpgw-sim not built')
+class Simulator(unittest.TestCase):
+    """The typed operations and the passthrough against simulated PineTimes
+    (smpgw-sim over UDP), as an operator would use them."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.sim = H.SimFleet({'count': 2, 'defaults': {'image': 'app-1.0.0-hash.bin'}})
+        cls.d = H.Daemon(cls.sim.devices)
+
+    @classmethod
+    def tearDownClass(cls):
+        rc, log = cls.d.close()
+        cls.sim.close()
+        assert rc == 0, log
+
+    def test_fleet(self):
+        st, _, d = self.d.json('GET', '/api/v1/devices')
+        self.assertEqual(st, 200)
+        self.assertEqual(sorted(x['id'] for x in d['devices']), ['PineTime-1', 'PineTime-2'])
+        st, _, d = self.d.json('POST', '/api/v1/devices/PineTime-1/echo', {'d': 'sim'})
+        self.assertEqual((st, d), (200, {'r': 'sim'}))
+        st, _, d = self.d.json('GET', '/api/v1/devices/PineTime-1/image-state')
+        self.assertEqual(st, 200, d)
+        self.assertIsInstance(d['images'], list)
+        active = [i for i in d['images'] if i.get('active')]
+        if active:  # the simulator boots the fleet file's image (when it does)
+            self.assertEqual(active[0]['version'], '1.0.0')
+            self.assertEqual(active[0]['hash'], MANIFEST['app-1.0.0-hash.bin']['sha256_tlv'])
+            st, _, d = self.d.json('GET', '/api/v1/devices?version=1.0.0')
+            self.assertIn('PineTime-1', [x['id'] for x in d['devices']])
+        st, _, d = self.d.json('GET', '/api/v1/devices/PineTime-1/params')
+        self.assertEqual(st, 200, d)
+        self.assertGreater(d['buf_size'], 0)
+        st, _, d = self.d.json('GET', '/api/v1/devices/PineTime-2/info')
+        self.assertEqual(st, 200, d)
+        self.assertIn('output', d)
+        st, _, d = self.d.json('GET', '/api/v1/devices/PineTime-2/stats')
+        self.assertEqual(st, 200, d)
+        st, _, d = self.d.json('POST', '/api/v1/devices/PineTime-2/smp',
+                               {'group': 0, 'id': 0, 'op': 'write', 'data': {'d': 'pt'}})
+        self.assertEqual((st, d['data']), (200, {'r': 'pt'}))
+        st, _, d = self.d.json('POST', '/api/v1/devices/PineTime-2/smp',
+                               {'group': 200, 'id': 0, 'op': 'read'})
+        self.assertEqual(st, 422, d)
+        self.assertIn('smp', d)
+
+
 class Shutdown(unittest.TestCase):
     def test_pending_requests_and_streams_end_cleanly(self):
         """SIGTERM while a device request is in flight and an event stream
