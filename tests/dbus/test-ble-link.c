@@ -8,7 +8,8 @@
  * more watches than the adapter allows.
  *
  * Usage: test-ble-link SMPGW-SIM BUS-CONF
- * Starts its own dbus-daemon and smpgw-sim; every wait is bounded; every
+ * Starts its own dbus-daemon and smpgw-sim (or tests/dbus/bluez-host, the
+ * same fake org.bluez steered through stdin); every wait is bounded; every
  * child is reaped.
  */
 #include <errno.h>
@@ -159,7 +160,7 @@ static void start_sim(const char *fleet)
 {
 	FILE *f = fopen(fleet_path, "w");
 	int in[2], out[2];
-	char line[64];
+	char line[256];
 
 	if (!f)
 		die("fleet file");
@@ -173,30 +174,28 @@ static void start_sim(const char *fleet)
 		int null = open("/dev/null", O_RDWR);
 
 		dup2(host_mode ? in[0] : null, 0);
-		if (host_mode)
-			dup2(out[1], 1);
-		else
-			dup2(null, 1);
+		dup2(out[1], 1);
 		close(in[0]), close(in[1]), close(out[0]), close(out[1]);
 		if (host_mode)
 			execl(sim_bin, sim_bin, "--bus", bus_addr, "--fleet", fleet_path,
 			      (char *)NULL);
 		else
 			execl(sim_bin, sim_bin, "--bus", bus_addr, "--fleet", fleet_path,
-			      "--control", ctl_path, "--udp-base", "0", (char *)NULL);
+			      "--control", ctl_path, (char *)NULL);
 		_exit(127);
 	}
 	close(in[0]);
 	close(out[1]);
-	if (!host_mode) {
-		close(in[1]);
-		close(out[0]);
-		return;
-	}
 	host_in = in[1];
 	host_out = out[0];
-	if (read_line(host_out, line, sizeof(line), 10000) < 0 || strcmp(line, "READY"))
-		die("bluez-host did not start");
+	/* Both print a line "ready" (bluez-host: "READY") once serving. */
+	for (int i = 0; i < 64; i++) {
+		if (read_line(host_out, line, sizeof(line), 10000) < 0)
+			die("the simulator did not start");
+		if (!strcasecmp(line, "ready"))
+			return;
+	}
+	die("the simulator did not say ready");
 }
 
 /* One request to the simulator: "fault ADDR KEY N", "reset ADDR",
@@ -224,15 +223,21 @@ static int sim_cmd(const char *fmt, ...)
 	n = sscanf(req, "%31s %31s %47s %ld", cmd, addr, key, &v);
 	if (n < 2)
 		return -EINVAL;
-	if (!strcmp(cmd, "fault") && n == 4)
+	/* The control socket's JSON (docs/simulator.md). */
+	if (!strcmp(cmd, "reset"))
 		snprintf(json, sizeof(json),
-			 "{\"cmd\": \"fault\", \"device\": \"%s\", \"%s\": %ld}", addr, key, v);
-	else if (!strcmp(cmd, "range") && n >= 3)
+			 "{\"cmd\":\"fault\",\"device\":\"%s\",\"fault\":\"reboot\"}", addr);
+	else if (!strcmp(cmd, "fault") && n == 4 && !strcmp(key, "disconnect_after_frames"))
 		snprintf(json, sizeof(json),
-			 "{\"cmd\": \"range\", \"device\": \"%s\", \"in_range\": %s}", addr,
-			 atoi(key) ? "true" : "false");
+			 "{\"cmd\":\"fault\",\"device\":\"%s\",\"fault\":\"%s\",\"frames\":%ld}",
+			 addr, key, v);
+	else if (!strcmp(cmd, "fault") && n == 4)
+		snprintf(json, sizeof(json),
+			 "{\"cmd\":\"fault\",\"device\":\"%s\",\"fault\":\"%s\",\"count\":%ld}",
+			 addr, !strcmp(key, "truncate") ? "truncate_notification" :
+			 !strcmp(key, "corrupt") ? "corrupt_notification" : key, v);
 	else
-		snprintf(json, sizeof(json), "{\"cmd\": \"%s\", \"device\": \"%s\"}", cmd, addr);
+		return -EINVAL;
 	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", ctl_path);
 	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
