@@ -309,6 +309,7 @@ static void connect_failed(struct bz_dev *d, const char *text)
 		reply(d, &d->connect_msg, bz_error_failed(d->connect_msg, text));
 	if (d->pair_msg)
 		pair_fail(d, "org.bluez.Error.Failed", text);
+	bz_dev_expire_arm(d);
 }
 
 static void pair_start(struct bz_dev *d);
@@ -356,6 +357,7 @@ static void link_gone(struct bz_dev *d)
 		bz_dev_props_changed(d, "Connected");
 	bz_bus_flush(d->bz->bus);
 	bz_link_down(d);
+	bz_dev_expire_arm(d);
 	if (d->pair_msg)
 		pair_fail(d, "org.bluez.Error.AuthenticationCanceled", "Authentication Canceled");
 }
@@ -679,15 +681,36 @@ const struct bz_iface *const bz_device_ifaces[] = {
 
 /* ---- discovery, removal ---------------------------------------------------------- */
 
+/* BlueZ forgets temporary devices (not connected, paired or trusted) that
+ * were not seen for TemporaryTimeout (30 s): their objects disappear. */
+void bz_dev_expire_arm(struct bz_dev *d)
+{
+	if (d->obj)
+		arm(d->expire_ev, d->bz->temp_timeout_ms);
+}
+
+static void expire_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct bz_dev *d = arg;
+
+	if (!d->obj || d->state != BZ_CONN_DISCONNECTED || d->paired || d->trusted ||
+	    d->pair_msg)
+		return;
+	bz_dev_remove(d);
+}
+
 void bz_dev_seen(struct bz_dev *d)
 {
 	int rssi = sim_device_rssi(d->sim);
 
 	d->last_seen_us = now_usec();
+	if (d->obj)
+		bz_dev_expire_arm(d);
 	if (!d->obj) {
 		d->has_rssi = true;
 		d->rssi = (int16_t)rssi;
 		d->obj = bz_object_add(d->bz->bus, d->path, bz_device_ifaces, d, true);
+		bz_dev_expire_arm(d);
 		return;
 	}
 	if (!d->has_rssi || abs(rssi - d->rssi) >= RSSI_THRESHOLD) {
@@ -707,6 +730,7 @@ void bz_dev_remove(struct bz_dev *d)
 		unexport_gatt(d);
 	bz_object_remove(d->obj, true);
 	d->obj = NULL;
+	event_del(d->expire_ev);
 	d->has_rssi = d->paired = d->bonded = d->trusted = d->blocked = false;
 	free(d->alias);
 	d->alias = NULL;
@@ -761,6 +785,7 @@ void bz_dev_init(struct bz_dev *d)
 	d->conn_ev = event_new(base, -1, 0, conn_cb, d);
 	d->pair_ev = event_new(base, -1, 0, pair_cb, d);
 	d->drop_ev = event_new(base, -1, 0, drop_cb, d);
+	d->expire_ev = event_new(base, -1, 0, expire_cb, d);
 	/* a six-digit passkey per watch, stable across runs */
 	d->passkey = 0;
 	for (const char *p = a; *p; p++)
@@ -785,5 +810,6 @@ void bz_dev_fini(struct bz_dev *d)
 	event_free(d->conn_ev);
 	event_free(d->pair_ev);
 	event_free(d->drop_ev);
+	event_free(d->expire_ev);
 	free(d->alias);
 }

@@ -98,6 +98,7 @@ struct bz_dev {
 	struct event *conn_ev;     /* connect/resolve/disconnect steps */
 	struct event *pair_ev;
 	struct event *drop_ev;     /* supervision timeout after reset/range */
+	struct event *expire_ev;   /* temporary device forgotten when not seen */
 	uint64_t last_seen_us;
 	uint64_t conn_deadline_us; /* LE create connection gives up then */
 	bool establishing;         /* the watch advertised: CONNECT_IND sent */
@@ -134,6 +135,7 @@ struct sim_bluez {
 	size_t n_devs;
 	struct bz_agent *agents, *default_agent;
 	uint32_t le_conn_timeout_ms;
+	uint32_t temp_timeout_ms;
 	uint32_t agent_timeout_ms;
 	struct sim_bluez_counters counters;
 };
@@ -150,6 +152,7 @@ extern const struct bz_iface *const bz_device_ifaces[];
 void bz_dev_init(struct bz_dev *d);
 void bz_dev_fini(struct bz_dev *d);
 void bz_dev_seen(struct bz_dev *d);
+void bz_dev_expire_arm(struct bz_dev *d);
 void bz_dev_remove(struct bz_dev *d);
 void bz_dev_link_lost(struct bz_dev *d);
 void bz_dev_props_changed(struct bz_dev *d, const char *prop);

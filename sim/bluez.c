@@ -908,6 +908,8 @@ struct sim_bluez *sim_bluez_new(struct event_base *base, struct sim_fleet *fleet
 	bz->base = base;
 	bz->fleet = fleet;
 	bz->le_conn_timeout_ms = env && atoi(env) > 0 ? (uint32_t)atoi(env) : 20000;
+	env = getenv("SMPGW_SIM_TEMP_TIMEOUT_MS");
+	bz->temp_timeout_ms = env && atoi(env) > 0 ? (uint32_t)atoi(env) : 30000;
 	bz->agent_timeout_ms = 60000; /* BlueZ's agent request timeout */
 	dbus_error_init(&err);
 	bz->conn = dbus_loop_connect(bus_address, &err);

@@ -36,8 +36,10 @@ struct sim_bluez_counters {
  * Connects to bus_address (NULL: the system bus), requests org.bluez
  * (fails when someone else owns it) and exports adapters and the fleet's
  * devices. On failure returns NULL and sets *ret_err to a malloc'ed message
- * (free() it). Test knob: SMPGW_SIM_LE_CONN_TIMEOUT_MS overrides the 20 s
- * LE connection timeout that an out-of-range Connect waits for.
+ * (free() it). Test knobs: SMPGW_SIM_LE_CONN_TIMEOUT_MS overrides the 20 s
+ * LE connection timeout that an out-of-range Connect waits for,
+ * SMPGW_SIM_TEMP_TIMEOUT_MS the 30 s after which a discovered device that is
+ * not connected, paired or trusted is forgotten (BlueZ's TemporaryTimeout).
  */
 struct sim_bluez *sim_bluez_new(struct event_base *base, struct sim_fleet *fleet,
 				const char *bus_address, char **ret_err);
