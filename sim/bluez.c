@@ -328,8 +328,10 @@ static DBusMessage *start_discovery(void *data, DBusMessage *msg)
 		ad->sessions = s;
 	}
 	s->started = true;
+	/* recorded order: the reply, then Discovering true, then devices */
+	bz_bus_send(ad->bz->bus, dbus_message_new_method_return(msg));
 	start_discovering(ad);
-	return dbus_message_new_method_return(msg);
+	return NULL;
 }
 
 static DBusMessage *stop_discovery(void *data, DBusMessage *msg)

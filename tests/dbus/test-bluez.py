@@ -272,6 +272,9 @@ def case_discovery():
                                "RSSI": dbus.Int16(-100), "DuplicateData": False}))
         ad.StartDiscovery()
         env.wait_prop(AD, "Discovering", True, since)
+        first = [s[4] for s in env.signals if s[0] >= since and s[4] in
+                 ("PropertiesChanged", "InterfacesAdded")]
+        eq(first[0], "PropertiesChanged", "Discovering true comes before InterfacesAdded")
         env.wait_for(lambda: len([s for s in env.signals if s[4] == "InterfacesAdded"]) >= 2,
                      5, "two InterfacesAdded")
         added = [s[5] for s in env.signals if s[4] == "InterfacesAdded"]
