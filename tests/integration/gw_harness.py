@@ -95,6 +95,12 @@ class Sim:
         finally:
             c.close()
 
+    def ctl(self, request):
+        """One control-socket request (JSON object); the decoded answer."""
+        out = subprocess.run([self.exe, 'ctl', self.control, json.dumps(request)],
+                             capture_output=True, text=True, timeout=15)
+        return json.loads(out.stdout)
+
     def stop(self):
         if self.proc and self.proc.poll() is None:
             self.proc.terminate()

@@ -58,6 +58,7 @@ struct gw_req {
 	bool sent;
 	bool internal;      /* the registry's own params read */
 	bool pipelined;
+	bool extended;      /* waiting: the response time was added */
 	uint32_t timeout_ms, connect_timeout_ms;
 	struct event *timer;
 	gw_rsp_cb cb;
@@ -187,6 +188,8 @@ static void touch(struct gw_device *dev)
 
 /* ---- timers ---- */
 
+static void arm_timer(struct gw_req *req, uint32_t ms);
+
 static void req_timeout_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct gw_req *req = arg;
@@ -208,7 +211,13 @@ static void req_timeout_cb(evutil_socket_t fd, short what, void *arg)
 		}
 		return;
 	}
-	/* Still queued: the link never came up, or the queue never drained. */
+	/* Still queued. The link came up late: one response time more, once
+	 * (the request may sit behind the params read or another request). */
+	if (up && !req->extended) {
+		req->extended = true;
+		arm_timer(req, req->timeout_ms);
+		return;
+	}
 	if (!up)
 		dev->c.not_connected++;
 	req_finish(req, up ? -ETIMEDOUT : -ENOTCONN, NULL, 0);
@@ -221,11 +230,15 @@ static void arm_timer(struct gw_req *req, uint32_t ms)
 	evtimer_add(req->timer, &tv);
 }
 
-/* Waiting requests get their connect budget plus one response time (they
- * may sit behind a request in flight, or the params read). */
+/* Waiting requests get their connect budget, plus one response time when
+ * the link is up (they may sit behind a request in flight or the params
+ * read); see req_timeout_cb() for a link that comes up late. */
 static void arm_wait_timer(struct gw_req *req)
 {
-	arm_timer(req, req->connect_timeout_ms + req->timeout_ms);
+	bool up = link_state(req->dev->link) == LINK_STATE_UP;
+
+	req->extended = up;
+	arm_timer(req, req->connect_timeout_ms + (up ? req->timeout_ms : 0));
 }
 
 /* ---- sending ---- */
