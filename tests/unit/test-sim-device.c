@@ -515,6 +515,99 @@ static void test_faults(void)
 	free(req);
 }
 
+
+/* ---- os/stat details the recordings do not cover ---------------------------------- */
+
+static bool rsp_text(cbor_item_t *r, const char *key, const char *want)
+{
+	char buf[128];
+	bool good = r && smp_cbor_get_text(r, key, buf, sizeof(buf), NULL) == 0 &&
+		    !strcmp(buf, want);
+
+	if (!good)
+		tap_diag("%s: want \"%s\"", key, want);
+	if (r)
+		cbor_decref(&r);
+	return good;
+}
+
+static bool rsp_rc(cbor_item_t *r, int64_t want)
+{
+	int64_t rc = -1;
+	bool good = r && smp_cbor_get_int(r, "rc", &rc) == 0 && rc == want;
+
+	if (!good)
+		tap_diag("rc %lld, want %lld", (long long)rc, (long long)want);
+	if (r)
+		cbor_decref(&r);
+	return good;
+}
+
+static cbor_item_t *map1(const char *k, const char *v)
+{
+	cbor_item_t *m = smp_cbor_map_new();
+
+	smp_cbor_map_put_text(m, k, v);
+	return m;
+}
+
+static void test_os_details(void)
+{
+	struct sim_device *dev = new_dev(false, 256, 4, false);
+
+	cbor_item_t *r = xchg(dev, SMP_OP_WRITE, 0, SMP_OS_DATETIME,
+			      map1("datetime", "2030-05-06T07:08:09"));
+	ok(r && cbor_map_size(r) == 0, "datetime set: {}");
+	if (r)
+		cbor_decref(&r);
+	r = xchg(dev, SMP_OP_READ, 0, SMP_OS_DATETIME, NULL);
+	char buf[64] = "";
+	ok(r && smp_cbor_get_text(r, "datetime", buf, sizeof(buf), NULL) == 0 &&
+	   !strncmp(buf, "2030-05-06T07:08:", 17), "datetime get follows the set (%s)", buf);
+	if (r)
+		cbor_decref(&r);
+	ok(rsp_rc(xchg(dev, SMP_OP_WRITE, 0, SMP_OS_DATETIME, map1("datetime", "yesterday")), 3),
+	   "bad datetime: rc 3");
+	ok(rsp_text(xchg(dev, SMP_OP_READ, 0, SMP_OS_INFO, NULL), "output", "Zephyr"), "info default s");
+	ok(rsp_text(xchg(dev, SMP_OP_READ, 0, SMP_OS_INFO, map1("format", "vs")), "output",
+		    "Zephyr 3.4.99"), "info in Zephyr's order");
+	ok(rsp_rc(xchg(dev, SMP_OP_READ, 0, SMP_OS_INFO, map1("format", "q")), 3), "info bad letter");
+	ok(rsp_rc(xchg(dev, SMP_OP_READ, 0, SMP_OS_MPSTAT, NULL), 8), "mpstat not supported");
+	ok(rsp_rc(xchg(dev, SMP_OP_READ, 0, SMP_OS_ECHO, map1("d", "x")), 8), "echo as a read: rc 8");
+	char big[300];
+	memset(big, 'a', sizeof(big) - 1);
+	big[sizeof(big) - 1] = '\0';
+	ok(sim_device_rx_frame(dev, (const uint8_t *)big, 300, reply_cb, NULL) == -EMSGSIZE,
+	   "frame above buf_size dropped");
+	struct sim_device *tiny = new_dev(false, 64, 2, false);
+	ok(rsp_rc(xchg(tiny, SMP_OP_READ, 0, SMP_OS_TASKSTAT, NULL), 7),
+	   "reply above buf_size: rc 7");
+	sim_device_free(tiny);
+	cbor_item_t *st = xchg(dev, SMP_OP_READ, SMP_GROUP_STAT, SMP_STAT_READ,
+			       map1("name", "flash_sim_stats"));
+	ok(st && smp_cbor_map_get(st, "fields"), "stat flash_sim_stats");
+	if (st)
+		cbor_decref(&st);
+
+	/* SMP v1: group errors become the legacy rc */
+	struct smp_hdr h = { .op = SMP_OP_WRITE, .ver = SMP_VER_1, .group = SMP_GROUP_IMG,
+			     .seq = 9, .id = SMP_IMG_UPLOAD };
+	cbor_item_t *m = smp_cbor_map_new();
+	uint8_t data[64] = { 0 }, *req;
+	size_t len;
+	struct box b = { 0 };
+	smp_cbor_map_put_uint(m, "off", 0);
+	smp_cbor_map_put_bytes(m, "data", data, sizeof(data));
+	smp_frame_build(&h, m, &req, &len);
+	cbor_decref(&m);
+	ok(xchg_raw(dev, req, len, &b) && b.len == 14 &&
+	   !memcmp(b.buf + 8, "\xbf\x62rc\x03\xff", 6), "v1 upload without len: {\"rc\": 3}");
+	req[0] = (uint8_t)((2 << 3) | SMP_OP_WRITE); /* version 3 */
+	ok(xchg_raw(dev, req, len, &b) && b.buf[8 + 4] == 13, "unknown SMP version: rc 13");
+	free(req);
+	sim_device_free(dev);
+}
+
 int main(void)
 {
 	base = event_base_new();
@@ -525,6 +618,7 @@ int main(void)
 	test_erase_delay();
 	test_drops();
 	test_faults();
+	test_os_details();
 	event_base_free(base);
 	return tap_done();
 }
