@@ -699,6 +699,50 @@ static void expire_cb(evutil_socket_t fd, short what, void *arg)
 	bz_dev_remove(d);
 }
 
+/* Digests of the advertised data (FNV-1a, 0 = absent), to report
+ * ManufacturerData/ServiceData changes, e.g. a watch advertising its new
+ * version after an update. */
+static uint64_t fnv(uint64_t h, const uint8_t *b, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		h = (h ^ b[i]) * 1099511628211ull;
+	return h | 1;
+}
+
+static uint64_t mfr_digest(struct bz_dev *d)
+{
+	uint16_t company = 0;
+	const uint8_t *b;
+	size_t n;
+
+	if (sim_device_manufacturer_data(d->sim, &company, &b, &n))
+		return 0;
+	return fnv(14695981039346656037ull ^ company, b, n);
+}
+
+static uint64_t svc_digest(struct bz_dev *d)
+{
+	const uint8_t *b;
+	const char *u;
+	size_t n;
+
+	if (sim_device_service_data(d->sim, &u, &b, &n))
+		return 0;
+	return fnv(fnv(14695981039346656037ull, (const uint8_t *)u, strlen(u)), b, n);
+}
+
+static void adv_check(struct bz_dev *d)
+{
+	uint64_t m = mfr_digest(d), s = svc_digest(d);
+
+	if (m != d->mfr_digest)
+		bz_dev_props_changed(d, "ManufacturerData");
+	if (s != d->svc_digest)
+		bz_dev_props_changed(d, "ServiceData");
+	d->mfr_digest = m;
+	d->svc_digest = s;
+}
+
 void bz_dev_seen(struct bz_dev *d)
 {
 	int rssi = sim_device_rssi(d->sim);
@@ -709,10 +753,13 @@ void bz_dev_seen(struct bz_dev *d)
 	if (!d->obj) {
 		d->has_rssi = true;
 		d->rssi = (int16_t)rssi;
+		d->mfr_digest = mfr_digest(d);
+		d->svc_digest = svc_digest(d);
 		d->obj = bz_object_add(d->bz->bus, d->path, bz_device_ifaces, d, true);
 		bz_dev_expire_arm(d);
 		return;
 	}
+	adv_check(d);
 	if (!d->has_rssi || abs(rssi - d->rssi) >= RSSI_THRESHOLD) {
 		d->has_rssi = true;
 		d->rssi = (int16_t)rssi;

@@ -103,6 +103,7 @@ struct bz_dev {
 	uint64_t conn_deadline_us; /* LE create connection gives up then */
 	bool establishing;         /* the watch advertised: CONNECT_IND sent */
 	uint32_t passkey;
+	uint64_t mfr_digest, svc_digest; /* advertising data last reported, 0: none */
 
 	struct bz_gatt gatt[BZ_N_GATT];
 

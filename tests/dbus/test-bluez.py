@@ -287,6 +287,8 @@ def case_discovery():
                and d["AddressType"] in ("public", "random") and d["Adapter"] == AD,
                "InterfacesAdded %s: RSSI, UUIDs, Address, AddressType" % path)
             ok(str(path).endswith(str(d["Address"]).replace(":", "_")), "device path from address")
+            ok("ManufacturerData" in d and sig(d["ManufacturerData"]) == "a{qv}",
+               "ManufacturerData from the advertising record is a{qv}")
         # per-client sessions: a second client keeps discovery on
         other = dbus.bus.BusConnection(env.address)
         dbus.Interface(other.get_object(BLUEZ, AD, introspect=False),
