@@ -2,9 +2,10 @@
 /*
  * The image store (see images.h). The files are the truth: at start every
  * images/<hash>.bin is parsed again (a file that no longer parses is moved
- * aside, never served), and a small sidecar <hash>.json keeps what the file
- * cannot say (original file name, upload time). Nothing is held in memory
- * but the descriptions; files are read through mmap for validation.
+ * aside, never served); the store's "images" table (or a <hash>.json
+ * sidecar without a store) keeps what the file cannot say (original file
+ * name, upload time), and rows without a file are dropped. Nothing is held
+ * in memory but the descriptions; files are read through mmap.
  */
 #include "gateway/images.h"
 
@@ -21,8 +22,11 @@
 
 #include <openssl/evp.h>
 
+#include <sqlite3.h>
+
 #include "codec/mcuboot.h"
 #include "gateway/log.h"
+#include "gateway/store.h"
 #include "util/util.h"
 
 struct entry {
@@ -32,6 +36,7 @@ struct entry {
 
 struct gw_images {
 	char *dir;
+	sqlite3 *db;        /* borrowed from the store; NULL: sidecar files */
 	bool require_signature;
 	struct mcuboot_keyring *keys;
 	struct entry *v;
@@ -201,8 +206,9 @@ static char *meta_path(const struct gw_images *im, const char *id)
 	return xasprintf("%s/%s.json", im->dir, id);
 }
 
-/* Merges the sidecar (file name, upload time) into desc. */
-static void load_meta(struct gw_images *im, json_t *desc, const char *id)
+/* ---- metadata: SQLite table, or sidecar files without a store ---- */
+
+static void meta_load_file(struct gw_images *im, json_t *desc, const char *id)
 {
 	char *p = meta_path(im, id);
 	json_t *meta = json_load_file(p, 0, NULL);
@@ -213,7 +219,7 @@ static void load_meta(struct gw_images *im, json_t *desc, const char *id)
 	free(p);
 }
 
-static int write_meta(struct gw_images *im, const char *id, json_t *meta)
+static int meta_save_file(struct gw_images *im, const char *id, json_t *meta)
 {
 	char *p = meta_path(im, id), *tmp = xasprintf("%s.tmp", p);
 	int r = json_dump_file(meta, tmp, JSON_COMPACT) < 0 ? -EIO : 0;
@@ -225,6 +231,118 @@ static int write_meta(struct gw_images *im, const char *id, json_t *meta)
 	free(tmp);
 	free(p);
 	return r;
+}
+
+static int db_exec_id(struct gw_images *im, const char *sql, const char *id,
+		      sqlite3_stmt **ret)
+{
+	sqlite3_stmt *st = NULL;
+
+	if (sqlite3_prepare_v2(im->db, sql, -1, &st, NULL) != SQLITE_OK)
+		return -EIO;
+	sqlite3_bind_text(st, 1, id, -1, SQLITE_TRANSIENT);
+	*ret = st;
+	return 0;
+}
+
+static int meta_save(struct gw_images *im, const char *id, json_t *desc,
+		     json_t *meta)
+{
+	sqlite3_stmt *st;
+	json_t *fn = json_object_get(meta, "filename");
+	int r;
+
+	if (!im->db)
+		return meta_save_file(im, id, meta);
+	if (db_exec_id(im, "INSERT OR REPLACE INTO images (id, version, size, "
+		       "filename, uploaded_ms) VALUES (?1, ?2, ?3, ?4, ?5)", id, &st) < 0)
+		return -EIO;
+	sqlite3_bind_text(st, 2, json_string_value(json_object_get(desc, "version")),
+			  -1, SQLITE_TRANSIENT);
+	sqlite3_bind_int64(st, 3, json_integer_value(json_object_get(desc, "size")));
+	if (fn)
+		sqlite3_bind_text(st, 4, json_string_value(fn), -1, SQLITE_TRANSIENT);
+	sqlite3_bind_int64(st, 5, json_integer_value(json_object_get(meta, "uploaded_ms")));
+	r = sqlite3_step(st) == SQLITE_DONE ? 0 : -EIO;
+	sqlite3_finalize(st);
+	return r;
+}
+
+/* Adds the metadata row or sidecar to desc; a file without one gets one. */
+static void meta_load(struct gw_images *im, json_t *desc, const char *id)
+{
+	sqlite3_stmt *st;
+	json_t *meta;
+
+	if (!im->db) {
+		meta_load_file(im, desc, id);
+		return;
+	}
+	if (db_exec_id(im, "SELECT filename, uploaded_ms FROM images WHERE id = ?1",
+		       id, &st) < 0)
+		return;
+	if (sqlite3_step(st) == SQLITE_ROW) {
+		if (sqlite3_column_type(st, 0) == SQLITE_TEXT) {
+			json_t *fn = json_string((const char *)sqlite3_column_text(st, 0));
+
+			if (fn)
+				json_object_set_new(desc, "filename", fn);
+		}
+		json_object_set_new(desc, "uploaded_ms",
+				    json_integer(sqlite3_column_int64(st, 1)));
+		sqlite3_finalize(st);
+		return;
+	}
+	sqlite3_finalize(st);
+	/* A file without a row (copied in by hand, or a crash between the
+	 * rename and the insert): record it now. */
+	meta = json_pack("{s:I}", "uploaded_ms", (json_int_t)0);
+	meta_save(im, id, desc, meta);
+	json_object_update_missing(desc, meta);
+	json_decref(meta);
+}
+
+static void meta_delete(struct gw_images *im, const char *id)
+{
+	sqlite3_stmt *st;
+	char *p;
+
+	if (!im->db) {
+		p = meta_path(im, id);
+		unlink(p);
+		free(p);
+		return;
+	}
+	if (db_exec_id(im, "DELETE FROM images WHERE id = ?1", id, &st) < 0)
+		return;
+	sqlite3_step(st);
+	sqlite3_finalize(st);
+}
+
+/* Rows whose file is gone (deleted by hand, moved aside) are dropped. */
+static void meta_prune(struct gw_images *im)
+{
+	sqlite3_stmt *st;
+	char **gone = NULL;
+	size_t n = 0;
+
+	if (!im->db || sqlite3_prepare_v2(im->db, "SELECT id FROM images", -1, &st,
+					  NULL) != SQLITE_OK)
+		return;
+	while (sqlite3_step(st) == SQLITE_ROW) {
+		const char *id = (const char *)sqlite3_column_text(st, 0);
+
+		if (id && !find(im, id)) {
+			gone = xrealloc(gone, (n + 1) * sizeof(*gone));
+			gone[n++] = xstrdup(id);
+		}
+	}
+	sqlite3_finalize(st);
+	for (size_t i = 0; i < n; i++) {
+		meta_delete(im, gone[i]);
+		free(gone[i]);
+	}
+	free(gone);
 }
 
 static bool is_hash_name(const char *name, const char *ext)
@@ -259,7 +377,7 @@ static void scan(struct gw_images *im)
 			free(aside);
 			json_decref(desc);
 		} else if (!find(im, id)) {
-			load_meta(im, desc, id);
+			meta_load(im, desc, id);
 			add_entry(im, desc);
 		} else {
 			json_decref(desc);
@@ -271,11 +389,12 @@ static void scan(struct gw_images *im)
 		closedir(d);
 }
 
-struct gw_images *gw_images_new(const char *state_dir,
+struct gw_images *gw_images_new(const char *state_dir, struct gw_store *store,
 				const struct gw_images_policy *policy, int *err,
 				char **errmsg)
 {
 	struct gw_images *im = xnew(struct gw_images);
+	sqlite3_stmt *st = NULL;
 
 	im->dir = xasprintf("%s/images", state_dir);
 	im->keys = mcuboot_keyring_new();
@@ -297,7 +416,14 @@ struct gw_images *gw_images_new(const char *state_dir,
 			return gw_images_free(im);
 		}
 	}
+	im->db = store ? gw_store_db(store) : NULL;
+	/* A store without the images migration (older schema): sidecars. */
+	if (im->db && sqlite3_prepare_v2(im->db, "SELECT id FROM images LIMIT 1",
+					 -1, &st, NULL) != SQLITE_OK)
+		im->db = NULL;
+	sqlite3_finalize(st);
 	scan(im);
+	meta_prune(im);
 	return im;
 }
 
@@ -356,7 +482,10 @@ int gw_images_add_file(struct gw_images *im, const char *path,
 	fn = filename ? json_string(filename) : NULL; /* NULL if not UTF-8 */
 	if (fn)
 		json_object_set_new(meta, "filename", fn);
-	write_meta(im, json_string_value(json_object_get(desc, "id")), meta);
+	r = meta_save(im, json_string_value(json_object_get(desc, "id")), desc, meta);
+	if (r < 0)
+		log_warn("images: cannot record the metadata of %s: %s",
+			 json_string_value(json_object_get(desc, "id")), strerror(-r));
 	fsync_dir(im->dir);
 	json_object_update_missing(desc, meta);
 	json_decref(meta);
@@ -392,9 +521,7 @@ int gw_images_delete(struct gw_images *im, const char *id)
 	p = bin_path(im, id);
 	unlink(p);
 	free(p);
-	p = meta_path(im, id);
-	unlink(p);
-	free(p);
+	meta_delete(im, id);
 	json_decref(e->desc);
 	*e = im->v[--im->n];
 	return 0;

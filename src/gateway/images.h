@@ -4,8 +4,10 @@
  * SHA-256 TLV, signature policy) and kept as state_dir/images/<hash>.bin,
  * where <hash> is the image's SHA-256 TLV in lower-case hex: the hash a
  * watch reports for a slot, and the image id everywhere in the API.
- * Duplicates (same TLV hash) are detected and stored once. Metadata lives
- * in an index beside the files (images/index.json, written atomically).
+ * Duplicates (same TLV hash) are detected and stored once. What a file
+ * cannot say about itself (original file name, upload time) lives in the
+ * SQLite store's "images" table, or in a <hash>.json sidecar when the
+ * daemon runs without a store.
  */
 #pragma once
 
@@ -23,9 +25,10 @@ struct gw_images_policy {
 	size_t n_key_files;
 };
 
-/* Opens (creating) state_dir/images. NULL with *err and *errmsg (new
- * string) on failure: unreadable key file, unwritable directory. */
-struct gw_images *gw_images_new(const char *state_dir,
+/* Opens (creating) state_dir/images; store (borrowed, may be NULL) keeps
+ * the metadata. NULL with *err and *errmsg (new string) on failure:
+ * unreadable key file, unwritable directory. */
+struct gw_images *gw_images_new(const char *state_dir, struct gw_store *store,
 				const struct gw_images_policy *policy, int *err,
 				char **errmsg);
 struct gw_images *gw_images_free(struct gw_images *im);

@@ -32,6 +32,14 @@ static const struct gw_migration migrations[] = {
 	  "  device_id TEXT PRIMARY KEY NOT NULL,"
 	  "  port INTEGER NOT NULL UNIQUE CHECK (port > 0 AND port < 65536),"
 	  "  pinned INTEGER NOT NULL DEFAULT 0);" },
+	/* images.c: what an image file cannot say about itself. */
+	{ "images",
+	  "CREATE TABLE images ("
+	  "  id TEXT PRIMARY KEY NOT NULL," /* SHA-256 TLV, lower-case hex */
+	  "  version TEXT NOT NULL,"
+	  "  size INTEGER NOT NULL,"
+	  "  filename TEXT,"
+	  "  uploaded_ms INTEGER NOT NULL DEFAULT 0);" },
 };
 
 struct gw_store {

@@ -949,7 +949,8 @@ static int setup_images(struct http_server *srv, const struct gw_config *cfg)
 	char *msg = NULL;
 	int err = 0;
 
-	srv->images = gw_images_new(cfg->general.state_dir, &pol, &err, &msg);
+	srv->images = gw_images_new(cfg->general.state_dir, gw_store(srv->gw), &pol,
+				    &err, &msg);
 	if (!srv->images) {
 		log_err("http: image store: %s", msg ? msg : strerror(-err));
 		free(msg);
