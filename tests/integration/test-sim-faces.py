@@ -199,6 +199,10 @@ def check_serial(path):
         os.write(fd, b'console noise\n' + serial_encode(frame(2, 0, 0, 7, {'d': 'over serial'})))
         hdr, rsp = unframe(serial_read(fd))
         ok(rsp == {'r': 'over serial'} and hdr['seq'] == 7, 'serial echo on the pty')
+        vec = json.load(open(os.path.join(CONF, 'zephyr-smp-vectors.json')))['serial']['echo']
+        os.write(fd, bytes.fromhex(vec['serial_wire_req']))
+        ok(serial_read(fd) == bytes.fromhex(vec['rsp']),
+           'recorded serial_wire_req answered with the recorded response')
         big = 'x' * 300  # several 127-byte lines each way
         os.write(fd, serial_encode(frame(2, 0, 0, 8, {'d': big})))
         hdr, rsp = unframe(serial_read(fd))

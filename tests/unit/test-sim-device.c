@@ -605,6 +605,26 @@ static void test_os_details(void)
 	req[0] = (uint8_t)((2 << 3) | SMP_OP_WRITE); /* version 3 */
 	ok(xchg_raw(dev, req, len, &b) && b.buf[8 + 4] == 13, "unknown SMP version: rc 13");
 	free(req);
+
+	/* upgrade: only a newer version may start an upload */
+	size_t ilen;
+	uint8_t *img = read_image(IMAGES "app-1.0.0-hash.bin", &ilen), sha[32];
+	sha256(img, ilen, sha);
+	m = smp_cbor_map_new();
+	smp_cbor_map_put_uint(m, "image", 0);
+	smp_cbor_map_put_uint(m, "len", ilen);
+	smp_cbor_map_put_bytes(m, "sha", sha, 32);
+	smp_cbor_map_put_uint(m, "off", 0);
+	smp_cbor_map_put_bytes(m, "data", img, 64);
+	smp_cbor_map_put_bool(m, "upgrade", true);
+	cbor_item_t *r2 = xchg(dev, SMP_OP_WRITE, SMP_GROUP_IMG, SMP_IMG_UPLOAD, m);
+	const cbor_item_t *e = r2 ? smp_cbor_map_get(r2, "err") : NULL;
+	uint64_t erc = 0;
+	ok(e && smp_cbor_get_uint(e, "rc", &erc) == 0 && erc == 27,
+	   "upgrade with a version not newer: img rc 27");
+	if (r2)
+		cbor_decref(&r2);
+	free(img);
 	sim_device_free(dev);
 }
 
