@@ -448,6 +448,28 @@ static void test_erase_delay(void)
 	free(img);
 }
 
+static void test_progressive_erase(void)
+{
+	size_t len;
+	uint8_t *img = read_image(IMAGES "app-1.0.0-hash.bin", &len);
+	struct sim_device_config cfg;
+	struct sim_device *dev;
+
+	sim_device_config_default(&cfg);
+	cfg.flash.progressive_erase = true;
+	cfg.flash.erase_sector_us = 1000;
+	dev = sim_device_new(base, &cfg);
+	is_int(upload_until(dev, img, len, 0, 2000, 1), 2000, "first chunk");
+	is_int(sim_device_counters(dev)->erases, 1, "progressive: one sector erased so far");
+	is_int(upload(dev, img, len, 2000, 2000), (int64_t)len, "rest of the upload");
+	is_int(sim_device_counters(dev)->erases, (len + 4095) / 4096, "sectors erased as data came");
+	struct sim_slot_info s1;
+	sim_device_slot_info(dev, 1, &s1);
+	ok(s1.present && s1.bootable, "image complete and valid");
+	sim_device_free(dev);
+	free(img);
+}
+
 static void test_drops(void)
 {
 	struct sim_device_config cfg;
@@ -636,6 +658,7 @@ int main(void)
 	test_update_cycle();
 	test_resume();
 	test_erase_delay();
+	test_progressive_erase();
 	test_drops();
 	test_faults();
 	test_os_details();
