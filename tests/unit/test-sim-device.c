@@ -514,6 +514,31 @@ static void test_faults(void)
 	sim_device_rx_frame(dev, req, len, reply_cb, &b);
 	ok(wait_for(&b, 1, 2000) && b.len < get_be16(b.buf + 2) + 8u, "truncated reply");
 	f = *sim_device_faults(dev);
+	f.corrupt_notifications = 1;
+	sim_device_set_faults(dev, &f);
+	struct box clean = { 0 };
+	sim_device_rx_frame(dev, req, len, reply_cb, &b);
+	b.count = 0;
+	ok(wait_for(&b, 1, 2000), "corrupted reply sent");
+	sim_device_rx_frame(dev, req, len, reply_cb, &clean);
+	ok(wait_for(&clean, 1, 2000) && clean.len == b.len && memcmp(clean.buf, b.buf, b.len) != 0 &&
+	   memcmp(clean.buf, b.buf, SMP_HDR_LEN) == 0, "payload corrupted, header intact");
+
+	/* disconnect after N frames: the N-th is answered, then the link drops */
+	unsigned before = disconnects, id = sim_device_observe(dev, &obs_ops, NULL);
+	f = *sim_device_faults(dev);
+	f.disconnect_after_frames = 2;
+	sim_device_set_faults(dev, &f);
+	b.count = 0;
+	sim_device_rx_frame(dev, req, len, reply_cb, &b);
+	sim_device_rx_frame(dev, req, len, reply_cb, &b);
+	sim_device_rx_frame(dev, req, len, reply_cb, &b);
+	wait_for(&b, 3, 300);
+	is_int(b.count, 2, "two answered, the one queued behind is lost");
+	is_int(disconnects - before, 1, "disconnect observed once");
+	sim_device_unobserve(dev, id);
+
+	f = *sim_device_faults(dev);
 	f.hang = true;
 	sim_device_set_faults(dev, &f);
 	is_int(sim_device_rx_frame(dev, req, len, reply_cb, &b), -ENETDOWN, "hung device refuses");
