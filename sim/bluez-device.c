@@ -506,10 +506,20 @@ static void pair_done(struct bz_dev *d)
 {
 	event_del(d->pair_ev);
 	if (d->agent_call) {
+		/* the question is void: bluetoothd tells the agent with Cancel() */
+		DBusMessage *c = dbus_message_new_method_call(d->agent_owner, d->agent_path,
+							      "org.bluez.Agent1", "Cancel");
+
+		dbus_message_set_no_reply(c, TRUE);
+		dbus_connection_send(d->bz->conn, c, NULL);
+		dbus_message_unref(c);
 		dbus_pending_call_cancel(d->agent_call);
 		dbus_pending_call_unref(d->agent_call);
 		d->agent_call = NULL;
 	}
+	free(d->agent_owner);
+	free(d->agent_path);
+	d->agent_owner = d->agent_path = NULL;
 }
 
 static void pair_fail(struct bz_dev *d, const char *name, const char *text)
@@ -596,6 +606,10 @@ static bool ask_agent(struct bz_dev *d, const char *sender)
 	}
 	dbus_message_unref(call);
 	dbus_pending_call_set_notify(d->agent_call, agent_reply_cb, d, NULL);
+	free(d->agent_owner);
+	free(d->agent_path);
+	d->agent_owner = xstrdup(owner);
+	d->agent_path = xstrdup(path);
 	return true;
 }
 

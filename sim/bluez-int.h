@@ -95,6 +95,7 @@ struct bz_dev {
 	DBusMessage *disconnect_msg;
 	DBusMessage *pair_msg;
 	DBusPendingCall *agent_call;
+	char *agent_owner, *agent_path; /* the agent asked, for Agent1.Cancel */
 	struct event *conn_ev;     /* connect/resolve/disconnect steps */
 	struct event *pair_ev;
 	struct event *drop_ev;     /* supervision timeout after reset/range */

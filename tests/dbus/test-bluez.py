@@ -541,13 +541,20 @@ class Agent(dbus.service.Object):
     def __init__(self, bus, path, answer=None):
         super().__init__(bus, path)
         self.calls = []
-        self.answer = answer
+        self.answer = answer  # None: accept, "hold": never answer, else an error name
 
-    @dbus.service.method("org.bluez.Agent1", in_signature="ou", out_signature="")
-    def RequestConfirmation(self, device, passkey):
+    @dbus.service.method("org.bluez.Agent1", in_signature="ou", out_signature="",
+                         async_callbacks=("reply", "error"))
+    def RequestConfirmation(self, device, passkey, reply, error):
         self.calls.append(("RequestConfirmation", str(device), int(passkey)))
-        if self.answer:
-            raise dbus.exceptions.DBusException(self.answer, name=self.answer)
+        if self.answer is None:
+            reply()
+        elif self.answer != "hold":
+            error(dbus.exceptions.DBusException("no", name=self.answer))
+
+    @dbus.service.method("org.bluez.Agent1", in_signature="", out_signature="")
+    def Cancel(self):
+        self.calls.append(("Cancel",))
 
     @dbus.service.method("org.bluez.Agent1", in_signature="", out_signature="")
     def Release(self):
@@ -565,7 +572,7 @@ def pair(env, dev, timeout=10):
 
 
 def case_pairing():
-    f = fleet(2, pairing_required=True)
+    f = fleet(4, pairing_required=True)
     f["devices"][1]["refuse_pairing"] = True
     with Env(fleet=f) as env:
         mgr = env.iface("/org/bluez", "org.bluez.AgentManager1")
@@ -575,8 +582,10 @@ def case_pairing():
         mgr.RegisterAgent(dbus.ObjectPath("/test/agent"), "KeyboardDisplay")
         eq(dbus_error(mgr.RegisterAgent, dbus.ObjectPath("/test/agent"), "KeyboardDisplay"),
            ("org.bluez.Error.AlreadyExists", "Already Exists"), "RegisterAgent twice")
+        eq(dbus_error(mgr.RequestDefaultAgent, dbus.ObjectPath("/test/other")),
+           ("org.bluez.Error.DoesNotExist", "Does Not Exist"), "RequestDefaultAgent unknown")
         mgr.RequestDefaultAgent(dbus.ObjectPath("/test/agent"))
-        devs = env.discover(count=2)
+        devs = env.discover(count=4)
         char = env.connect(devs[0])
         c = env.iface(char, "org.bluez.GattCharacteristic1")
         eq(dbus_error(c.AcquireNotify, OPTS()), ("org.bluez.Error.NotPermitted", "Not paired"),
@@ -585,6 +594,7 @@ def case_pairing():
         eq(pair(env, devs[0]), (None, None), "Pair through the agent")
         eq([x[:2] for x in agent.calls], [("RequestConfirmation", devs[0])],
            "agent asked RequestConfirmation(device, passkey)")
+        ok(0 <= agent.calls[0][2] <= 999999, "six-digit passkey")
         env.wait_prop(devs[0], "Paired", True, since)
         ok(env.prop(devs[0], "org.bluez.Device1", "Bonded"), "Bonded after pairing")
         eq(pair(env, devs[0]), ("org.bluez.Error.AlreadyExists", "Already Exists"), "Pair twice")
@@ -593,14 +603,37 @@ def case_pairing():
         eq(recv_frame(nfd)[0], ECHO_RSP, "echo over the encrypted link")
         os.close(wfd)
         os.close(nfd)
+        env.iface(devs[0], "org.bluez.Device1").Disconnect()
+        env.connect(devs[0])
+        ok(env.prop(devs[0], "org.bluez.Device1", "Paired"), "the bond survives a reconnect")
+        env.iface(devs[0], "org.bluez.Device1").Disconnect()
         eq(pair(env, devs[1]), ("org.bluez.Error.AuthenticationFailed", "Authentication Failed"),
            "the watch refuses pairing (Pair also connected it)")
-        agent.answer = "org.bluez.Error.Rejected"
         env.iface(devs[1], "org.bluez.Device1").Disconnect()
-        env.iface("/org/bluez", "org.bluez.AgentManager1").UnregisterAgent(
-            dbus.ObjectPath("/test/agent"))
+        agent.answer = "org.bluez.Error.Rejected"
+        eq(pair(env, devs[2]), ("org.bluez.Error.AuthenticationFailed", "Authentication Failed"),
+           "the agent rejects")
+        agent.answer = "org.bluez.Error.Canceled"
+        eq(pair(env, devs[2]), ("org.bluez.Error.AuthenticationCanceled", "Authentication Canceled"),
+           "the agent cancels")
+        agent.answer = "hold"
+        res = []
+        env.iface(devs[2], "org.bluez.Device1").Pair(
+            reply_handler=lambda: res.append(None),
+            error_handler=lambda e: res.append(e.get_dbus_name()), timeout=10)
+        env.wait_for(lambda: len(agent.calls) >= 4, 5, "agent asked")
+        env.iface(devs[2], "org.bluez.Device1").CancelPairing()
+        env.wait_for(lambda: res, 5, "Pair reply")
+        eq(res, ["org.bluez.Error.AuthenticationCanceled"], "CancelPairing ends a pending Pair")
+        env.wait_for(lambda: agent.calls[-1] == ("Cancel",), 5, "Agent1.Cancel")
+        ok(True, "the agent is told with Cancel()")
+        env.iface(devs[2], "org.bluez.Device1").Disconnect()
+        mgr.UnregisterAgent(dbus.ObjectPath("/test/agent"))
         eq(dbus_error(mgr.UnregisterAgent, dbus.ObjectPath("/test/agent")),
            ("org.bluez.Error.DoesNotExist", "Does Not Exist"), "UnregisterAgent twice")
+        n = len(agent.calls)
+        eq(pair(env, devs[3]), (None, None), "Pair without an agent: Just Works")
+        eq(len(agent.calls), n, "no agent asked for Just Works")
 
 
 def case_restart():
