@@ -185,17 +185,20 @@ class SimFleet:
 
 
 class Daemon:
-    def __init__(self, devices=(), extra_conf='', max_body=None, token=True):
+    def __init__(self, devices=(), extra_conf='', max_body=None, token=True,
+                 listen='127.0.0.1:0', tls=None, expect_fail=False):
         self.dir = tempfile.mkdtemp(prefix='smpgw-http-')
         self.token_path = os.path.join(self.dir, 'token')
         with open(self.token_path, 'w') as f:
             f.write(TOKEN + '\n')
         conf = ['[general]', 'state_dir = %s/state' % self.dir, '[udp]',
-                'base_port = 0', '[http]', 'listen = 127.0.0.1:0']
+                'base_port = 0', '[http]', 'listen = ' + listen]
         if token:
             conf.append('token_file = %s' % self.token_path)
         if max_body:
             conf.append('max_body = %d' % max_body)
+        if tls:
+            conf += ['tls_cert = %s' % tls[0], 'tls_key = %s' % tls[1]]
         conf.append('[request]')
         conf.append('timeout = 1s')
         conf.append('connect_timeout = 1s')
@@ -211,8 +214,18 @@ class Daemon:
         exe = os.environ.get('SMPGWD', 'smpgwd')
         self.proc = subprocess.Popen([exe, '-c', self.conf, '--no-ble', '-l', 'debug'],
                                      stdout=self.log, stderr=subprocess.STDOUT)
+        self.ssl = None
+        if expect_fail:
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                pass
+            return
         self.port = self.wait_port()
-        self.base = 'http://127.0.0.1:%d' % self.port
+        self.base = '%s://127.0.0.1:%d' % ('https' if tls else 'http', self.port)
+        if tls:
+            import ssl
+            self.ssl = ssl.create_default_context(cafile=tls[0])
 
     def wait_port(self):
         deadline = time.monotonic() + 10
@@ -221,7 +234,7 @@ class Daemon:
                 with open(self.log_path) as f:
                     raise RuntimeError('smpgwd exited: ' + f.read())
             with open(self.log_path) as f:
-                m = re.search(r'http: listening on \S+ port (\d+)', f.read())
+                m = re.search(r'http: listening on (?:https )?\S+ port (\d+)', f.read())
             if m:
                 return int(m.group(1))
             time.sleep(0.05)
@@ -240,7 +253,7 @@ class Daemon:
         req = urllib.request.Request(self.base + path, data=data, method=method,
                                      headers=hdrs)
         try:
-            with urllib.request.urlopen(req, timeout=timeout) as rsp:
+            with urllib.request.urlopen(req, timeout=timeout, context=self.ssl) as rsp:
                 return rsp.status, dict(rsp.headers), rsp.read()
         except urllib.error.HTTPError as e:
             return e.code, dict(e.headers), e.read()

@@ -417,6 +417,49 @@ class Simulator(unittest.TestCase):
         self.assertIn('smp', d)
 
 
+class Listen(unittest.TestCase):
+    def test_tls(self):
+        """HTTPS with the configured certificate and key."""
+        import subprocess
+        import tempfile
+        tmp = tempfile.mkdtemp(prefix='smpgw-tls-')
+        cert, key = os.path.join(tmp, 'cert.pem'), os.path.join(tmp, 'key.pem')
+        subprocess.run(['openssl', 'req', '-x509', '-newkey', 'ec', '-pkeyopt',
+                        'ec_paramgen_curve:P-256', '-nodes', '-days', '1', '-subj',
+                        '/CN=127.0.0.1', '-addext', 'subjectAltName=IP:127.0.0.1',
+                        '-keyout', key, '-out', cert], check=True, capture_output=True,
+                       timeout=30)
+        d = H.Daemon([], tls=(cert, key))
+        try:
+            self.assertTrue(d.base.startswith('https://'))
+            st, _, body = d.json('GET', '/api/v1/devices')
+            self.assertEqual((st, body['count']), (200, 0))
+            st, _, body = d.json('POST', '/api/v1/images', raw=b'', token=None)
+            self.assertEqual(st, 401)
+        finally:
+            rc, log = d.close()
+            import shutil
+            shutil.rmtree(tmp, ignore_errors=True)
+        self.assertEqual(rc, 0, log)
+
+    def test_non_loopback_needs_a_token(self):
+        """Refused before binding anything: no token file, public address."""
+        d = H.Daemon([], token=False, listen='0.0.0.0:0', expect_fail=True)
+        rc, log = d.close()
+        self.assertNotEqual(rc, 0)
+        self.assertIn('token_file', log)
+
+    def test_no_token_on_loopback(self):
+        """Without a token file on loopback, writes need no token."""
+        d = H.Daemon([], token=False)
+        try:
+            st, _, _ = d.request('POST', '/api/v1/images', raw=b'x', token=None)
+            self.assertEqual(st, 422)
+        finally:
+            rc, log = d.close()
+        self.assertEqual(rc, 0, log)
+
+
 class Shutdown(unittest.TestCase):
     def test_pending_requests_and_streams_end_cleanly(self):
         """SIGTERM while a device request is in flight and an event stream
