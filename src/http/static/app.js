@@ -165,8 +165,8 @@ function connectEvents() {
   };
   source.onmessage = handle;
   for (const t of ['device.added', 'device.removed', 'device.seen', 'device.lost', 'device.connected',
-    'device.disconnected', 'device.updated', 'device.slots', 'job.queued', 'job.started', 'job.progress',
-    'job.phase', 'job.result', 'image.added', 'image.deleted', 'rollout.progress', 'rollout.state', 'stream.reset']) {
+    'device.disconnected', 'device.updated', 'device.slots', 'job.queued', 'job.state', 'job.progress',
+    'job.result', 'image.added', 'image.deleted', 'rollout.progress', 'rollout.state', 'stream.reset']) {
     source.addEventListener(t, handle);
   }
 }
