@@ -230,6 +230,18 @@ void gw_metrics_add(struct gw_metrics *m, const char *name,
 		series_get(f, labels)->value += v;
 }
 
+void gw_metrics_counter_set(struct gw_metrics *m, const char *name,
+			    const char *labels, double v)
+{
+	struct family *f;
+
+	if (!m || !(v >= 0))
+		return;
+	f = family_get(m, name, GW_METRIC_COUNTER);
+	if (f)
+		series_get(f, labels)->value = v;
+}
+
 void gw_metrics_set(struct gw_metrics *m, const char *name,
 		    const char *labels, double v)
 {

@@ -61,6 +61,11 @@ static inline void gw_metrics_inc(struct gw_metrics *m, const char *name,
 {
 	gw_metrics_add(m, name, labels, 1);
 }
+/* Counter = v, for collectors that mirror a count kept elsewhere (e.g.
+ * per-device counters summed per transport); ignored if v would go down
+ * while the source is steady, never checked. */
+void gw_metrics_counter_set(struct gw_metrics *m, const char *name,
+			    const char *labels, double v);
 /* Gauge = v. */
 void gw_metrics_set(struct gw_metrics *m, const char *name,
 		    const char *labels, double v);

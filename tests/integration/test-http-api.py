@@ -340,6 +340,7 @@ class Api(unittest.TestCase):
     # ---- metrics, openapi, dashboard ----
     def test_metrics(self):
         self.req('GET', '/api/v1/devices')
+        self.req('POST', '/api/v1/devices/watch-1/echo', {'d': 'm'})
         for path in ('/metrics', '/api/v1/metrics'):
             st, h, b = self.req('GET', path)
             self.assertEqual(st, 200)
@@ -348,6 +349,9 @@ class Api(unittest.TestCase):
             self.assertIn('# TYPE smpgw_http_requests_total counter', text)
             self.assertIn('smpgw_devices{state="up"}', text)
             self.assertIn('smpgw_http_request_duration_seconds_bucket', text)
+            self.assertRegex(text, r'smpgw_frames_total\{transport="udp",dir="tx"\} [1-9]')
+            self.assertIn('smpgw_errors_total{kind="timeouts",transport="udp"}', text)
+            self.assertRegex(text, r'smpgw_request_duration_seconds_count\{transport="udp"\} [1-9]')
 
     def test_openapi(self):
         st, _, d = self.d.json('GET', '/api/v1/openapi.json')

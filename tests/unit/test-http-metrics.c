@@ -86,6 +86,12 @@ int main(void)
 	is_int(calls, 1, "removed collector does not run");
 	free(text);
 
+	gw_metrics_counter_set(m, GW_M_FRAMES, "transport=\"ble\",dir=\"rx\"", 7);
+	is_int(gw_metrics_get(m, GW_M_FRAMES, "transport=\"ble\",dir=\"rx\""), 7,
+	       "counter mirrored from elsewhere");
+	gw_metrics_counter_set(m, "custom_gauge", NULL, 3); /* type clash: ignored */
+	ok(gw_metrics_get(m, "custom_gauge", NULL) == 1.5, "gauge untouched");
+
 	esc = gw_metrics_label_escape("a\"b\\c\nd");
 	is_str(esc, "a\\\"b\\\\c\\nd", "label escape");
 	free(esc);
