@@ -107,6 +107,49 @@ def ctl(sock, req):
     return json.loads(out.stdout.decode() or '{}')
 
 
+def start_count(tmp, n):
+    sock = os.path.join(tmp, 'big.sock')
+    proc = subprocess.Popen([SIM, '--count', str(n), '--udp-base', '0', '--control', sock],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    ports, deadline = [], time.time() + 30
+    while time.time() < deadline:
+        line = proc.stdout.readline().decode()
+        if not line or line.startswith('ready'):
+            break
+        if line.startswith('udp '):
+            ports.append(int(line.split()[3].rsplit(':', 1)[1]))
+    return proc, sock, ports
+
+
+def check_thousand(tmp):
+    t0 = time.time()
+    proc, sock, ports = start_count(tmp, 1000)
+    try:
+        ok(len(ports) == 1000, '1000 watches on UDP in %.1f s' % (time.time() - t0))
+        answered = 0
+        for port in ports[::97] + ports[-1:]:
+            u = Udp(port)
+            try:
+                _, rsp = u.req(2, 0, 0, {'d': 'hi'}, timeout=5)
+                answered += rsp == {'r': 'hi'}
+            finally:
+                u.s.close()
+        ok(answered == len(ports[::97]) + 1, 'a sample of them answers')
+        rss = 0
+        with open('/proc/%d/status' % proc.pid) as f:
+            for line in f:
+                if line.startswith('VmRSS:'):
+                    rss = int(line.split()[1])
+        ok(0 < rss < 200 * 1024, '1000 watches in %d MiB' % (rss // 1024))
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=5)
+
+
 def start(tmp):
     fleet = os.path.join(tmp, 'fleet.json')
     with open(fleet, 'w') as f:
@@ -273,6 +316,7 @@ def main():
                 proc.wait(timeout=5)
         ok(proc.returncode == 0, 'clean exit on SIGTERM')
         ok(not os.path.exists(sock), 'control socket removed')
+        check_thousand(tmp)
     print('1..%d' % n_test)
     return 1 if failed else 0
 
