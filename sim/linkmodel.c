@@ -6,7 +6,7 @@
  * connection event carries at most pkts_per_event such exchanges and never
  * more than fit the interval. An ATT PDU travels with a 4-byte L2CAP header,
  * split into LL packets of ll_payload octets. With 251-byte packets at 7.5 ms
- * this gives ~100 KB/s on 1M and ~167 KB/s on 2M, the known ceilings.
+ * this gives 97.6 KB/s on 1M and 162.7 KB/s on 2M, the known ceilings.
  */
 #include <errno.h>
 #include <stdio.h>
