@@ -104,6 +104,10 @@ async function testUpdate(page) {
   }, id, { timeout: 90000 }).then(() => true, () => false);
   const result = await page.textContent(`#devices tr[data-id="${id}"] .job .badge`).catch(() => '');
   check(done && /done/.test(result), 'update ends: ' + result);
+  await page.waitForFunction((dev) => {
+    const td = document.querySelector(`#devices tr[data-id="${dev}"] td.fw`);
+    return td && td.textContent.startsWith('1.2.3');
+  }, id, { timeout: 10000 }).catch(() => {});
   const fw = await page.textContent(`#devices tr[data-id="${id}"] td.fw`);
   check(fw && fw.startsWith('1.2.3'), 'firmware column shows the new version: ' + fw);
 }

@@ -140,7 +140,9 @@ function onJobEvent(ev) {
   if (ev.type === 'job.result') {
     job.percent = (d.state === 'done') ? 100 : job.percent;
     job.phase = d.state;
-    reloadSoon();
+    // Read the slots again so the firmware column shows what now runs.
+    api('GET', '/devices/' + encodeURIComponent(dev) + '/image-state')
+      .catch(() => {}).then(reloadSoon);
   }
   state.jobs.set(dev, job);
   renderDevices();
