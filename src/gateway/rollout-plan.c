@@ -163,11 +163,16 @@ static void count_device(const struct rollout_dev_view *d,
 		s->open++;
 }
 
+/* Failures a person acknowledged (by resuming) leave the wave's count: a
+ * resume means "go on without them", as hawkBit's resume starts the next
+ * group. */
 static bool threshold_met(const struct rollout_policy *p,
 			  const struct rollout_wave_stats *s)
 {
-	return s->size == 0 ||
-	       (uint64_t)s->succeeded * 100 >= (uint64_t)p->success_pct * s->size;
+	uint32_t counted = s->size - (s->failed - s->unacked_failed);
+
+	return counted == 0 ||
+	       (uint64_t)s->succeeded * 100 >= (uint64_t)p->success_pct * counted;
 }
 
 static void check_stop(const struct rollout_policy *p,
@@ -263,7 +268,7 @@ size_t rollout_pick(const struct rollout_policy *p,
 	for (size_t i = 0; i < n && k < room && k < max; i++) {
 		const struct rollout_dev_view *d = &devs[i];
 
-		if (d->state == ROLLOUT_DEV_PENDING && !d->busy &&
+		if (d->state == ROLLOUT_DEV_PENDING && !d->busy && !d->later &&
 		    d->wave < ev->open_waves)
 			out[k++] = i;
 	}

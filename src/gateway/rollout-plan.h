@@ -57,7 +57,8 @@ struct rollout_policy {
 	uint32_t canary;          /* devices in wave 0; 0: no canary wave */
 	uint32_t wave_size;       /* devices per later wave; 0: all the rest */
 	uint32_t success_pct;     /* 0..100: wave k+1 opens when this share of
-				   * wave k succeeded */
+				   * wave k succeeded (acknowledged failures
+				   * left out) */
 	uint32_t max_failures;    /* pause when unacknowledged failures exceed
 				   * this; ROLLOUT_NO_LIMIT: never */
 	uint32_t max_failure_pct; /* pause when a wave's unacknowledged failures
@@ -80,6 +81,7 @@ struct rollout_dev_view {
 	uint32_t wave;
 	bool acked;  /* a failure a person already saw (resume) */
 	bool busy;   /* being probed right now (not durable) */
+	bool later;  /* not seen on the last try: not eligible until retried */
 };
 
 struct rollout_wave_stats {
@@ -111,9 +113,10 @@ int rollout_evaluate(const struct rollout_policy *p,
 		     struct rollout_wave_stats *stats, size_t max_stats);
 
 /*
- * The pending, not busy devices of open waves to try now, in rollout order
- * (earlier waves first), as many as max_concurrent leaves room for. Writes
- * at most max indices to out; returns how many.
+ * The pending devices of open waves, neither busy nor deferred (later), to
+ * try now, in rollout order (earlier waves first), as many as
+ * max_concurrent leaves room for. Writes at most max indices to out;
+ * returns how many.
  */
 size_t rollout_pick(const struct rollout_policy *p,
 		    const struct rollout_dev_view *devs, size_t n,

@@ -90,6 +90,11 @@ static void test_canary_gate(void)
 	k = rollout_pick(&p, d, N, &ev, pick, N);
 	is_int(ev.active, 1, "busy probe counts as active");
 	is_int(pick[0], 6, "busy device skipped");
+	d[6].later = true;
+	rollout_evaluate(&p, d, N, &ev, NULL, 0);
+	k = rollout_pick(&p, d, N, &ev, pick, N);
+	is_int(ev.active, 1, "a deferred device is not active");
+	is_int(pick[0], 7, "deferred device skipped");
 }
 
 static void test_stop_rules(void)
@@ -149,6 +154,10 @@ static void test_stuck_and_finished(void)
 	ok(strstr(ev.reason, "below") != NULL, "reason: %s", ev.reason);
 	is_int(ev.open_waves, 1, "wave 1 stays closed");
 
+	d[3].acked = d[4].acked = true; /* resume */
+	rollout_evaluate(&p, d, N, &ev, NULL, 0);
+	ok(!ev.stuck && ev.open_waves == 2, "acknowledged failures leave the count: 3 of 3");
+	d[3].acked = d[4].acked = false;
 	d[4].state = ROLLOUT_DEV_PENDING; /* retry-failed */
 	rollout_evaluate(&p, d, N, &ev, NULL, 0);
 	ok(!ev.stuck, "a pending device: not stuck yet");
