@@ -66,22 +66,34 @@ def find_sim():
 class Sim:
     """smpgw-sim with count watches on UDP ports base..base+count-1."""
 
-    def __init__(self, workdir, count, extra=()):
+    def __init__(self, workdir, count, extra=(), udp=True):
         self.exe = find_sim()
         self.count = count
-        self.base = free_udp_range(count)
+        self.udp = udp
+        self.base = free_udp_range(count) if udp else 0
         self.control = os.path.join(workdir, 'sim.sock')
         self.log_path = os.path.join(workdir, 'sim.log')
         self.extra = list(extra)
         self.proc = None
 
     def start(self):
-        args = [self.exe, '--count', str(self.count), '--udp-base', str(self.base),
-                '--control', self.control] + self.extra
+        args = [self.exe, '--count', str(self.count), '--control', self.control]
+        if self.udp:
+            args += ['--udp-base', str(self.base)]
+        args += self.extra
         log('starting ' + ' '.join(args))
-        self.logf = open(self.log_path, 'w')
+        self.logf = open(self.log_path, 'a')
         self.proc = subprocess.Popen(args, stdout=self.logf, stderr=subprocess.STDOUT)
-        wait_for('the simulator to answer on UDP', self._answers, timeout=15)
+        if self.udp:
+            wait_for('the simulator to answer on UDP', self._answers, timeout=15)
+        else:
+            wait_for('the simulator to be ready', self._ready, timeout=15)
+
+    def _ready(self):
+        if self.proc.poll() is not None:
+            raise RuntimeError('smpgw-sim exited: ' + open(self.log_path).read())
+        with open(self.log_path) as f:
+            return 'ready' in f.read().split()
 
     def _answers(self):
         if self.proc.poll() is not None:
@@ -109,7 +121,7 @@ class Sim:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(timeout=5)
-        if self.proc:
+        if self.proc and not self.logf.closed:
             self.logf.close()
 
 
@@ -129,17 +141,20 @@ class Gateway:
         with open(self.conf, 'w') as f:
             f.write(text)
 
-    def start(self, expect_devices=()):
+    def start(self, expect_devices=(), bluez_bus=None, timeout=10):
+        """Starts smpgwd (BLE only with bluez_bus, a private bus) and waits
+        until ports.json lists expect_devices."""
         ports = os.path.join(self.state, 'ports.json')
         if os.path.exists(ports):
             os.unlink(ports)
+        ble = ['--bluez-bus', bluez_bus] if bluez_bus else ['--no-ble']
         self.logf = open(self.log_path, 'a')
         self.proc = subprocess.Popen(
-            [self.exe, '--config', self.conf, '--state-dir', self.state, '--no-ble',
-             '--http', '127.0.0.1:0', '--log-level', 'debug'],
+            [self.exe, '--config', self.conf, '--state-dir', self.state,
+             '--http', '127.0.0.1:0', '--log-level', 'debug'] + ble,
             stdout=self.logf, stderr=subprocess.STDOUT)
         return wait_for('ports.json with %s' % (list(expect_devices),),
-                        lambda: self._ports(expect_devices), timeout=10)
+                        lambda: self._ports(expect_devices), timeout=timeout)
 
     def _ports(self, expect):
         if self.proc.poll() is not None:
@@ -215,3 +230,32 @@ class Tap:
     def done(self):
         print('1..%d' % self.n, flush=True)
         sys.exit(1 if self.failed else 0)
+
+
+class Bus:
+    """A private dbus-daemon (tests/dbus/bus.conf); never the system bus."""
+
+    def __init__(self, conf):
+        self.conf = conf
+        self.proc = None
+        self.address = None
+
+    def start(self):
+        self.proc = subprocess.Popen(
+            ['dbus-daemon', '--config-file=' + self.conf, '--print-address', '--nofork'],
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        self.address = self.proc.stdout.readline().strip()
+        if not self.address:
+            raise RuntimeError('dbus-daemon did not print an address')
+        return self.address
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=5)
+        if self.proc:
+            self.proc.stdout.close()
