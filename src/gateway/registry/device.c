@@ -937,6 +937,19 @@ static json_t *counters_json(const struct gw_device_counters *c)
 			 "connects", (json_int_t)c->connects);
 }
 
+/* BLE: the id is the address; config devices: their address or tty. */
+static const char *device_address(const struct gw_device *dev)
+{
+	const struct gw_device_conf *d = gw_config_find_device(gw_config(dev->reg->gw),
+							       dev->id);
+
+	if (d && d->transport == GW_TRANSPORT_SERIAL && d->path)
+		return d->path;
+	if (d && d->address)
+		return d->address;
+	return dev->id;
+}
+
 json_t *gw_device_to_json(const struct gw_device *dev)
 {
 	json_t *o = json_pack("{s:s, s:s, s:s, s:s, s:i, s:I, s:b, s:i, s:i, s:b, s:i, s:i}",
@@ -953,7 +966,7 @@ json_t *gw_device_to_json(const struct gw_device *dev)
 			      "queued", (int)dev->n_queued,
 			      "in_flight", (int)dev->n_inflight);
 
-	json_object_set_new(o, "address", json_string(dev->id));
+	json_object_set_new(o, "address", json_string(device_address(dev)));
 	json_object_set_new(o, "rssi", dev->rssi == 127 ? json_null() :
 			    json_integer(dev->rssi));
 	json_object_set_new(o, "last_seen", dev->last_seen_ms ?
