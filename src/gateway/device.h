@@ -84,9 +84,15 @@ void gw_device_set_params(struct gw_device *dev, uint32_t buf_size,
 void gw_device_hold(struct gw_device *dev);
 void gw_device_release(struct gw_device *dev);
 
-/* Full JSON description for the REST API (address, name, transport, link
- * state, rssi, mtu, udp_port, last_seen, slots, advertising record,
- * counters). New reference. */
+/* Full JSON description for the REST API. New reference. Keys: id, name,
+ * address (BLE address, UDP host:port or tty), transport, link_state
+ * ("down"/"connecting"/"up"), present (BLE: advertising), rssi (null when
+ * unknown), mtu, udp_port, last_seen (ms since epoch or null), buf_size,
+ * buf_count, params_from_device, queued, in_flight, slots (null or the
+ * cached "images" array), advertising (null or {adapter, manufacturer:
+ * {company, data hex}, service_data hex}), counters {requests, responses,
+ * timeouts, link_resets, not_connected, dropped_responses,
+ * malformed_responses, malformed_requests, too_big, connects}. */
 json_t *gw_device_to_json(const struct gw_device *dev);
 /* Caches the last image state read (the "images" array of an img state
  * response, converted to JSON); shown in gw_device_to_json(). */
