@@ -113,7 +113,7 @@ struct bz_dev {
 	struct event *wfd_ev, *nfd_ev;
 	struct bz_notify_client *notify_clients;
 	uint8_t *rx;               /* reassembly buffer */
-	size_t rx_len, rx_want;
+	size_t rx_len, rx_want, rx_cap;
 	struct bz_pdu *up_head, *up_tail, *dn_head, *dn_tail;
 	unsigned up_n, dn_n;
 	struct event *up_ev, *dn_ev;

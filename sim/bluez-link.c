@@ -336,23 +336,27 @@ static void deliver_frame(struct bz_dev *d, const uint8_t *frame, size_t len)
 static void reassemble(struct bz_dev *d, const uint8_t *buf, size_t len)
 {
 	const struct sim_link_model *m = sim_device_link_model(d->sim);
-	size_t cap = (size_t)m->buf_size + SMP_HDR_LEN;
+	/* a frame, header included, must fit one SMP net_buf of buf_size */
+	size_t cap = m->buf_size > SMP_HDR_LEN ? m->buf_size : SMP_HDR_LEN;
 
 	if (!m->reassembly) {
 		deliver_frame(d, buf, len);
 		return;
 	}
-	if (!d->rx)
-		d->rx = xmalloc(cap > 2048 ? cap : 2048);
 	if (d->rx_len == 0) {
 		if (len < SMP_HDR_LEN) {
 			d->bz->counters.drops_link++;
 			return;
 		}
 		d->rx_want = SMP_HDR_LEN + ((size_t)buf[2] << 8 | buf[3]);
-		if (d->rx_want > cap || d->rx_want > 2048) {
+		if (d->rx_want > cap) {
 			d->bz->counters.drops_link++; /* larger than the SMP buffer */
 			return;
+		}
+		if (!d->rx || d->rx_cap < d->rx_want) {
+			free(d->rx);
+			d->rx_cap = cap;
+			d->rx = xmalloc(cap);
 		}
 	}
 	if (d->rx_len + len > d->rx_want) {
@@ -746,6 +750,7 @@ void bz_link_down(struct bz_dev *d)
 	}
 	free(d->rx);
 	d->rx = NULL;
+	d->rx_cap = 0;
 }
 
 /* ---- interfaces ----------------------------------------------------------------- */

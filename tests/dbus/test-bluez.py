@@ -7,6 +7,7 @@ import json
 import os
 import select
 import socket
+import subprocess
 import sys
 import time
 
@@ -243,6 +244,36 @@ def case_surface():
         added = [a for _t, _s, pth, _i, m, a in env.signals
                  if m == "InterfacesAdded" and _t >= since]
         eq(added, [], "no InterfacesAdded on reconnect (services cached)")
+
+
+def run(argv):
+    p = subprocess.run(argv, capture_output=True, text=True, timeout=20)
+    return p.returncode, p.stdout + p.stderr
+
+
+def case_tools():
+    """busctl and gdbus, generic clients, see what BlueZ's signatures say."""
+    with Env(count=1) as env:
+        a = "--address=" + env.address
+        rc, out = run(["busctl", a, "tree", BLUEZ])
+        ok(rc == 0 and "/org/bluez/hci0" in out, "busctl tree org.bluez")
+        rc, out = run(["busctl", a, "introspect", BLUEZ, AD])
+        ok(rc == 0 and ".StartDiscovery" in out and ".SetDiscoveryFilter" in out
+           and "a{sv}" in out, "busctl introspect the adapter")
+        rc, out = run(["busctl", a, "get-property", BLUEZ, AD, "org.bluez.Adapter1", "Powered"])
+        eq((rc, out.strip()), (0, "b true"), "busctl get-property Powered")
+        rc, out = run(["busctl", a, "call", BLUEZ, AD, "org.bluez.Adapter1", "SetDiscoveryFilter",
+                       "a{sv}", "2", "UUIDs", "as", "1", SMP_SERVICE, "Transport", "s", "le"])
+        eq(rc, 0, "busctl call SetDiscoveryFilter a{sv}")
+        rc, out = run(["busctl", a, "call", BLUEZ, AD, "org.bluez.Adapter1", "StopDiscovery"])
+        ok(rc != 0 and "No discovery started" in out, "busctl sees BlueZ's error text")
+        rc, out = run(["gdbus", "introspect", "--address", env.address, "--dest", BLUEZ,
+                       "--object-path", "/org/bluez"])
+        ok(rc == 0 and "RegisterAgent(in  o agent," in out, "gdbus introspect /org/bluez")
+        rc, out = run(["gdbus", "call", "--address", env.address, "--dest", BLUEZ,
+                       "--object-path", "/", "--method",
+                       "org.freedesktop.DBus.ObjectManager.GetManagedObjects"])
+        ok(rc == 0 and "'org.bluez.Adapter1'" in out, "gdbus call GetManagedObjects")
 
 
 def case_discovery():
