@@ -490,6 +490,30 @@ def echo_rounds(env, links, rounds, text):
     return time.monotonic() - t0
 
 
+def case_adapters():
+    f = fleet(3, max_conn=1)
+    f["adapters"] = [{"max_connections": 1}, {"max_connections": 1}]
+    for d, a in zip(f["devices"], (0, 0, 1)):
+        d["adapter"] = a  # unset, the fleet spreads watches round-robin
+    with Env(fleet=f) as env:
+        objs = env.managed()
+        ok(dbus.ObjectPath("/org/bluez/hci1") in objs, "one Adapter1 per fleet adapter")
+        eq(sorted(str(x) for x in env.iface("/org/bluez/hci1", "org.bluez.Adapter1")
+                  .GetDiscoveryFilters()), sorted(["UUIDs", "RSSI", "Pathloss", "Transport",
+                                                   "DuplicateData", "Discoverable", "Pattern"]),
+           "second adapter answers")
+        on0 = env.discover(AD, count=2)
+        on1 = env.discover("/org/bluez/hci1", count=1)
+        eq([p.rsplit("/", 1)[1] for p in on1], ["dev_C0_00_00_00_00_03"],
+           "a watch appears under its own adapter only")
+        ok(all(p.startswith(AD + "/") for p in on0), "hci0 sees its two watches")
+        env.connect(on0[0])
+        env.connect(on1[0])
+        ok(True, "each radio has its own connection budget")
+        eq(dbus_error(env.iface(on0[1], "org.bluez.Device1").Connect)[1],
+           "le-connection-concurrent-connection-limit", "budget is per adapter")
+
+
 def case_timing():
     f = fleet(2, reassembly=True, mtu=247)
     f["defaults"]["link"].update({"conn_interval_us": 7500, "ll_payload": 251,
