@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * INI configuration parser. Owns struct gw_config and its strings.
- * Sections: [general] [ble] [udp] [http] [request] [device "name"].
+ * Sections: [general] [ble] [udp] [http] [request] [update] [device "name"].
  */
 #include "gateway/config.h"
 
@@ -43,6 +43,11 @@ struct gw_config *gw_config_new_default(void)
 	cfg->request.first_chunk_timeout_ms = 30000;
 	cfg->request.connect_timeout_ms = 10000;
 	cfg->request.queue_max = 64;
+	cfg->update.max_per_adapter = 4;
+	cfg->update.pipeline_depth = 8;
+	cfg->update.reassembly = -1;
+	cfg->update.boot_timeout_ms = 120000;
+	cfg->update.retry_timeout_ms = 300000;
 	return cfg;
 }
 
@@ -296,6 +301,35 @@ static int set_request(struct gw_config *cfg, const char *key, const char *value
 	return -ENOENT;
 }
 
+/* [update]: the upload engine's settings (see engine.c). */
+static int set_update(struct gw_config *cfg, const char *key, const char *value)
+{
+	if (!strcmp(key, "max_per_adapter"))
+		return set_unsigned(&cfg->update.max_per_adapter, value, 1000);
+	if (!strcmp(key, "max_concurrent"))
+		return set_unsigned(&cfg->update.max_concurrent, value, 100000);
+	if (!strcmp(key, "pipeline_depth"))
+		return set_unsigned(&cfg->update.pipeline_depth, value, 64);
+	if (!strcmp(key, "reassembly")) {
+		if (!strcmp(value, "auto"))
+			cfg->update.reassembly = -1;
+		else if (!strcmp(value, "yes") || !strcmp(value, "true"))
+			cfg->update.reassembly = 1;
+		else if (!strcmp(value, "no") || !strcmp(value, "false"))
+			cfg->update.reassembly = 0;
+		else
+			return -EINVAL;
+		return 0;
+	}
+	if (!strcmp(key, "chunk_timeout"))
+		return set_duration(&cfg->update.chunk_timeout_ms, value);
+	if (!strcmp(key, "boot_timeout"))
+		return set_duration(&cfg->update.boot_timeout_ms, value);
+	if (!strcmp(key, "retry_timeout"))
+		return set_duration(&cfg->update.retry_timeout_ms, value);
+	return -ENOENT;
+}
+
 static int set_device(struct gw_device_conf *d, const char *key, const char *value)
 {
 	if (!strcmp(key, "transport")) {
@@ -337,6 +371,8 @@ int gw_config_set(struct gw_config *cfg, const char *section, const char *key,
 		return set_http(cfg, key, value);
 	if (!strcmp(section, "request"))
 		return set_request(cfg, key, value);
+	if (!strcmp(section, "update"))
+		return set_update(cfg, key, value);
 	return -ENOENT;
 }
 
@@ -421,7 +457,7 @@ static int parse_section(struct parser *p, char *s)
 		return start_device(p, name + 1);
 	}
 	if (strcmp(s, "general") && strcmp(s, "ble") && strcmp(s, "udp") &&
-	    strcmp(s, "http") && strcmp(s, "request"))
+	    strcmp(s, "http") && strcmp(s, "request") && strcmp(s, "update"))
 		return fail(p, -EINVAL, "unknown section", s);
 	snprintf(p->section, sizeof(p->section), "%s", s);
 	return 0;

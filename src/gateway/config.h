@@ -62,6 +62,16 @@ struct gw_config {
 		uint32_t connect_timeout_ms;     /* default 10 s */
 		unsigned queue_max;              /* default 64 per device */
 	} request;
+	/* [update]: the upload engine (src/gateway/engine.c, docs/updates.md). */
+	struct {
+		unsigned max_per_adapter;   /* concurrent uploads per BLE adapter; default 4 */
+		unsigned max_concurrent;    /* concurrent uploads in all; 0: no limit */
+		unsigned pipeline_depth;    /* cap on chunks in flight (also <= buf_count - 1); default 8 */
+		int reassembly;             /* -1 auto (default), 0 no, 1 yes */
+		uint32_t chunk_timeout_ms;  /* 0: [request] timeout */
+		uint32_t boot_timeout_ms;   /* reset -> back, else LOST; default 120 s */
+		uint32_t retry_timeout_ms;  /* unreachable this long -> FAILED; default 300 s */
+	} update;
 	struct gw_device_conf *devices;
 	size_t n_devices;
 };

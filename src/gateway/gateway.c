@@ -28,6 +28,7 @@ struct gw {
 	struct gw_events *events;
 	struct gw_store *store;
 	struct gw_metrics *metrics;
+	struct gw_engine *engine; /* borrowed: registered by engine.c */
 	struct gw_registry *reg;
 	int64_t time_offset_ms;
 };
@@ -92,6 +93,16 @@ struct gw_metrics *gw_metrics(struct gw *gw)
 void gw_set_metrics(struct gw *gw, struct gw_metrics *metrics)
 {
 	gw->metrics = metrics;
+}
+
+void gw_set_engine(struct gw *gw, struct gw_engine *engine)
+{
+	gw->engine = engine;
+}
+
+struct gw_engine *gw_engine(struct gw *gw)
+{
+	return gw->engine;
 }
 
 void gw_set_time_offset(struct gw *gw, int64_t offset_ms)

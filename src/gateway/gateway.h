@@ -37,6 +37,11 @@ struct gw *gw_free(struct gw *gw);
 /* The metrics module (owned by src/http/) registers itself here; NULL
  * until then. Borrowed. */
 void gw_set_metrics(struct gw *gw, struct gw_metrics *metrics);
+/* The upload engine (src/gateway/engine.c) registers itself here so the
+ * REST API and the rollouts find it; NULL until then. Borrowed. */
+struct gw_engine;
+void gw_set_engine(struct gw *gw, struct gw_engine *engine);
+struct gw_engine *gw_engine(struct gw *gw);
 /* Tests: shift gw_now_ms() by offset_ms. */
 void gw_set_time_offset(struct gw *gw, int64_t offset_ms);
 /*

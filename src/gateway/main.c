@@ -20,6 +20,7 @@
 #include "gateway/config.h"
 #include "gateway/device.h"
 #include "gateway/gateway.h"
+#include "gateway/jobs.h" /* upload engine */
 #include "gateway/log.h"
 #include "gateway/registry/registry.h"
 #include "gateway/store.h"
@@ -37,6 +38,7 @@ struct daemon {
 	struct event_base *base;
 	struct gw *gw;
 	struct gw_udpface *udp;
+	struct gw_engine *engine; /* upload engine: jobs (engine.c) */
 	char *config_path;
 	char *ports_path;
 	struct event *sig_term, *sig_int, *sig_hup;
@@ -352,6 +354,10 @@ static int start(struct daemon *d, struct gw_config *cfg)
 	r = start_ble(d);
 	if (r < 0)
 		return r;
+	/* Upload engine: loads unfinished jobs from the store and resumes them. */
+	d->engine = gw_engine_new(d->gw, &r);
+	if (!d->engine)
+		return r;
 
 	/*
 	 * REST API: the http engineer's http_server_new(gw, &err) goes here
@@ -373,6 +379,8 @@ static void stop(struct daemon *d)
 #ifdef SMPGW_HAVE_HTTP
 	d->http = http_server_free(d->http);
 #endif
+	/* The engine before the devices: it cancels its own requests. */
+	d->engine = gw_engine_free(d->engine);
 	/* The face first: it cancels its requests before devices go. */
 	d->udp = gw_udpface_free(d->udp);
 	d->gw = gw_free(d->gw);

@@ -32,6 +32,27 @@ static const struct gw_migration migrations[] = {
 	  "  device_id TEXT PRIMARY KEY NOT NULL,"
 	  "  port INTEGER NOT NULL UNIQUE CHECK (port > 0 AND port < 65536),"
 	  "  pinned INTEGER NOT NULL DEFAULT 0);" },
+	/* The upload engine's jobs (src/gateway/engine.c). */
+	{ "update jobs",
+	  "CREATE TABLE jobs ("
+	  "  id INTEGER PRIMARY KEY AUTOINCREMENT,"
+	  "  device_id TEXT NOT NULL,"
+	  "  image_id TEXT NOT NULL,"
+	  "  mode TEXT NOT NULL,"
+	  "  state TEXT NOT NULL,"
+	  "  phase TEXT NOT NULL,"
+	  "  rollout_id TEXT,"
+	  "  error TEXT,"
+	  "  size INTEGER NOT NULL DEFAULT 0,"
+	  "  off INTEGER NOT NULL DEFAULT 0,"
+	  "  bytes_sent INTEGER NOT NULL DEFAULT 0,"
+	  "  flags INTEGER NOT NULL DEFAULT 0,"
+	  "  created INTEGER NOT NULL,"
+	  "  started INTEGER NOT NULL DEFAULT 0,"
+	  "  finished INTEGER NOT NULL DEFAULT 0,"
+	  "  updated INTEGER NOT NULL);"
+	  "CREATE INDEX jobs_device ON jobs (device_id, id);"
+	  "CREATE INDEX jobs_state ON jobs (state);" },
 	/* images.c: what an image file cannot say about itself. */
 	{ "images",
 	  "CREATE TABLE images ("

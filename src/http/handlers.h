@@ -47,6 +47,12 @@ int images_list(struct http_req *req);
 int images_get(struct http_req *req);
 int images_delete(struct http_req *req);
 
+/* jobs.c (update jobs: the upload engine) */
+int dev_update(struct http_req *req);
+int jobs_list(struct http_req *req);
+int jobs_get(struct http_req *req);
+int jobs_cancel(struct http_req *req);
+
 /* events.c (server-sent events) */
 int events_stream(struct http_req *req);
 

@@ -62,6 +62,12 @@ const struct route http_routes[] = {
 	{ GET, "/api/v1/images/{id}", images_get, NONE, 0, "Describe one image" },
 	{ DELETE, "/api/v1/images/{id}", images_delete, NONE, 0,
 	  "Delete an image" },
+	/* jobs.c */
+	{ POST, DEV "/update", dev_update, JSON, 0,
+	  "Queue an update job (image, mode)" },
+	{ GET, "/api/v1/jobs", jobs_list, NONE, 0, "List update jobs" },
+	{ GET, "/api/v1/jobs/{id}", jobs_get, NONE, 0, "Describe one job" },
+	{ DELETE, "/api/v1/jobs/{id}", jobs_cancel, NONE, 0, "Cancel a job" },
 	/* events.c */
 	{ GET, "/api/v1/events", events_stream, NONE, 0,
 	  "Server-sent events (Last-Event-ID resume)" },

@@ -807,7 +807,8 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 	req_free(req);
 }
 
-static void on_mhd_log(void *cls, const char *fmt, va_list ap)
+static void __attribute__((format(printf, 2, 0)))
+on_mhd_log(void *cls, const char *fmt, va_list ap)
 {
 	char line[256];
 

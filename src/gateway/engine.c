@@ -1,0 +1,1417 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The upload engine (jobs.h): owns every job, the per-device job queues
+ * (one job runs per device at a time), the radio tokens that bound
+ * concurrent uploads per BLE adapter, the job table in the store, and the
+ * update flow of a running job:
+ *
+ *   state -> [upload -> verify] -> [test -> reset -> wait] -> [confirm] -> done
+ *
+ * Every step begins with its phase written to the store, so a daemon
+ * killed at any point restarts the job from a fresh image state read and
+ * decides from what the watch says (docs/updates.md): it never confirms an
+ * image it has not seen active in this process, and it confirms "the
+ * running image" (no hash), so a watch that reverted in between can never
+ * have the new image made permanent without booting it.
+ */
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/queue.h>
+
+#include <event2/event.h>
+#include <openssl/evp.h>
+
+#include "codec/mcuboot.h"
+#include "gateway/config.h"
+#include "gateway/device.h"
+#include "gateway/engine-int.h"
+#include "gateway/events.h"
+#include "gateway/gateway.h"
+#include "gateway/jobs.h"
+#include "gateway/log.h"
+#include "gateway/metrics.h"
+#include "gateway/store.h"
+#include "util/util.h"
+
+#define PROGRESS_MIN_MS 250        /* job.progress at most this often ... */
+#define PROGRESS_STEP_PCT 5        /* ... unless it moved this much */
+#define PERSIST_OFFSET_MS 2000     /* offset written to the store this often */
+#define RETRY_FIRST_MS 1000
+#define RETRY_MAX_MS 10000
+#define WAIT_FIRST_POLL_MS 1000    /* after the reset answer */
+#define WAIT_POLL_MS 1000
+#define MAX_FINISHED_KEPT 1000     /* finished jobs loaded at start */
+#define IMAGE_MAX (1u << 20)       /* larger than any PineTime slot */
+
+enum phase {
+	PHASE_QUEUED = 0,
+	PHASE_STATE,    /* reading image state */
+	PHASE_UPLOAD,
+	PHASE_VERIFY,   /* reading state: is the slot hash the image hash? */
+	PHASE_TEST,     /* test written (or about to be) */
+	PHASE_RESET,    /* reset sent (or about to be) */
+	PHASE_WAIT,     /* waiting for the watch to come back */
+	PHASE_CONFIRM,  /* confirm sent (or about to be) */
+	PHASE_DONE,
+};
+
+static const char *const phase_names[] = {
+	"queued", "state", "upload", "verify", "test", "reset", "wait",
+	"confirm", "done",
+};
+
+struct image {
+	LIST_ENTRY(image) entry;
+	char *id;
+	uint8_t *buf;
+	size_t len;
+	uint8_t hash[GW_IMG_HASH_LEN]; /* SHA-256 TLV */
+	uint8_t sha[32];               /* SHA-256 of the file */
+	unsigned refs;
+};
+
+struct job {
+	TAILQ_ENTRY(job) entry;
+	struct gw_engine *eng;
+	int64_t id;
+	char *device_id, *image_id, *rollout_id, *error;
+	enum gw_job_mode mode;
+	enum gw_job_state state;
+	enum phase phase;
+	bool did_reset;      /* phase reached RESET at some point (persisted via phase) */
+	bool up_to_date;     /* the watch already ran the image */
+	bool skipped_upload; /* the image was already in a slot */
+	uint8_t hash[GW_IMG_HASH_LEN];
+	uint64_t created_ms, started_ms, finished_ms, updated_ms;
+	size_t size, offset;
+	uint64_t bytes_sent;
+	gw_job_done_cb done;
+	void *user_data;
+	/* while running */
+	struct image *img;
+	struct gw_device *dev;
+	bool held;
+	int64_t req;
+	struct gw_upload *up;
+	struct event *timer;
+	void (*timer_fn)(struct job *job);
+	uint64_t wait_deadline_ms, retry_deadline_ms;
+	uint32_t retry_ms;
+	char *radio_key;     /* token held (or wanted) for the upload */
+	bool radio_held, wants_radio;
+	uint64_t up_start_ms, last_progress_ms, last_persist_ms;
+	size_t up_start_off;
+	unsigned last_pct;
+	double rate;
+};
+TAILQ_HEAD(job_list, job);
+
+struct radio {
+	char *key;
+	unsigned used;
+};
+
+struct gw_engine {
+	struct gw *gw;
+	sqlite3 *db;
+	struct job_list jobs;   /* by id */
+	size_t n_jobs;
+	LIST_HEAD(, image) images;
+	struct radio *radios;
+	size_t n_radios;
+	unsigned uploads;       /* radio tokens held in all */
+	unsigned sub;           /* event bus subscription */
+	int64_t next_mem_id;
+	struct event *dispatch_ev;
+};
+
+static void job_step_state(struct job *job);
+static void job_finish(struct job *job, enum gw_job_state state, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+static void dispatch_soon(struct gw_engine *eng);
+
+/* ---- names ---- */
+
+const char *gw_job_mode_str(enum gw_job_mode mode)
+{
+	switch (mode) {
+	case GW_JOB_MODE_UPLOAD: return "upload";
+	case GW_JOB_MODE_TEST: return "test";
+	case GW_JOB_MODE_TEST_CONFIRM: return "test-confirm";
+	case GW_JOB_MODE_CONFIRM: return "confirm";
+	}
+	return "?";
+}
+
+int gw_job_mode_parse(const char *s, enum gw_job_mode *ret)
+{
+	for (int m = GW_JOB_MODE_UPLOAD; m <= GW_JOB_MODE_CONFIRM; m++)
+		if (s && !strcmp(s, gw_job_mode_str(m))) {
+			*ret = m;
+			return 0;
+		}
+	return -EINVAL;
+}
+
+const char *gw_job_state_str(enum gw_job_state state)
+{
+	switch (state) {
+	case GW_JOB_STATE_QUEUED: return "queued";
+	case GW_JOB_STATE_RUNNING: return "running";
+	case GW_JOB_STATE_DONE: return "done";
+	case GW_JOB_STATE_FAILED: return "failed";
+	case GW_JOB_STATE_ROLLED_BACK: return "rolled_back";
+	case GW_JOB_STATE_LOST: return "lost";
+	case GW_JOB_STATE_CANCELED: return "canceled";
+	}
+	return "?";
+}
+
+static int state_parse(const char *s, enum gw_job_state *ret)
+{
+	for (int st = GW_JOB_STATE_QUEUED; st <= GW_JOB_STATE_CANCELED; st++)
+		if (s && !strcmp(s, gw_job_state_str(st))) {
+			*ret = st;
+			return 0;
+		}
+	return -EINVAL;
+}
+
+static enum phase phase_parse(const char *s)
+{
+	for (size_t i = 0; i < ARRAY_SIZE(phase_names); i++)
+		if (s && !strcmp(s, phase_names[i]))
+			return (enum phase)i;
+	return PHASE_QUEUED;
+}
+
+static bool job_final(const struct job *job)
+{
+	return job->state != GW_JOB_STATE_QUEUED && job->state != GW_JOB_STATE_RUNNING;
+}
+
+/* ---- the store ---- */
+
+static int db_exec_job(struct gw_engine *eng, const char *sql, struct job *job)
+{
+	sqlite3_stmt *st;
+	int rc;
+
+	if (!eng->db)
+		return 0;
+	if (sqlite3_prepare_v2(eng->db, sql, -1, &st, NULL) != SQLITE_OK) {
+		log_err("jobs: %s", sqlite3_errmsg(eng->db));
+		return -EIO;
+	}
+	sqlite3_bind_text(st, 1, gw_job_state_str(job->state), -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 2, phase_names[job->phase], -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 3, job->error, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 4, (sqlite3_int64)job->size);
+	sqlite3_bind_int64(st, 5, (sqlite3_int64)job->offset);
+	sqlite3_bind_int64(st, 6, (sqlite3_int64)job->started_ms);
+	sqlite3_bind_int64(st, 7, (sqlite3_int64)job->finished_ms);
+	sqlite3_bind_int64(st, 8, (sqlite3_int64)job->updated_ms);
+	sqlite3_bind_int(st, 9, (job->up_to_date ? 1 : 0) | (job->skipped_upload ? 2 : 0) |
+			 (job->did_reset ? 4 : 0));
+	sqlite3_bind_int64(st, 10, (sqlite3_int64)job->bytes_sent);
+	sqlite3_bind_int64(st, 11, job->id);
+	rc = sqlite3_step(st);
+	sqlite3_finalize(st);
+	if (rc != SQLITE_DONE) {
+		log_err("jobs: cannot record job %lld: %s", (long long)job->id,
+			sqlite3_errmsg(eng->db));
+		return -EIO;
+	}
+	return 0;
+}
+
+/* Durable before it returns (synchronous=FULL): the phase is recorded
+ * before the step it names acts on the watch. */
+static void job_persist(struct job *job)
+{
+	job->updated_ms = gw_now_ms(job->eng->gw);
+	db_exec_job(job->eng,
+		    "UPDATE jobs SET state = ?1, phase = ?2, error = ?3, size = ?4,"
+		    " off = ?5, started = ?6, finished = ?7, updated = ?8,"
+		    " flags = ?9, bytes_sent = ?10 WHERE id = ?11", job);
+	job->last_persist_ms = job->updated_ms;
+}
+
+static int64_t db_insert(struct gw_engine *eng, struct job *job)
+{
+	sqlite3_stmt *st;
+	int64_t id = -EIO;
+
+	if (!eng->db)
+		return eng->next_mem_id++; /* no store: ids for this run only */
+	if (sqlite3_prepare_v2(eng->db,
+			"INSERT INTO jobs (device_id, image_id, mode, state, phase,"
+			" rollout_id, created, updated) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+			-1, &st, NULL) != SQLITE_OK)
+		return -EIO;
+	sqlite3_bind_text(st, 1, job->device_id, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 2, job->image_id, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 3, gw_job_mode_str(job->mode), -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 4, gw_job_state_str(job->state), -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 5, phase_names[job->phase], -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 6, job->rollout_id, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 7, (sqlite3_int64)job->created_ms);
+	sqlite3_bind_int64(st, 8, (sqlite3_int64)job->created_ms);
+	if (sqlite3_step(st) == SQLITE_DONE)
+		id = sqlite3_last_insert_rowid(eng->db);
+	sqlite3_finalize(st);
+	return id;
+}
+
+/* ---- events and metrics ---- */
+
+static json_t *job_event_data(const struct job *job)
+{
+	return json_pack("{s:I, s:s, s:s, s:s, s:s, s:s, s:s?}",
+			 "id", (json_int_t)job->id, "device", job->device_id,
+			 "image", job->image_id, "mode", gw_job_mode_str(job->mode),
+			 "state", gw_job_state_str(job->state),
+			 "phase", phase_names[job->phase], "error", job->error);
+}
+
+static void emit(struct job *job, const char *type, json_t *data)
+{
+	gw_events_emit(gw_events(job->eng->gw), type, data);
+}
+
+static void set_phase(struct job *job, enum phase phase)
+{
+	job->phase = phase;
+	if (phase == PHASE_RESET || phase == PHASE_WAIT)
+		job->did_reset = true;
+	job_persist(job);
+	log_debug("job %lld (%s): %s", (long long)job->id, job->device_id,
+		  phase_names[phase]);
+	emit(job, "job.state", job_event_data(job));
+}
+
+static void progress_event(struct job *job, bool force)
+{
+	uint64_t now = gw_now_ms(job->eng->gw);
+	unsigned pct = job->size ? (unsigned)(job->offset * 100 / job->size) : 0;
+	double eta = -1;
+	json_t *d;
+
+	if (!force && now - job->last_progress_ms < PROGRESS_MIN_MS &&
+	    pct < job->last_pct + PROGRESS_STEP_PCT)
+		return;
+	if (now > job->up_start_ms && job->offset > job->up_start_off)
+		job->rate = (double)(job->offset - job->up_start_off) * 1000.0 /
+			    (double)(now - job->up_start_ms);
+	if (job->rate > 0)
+		eta = (double)(job->size - job->offset) / job->rate;
+	job->last_progress_ms = now;
+	job->last_pct = pct;
+	d = json_pack("{s:I, s:s, s:s, s:I, s:I, s:i, s:f}", "id", (json_int_t)job->id,
+		      "device", job->device_id, "phase", phase_names[job->phase],
+		      "bytes", (json_int_t)job->offset, "total", (json_int_t)job->size,
+		      "percent", (int)pct, "rate", job->rate);
+	json_object_set_new(d, "eta_s", eta >= 0 ? json_real(eta) : json_null());
+	emit(job, "job.progress", d);
+	if (now - job->last_persist_ms >= PERSIST_OFFSET_MS)
+		job_persist(job);
+}
+
+static char *metric_labels(struct job *job)
+{
+	char *t = gw_metrics_label_escape(job->dev ? gw_device_transport(job->dev) : "none");
+	char *l = xasprintf("transport=\"%s\"", t);
+
+	free(t);
+	return l;
+}
+
+/* ---- images ---- */
+
+static struct image *image_get(struct gw_engine *eng, const char *id, int *err)
+{
+	const struct gw_config *cfg = gw_config(eng->gw);
+	struct mcuboot_image mi;
+	struct image *im;
+	char *path, hex[2 * MCUBOOT_HASH_LEN + 1];
+	FILE *f;
+	long n;
+
+	LIST_FOREACH(im, &eng->images, entry)
+		if (!strcmp(im->id, id)) {
+			im->refs++;
+			return im;
+		}
+	path = xasprintf("%s/images/%s.bin", cfg->general.state_dir, id);
+	f = fopen(path, "rb");
+	free(path);
+	if (!f) {
+		*err = -ENOENT;
+		return NULL;
+	}
+	im = xnew(struct image);
+	if (fseek(f, 0, SEEK_END) == 0 && (n = ftell(f)) > 0 && n <= (long)IMAGE_MAX &&
+	    fseek(f, 0, SEEK_SET) == 0) {
+		im->len = (size_t)n;
+		im->buf = xmalloc(im->len);
+		if (fread(im->buf, 1, im->len, f) != im->len)
+			im->len = 0;
+	}
+	fclose(f);
+	if (!im->len || mcuboot_image_parse(im->buf, im->len, &mi) < 0 ||
+	    (mcuboot_hash_hex(&mi, hex), strcmp(hex, id))) {
+		free(im->buf);
+		free(im);
+		*err = -ENOEXEC;
+		return NULL;
+	}
+	memcpy(im->hash, mi.hash, GW_IMG_HASH_LEN);
+	EVP_Digest(im->buf, im->len, im->sha, NULL, EVP_sha256(), NULL);
+	im->id = xstrdup(id);
+	im->refs = 1;
+	LIST_INSERT_HEAD(&eng->images, im, entry);
+	return im;
+}
+
+static void image_put(struct image *im)
+{
+	if (!im || --im->refs)
+		return;
+	LIST_REMOVE(im, entry);
+	free(im->id);
+	free(im->buf);
+	free(im);
+}
+
+static bool image_id_valid(const char *id)
+{
+	if (!id || strlen(id) != 2 * GW_IMG_HASH_LEN)
+		return false;
+	for (const char *p = id; *p; p++)
+		if (!strchr("0123456789abcdef", *p))
+			return false;
+	return true;
+}
+
+/* ---- radio tokens: concurrent uploads per BLE adapter ---- */
+
+static char *radio_key_of(struct gw_device *dev)
+{
+	json_t *j, *adapter;
+	char *key;
+
+	if (strcmp(gw_device_transport(dev), "ble"))
+		return NULL; /* UDP and serial devices do not share a radio */
+	j = gw_device_to_json(dev);
+	adapter = json_object_get(json_object_get(j, "advertising"), "adapter");
+	key = xstrdup(json_is_string(adapter) ? json_string_value(adapter) : "ble");
+	json_decref(j);
+	return key;
+}
+
+static struct radio *radio_find(struct gw_engine *eng, const char *key, bool add)
+{
+	for (size_t i = 0; i < eng->n_radios; i++)
+		if (!strcmp(eng->radios[i].key, key))
+			return &eng->radios[i];
+	if (!add)
+		return NULL;
+	eng->radios = xrealloc(eng->radios, (eng->n_radios + 1) * sizeof(*eng->radios));
+	eng->radios[eng->n_radios] = (struct radio){ .key = xstrdup(key) };
+	return &eng->radios[eng->n_radios++];
+}
+
+static bool radio_acquire(struct job *job)
+{
+	struct gw_engine *eng = job->eng;
+	const struct gw_config *cfg = gw_config(eng->gw);
+	struct radio *r = NULL;
+
+	if (cfg->update.max_concurrent && eng->uploads >= cfg->update.max_concurrent)
+		return false;
+	if (job->radio_key) {
+		r = radio_find(eng, job->radio_key, true);
+		if (cfg->update.max_per_adapter && r->used >= cfg->update.max_per_adapter)
+			return false;
+		r->used++;
+	}
+	eng->uploads++;
+	job->radio_held = true;
+	return true;
+}
+
+static void radio_release(struct job *job)
+{
+	struct radio *r;
+
+	if (!job->radio_held)
+		return;
+	job->radio_held = false;
+	job->eng->uploads--;
+	r = job->radio_key ? radio_find(job->eng, job->radio_key, false) : NULL;
+	if (r && r->used)
+		r->used--;
+	dispatch_soon(job->eng);
+}
+
+/* ---- running a job: plumbing ---- */
+
+static void job_stop_io(struct job *job)
+{
+	if (job->req && job->dev)
+		gw_device_cancel(job->dev, job->req);
+	job->req = 0;
+	job->up = gw_upload_free(job->up);
+	if (job->timer)
+		evtimer_del(job->timer);
+	job->timer_fn = NULL;
+	radio_release(job);
+	job->wants_radio = false;
+}
+
+static void job_release_device(struct job *job)
+{
+	if (job->dev && job->held)
+		gw_device_release(job->dev);
+	job->held = false;
+	job->dev = NULL;
+}
+
+static void job_finish(struct job *job, enum gw_job_state state, const char *fmt, ...)
+{
+	struct gw_engine *eng = job->eng;
+	uint64_t dur;
+	json_t *d;
+
+	job_stop_io(job);
+	job_release_device(job);
+	image_put(job->img);
+	job->img = NULL;
+	free(job->error);
+	job->error = NULL;
+	if (fmt) {
+		va_list ap;
+
+		va_start(ap, fmt);
+		if (vasprintf(&job->error, fmt, ap) < 0)
+			job->error = NULL;
+		va_end(ap);
+	}
+	job->state = state;
+	job->finished_ms = gw_now_ms(eng->gw);
+	if (state == GW_JOB_STATE_DONE)
+		job->phase = PHASE_DONE;
+	job_persist(job);
+	dur = job->started_ms ? job->finished_ms - job->started_ms : 0;
+	if (state == GW_JOB_STATE_DONE)
+		log_info("job %lld: %s %s on %s: done%s", (long long)job->id,
+			 gw_job_mode_str(job->mode), job->image_id, job->device_id,
+			 job->up_to_date ? " (already running)" :
+			 job->skipped_upload ? " (upload skipped)" : "");
+	else
+		log_notice("job %lld on %s: %s%s%s", (long long)job->id, job->device_id,
+			   gw_job_state_str(state), job->error ? ": " : "",
+			   job->error ? job->error : "");
+	d = job_event_data(job);
+	json_object_set_new(d, "duration_ms", json_integer((json_int_t)dur));
+	json_object_set_new(d, "bytes_sent", json_integer((json_int_t)job->bytes_sent));
+	json_object_set_new(d, "skipped_upload", json_boolean(job->skipped_upload));
+	json_object_set_new(d, "up_to_date", json_boolean(job->up_to_date));
+	emit(job, "job.state", job_event_data(job));
+	emit(job, "job.result", d);
+	if (job->done) {
+		gw_job_done_cb cb = job->done;
+
+		job->done = NULL;
+		cb(job->id, state, job->error, job->user_data);
+	}
+	dispatch_soon(eng);
+}
+
+static void timer_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct job *job = arg;
+	void (*fn)(struct job *) = job->timer_fn;
+
+	job->timer_fn = NULL;
+	if (fn)
+		fn(job);
+}
+
+static void job_after(struct job *job, uint32_t ms, void (*fn)(struct job *))
+{
+	struct timeval tv = { ms / 1000, (ms % 1000) * 1000 };
+
+	job->timer_fn = fn;
+	evtimer_add(job->timer, &tv);
+}
+
+/* The device may have been removed (SIGHUP) or not discovered yet. */
+static struct gw_device *job_device(struct job *job)
+{
+	if (!job->dev) {
+		job->dev = gw_device_find(job->eng->gw, job->device_id);
+		if (job->dev) {
+			gw_device_hold(job->dev);
+			job->held = true;
+		}
+	}
+	return job->dev;
+}
+
+typedef void (*job_rsp_fn)(struct job *job, const uint8_t *frame, size_t len);
+
+struct pending {
+	struct job *job;
+	job_rsp_fn fn;
+};
+
+static void job_transport_error(struct job *job, int err, const char *what);
+
+static void job_rsp_cb(int err, const uint8_t *frame, size_t len, void *user_data)
+{
+	struct pending p = *(struct pending *)user_data;
+
+	free(user_data);
+	p.job->req = 0;
+	if (err) {
+		job_transport_error(p.job, err, "no answer");
+		return;
+	}
+	p.fn(p.job, frame, len);
+}
+
+/* Sends one request frame (consumed) for the job; its answer goes to fn. */
+static void job_request(struct job *job, uint8_t *frame, size_t len, uint32_t timeout_ms,
+			job_rsp_fn fn)
+{
+	struct gw_req_opts opts = { .timeout_ms = timeout_ms };
+	struct pending *p;
+	int64_t id;
+
+	if (!job_device(job)) {
+		free(frame);
+		job_transport_error(job, -ENODEV, "device not present");
+		return;
+	}
+	p = xnew(struct pending);
+	p->job = job;
+	p->fn = fn;
+	id = gw_device_request(job->dev, frame, len, &opts, job_rsp_cb, p);
+	free(frame);
+	if (id < 0) {
+		free(p);
+		job_transport_error(job, (int)id, "cannot queue a request");
+		return;
+	}
+	job->req = id;
+}
+
+/* An SMP-level answer: 0 when it carries no error, else fails the job. */
+static int job_check_smp(struct job *job, const uint8_t *frame, size_t len,
+			 const char *what)
+{
+	struct gw_smp_result res;
+	char msg[128];
+
+	if (gw_smp_result(frame, len, &res) < 0) {
+		job_finish(job, GW_JOB_STATE_FAILED, "%s: malformed response", what);
+		return -EBADMSG;
+	}
+	if (res.smp_error) {
+		gw_smp_result_str(&res, msg, sizeof(msg));
+		job_finish(job, GW_JOB_STATE_FAILED, "%s: %s", what, msg);
+		return -EPROTO;
+	}
+	return 0;
+}
+
+/* Reads the state out of an answer (and caches it on the device). */
+static int job_parse_state(struct job *job, const uint8_t *frame, size_t len,
+			   struct gw_img_state *st, const char *what)
+{
+	json_t *images = NULL;
+
+	if (job_check_smp(job, frame, len, what) < 0)
+		return -EPROTO;
+	if (gw_img_state_parse(frame, len, st, &images) < 0) {
+		job_finish(job, GW_JOB_STATE_FAILED, "%s: no image list", what);
+		return -EBADMSG;
+	}
+	if (images && job->dev)
+		gw_device_set_slots(job->dev, images);
+	json_decref(images);
+	return 0;
+}
+
+/* Link trouble: retry the whole step sequence from a state read, with
+ * backoff, until retry_timeout passes without reaching the device. */
+static void job_transport_error(struct job *job, int err, const char *what)
+{
+	const struct gw_config *cfg = gw_config(job->eng->gw);
+	uint64_t now = gw_now_ms(job->eng->gw);
+
+	job_stop_io(job);
+	if (err == -ECANCELED) /* the device was removed */
+		job_release_device(job);
+	if (!job->retry_deadline_ms)
+		job->retry_deadline_ms = now + cfg->update.retry_timeout_ms;
+	if (now >= job->retry_deadline_ms) {
+		job_finish(job, GW_JOB_STATE_FAILED, "device unreachable (%s: %s)", what,
+			   strerror(-err));
+		return;
+	}
+	log_info("job %lld (%s): %s: %s; retrying in %u ms", (long long)job->id,
+		 job->device_id, what, strerror(-err), job->retry_ms);
+	job_after(job, job->retry_ms, job_step_state);
+	job->retry_ms = MIN(job->retry_ms * 2, RETRY_MAX_MS);
+}
+
+static void job_progressed(struct job *job)
+{
+	job->retry_deadline_ms = 0;
+	job->retry_ms = RETRY_FIRST_MS;
+}
+
+/* ---- steps ---- */
+
+static void job_step_upload(struct job *job);
+static void job_step_test(struct job *job);
+static void job_step_reset(struct job *job);
+static void job_step_confirm(struct job *job);
+static void job_wait_poll(struct job *job);
+
+static void done_up_to_date(struct job *job)
+{
+	job->up_to_date = true;
+	job->skipped_upload = true;
+	job_finish(job, GW_JOB_STATE_DONE, NULL);
+}
+
+/* What to do given the watch's image state; the heart of resume. */
+static void job_decide(struct job *job, const struct gw_img_state *st)
+{
+	const struct gw_img_slot *s = gw_img_state_find(st, job->hash);
+
+	if (job->mode == GW_JOB_MODE_CONFIRM) {
+		if (s && s->active && s->confirmed)
+			done_up_to_date(job);
+		else if (s && s->active)
+			job_step_confirm(job);
+		else
+			job_finish(job, GW_JOB_STATE_FAILED,
+				   "the image is not running on the device: nothing to confirm");
+		return;
+	}
+	if (s && s->active) {
+		/* Running it: after our reset, or from before the job. */
+		if (!job->did_reset)
+			job->up_to_date = true;
+		if (job->mode == GW_JOB_MODE_TEST_CONFIRM && !s->confirmed)
+			job_step_confirm(job);
+		else
+			job_finish(job, GW_JOB_STATE_DONE, NULL);
+		return;
+	}
+	if (job->did_reset && (!s || !s->pending)) {
+		job_finish(job, GW_JOB_STATE_ROLLED_BACK,
+			   "the watch came back on its previous image%s",
+			   s ? "" : " (the new one was erased: it did not validate)");
+		return;
+	}
+	if (s) {
+		job->skipped_upload = job->skipped_upload || job->phase <= PHASE_STATE;
+		job->offset = job->size;
+		if (job->mode == GW_JOB_MODE_UPLOAD)
+			job_finish(job, GW_JOB_STATE_DONE, NULL);
+		else if (s->pending)
+			job_step_reset(job);
+		else
+			job_step_test(job);
+		return;
+	}
+	job_step_upload(job);
+}
+
+static void state_rsp(struct job *job, const uint8_t *frame, size_t len)
+{
+	struct gw_img_state st;
+
+	if (job_parse_state(job, frame, len, &st, "image state") < 0)
+		return;
+	job_progressed(job);
+	job_decide(job, &st);
+}
+
+/* Every (re)start of a job begins here. The phase is not rewritten, so a
+ * job that was resetting the watch still knows it did. */
+static void job_step_state(struct job *job)
+{
+	uint8_t *frame;
+	size_t len;
+
+	if (job->phase < PHASE_STATE)
+		set_phase(job, PHASE_STATE);
+	if (job->phase == PHASE_WAIT) {
+		job_wait_poll(job);
+		return;
+	}
+	if (gw_smp_img_state_read(&frame, &len) < 0)
+		return job_finish(job, GW_JOB_STATE_FAILED, "cannot build a request");
+	job_request(job, frame, len, 0, state_rsp);
+}
+
+/* -- upload -- */
+
+static size_t frame_limit(struct job *job)
+{
+	const struct gw_config *cfg = gw_config(job->eng->gw);
+	uint32_t buf_size, buf_count;
+	size_t mtu = gw_device_mtu(job->dev);
+	bool reassembly;
+
+	gw_device_params(job->dev, &buf_size, &buf_count);
+	/* Without the device's word, a watch is assumed to take one write per
+	 * frame (Zephyr without reassembly); a device that answers mcumgr
+	 * params is a Zephyr new enough to have reassembly when it has a
+	 * buffer bigger than one write. [update] reassembly overrides. */
+	reassembly = cfg->update.reassembly >= 0 ? cfg->update.reassembly == 1 :
+		     gw_device_params_known(job->dev);
+	if (!reassembly && mtu && mtu < buf_size)
+		return mtu;
+	return buf_size;
+}
+
+static unsigned pipeline_depth(struct job *job)
+{
+	const struct gw_config *cfg = gw_config(job->eng->gw);
+	uint32_t buf_count;
+	unsigned depth;
+
+	gw_device_params(job->dev, NULL, &buf_count);
+	depth = buf_count > 1 ? buf_count - 1 : 1;
+	if (cfg->update.pipeline_depth && depth > cfg->update.pipeline_depth)
+		depth = cfg->update.pipeline_depth;
+	return depth;
+}
+
+static void upload_progress(const struct gw_upload_stats *st, void *user_data)
+{
+	struct job *job = user_data;
+	struct gw_metrics *m = gw_metrics(job->eng->gw);
+
+	if (m && st->bytes_sent > job->bytes_sent) {
+		char *l = metric_labels(job);
+
+		gw_metrics_add(m, GW_M_UPLOAD_BYTES, l, (double)(st->bytes_sent - job->bytes_sent));
+		free(l);
+	}
+	job->bytes_sent = st->bytes_sent;
+	job->offset = st->acked;
+	job_progressed(job);
+	progress_event(job, false);
+}
+
+static void verify_rsp(struct job *job, const uint8_t *frame, size_t len);
+
+static void upload_done(int err, const char *msg, const struct gw_upload_stats *st,
+			void *user_data)
+{
+	struct job *job = user_data;
+	struct gw_metrics *m = gw_metrics(job->eng->gw);
+	uint64_t now = gw_now_ms(job->eng->gw);
+	uint8_t *frame;
+	size_t len;
+
+	upload_progress(st, job);
+	job->up = NULL; /* it is finished: freed below, outside its callback */
+	radio_release(job);
+	if (err && err != -EEXIST) {
+		if (err == -EPROTO || err == -EMSGSIZE)
+			return job_finish(job, GW_JOB_STATE_FAILED, "upload: %s",
+					  msg ? msg : strerror(-err));
+		return job_transport_error(job, err, msg ? msg : "upload");
+	}
+	if (m && now > job->up_start_ms && job->offset > job->up_start_off) {
+		char *l = metric_labels(job);
+
+		gw_metrics_observe(m, GW_M_UPLOAD_RATE, l,
+				   (double)(job->offset - job->up_start_off) * 1000.0 /
+				   (double)(now - job->up_start_ms));
+		free(l);
+	}
+	job->offset = job->size;
+	progress_event(job, true);
+	log_info("job %lld (%s): upload finished: %zu bytes, %.0f B/s, %u timeouts,"
+		 " %u mismatches, %u restarts", (long long)job->id, job->device_id,
+		 job->size, job->rate, st->timeouts, st->mismatches, st->restarts);
+	set_phase(job, PHASE_VERIFY);
+	if (gw_smp_img_state_read(&frame, &len) < 0)
+		return job_finish(job, GW_JOB_STATE_FAILED, "cannot build a request");
+	job_request(job, frame, len, 0, verify_rsp);
+}
+
+/* The gw_upload is freed from a deferred point: its callback is on the
+ * stack when upload_done runs. */
+static void start_upload(struct job *job)
+{
+	const struct gw_config *cfg = gw_config(job->eng->gw);
+	struct gw_upload_params p = {
+		.base = gw_base(job->eng->gw),
+		.dev = job->dev,
+		.image = job->img->buf,
+		.len = job->img->len,
+		.start_off = job->offset < job->size ? job->offset : 0,
+		.frame_max = frame_limit(job),
+		.max_inflight = pipeline_depth(job),
+		.chunk_timeout_ms = cfg->update.chunk_timeout_ms,
+		.state_checked = true,
+	};
+	static const struct gw_upload_cbs cbs = { upload_progress, upload_done };
+
+	memcpy(p.sha, job->img->sha, sizeof(p.sha));
+	memcpy(p.hash, job->hash, sizeof(p.hash));
+	job->up_start_ms = gw_now_ms(job->eng->gw);
+	job->up_start_off = p.start_off;
+	log_info("job %lld (%s): uploading %zu bytes from %zu: frames of %zu bytes,"
+		 " %u in flight", (long long)job->id, job->device_id, job->size,
+		 p.start_off, p.frame_max, p.max_inflight);
+	job->up = gw_upload_start(&p, &cbs, job);
+}
+
+static void job_step_upload(struct job *job)
+{
+	if (job->phase != PHASE_UPLOAD)
+		set_phase(job, PHASE_UPLOAD);
+	if (!job->radio_held && !radio_acquire(job)) {
+		job->wants_radio = true; /* dispatch() starts it when a token frees */
+		return;
+	}
+	job->wants_radio = false;
+	start_upload(job);
+}
+
+static void verify_rsp(struct job *job, const uint8_t *frame, size_t len)
+{
+	struct gw_img_state st;
+	const struct gw_img_slot *s;
+
+	/* A finished upload is freed here, outside its own callback. */
+	if (job_parse_state(job, frame, len, &st, "verify") < 0)
+		return;
+	s = gw_img_state_find(&st, job->hash);
+	if (!s)
+		return job_finish(job, GW_JOB_STATE_FAILED,
+				  "after the upload no slot holds the image hash "
+				  "(the watch rejected or corrupted it)");
+	if (job->mode == GW_JOB_MODE_UPLOAD)
+		return job_finish(job, GW_JOB_STATE_DONE, NULL);
+	job_decide(job, &st);
+}
+
+/* -- test, reset, wait -- */
+
+static void test_rsp(struct job *job, const uint8_t *frame, size_t len)
+{
+	struct gw_img_state st;
+	const struct gw_img_slot *s;
+
+	if (job_parse_state(job, frame, len, &st, "test") < 0)
+		return;
+	s = gw_img_state_find(&st, job->hash);
+	if (!s || !s->pending)
+		return job_finish(job, GW_JOB_STATE_FAILED,
+				  "the watch did not mark the image for test");
+	job_step_reset(job);
+}
+
+static void job_step_test(struct job *job)
+{
+	uint8_t *frame;
+	size_t len;
+
+	set_phase(job, PHASE_TEST);
+	if (gw_smp_img_state_write(job->hash, false, &frame, &len) < 0)
+		return job_finish(job, GW_JOB_STATE_FAILED, "cannot build a request");
+	job_request(job, frame, len, 0, test_rsp);
+}
+
+static void wait_begin(struct job *job)
+{
+	const struct gw_config *cfg = gw_config(job->eng->gw);
+
+	set_phase(job, PHASE_WAIT);
+	job->wait_deadline_ms = gw_now_ms(job->eng->gw) + cfg->update.boot_timeout_ms;
+	job_after(job, WAIT_FIRST_POLL_MS, job_wait_poll);
+}
+
+static void reset_cb(int err, const uint8_t *frame, size_t len, void *user_data)
+{
+	struct job *job = user_data;
+
+	/* Whatever the answer (a watch may reset before its answer leaves),
+	 * the reset may have happened: from here on only the watch's state
+	 * after reboot says what happened. */
+	job->req = 0;
+	wait_begin(job);
+}
+
+static void job_step_reset(struct job *job)
+{
+	uint8_t *frame;
+	size_t len;
+	int64_t id;
+
+	set_phase(job, PHASE_RESET);
+	if (!job_device(job) || gw_smp_os_reset(&frame, &len) < 0)
+		return job_transport_error(job, -ENODEV, "reset");
+	id = gw_device_request(job->dev, frame, len, NULL, reset_cb, job);
+	free(frame);
+	if (id < 0)
+		return job_transport_error(job, (int)id, "reset");
+	job->req = id;
+}
+
+static void wait_rsp_cb(int err, const uint8_t *frame, size_t len, void *user_data)
+{
+	struct job *job = user_data;
+	struct gw_img_state st;
+	const struct gw_img_slot *s;
+
+	job->req = 0;
+	if (err || gw_img_state_parse(frame, len, &st, NULL) < 0) {
+		job_after(job, WAIT_POLL_MS, job_wait_poll);
+		return;
+	}
+	s = gw_img_state_find(&st, job->hash);
+	if (s && !s->active && s->pending) {
+		/* Not rebooted yet (or the answer came before the reset). */
+		job_after(job, WAIT_POLL_MS, job_wait_poll);
+		return;
+	}
+	job_progressed(job);
+	if (job_parse_state(job, frame, len, &st, "state after reboot") < 0)
+		return;
+	job_decide(job, &st);
+}
+
+static void job_wait_poll(struct job *job)
+{
+	uint8_t *frame;
+	size_t len;
+	int64_t id;
+
+	if (!job->wait_deadline_ms) /* resumed after a restart */
+		job->wait_deadline_ms = gw_now_ms(job->eng->gw) +
+					gw_config(job->eng->gw)->update.boot_timeout_ms;
+	if (gw_now_ms(job->eng->gw) >= job->wait_deadline_ms)
+		return job_finish(job, GW_JOB_STATE_LOST,
+				  "the watch did not come back within %u s of its reset",
+				  gw_config(job->eng->gw)->update.boot_timeout_ms / 1000);
+	if (!job_device(job) || gw_smp_img_state_read(&frame, &len) < 0) {
+		job_after(job, WAIT_POLL_MS, job_wait_poll);
+		return;
+	}
+	id = gw_device_request(job->dev, frame, len, NULL, wait_rsp_cb, job);
+	free(frame);
+	if (id < 0) {
+		job_after(job, WAIT_POLL_MS, job_wait_poll);
+		return;
+	}
+	job->req = id;
+}
+
+/* -- confirm -- */
+
+static void confirm_rsp(struct job *job, const uint8_t *frame, size_t len)
+{
+	struct gw_img_state st;
+	const struct gw_img_slot *s;
+
+	if (job_parse_state(job, frame, len, &st, "confirm") < 0)
+		return;
+	s = gw_img_state_find(&st, job->hash);
+	if (s && s->active && s->confirmed)
+		return job_finish(job, GW_JOB_STATE_DONE, NULL);
+	if (s && s->active)
+		return job_finish(job, GW_JOB_STATE_FAILED,
+				  "the watch did not confirm the image");
+	job_finish(job, GW_JOB_STATE_ROLLED_BACK,
+		   "the watch was no longer running the image when confirming");
+}
+
+/* Only reached right after a state read in this process showed the image
+ * active in slot 0. No hash: "confirm what runs", never a slot-1 image. */
+static void job_step_confirm(struct job *job)
+{
+	uint8_t *frame;
+	size_t len;
+
+	set_phase(job, PHASE_CONFIRM);
+	if (gw_smp_img_state_write(NULL, true, &frame, &len) < 0)
+		return job_finish(job, GW_JOB_STATE_FAILED, "cannot build a request");
+	job_request(job, frame, len, 0, confirm_rsp);
+}
+
+/* ---- dispatch: one job per device, in id order ---- */
+
+static bool device_busy(struct gw_engine *eng, const char *device_id)
+{
+	struct job *j;
+
+	TAILQ_FOREACH(j, &eng->jobs, entry)
+		if (j->state == GW_JOB_STATE_RUNNING && !strcasecmp(j->device_id, device_id))
+			return true;
+	return false;
+}
+
+static void job_start(struct job *job)
+{
+	int err = 0;
+
+	job->img = image_get(job->eng, job->image_id, &err);
+	if (!job->img)
+		return job_finish(job, GW_JOB_STATE_FAILED, "image %s: %s", job->image_id,
+				  err == -ENOENT ? "not in the image store" :
+				  "not a valid MCUboot image");
+	memcpy(job->hash, job->img->hash, sizeof(job->hash));
+	job->size = job->img->len;
+	job->state = GW_JOB_STATE_RUNNING;
+	if (!job->started_ms)
+		job->started_ms = gw_now_ms(job->eng->gw);
+	job->retry_ms = RETRY_FIRST_MS;
+	free(job->radio_key);
+	job->radio_key = radio_key_of(job->dev);
+	log_info("job %lld: %s %s on %s%s", (long long)job->id, gw_job_mode_str(job->mode),
+		 job->image_id, job->device_id,
+		 job->phase > PHASE_QUEUED ? " (resumed after a restart)" : "");
+	job_step_state(job);
+}
+
+static void dispatch(struct gw_engine *eng)
+{
+	struct job *j, *next;
+
+	for (j = TAILQ_FIRST(&eng->jobs); j; j = next) {
+		next = TAILQ_NEXT(j, entry);
+		if (j->state == GW_JOB_STATE_RUNNING && j->wants_radio) {
+			if (radio_acquire(j)) {
+				j->wants_radio = false;
+				start_upload(j);
+			}
+			continue;
+		}
+		if (j->state != GW_JOB_STATE_QUEUED || device_busy(eng, j->device_id))
+			continue;
+		if (!job_device(j))
+			continue; /* not discovered yet: device.added wakes us */
+		j->state = GW_JOB_STATE_RUNNING;
+		job_start(j);
+	}
+}
+
+static void dispatch_cb(evutil_socket_t fd, short what, void *arg)
+{
+	dispatch(arg);
+}
+
+static void dispatch_soon(struct gw_engine *eng)
+{
+	event_active(eng->dispatch_ev, 0, 0);
+}
+
+static struct job *job_find(struct gw_engine *eng, int64_t id)
+{
+	struct job *j;
+
+	TAILQ_FOREACH(j, &eng->jobs, entry)
+		if (j->id == id)
+			return j;
+	return NULL;
+}
+
+/* ---- device events ---- */
+
+static void on_event(const struct gw_event *ev, void *user_data)
+{
+	struct gw_engine *eng = user_data;
+	const char *id = json_string_value(json_object_get(ev->data, "id"));
+	struct job *j;
+
+	if (!id)
+		return;
+	if (!strcmp(ev->type, "device.added")) {
+		dispatch_soon(eng);
+		return;
+	}
+	TAILQ_FOREACH(j, &eng->jobs, entry) {
+		if (j->state != GW_JOB_STATE_RUNNING || strcasecmp(j->device_id, id))
+			continue;
+		if (!strcmp(ev->type, "device.removed") && j->dev) {
+			/* Before the device is freed: drop our requests and the
+			 * pointer; the job retries until it comes back. */
+			job_stop_io(j);
+			j->held = false;
+			j->dev = NULL;
+			job_after(j, RETRY_FIRST_MS, j->phase == PHASE_WAIT ?
+				  job_wait_poll : job_step_state);
+		} else if (!strcmp(ev->type, "device.connected") &&
+			   j->phase == PHASE_WAIT && !j->req && j->timer_fn) {
+			/* Back from its reset: look now rather than at the next poll. */
+			evtimer_del(j->timer);
+			j->timer_fn = NULL;
+			job_wait_poll(j);
+		}
+	}
+}
+
+/* ---- public API ---- */
+
+static struct job *job_new(struct gw_engine *eng)
+{
+	struct job *job = xnew(struct job);
+
+	job->eng = eng;
+	job->timer = evtimer_new(gw_base(eng->gw), timer_cb, job);
+	return job;
+}
+
+static void job_free(struct job *job)
+{
+	job_stop_io(job);
+	job_release_device(job);
+	image_put(job->img);
+	event_free(job->timer);
+	free(job->device_id);
+	free(job->image_id);
+	free(job->rollout_id);
+	free(job->error);
+	free(job->radio_key);
+	free(job);
+}
+
+int64_t gw_job_submit(struct gw_engine *engine, const char *device_id,
+		      const char *image_id, enum gw_job_mode mode,
+		      const struct gw_job_opts *opts)
+{
+	struct gw_device *dev;
+	struct image *im;
+	struct job *job;
+	int err = 0;
+	int64_t id;
+
+	if (!engine || !device_id || mode > GW_JOB_MODE_CONFIRM || !image_id_valid(image_id))
+		return -EINVAL;
+	dev = gw_device_find(engine->gw, device_id);
+	if (!dev)
+		return -ENOENT;
+	im = image_get(engine, image_id, &err);
+	if (!im)
+		return err == -ENOENT ? -ENOENT : -EINVAL;
+	image_put(im);
+	job = job_new(engine);
+	job->device_id = xstrdup(gw_device_id(dev));
+	job->image_id = xstrdup(image_id);
+	job->rollout_id = opts && opts->rollout_id ? xstrdup(opts->rollout_id) : NULL;
+	job->mode = mode;
+	job->created_ms = job->updated_ms = gw_now_ms(engine->gw);
+	job->size = im->len;
+	id = db_insert(engine, job);
+	if (id < 0) {
+		job_free(job);
+		return id;
+	}
+	job->id = id;
+	job->done = opts ? opts->done : NULL;
+	job->user_data = opts ? opts->user_data : NULL;
+	TAILQ_INSERT_TAIL(&engine->jobs, job, entry);
+	engine->n_jobs++;
+	log_info("job %lld queued: %s %s on %s", (long long)id, gw_job_mode_str(mode),
+		 image_id, job->device_id);
+	emit(job, "job.state", job_event_data(job));
+	dispatch_soon(engine);
+	return id;
+}
+
+int gw_job_cancel(struct gw_engine *engine, int64_t job_id)
+{
+	struct job *job = engine ? job_find(engine, job_id) : NULL;
+
+	if (!job)
+		return -ENOENT;
+	if (job_final(job))
+		return -EALREADY;
+	/* The confirm cannot be taken back once sent: let it land. */
+	if (job->state == GW_JOB_STATE_RUNNING && job->phase == PHASE_CONFIRM)
+		return -EBUSY;
+	if (job->phase == PHASE_TEST || job->phase == PHASE_RESET || job->phase == PHASE_WAIT)
+		job_finish(job, GW_JOB_STATE_CANCELED,
+			   "canceled after the image was marked for test: nothing is "
+			   "confirmed; MCUboot reverts it at the reset after the one that "
+			   "boots it");
+	else
+		job_finish(job, GW_JOB_STATE_CANCELED, NULL);
+	return 0;
+}
+
+static json_t *job_json(const struct job *job)
+{
+	json_t *o = job_event_data(job);
+	unsigned pct = job->size ? (unsigned)(job->offset * 100 / job->size) : 0;
+
+	json_object_set_new(o, "rollout", job->rollout_id ? json_string(job->rollout_id) :
+			    json_null());
+	json_object_set_new(o, "created", json_integer((json_int_t)job->created_ms));
+	json_object_set_new(o, "updated", json_integer((json_int_t)job->updated_ms));
+	json_object_set_new(o, "started", job->started_ms ?
+			    json_integer((json_int_t)job->started_ms) : json_null());
+	json_object_set_new(o, "finished", job->finished_ms ?
+			    json_integer((json_int_t)job->finished_ms) : json_null());
+	json_object_set_new(o, "skipped_upload", json_boolean(job->skipped_upload));
+	json_object_set_new(o, "up_to_date", json_boolean(job->up_to_date));
+	json_object_set_new(o, "progress",
+			    json_pack("{s:I, s:I, s:i, s:f, s:I}",
+				      "bytes", (json_int_t)job->offset,
+				      "total", (json_int_t)job->size, "percent", (int)pct,
+				      "rate", job->rate,
+				      "bytes_sent", (json_int_t)job->bytes_sent));
+	if (!job->error)
+		json_object_set_new(o, "error", json_null());
+	return o;
+}
+
+json_t *gw_job_to_json(struct gw_engine *engine, int64_t job_id)
+{
+	struct job *job = engine ? job_find(engine, job_id) : NULL;
+
+	return job ? job_json(job) : NULL;
+}
+
+json_t *gw_jobs_to_json(struct gw_engine *engine, const char *device_id)
+{
+	json_t *a = json_array();
+	struct job *j;
+
+	if (!engine)
+		return a;
+	TAILQ_FOREACH_REVERSE(j, &engine->jobs, job_list, entry)
+		if (!device_id || !strcasecmp(j->device_id, device_id))
+			json_array_append_new(a, job_json(j));
+	return a;
+}
+
+/* ---- construction: load what the store knows ---- */
+
+static void load_row(struct gw_engine *eng, sqlite3_stmt *st)
+{
+	struct job *job = job_new(eng);
+	const char *s;
+	int flags;
+
+	job->id = sqlite3_column_int64(st, 0);
+	job->device_id = xstrdup((const char *)sqlite3_column_text(st, 1));
+	job->image_id = xstrdup((const char *)sqlite3_column_text(st, 2));
+	if (gw_job_mode_parse((const char *)sqlite3_column_text(st, 3), &job->mode) < 0)
+		job->mode = GW_JOB_MODE_TEST_CONFIRM;
+	if (state_parse((const char *)sqlite3_column_text(st, 4), &job->state) < 0)
+		job->state = GW_JOB_STATE_FAILED;
+	job->phase = phase_parse((const char *)sqlite3_column_text(st, 5));
+	s = (const char *)sqlite3_column_text(st, 6);
+	job->rollout_id = s ? xstrdup(s) : NULL;
+	s = (const char *)sqlite3_column_text(st, 7);
+	job->error = s ? xstrdup(s) : NULL;
+	job->size = (size_t)sqlite3_column_int64(st, 8);
+	job->offset = (size_t)sqlite3_column_int64(st, 9);
+	job->created_ms = (uint64_t)sqlite3_column_int64(st, 10);
+	job->started_ms = (uint64_t)sqlite3_column_int64(st, 11);
+	job->finished_ms = (uint64_t)sqlite3_column_int64(st, 12);
+	job->updated_ms = (uint64_t)sqlite3_column_int64(st, 13);
+	flags = sqlite3_column_int(st, 14);
+	job->up_to_date = flags & 1;
+	job->skipped_upload = flags & 2;
+	job->did_reset = flags & 4;
+	job->bytes_sent = (uint64_t)sqlite3_column_int64(st, 15);
+	if (job->phase >= PHASE_RESET && job->phase <= PHASE_WAIT)
+		job->did_reset = true;
+	/* A job that was running is queued again; it resumes from a state
+	 * read with its phase kept (job_decide). */
+	if (job->state == GW_JOB_STATE_RUNNING)
+		job->state = GW_JOB_STATE_QUEUED;
+	TAILQ_INSERT_TAIL(&eng->jobs, job, entry);
+	eng->n_jobs++;
+}
+
+static int load_jobs(struct gw_engine *eng)
+{
+	sqlite3_stmt *st;
+	int rc, n = 0;
+
+	if (sqlite3_prepare_v2(eng->db,
+			"SELECT id, device_id, image_id, mode, state, phase, rollout_id,"
+			" error, size, off, created, started, finished, updated, flags,"
+			" bytes_sent FROM jobs WHERE state IN ('queued', 'running')"
+			" OR id > (SELECT coalesce(max(id), 0) FROM jobs) - ?"
+			" ORDER BY id", -1, &st, NULL) != SQLITE_OK) {
+		log_err("jobs: %s", sqlite3_errmsg(eng->db));
+		return -EIO;
+	}
+	sqlite3_bind_int(st, 1, MAX_FINISHED_KEPT);
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		load_row(eng, st);
+		if (!job_final(TAILQ_LAST(&eng->jobs, job_list)))
+			n++;
+	}
+	sqlite3_finalize(st);
+	if (n)
+		log_notice("jobs: %d unfinished job(s) from the last run resume", n);
+	return rc == SQLITE_DONE ? 0 : -EIO;
+}
+
+struct gw_engine *gw_engine_new(struct gw *gw, int *err)
+{
+	struct gw_engine *eng = xnew(struct gw_engine);
+	struct gw_store *store = gw_store(gw);
+
+	eng->gw = gw;
+	eng->next_mem_id = 1;
+	TAILQ_INIT(&eng->jobs);
+	LIST_INIT(&eng->images);
+	eng->db = store ? gw_store_db(store) : NULL;
+	eng->dispatch_ev = event_new(gw_base(gw), -1, 0, dispatch_cb, eng);
+	if (eng->db && load_jobs(eng) < 0) {
+		if (err)
+			*err = -EIO;
+		return gw_engine_free(eng);
+	}
+	eng->sub = gw_events_subscribe(gw_events(gw), on_event, eng);
+	gw_set_engine(gw, eng);
+	dispatch_soon(eng);
+	return eng;
+}
+
+struct gw_engine *gw_engine_free(struct gw_engine *engine)
+{
+	struct job *j;
+
+	if (!engine)
+		return NULL;
+	if (gw_engine(engine->gw) == engine)
+		gw_set_engine(engine->gw, NULL);
+	if (engine->sub)
+		gw_events_unsubscribe(gw_events(engine->gw), engine->sub);
+	/* Running jobs stay "running" in the store: the next start resumes
+	 * them. */
+	while ((j = TAILQ_FIRST(&engine->jobs))) {
+		TAILQ_REMOVE(&engine->jobs, j, entry);
+		job_free(j);
+	}
+	for (size_t i = 0; i < engine->n_radios; i++)
+		free(engine->radios[i].key);
+	free(engine->radios);
+	event_free(engine->dispatch_ev);
+	free(engine);
+	return NULL;
+}

@@ -1,0 +1,363 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * One pipelined image upload to one device (engine-int.h). Owns the chunks
+ * in flight, the device offset it trusts, and the recovery rules:
+ *
+ * - Chunks fill the frame limit the engine computed (buf_size, or one
+ *   write when the watch does not reassemble) to the byte.
+ * - Up to max_inflight chunks are in flight; the window restarts at one
+ *   after any trouble and grows by one per acknowledged chunk.
+ * - A response whose "off" is not the end of its chunk (a write was
+ *   dropped silently, or the device resumed by sha), or a chunk that timed
+ *   out, stops the stream: every other chunk still queued or in flight is
+ *   canceled at once (queued ones never leave; answers to sent ones are
+ *   dropped), and the upload continues from the offset the device
+ *   reported (after a timeout: the last one it acknowledged; a device
+ *   further along says so in its answer). Data the device did not ask for
+ *   is never sent after a mismatch.
+ * - "off": 0 mid-upload means the device lost the session: start over with
+ *   a first chunk. Before any first chunk but the very first, the image
+ *   state is read: a first chunk of an image that is already complete in
+ *   its slot would erase it.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/queue.h>
+
+#include <event2/event.h>
+
+#include "codec/smp.h"
+#include "gateway/device.h"
+#include "gateway/engine-int.h"
+#include "gateway/gateway.h"
+#include "gateway/log.h"
+#include "util/util.h"
+
+/* Timeouts in a row without the device acknowledging anything: the link
+ * is not carrying our writes; let the engine reconnect and resume. */
+#define MAX_STALLED_TIMEOUTS 6
+
+struct chunk {
+	TAILQ_ENTRY(chunk) entry;
+	struct gw_upload *up;
+	int64_t req;
+	size_t off, len;
+};
+TAILQ_HEAD(chunk_list, chunk);
+
+struct gw_upload {
+	struct gw_upload_params p;
+	struct gw_upload_cbs cbs;
+	void *user_data;
+	struct chunk_list inflight;
+	unsigned n_inflight;
+	size_t next_off;     /* next chunk to send while streaming */
+	size_t dev_off;      /* the device's offset, as it reported last */
+	bool first_in_flight;
+	bool started;        /* a first chunk went out in this upload */
+	unsigned window;
+	unsigned stalled;    /* timeouts since the last acknowledged chunk */
+	int64_t state_req;   /* img state read before a restart, or 0 */
+	struct event *kick;  /* deferred start */
+	struct gw_upload_stats st;
+};
+
+static void pump(struct gw_upload *up);
+static void resume(struct gw_upload *up);
+
+static void cancel_all(struct gw_upload *up)
+{
+	struct chunk *c;
+
+	while ((c = TAILQ_FIRST(&up->inflight))) {
+		TAILQ_REMOVE(&up->inflight, c, entry);
+		gw_device_cancel(up->p.dev, c->req);
+		free(c);
+	}
+	up->n_inflight = 0;
+	if (up->state_req) {
+		gw_device_cancel(up->p.dev, up->state_req);
+		up->state_req = 0;
+	}
+}
+
+/* Ends the upload; the engine may free it from the callback, so this is
+ * always the last thing a caller does. */
+static void finish(struct gw_upload *up, int err, const char *msg)
+{
+	struct gw_upload_stats st = up->st;
+
+	cancel_all(up);
+	up->st.acked = up->dev_off;
+	st.acked = up->dev_off;
+	up->cbs.done(err, msg, &st, up->user_data);
+	gw_upload_free(up);
+}
+
+static void chunk_cb(int err, const uint8_t *frame, size_t len, void *user_data);
+
+static int send_chunk(struct gw_upload *up, size_t off)
+{
+	bool first = off == 0;
+	size_t n = gw_upload_chunk_max(off, up->p.len, first ? sizeof(up->p.sha) : 0,
+				       up->p.frame_max);
+	struct gw_req_opts opts = { .timeout_ms = up->p.chunk_timeout_ms,
+				    .pipelined = !first };
+	struct chunk *c;
+	uint8_t *frame;
+	size_t flen;
+	int64_t id;
+	int r;
+
+	if (n == 0)
+		return -EMSGSIZE;
+	r = gw_smp_img_upload(off, up->p.len, up->p.sha, sizeof(up->p.sha),
+			      up->p.image + off, n, &frame, &flen);
+	if (r < 0)
+		return r;
+	c = xnew(struct chunk);
+	c->up = up;
+	c->off = off;
+	c->len = n;
+	id = gw_device_request(up->p.dev, frame, flen, &opts, chunk_cb, c);
+	free(frame);
+	if (id < 0) {
+		free(c);
+		return (int)id;
+	}
+	c->req = id;
+	TAILQ_INSERT_TAIL(&up->inflight, c, entry);
+	up->n_inflight++;
+	up->st.bytes_sent += n;
+	if (first) {
+		up->first_in_flight = true;
+		up->started = true;
+	}
+	up->next_off = off + n;
+	return 0;
+}
+
+static void pump(struct gw_upload *up)
+{
+	/* Bounded by the window. */
+	while (!up->first_in_flight &&
+	       up->n_inflight < up->window && up->next_off < up->p.len) {
+		int r = send_chunk(up, up->next_off);
+
+		if (r == -EBUSY && up->n_inflight)
+			return; /* the device queue is full: wait for answers */
+		if (r < 0) {
+			finish(up, r, "cannot queue an upload chunk");
+			return;
+		}
+		if (up->first_in_flight)
+			return;
+	}
+}
+
+/* ---- restart from zero: read state first ---- */
+
+static void state_cb(int err, const uint8_t *frame, size_t len, void *user_data)
+{
+	struct gw_upload *up = user_data;
+	struct gw_img_state st;
+	const struct gw_img_slot *s;
+	int r;
+
+	up->state_req = 0;
+	if (err) {
+		finish(up, err, "image state read failed before restarting the upload");
+		return;
+	}
+	if (gw_img_state_parse(frame, len, &st, NULL) < 0) {
+		finish(up, -EPROTO, "unreadable image state");
+		return;
+	}
+	s = gw_img_state_find(&st, up->p.hash);
+	if (s) {
+		up->dev_off = up->p.len;
+		finish(up, -EEXIST, "the image is complete in its slot");
+		return;
+	}
+	r = send_chunk(up, 0);
+	if (r < 0)
+		finish(up, r, "cannot queue the first chunk");
+}
+
+static void restart_from_zero(struct gw_upload *up)
+{
+	uint8_t *frame;
+	size_t len;
+	int64_t id;
+
+	up->st.restarts++;
+	if (gw_smp_img_state_read(&frame, &len) < 0) {
+		finish(up, -ENOMEM, "cannot build a state read");
+		return;
+	}
+	id = gw_device_request(up->p.dev, frame, len, NULL, state_cb, up);
+	free(frame);
+	if (id < 0) {
+		finish(up, (int)id, "cannot queue a state read");
+		return;
+	}
+	up->state_req = id;
+}
+
+/* After trouble: drop what is in flight, continue from the device's offset. */
+static void resume(struct gw_upload *up)
+{
+	cancel_all(up);
+	up->window = 1;
+	if (up->dev_off >= up->p.len) {
+		finish(up, 0, NULL);
+		return;
+	}
+	if (up->dev_off == 0) {
+		restart_from_zero(up);
+		return;
+	}
+	up->next_off = up->dev_off;
+	pump(up);
+}
+
+static struct chunk *take_chunk(struct chunk *c)
+{
+	struct gw_upload *up = c->up;
+
+	TAILQ_REMOVE(&up->inflight, c, entry);
+	up->n_inflight--;
+	if (c->off == 0)
+		up->first_in_flight = false;
+	return c;
+}
+
+/* A transport error for a chunk: 0 to resume, < 0 when the upload ended. */
+static int chunk_error(struct gw_upload *up, int err)
+{
+	if (err != -ETIMEDOUT) {
+		finish(up, err, "the link failed during the upload");
+		return err;
+	}
+	up->st.timeouts++;
+	if (++up->stalled >= MAX_STALLED_TIMEOUTS) {
+		finish(up, -ETIMEDOUT, "the device stopped answering upload chunks");
+		return -ETIMEDOUT;
+	}
+	return 0;
+}
+
+/* The device answered a chunk: 1 when it was the expected answer, 0 when
+ * the stream must resume from the device's offset, < 0 when it ended. */
+static int chunk_answer(struct gw_upload *up, const struct chunk *c,
+			const uint8_t *frame, size_t len)
+{
+	struct gw_smp_result res;
+	uint64_t off;
+	char msg[128];
+
+	if (gw_smp_result(frame, len, &res) < 0) {
+		finish(up, -EPROTO, "malformed upload response");
+		return -EPROTO;
+	}
+	if (res.smp_error) {
+		gw_smp_result_str(&res, msg, sizeof(msg));
+		finish(up, -EPROTO, msg);
+		return -EPROTO;
+	}
+	if (gw_img_upload_parse(frame, len, &off, NULL) < 0 || off > up->p.len) {
+		finish(up, -EPROTO, "upload response without a valid \"off\"");
+		return -EPROTO;
+	}
+	up->stalled = 0;
+	if (off == c->off + c->len) {
+		/* Max: a datagram transport may reorder answers. */
+		up->dev_off = MAX(up->dev_off, (size_t)off);
+		up->st.acked = up->dev_off;
+		if (up->window < up->p.max_inflight)
+			up->window++;
+		if (up->cbs.progress)
+			up->cbs.progress(&up->st, up->user_data);
+		return 1;
+	}
+	/* The device's word wins: dropped write, lost session (0), resume. */
+	up->st.mismatches++;
+	log_debug("%s: upload: device at %llu, chunk was %zu+%zu",
+		  gw_device_id(up->p.dev), (unsigned long long)off, c->off, c->len);
+	up->dev_off = (size_t)off;
+	up->st.acked = up->dev_off;
+	return 0;
+}
+
+static void chunk_cb(int err, const uint8_t *frame, size_t len, void *user_data)
+{
+	struct chunk *c = take_chunk(user_data);
+	struct gw_upload *up = c->up;
+	int r = err ? chunk_error(up, err) : chunk_answer(up, c, frame, len);
+
+	free(c);
+	if (r < 0)
+		return; /* finished: up may be gone */
+	if (r == 0) {
+		resume(up);
+		return;
+	}
+	if (up->dev_off >= up->p.len && !up->n_inflight) {
+		finish(up, 0, NULL);
+		return;
+	}
+	pump(up);
+}
+
+/* ---- lifetime ---- */
+
+static void kick_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct gw_upload *up = arg;
+
+	up->dev_off = up->p.start_off;
+	up->st.acked = up->p.start_off;
+	if (up->p.start_off == 0 && !up->p.state_checked) {
+		restart_from_zero(up);
+		return;
+	}
+	if (up->p.start_off == 0) {
+		int r = send_chunk(up, 0);
+
+		if (r < 0)
+			finish(up, r, "cannot queue the first chunk");
+		return;
+	}
+	up->next_off = up->p.start_off;
+	pump(up);
+}
+
+struct gw_upload *gw_upload_start(const struct gw_upload_params *p,
+				  const struct gw_upload_cbs *cbs,
+				  void *user_data)
+{
+	struct gw_upload *up = xnew(struct gw_upload);
+
+	up->p = *p;
+	if (up->p.max_inflight < 1)
+		up->p.max_inflight = 1;
+	up->cbs = *cbs;
+	up->user_data = user_data;
+	up->window = 1;
+	TAILQ_INIT(&up->inflight);
+	up->kick = event_new(p->base, -1, 0, kick_cb, up);
+	event_active(up->kick, 0, 0);
+	return up;
+}
+
+struct gw_upload *gw_upload_free(struct gw_upload *up)
+{
+	if (!up)
+		return NULL;
+	cancel_all(up);
+	event_free(up->kick);
+	free(up);
+	return NULL;
+}

@@ -1,0 +1,412 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The upload engine's pieces that need no daemon: the exact CBOR size of an
+ * upload chunk (frames filled to the byte, never over), the answers it
+ * parses, the job names, and one pipelined upload (upload.c) through the
+ * real request queue to a fake watch written here (not the simulator) that
+ * drops writes when its buffers are full, answers "off: 0" mid-upload and
+ * reports its expected offset on a mismatch. The fake checks that no frame
+ * exceeds buf_size and that after a mismatch the client only sends the
+ * offset the watch asked for.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cbor.h>
+#include <event2/event.h>
+
+#include "codec/cbor-util.h"
+#include "codec/smp.h"
+#include "gateway/config.h"
+#include "gateway/device.h"
+#include "gateway/engine-int.h"
+#include "gateway/gateway.h"
+#include "gateway/jobs.h"
+#include "gateway/registry/registry.h"
+#include "links/link.h"
+#include "tap.h"
+#include "util/util.h"
+
+/* ---- chunk arithmetic ---- */
+
+static void test_chunk_sizes(void)
+{
+	static const uint8_t data[70000];
+	static const uint8_t sha[32];
+	static const size_t totals[] = { 5000, 65535, 70000 };
+	static const size_t offs[] = { 0, 1, 23, 24, 255, 256, 4000, 65535 };
+	unsigned exact = 0, bad = 0, over = 0;
+
+	for (size_t t = 0; t < ARRAY_SIZE(totals); t++)
+		for (size_t o = 0; o < ARRAY_SIZE(offs); o++)
+			for (size_t fm = 30; fm <= 3000; fm += 7) {
+				size_t off = offs[o], total = totals[t];
+				size_t shalen = off == 0 ? 32 : 0;
+				size_t n = gw_upload_chunk_max(off, total, shalen, fm);
+				uint8_t *frame;
+				size_t len;
+
+				if (off >= total || n == 0)
+					continue;
+				if (gw_smp_img_upload(off, total, sha, shalen, data, n,
+						      &frame, &len) < 0) {
+					bad++;
+					continue;
+				}
+				if (len != SMP_HDR_LEN +
+				    gw_upload_chunk_cbor_len(off, total, shalen, n))
+					bad++;
+				if (len > fm)
+					over++;
+				/* Full unless the image ends here, or the data
+				 * head grows by one byte exactly at the edge. */
+				if (len == fm || off + n == total ||
+				    (len + 1 == fm))
+					exact++;
+				else
+					bad++;
+				free(frame);
+			}
+	is_int(over, 0, "no chunk frame exceeds its limit");
+	is_int(bad, 0, "predicted CBOR length is exact and frames are full");
+	ok(exact > 1000, "checked %u frame sizes", exact);
+	is_int(gw_upload_chunk_max(0, 1000, 32, 20), 0, "nothing fits in 20 bytes");
+	/* 2475-byte Zephyr buffer, mid-image: 8 header + 1 map + 4+3 off +
+	 * 5+3 data head = 24 bytes of overhead. */
+	is_int(gw_upload_chunk_max(4096, 300000, 0, 2475), 2475 - 24,
+	       "2475-byte buffer at 4096: 2451 data bytes");
+	is_int(gw_upload_chunk_max(299990, 300000, 0, 2475), 10, "last chunk: the rest");
+}
+
+static void test_names(void)
+{
+	enum gw_job_mode m;
+
+	ok(gw_job_mode_parse("test-confirm", &m) == 0 && m == GW_JOB_MODE_TEST_CONFIRM,
+	   "mode test-confirm");
+	ok(gw_job_mode_parse("upload", &m) == 0 && m == GW_JOB_MODE_UPLOAD, "mode upload");
+	ok(gw_job_mode_parse("bogus", &m) == -EINVAL, "bad mode refused");
+	ok(gw_job_mode_parse(NULL, &m) == -EINVAL, "NULL mode refused");
+	for (int i = GW_JOB_MODE_UPLOAD; i <= GW_JOB_MODE_CONFIRM; i++)
+		ok(gw_job_mode_parse(gw_job_mode_str(i), &m) == 0 && (int)m == i,
+		   "mode %s round-trips", gw_job_mode_str(i));
+	is_str(gw_job_state_str(GW_JOB_STATE_ROLLED_BACK), "rolled_back", "state name");
+	is_str(gw_job_state_str(GW_JOB_STATE_LOST), "lost", "state name");
+}
+
+/* ---- answers ---- */
+
+static uint8_t *frame_of(cbor_item_t *map, size_t *len)
+{
+	struct smp_hdr h = { .op = SMP_OP_READ_RSP, .ver = SMP_VER_2,
+			     .group = SMP_GROUP_IMG };
+	uint8_t *f = NULL;
+
+	smp_frame_build(&h, map, &f, len);
+	cbor_decref(&map);
+	return f;
+}
+
+static void test_answers(void)
+{
+	cbor_item_t *m = smp_cbor_map_new_indefinite(), *a = smp_cbor_array_new_indefinite();
+	cbor_item_t *s = smp_cbor_map_new_indefinite();
+	struct gw_img_state st;
+	struct gw_smp_result res;
+	uint8_t hash[32], *f;
+	uint64_t off = 0;
+	int match = 0;
+	size_t len;
+
+	memset(hash, 0xab, sizeof(hash));
+	smp_cbor_map_put_uint(s, "slot", 1);
+	smp_cbor_map_put_text(s, "version", "1.2.3.4");
+	smp_cbor_map_put_bytes(s, "hash", hash, 32);
+	smp_cbor_map_put_bool(s, "pending", true);
+	smp_cbor_array_push(a, s);
+	smp_cbor_map_put_item(m, "images", a);
+	f = frame_of(m, &len);
+	ok(gw_img_state_parse(f, len, &st, NULL) == 0 && st.n == 1, "state parsed");
+	ok(gw_img_state_find(&st, hash) && gw_img_state_find(&st, hash)->pending &&
+	   gw_img_state_find(&st, hash)->slot == 1, "slot 1 pending found by hash");
+	ok(gw_smp_result(f, len, &res) == 0 && !res.smp_error, "no error in it");
+	free(f);
+
+	m = smp_cbor_map_new();
+	smp_cbor_map_put_uint(m, "off", 4096);
+	smp_cbor_map_put_bool(m, "match", true);
+	f = frame_of(m, &len);
+	ok(gw_img_upload_parse(f, len, &off, &match) == 0 && off == 4096 && match == 1,
+	   "upload answer: off and match");
+	free(f);
+
+	m = smp_cbor_map_new();
+	s = smp_cbor_map_new();
+	smp_cbor_map_put_uint(s, "group", 1);
+	smp_cbor_map_put_uint(s, "rc", 6);
+	smp_cbor_map_put_item(m, "err", s);
+	f = frame_of(m, &len);
+	ok(gw_smp_result(f, len, &res) == 0 && res.smp_error && res.v2 && res.rc == 6,
+	   "v2 group error recognized");
+	ok(gw_img_upload_parse(f, len, &off, NULL) == -EBADMSG, "error has no off");
+	free(f);
+	ok(gw_img_state_parse((const uint8_t *)"\x01\x00\x00\x01\x00\x01\x00\x00\xff",
+			      9, &st, NULL) == -EBADMSG, "garbage refused");
+}
+
+/* ---- one upload against a fake watch ---- */
+
+#define FAKE_IMAGE 50000
+#define BUF_SIZE 600
+#define BUF_COUNT 4
+
+struct fake {
+	struct link *link;
+	struct event_base *base;
+	uint8_t slot[FAKE_IMAGE];
+	size_t expected;       /* Zephyr's upload offset */
+	bool session;
+	unsigned busy;         /* requests being processed (buffers) */
+	unsigned real_bufs;    /* buffers it really has (it claims BUF_COUNT) */
+	unsigned frames, drops, too_big, off0_sent;
+	int drop_frame;        /* drop the Nth upload frame (>0) */
+	int off0_at_frame;     /* answer off 0 (session lost) at the Nth frame */
+	size_t asked;          /* last offset we answered with on a mismatch */
+	bool mismatch_pending; /* the client must now send "asked" */
+	bool answer_mismatch;  /* the answer being built is a mismatch */
+	size_t answer_asked;
+	unsigned violations;   /* sent data the device did not ask for */
+	unsigned upload_frames;
+};
+
+struct answer {
+	struct fake *f;
+	bool mismatch;
+	size_t asked;
+	uint8_t *frame;
+	size_t len;
+	struct event *ev;
+};
+
+static void deliver(evutil_socket_t fd, short what, void *arg)
+{
+	struct answer *a = arg;
+
+	a->f->busy--;
+	/* From now on the client knows: it may send only what was asked. */
+	if (a->mismatch) {
+		a->f->mismatch_pending = true;
+		a->f->asked = a->asked;
+	}
+	link_deliver_frame(a->f->link, a->frame, a->len);
+	event_free(a->ev);
+	free(a->frame);
+	free(a);
+}
+
+static void reply(struct fake *f, const struct smp_hdr *req, cbor_item_t *map)
+{
+	struct answer *a = xnew(struct answer);
+	struct smp_hdr h = *req;
+	/* In order, like Zephyr's SMP work queue: one after the other. */
+	struct timeval tv = { 0, 300 + 10 * f->busy };
+
+	h.op = smp_rsp_op(req->op);
+	smp_frame_build(&h, map, &a->frame, &a->len);
+	cbor_decref(&map);
+	a->f = f;
+	a->mismatch = f->answer_mismatch;
+	a->asked = f->answer_asked;
+	f->answer_mismatch = false;
+	a->ev = evtimer_new(f->base, deliver, a);
+	evtimer_add(a->ev, &tv);
+}
+
+static cbor_item_t *upload(struct fake *f, const cbor_item_t *req)
+{
+	cbor_item_t *rsp = smp_cbor_map_new_indefinite();
+	uint64_t off = 0, len = 0;
+	const uint8_t *data = NULL;
+	size_t n = 0;
+
+	smp_cbor_get_uint(req, "off", &off);
+	smp_cbor_get_bytes_ref(req, "data", &data, &n);
+	f->upload_frames++;
+	if (f->mismatch_pending && off != f->asked)
+		f->violations++;
+	f->mismatch_pending = false;
+	f->answer_mismatch = false;
+	if (f->off0_at_frame && (int)f->upload_frames == f->off0_at_frame) {
+		f->session = false; /* as after a watch reboot */
+		f->expected = 0;
+	}
+	if (off == 0 && smp_cbor_get_uint(req, "len", &len) == 0) {
+		f->session = true;
+		f->expected = 0;
+	}
+	if (!f->session || off != f->expected) {
+		smp_cbor_map_put_uint(rsp, "off", f->session ? f->expected : 0);
+		f->answer_asked = f->session ? f->expected : 0;
+		f->answer_mismatch = true;
+		if (!f->session)
+			f->off0_sent++;
+		return rsp;
+	}
+	if (off + n <= FAKE_IMAGE)
+		memcpy(f->slot + off, data, n);
+	f->expected = off + n;
+	smp_cbor_map_put_uint(rsp, "off", f->expected);
+	return rsp;
+}
+
+static int fake_send(struct link *link, const uint8_t *frame, size_t len)
+{
+	struct fake *f = link_priv(link);
+	struct smp_hdr h;
+	cbor_item_t *req = NULL, *rsp;
+
+	f->frames++;
+	if (len > BUF_SIZE) {
+		f->too_big++;
+		return 0;
+	}
+	smp_frame_check(frame, len, &h);
+	/* All buffers busy, or the chosen victim: dropped without a word. */
+	if (f->busy >= f->real_bufs || (h.group == SMP_GROUP_IMG && f->drop_frame &&
+				     (int)f->upload_frames + 1 == f->drop_frame)) {
+		if (h.group == SMP_GROUP_IMG)
+			f->upload_frames++;
+		f->drops++;
+		return 0;
+	}
+	f->busy++;
+	smp_cbor_decode(frame + SMP_HDR_LEN, len - SMP_HDR_LEN, &req);
+	if (h.group == SMP_GROUP_OS && h.id == SMP_OS_PARAMS) {
+		rsp = smp_cbor_map_new();
+		smp_cbor_map_put_uint(rsp, "buf_size", BUF_SIZE);
+		smp_cbor_map_put_uint(rsp, "buf_count", BUF_COUNT);
+	} else if (h.group == SMP_GROUP_IMG && h.id == SMP_IMG_UPLOAD) {
+		rsp = upload(f, req);
+	} else {
+		/* img state: an empty list (the image is not there) */
+		rsp = smp_cbor_map_new();
+		smp_cbor_map_put_item(rsp, "images", smp_cbor_array_new());
+	}
+	if (req)
+		cbor_decref(&req);
+	reply(f, &h, rsp);
+	return 0;
+}
+
+static int fake_connect(struct link *link)
+{
+	link_set_state(link, LINK_STATE_UP, 0);
+	return 0;
+}
+
+static void fake_disconnect(struct link *link)
+{
+	link_set_state(link, LINK_STATE_DOWN, 0);
+}
+
+static size_t fake_mtu(const struct link *link)
+{
+	return 65535;
+}
+
+static void fake_destroy(struct link *link)
+{
+}
+
+static const struct link_ops fake_ops = {
+	.name = "fake", .connect = fake_connect, .disconnect = fake_disconnect,
+	.send = fake_send, .mtu = fake_mtu, .destroy = fake_destroy,
+};
+
+struct result {
+	bool done;
+	int err;
+	struct gw_upload_stats st;
+	struct event_base *base;
+};
+
+static void up_done(int err, const char *msg, const struct gw_upload_stats *st,
+		    void *user_data)
+{
+	struct result *r = user_data;
+
+	r->done = true;
+	r->err = err;
+	r->st = *st;
+	if (msg)
+		tap_diag("upload: %s", msg);
+	event_base_loopbreak(r->base);
+}
+
+static void run_upload(const char *name, int drop_frame, int off0_at_frame,
+		       unsigned depth, unsigned real_bufs)
+{
+	struct event_base *base = event_base_new();
+	struct gw_config *cfg = gw_config_new_default();
+	struct gw *gw;
+	struct fake *f = xnew(struct fake);
+	struct gw_device *dev;
+	struct result res = { .base = base };
+	static const struct gw_upload_cbs cbs = { NULL, up_done };
+	struct gw_upload_params p = { 0 };
+	struct timeval limit = { 20, 0 };
+	uint8_t *image = xmalloc(FAKE_IMAGE);
+
+	cfg->request.timeout_ms = 100;
+	gw = gw_new(base, cfg, NULL);
+	for (size_t i = 0; i < FAKE_IMAGE; i++)
+		image[i] = (uint8_t)(i * 7 + i / 251);
+	f->base = base;
+	f->drop_frame = drop_frame;
+	f->real_bufs = real_bufs;
+	f->off0_at_frame = off0_at_frame;
+	f->link = link_new(&fake_ops, base, f);
+	dev = gw_registry_add(gw_registry_of(gw), "fake", "fake", f->link, true, 0);
+	gw_device_set_params(dev, BUF_SIZE, BUF_COUNT);
+	p.base = base;
+	p.dev = dev;
+	p.image = image;
+	p.len = FAKE_IMAGE;
+	p.frame_max = BUF_SIZE;
+	p.max_inflight = depth;
+	p.chunk_timeout_ms = 100;
+	p.state_checked = true;
+	gw_upload_start(&p, &cbs, &res);
+	event_base_loopexit(base, &limit);
+	event_base_dispatch(base);
+	ok(res.done && res.err == 0, "%s: upload finished (done %d err %d)", name, res.done, res.err);
+	ok(!memcmp(f->slot, image, FAKE_IMAGE), "%s: the watch holds the image", name);
+	ok(f->too_big == 0, "%s: no frame over buf_size", name);
+	ok(f->violations == 0, "%s: only the asked offset after a mismatch (%u)", name,
+	   f->violations);
+	tap_diag("%s: %u frames, %u drops, %u timeouts, %u mismatches, %u restarts",
+		 name, f->frames, f->drops, res.st.timeouts, res.st.mismatches,
+		 res.st.restarts);
+	if (drop_frame || real_bufs < BUF_COUNT)
+		ok(res.st.timeouts + res.st.mismatches > 0, "%s: the drop was noticed", name);
+	if (off0_at_frame)
+		ok(res.st.restarts == 1, "%s: restarted from zero once", name);
+	gw_free(gw);
+	free(image);
+	free(f);
+	event_base_free(base);
+}
+
+int main(void)
+{
+	test_chunk_sizes();
+	test_names();
+	test_answers();
+	run_upload("stop-and-wait", 0, 0, 1, BUF_COUNT);
+	run_upload("pipelined", 0, 0, 3, BUF_COUNT);
+	run_upload("buffers full", 0, 0, 3, 1);
+	run_upload("dropped write", 10, 0, 3, BUF_COUNT);
+	run_upload("off 0 mid-upload", 0, 30, 3, BUF_COUNT);
+	return tap_done();
+}
