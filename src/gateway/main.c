@@ -23,6 +23,7 @@
 #include "gateway/jobs.h" /* upload engine */
 #include "gateway/log.h"
 #include "gateway/registry/registry.h"
+#include "gateway/rollouts.h" /* rollout scheduler */
 #include "gateway/store.h"
 #include "gateway/udpface.h"
 #include "util/util.h"
@@ -39,6 +40,8 @@ struct daemon {
 	struct gw *gw;
 	struct gw_udpface *udp;
 	struct gw_engine *engine; /* upload engine: jobs (engine.c) */
+	struct gw_rollouts *rollouts; /* rollout scheduler (rollouts.c) */
+	int64_t time_offset_ms;  /* --time-offset-ms: shifts gw_now_ms() */
 	char *config_path;
 	char *ports_path;
 	struct event *sig_term, *sig_int, *sig_hup;
@@ -58,6 +61,7 @@ struct options {
 	const char *http;
 	const char *bluez_bus;
 	bool no_ble;
+	const char *time_offset; /* --time-offset-ms */
 };
 
 static void usage(FILE *f)
@@ -71,13 +75,15 @@ static void usage(FILE *f)
 		"      --http ADDR:PORT     REST API listen address (port 0: OS picks)\n"
 		"      --bluez-bus ADDRESS  D-Bus address of bluetoothd (default: system bus)\n"
 		"      --no-ble             do not use Bluetooth\n"
+		"      --time-offset-ms MS  shift the daemon's wall clock (rollout windows;\n"
+		"                           for tests and rehearsals)\n"
 		"  -h, --help               this text\n"
 		"  -V, --version            print the version\n");
 }
 
 static int parse_args(int argc, char **argv, struct options *o)
 {
-	enum { OPT_UDP_BASE = 256, OPT_HTTP, OPT_BUS, OPT_NO_BLE };
+	enum { OPT_UDP_BASE = 256, OPT_HTTP, OPT_BUS, OPT_NO_BLE, OPT_TIME_OFFSET };
 	static const struct option opts[] = {
 		{ "config", required_argument, NULL, 'c' },
 		{ "state-dir", required_argument, NULL, 's' },
@@ -86,6 +92,7 @@ static int parse_args(int argc, char **argv, struct options *o)
 		{ "http", required_argument, NULL, OPT_HTTP },
 		{ "bluez-bus", required_argument, NULL, OPT_BUS },
 		{ "no-ble", no_argument, NULL, OPT_NO_BLE },
+		{ "time-offset-ms", required_argument, NULL, OPT_TIME_OFFSET },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
 		{ 0 },
@@ -101,6 +108,7 @@ static int parse_args(int argc, char **argv, struct options *o)
 		case OPT_HTTP: o->http = optarg; break;
 		case OPT_BUS: o->bluez_bus = optarg; break;
 		case OPT_NO_BLE: o->no_ble = true; break;
+		case OPT_TIME_OFFSET: o->time_offset = optarg; break;
 		case 'h': usage(stdout); exit(0);
 		case 'V': printf("smpgwd %s\n", SMPGW_VERSION); exit(0);
 		default: usage(stderr); return -EINVAL;
@@ -248,6 +256,60 @@ static void ble_service(struct ble_manager *mgr, bool up, void *user_data)
 		log_warn("ble: bluetoothd went away; waiting for it to come back");
 }
 
+struct restore {
+	char **ids, **names;
+	size_t n;
+};
+
+static void collect_ble_device(const struct gw_store_device *sd,
+			       uint16_t udp_port, void *user_data)
+{
+	struct restore *r = user_data;
+
+	if (!sd->transport || strcmp(sd->transport, "ble"))
+		return;
+	r->ids = xrealloc(r->ids, (r->n + 1) * sizeof(char *));
+	r->names = xrealloc(r->names, (r->n + 1) * sizeof(char *));
+	r->ids[r->n] = xstrdup(sd->id);
+	r->names[r->n++] = sd->name ? xstrdup(sd->name) : NULL;
+}
+
+static void restore_ble_device(struct daemon *d, const char *id, const char *name)
+{
+	struct gw_device *dev;
+	struct link *link;
+
+	if (gw_device_find(d->gw, id) ||
+	    !gw_config_ble_allowed(gw_config(d->gw), id, name))
+		return;
+	link = ble_manager_link(d->ble, id);
+	if (!link)
+		return;
+	dev = gw_registry_add(gw_registry_of(d->gw), id, name, link, false,
+			      pinned_ble_port(gw_config(d->gw), id));
+	if (dev)
+		gw_device_set_absent(dev);
+}
+
+/* Watches managed before keep their endpoints from the start, before they
+ * are seen again: a client may use the port at once (the link connects
+ * when the watch shows up). Collected first: adding writes to the store. */
+static void restore_ble_devices(struct daemon *d)
+{
+	struct restore r = { 0 };
+
+	if (!gw_store(d->gw))
+		return;
+	gw_store_device_foreach(gw_store(d->gw), collect_ble_device, &r);
+	for (size_t i = 0; i < r.n; i++) {
+		restore_ble_device(d, r.ids[i], r.names[i]);
+		free(r.ids[i]);
+		free(r.names[i]);
+	}
+	free(r.ids);
+	free(r.names);
+}
+
 static int start_ble(struct daemon *d)
 {
 	const struct gw_config *cfg = gw_config(d->gw);
@@ -257,7 +319,7 @@ static int start_ble(struct daemon *d)
 		.max_conn_per_adapter = cfg->ble.max_connections_per_adapter,
 		.idle_timeout_ms = cfg->ble.idle_timeout_ms,
 		.connect_timeout_ms = cfg->ble.connect_timeout_ms,
-		.prefer_acquire = true,
+		.prefer_acquire = cfg->ble.prefer_acquire,
 	};
 	static const struct ble_manager_callbacks cbs = {
 		.device_seen = ble_seen, .device_lost = ble_lost,
@@ -273,6 +335,7 @@ static int start_ble(struct daemon *d)
 			strerror(-err));
 		return 0;
 	}
+	restore_ble_devices(d);
 	return 0;
 }
 #else
@@ -347,6 +410,7 @@ static int start(struct daemon *d, struct gw_config *cfg)
 	}
 	d->ports_path = xasprintf("%s/ports.json", cfg->general.state_dir);
 	d->gw = gw_new(d->base, cfg, store);
+	gw_set_time_offset(d->gw, d->time_offset_ms); /* --time-offset-ms */
 	d->udp = gw_udpface_new(d->gw);
 	gw_udpface_set_changed_cb(d->udp, ports_changed, d);
 	gw_add_config_devices(d->gw);
@@ -357,6 +421,11 @@ static int start(struct daemon *d, struct gw_config *cfg)
 	/* Upload engine: loads unfinished jobs from the store and resumes them. */
 	d->engine = gw_engine_new(d->gw, &r);
 	if (!d->engine)
+		return r;
+	/* Rollout scheduler: reconciles its devices with the engine's jobs,
+	 * then continues the unfinished rollouts (rollouts.c). */
+	d->rollouts = gw_rollouts_new(d->gw, &r);
+	if (!d->rollouts)
 		return r;
 
 	/*
@@ -379,6 +448,8 @@ static void stop(struct daemon *d)
 #ifdef SMPGW_HAVE_HTTP
 	d->http = http_server_free(d->http);
 #endif
+	/* Rollouts before the engine: they cancel their probes; jobs stay. */
+	d->rollouts = gw_rollouts_free(d->rollouts);
 	/* The engine before the devices: it cancels its own requests. */
 	d->engine = gw_engine_free(d->engine);
 	/* The face first: it cancels its requests before devices go. */
@@ -406,6 +477,18 @@ int main(int argc, char **argv)
 
 	if (parse_args(argc, argv, &o) < 0 || load_config(&o, &cfg) < 0)
 		return 2;
+	if (o.time_offset) { /* --time-offset-ms: whole milliseconds, may be negative */
+		char *end = NULL;
+
+		errno = 0;
+		d.time_offset_ms = strtoll(o.time_offset, &end, 10);
+		if (errno || !*o.time_offset || *end) {
+			fprintf(stderr, "smpgwd: bad value for --time-offset-ms: %s\n",
+				o.time_offset);
+			gw_config_free(cfg);
+			return 2;
+		}
+	}
 	d.config_path = o.config ? realpath(o.config, NULL) : NULL;
 	d.base = event_base_new();
 	if (!d.base) {

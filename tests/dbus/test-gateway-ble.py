@@ -215,8 +215,17 @@ def main():
             check_faults(t, sim, ports, addrs)
             check_bluetoothd_restart(t, sim, ports, addrs)
             t.eq(gw.stop(), 0, 'clean exit')
+            # Restart while bluetoothd is away: the endpoints come back from
+            # the store at once, and work when the watches show up.
+            sim.stop()
             again = gw.start(addrs, bluez_bus=addr, timeout=30)
-            t.eq(again, ports, 'every watch keeps its port across a gateway restart')
+            t.eq(again, ports, 'every watch keeps its port across a gateway '
+                 'restart, before it is seen again')
+            sim.start()
+            c = Client(ports[addrs[5]], timeout=30)
+            t.ok(wait_for('a restored watch to answer', lambda: ok_echo(c, 'restored'),
+                          timeout=60, step=0.5), 'restored endpoint reaches its watch')
+            c.close()
             t.eq(gw.stop(), 0, 'clean exit again')
         except Exception:
             if gw:

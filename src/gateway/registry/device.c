@@ -922,6 +922,11 @@ void gw_device_lost(struct gw_device *dev)
 	emit(dev, "device.lost", NULL);
 }
 
+void gw_device_set_absent(struct gw_device *dev)
+{
+	dev->present = false;
+}
+
 static json_t *counters_json(const struct gw_device_counters *c)
 {
 	return json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}",

@@ -47,6 +47,8 @@ void gw_device_seen(struct gw_device *dev, const char *name, int rssi,
 		    json_t *adv);
 /* BLE discovery: the device went away; emits device.lost. */
 void gw_device_lost(struct gw_device *dev);
+/* Restored from the store at start, not seen yet: no event. */
+void gw_device_set_absent(struct gw_device *dev);
 /* Counted by the UDP face: malformed datagrams it dropped. */
 void gw_device_count_malformed(struct gw_device *dev);
 struct link *gw_device_link(const struct gw_device *dev);
