@@ -20,6 +20,7 @@
 #include "control.h"
 #include "device.h"
 #include "fleet.h"
+#include "peripheral.h" /* --peripheral (tests/vm owner) */
 #include "transport.h"
 #include "util/util.h"
 
@@ -27,6 +28,7 @@
 
 struct opts {
 	const char *fleet, *control, *bus, *image_dir;
+	const char *peripheral; /* --peripheral hci1[,hci2...] (tests/vm owner) */
 	unsigned count;
 	long udp_base;
 	bool serial;
@@ -41,6 +43,8 @@ struct sim {
 	struct sim_serial **ser;
 	struct sim_control *ctl;
 	void *bluez; /* struct sim_bluez *, owned by the BlueZ face */
+	struct sim_peripheral **periph; /* --peripheral (tests/vm owner) */
+	size_t n_periph;
 };
 
 static void usage(FILE *f)
@@ -54,6 +58,8 @@ static void usage(FILE *f)
 		"  --udp-base PORT   device i listens on 127.0.0.1:PORT+i (0: OS-chosen ports)\n"
 		"  --serial          give every device a pty (paths printed)\n"
 		"  --bus ADDRESS     own org.bluez on this D-Bus bus (fake BlueZ face)\n"
+		"  --peripheral LIST serve device i through the REAL bluetoothd (system bus)\n"
+		"                    on the i-th adapter of LIST (\"hci1,hci2\")\n"
 		"  --image-dir DIR   where relative image paths are looked up\n"
 		"  --seed N          seed for the devices' pseudo-random choices\n"
 		"one-command 50-watch fleet: smpgw-sim --count 50 --udp-base 17001 "
@@ -87,19 +93,21 @@ static int parse_opts(int argc, char **argv, struct opts *o)
 		{ "control", required_argument, NULL, 'c' }, { "udp-base", required_argument, NULL, 'u' },
 		{ "serial", no_argument, NULL, 's' }, { "bus", required_argument, NULL, 'b' },
 		{ "image-dir", required_argument, NULL, 'i' }, { "seed", required_argument, NULL, 'S' },
+		{ "peripheral", required_argument, NULL, 'P' },
 		{ "help", no_argument, NULL, 'h' }, { 0 },
 	};
 	char *end;
 	int c;
 
 	o->udp_base = -1;
-	while ((c = getopt_long(argc, argv, "f:n:c:u:sb:i:S:h", lo, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "f:n:c:u:sb:i:S:P:h", lo, NULL)) != -1) {
 		switch (c) {
 		case 'f': o->fleet = optarg; break;
 		case 'c': o->control = optarg; break;
 		case 's': o->serial = true; break;
 		case 'b': o->bus = optarg; break;
 		case 'i': o->image_dir = optarg; break;
+		case 'P': o->peripheral = optarg; break;
 		case 'n':
 			o->count = (unsigned)strtoul(optarg, &end, 10);
 			if (*end || o->count == 0 || o->count > SIM_FLEET_MAX_DEVICES) {
@@ -255,6 +263,36 @@ static void close_bluez(struct sim *s)
 	s->bluez = sim_bluez_free(s->bluez);
 }
 
+/* ---- --peripheral: watches behind the real bluetoothd (tests/vm owner) ---- */
+static int open_peripherals(struct sim *s, const char *list)
+{
+	char *copy, *save = NULL, *err = NULL;
+	size_t i = 0;
+	int r = 0;
+
+	if (!list)
+		return 0;
+	copy = xstrdup(list);
+	s->periph = xnew_array(struct sim_peripheral *, sim_fleet_count(s->fleet));
+	for (char *a = strtok_r(copy, ",", &save); a && i < sim_fleet_count(s->fleet);
+	     a = strtok_r(NULL, ",", &save), i++) {
+		struct sim_device *d = sim_fleet_device(s->fleet, i);
+
+		s->periph[i] = sim_peripheral_new(s->base, d, NULL, a, (unsigned)i, &err);
+		if (!s->periph[i]) {
+			fprintf(stderr, "smpgw-sim: --peripheral %s: %s\n", a, err);
+			free(err);
+			r = -EIO;
+			break;
+		}
+		s->n_periph = i + 1;
+		printf("peripheral %s %s on %s\n", sim_device_address(d), sim_device_name(d), a);
+	}
+	free(copy);
+	return r;
+}
+/* ---- end --peripheral ---- */
+
 static void on_signal(evutil_socket_t sig, short what, void *arg)
 {
 	event_base_loopbreak(arg);
@@ -263,6 +301,9 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
 static void sim_close(struct sim *s)
 {
 	close_bluez(s);
+	for (size_t i = 0; i < s->n_periph; i++) /* --peripheral (tests/vm owner) */
+		sim_peripheral_free(s->periph[i]);
+	free(s->periph);
 	sim_control_free(s->ctl);
 	for (size_t i = 0; s->fleet && i < sim_fleet_count(s->fleet); i++) {
 		if (s->udp)
@@ -308,7 +349,8 @@ int main(int argc, char **argv)
 	}
 	printf("smpgw-sim: %zu devices\n", sim_fleet_count(s.fleet));
 	print_capacity(s.fleet);
-	if (open_faces(&s, &o) < 0 || open_control(&s, o.control) < 0 || open_bluez(&s, o.bus) < 0)
+	if (open_faces(&s, &o) < 0 || open_control(&s, o.control) < 0 || open_bluez(&s, o.bus) < 0 ||
+	    open_peripherals(&s, o.peripheral) < 0 /* tests/vm owner */)
 		goto out;
 	printf("ready\n");
 	fflush(stdout);
