@@ -34,6 +34,7 @@ struct gw_config *gw_config_new_default(void)
 	cfg->ble.idle_timeout_ms = 30000;
 	cfg->ble.connect_timeout_ms = 10000;
 	cfg->ble.manage_all = true;
+	cfg->ble.prefer_acquire = true;
 	cfg->udp.bind = xstrdup("127.0.0.1");
 	cfg->udp.base_port = 17001;
 	cfg->http.listen = xstrdup("127.0.0.1:8080");
@@ -221,6 +222,8 @@ static int set_ble(struct gw_config *cfg, const char *key, const char *value)
 	}
 	if (!strcmp(key, "max_connections_per_adapter"))
 		return set_unsigned(&cfg->ble.max_connections_per_adapter, value, 64);
+	if (!strcmp(key, "prefer_acquire"))
+		return parse_bool(value, &cfg->ble.prefer_acquire);
 	if (!strcmp(key, "idle_timeout"))
 		return set_duration(&cfg->ble.idle_timeout_ms, value);
 	if (!strcmp(key, "connect_timeout"))

@@ -40,6 +40,7 @@ struct gw_config {
 		unsigned max_connections_per_adapter; /* default 7 */
 		uint32_t idle_timeout_ms;   /* default 30 s */
 		uint32_t connect_timeout_ms; /* default 10 s */
+		bool prefer_acquire;        /* AcquireWrite/Notify fast path; default true */
 		bool manage_all;            /* manage = all (default) | allowlist */
 		char **allow;               /* addresses or name globs */
 		size_t n_allow;
