@@ -29,6 +29,7 @@ struct gw {
 	struct gw_store *store;
 	struct gw_metrics *metrics;
 	struct gw_engine *engine; /* borrowed: registered by engine.c */
+	struct gw_rollouts *rollouts; /* borrowed: registered by rollouts.c */
 	struct gw_registry *reg;
 	int64_t time_offset_ms;
 };
@@ -103,6 +104,16 @@ void gw_set_engine(struct gw *gw, struct gw_engine *engine)
 struct gw_engine *gw_engine(struct gw *gw)
 {
 	return gw->engine;
+}
+
+void gw_set_rollouts(struct gw *gw, struct gw_rollouts *rollouts)
+{
+	gw->rollouts = rollouts;
+}
+
+struct gw_rollouts *gw_rollouts(struct gw *gw)
+{
+	return gw->rollouts;
 }
 
 void gw_set_time_offset(struct gw *gw, int64_t offset_ms)

@@ -42,6 +42,11 @@ void gw_set_metrics(struct gw *gw, struct gw_metrics *metrics);
 struct gw_engine;
 void gw_set_engine(struct gw *gw, struct gw_engine *engine);
 struct gw_engine *gw_engine(struct gw *gw);
+/* The rollout scheduler (src/gateway/rollouts.c) registers itself here so
+ * the REST API finds it; NULL until then. Borrowed. */
+struct gw_rollouts;
+void gw_set_rollouts(struct gw *gw, struct gw_rollouts *rollouts);
+struct gw_rollouts *gw_rollouts(struct gw *gw);
 /* Tests: shift gw_now_ms() by offset_ms. */
 void gw_set_time_offset(struct gw *gw, int64_t offset_ms);
 /*

@@ -61,6 +61,35 @@ static const struct gw_migration migrations[] = {
 	  "  size INTEGER NOT NULL,"
 	  "  filename TEXT,"
 	  "  uploaded_ms INTEGER NOT NULL DEFAULT 0);" },
+	/* Rollouts (src/gateway/rollouts*.c): a rollout and its devices. */
+	{ "rollouts",
+	  "CREATE TABLE rollouts ("
+	  "  id TEXT PRIMARY KEY NOT NULL,"
+	  "  image_id TEXT NOT NULL,"
+	  "  image_version TEXT,"
+	  "  spec TEXT NOT NULL,"          /* normalized JSON */
+	  "  state TEXT NOT NULL,"
+	  "  reason TEXT,"
+	  "  created_ms INTEGER NOT NULL,"
+	  "  started_ms INTEGER NOT NULL DEFAULT 0,"
+	  "  finished_ms INTEGER NOT NULL DEFAULT 0,"
+	  "  windows_done INTEGER NOT NULL DEFAULT 0);"
+	  "CREATE TABLE rollout_devices ("
+	  "  rollout_id TEXT NOT NULL REFERENCES rollouts (id) ON DELETE CASCADE,"
+	  "  device_id TEXT NOT NULL,"
+	  "  position INTEGER NOT NULL,"
+	  "  wave INTEGER NOT NULL,"
+	  "  state TEXT NOT NULL,"
+	  "  job_id INTEGER NOT NULL DEFAULT 0,"
+	  "  attempts INTEGER NOT NULL DEFAULT 0,"
+	  "  acked INTEGER NOT NULL DEFAULT 0,"
+	  "  error TEXT,"
+	  "  from_version TEXT,"
+	  "  started_ms INTEGER NOT NULL DEFAULT 0,"
+	  "  finished_ms INTEGER NOT NULL DEFAULT 0,"
+	  "  last_try_ms INTEGER NOT NULL DEFAULT 0,"
+	  "  PRIMARY KEY (rollout_id, device_id));"
+	  "CREATE INDEX rollout_devices_job ON rollout_devices (job_id);" },
 };
 
 struct gw_store {

@@ -53,6 +53,17 @@ int jobs_list(struct http_req *req);
 int jobs_get(struct http_req *req);
 int jobs_cancel(struct http_req *req);
 
+/* rollouts.c (fleet rollouts: gateway/rollouts.h) */
+int rollouts_create(struct http_req *req);
+int rollouts_list(struct http_req *req);
+int rollouts_get(struct http_req *req);
+int rollouts_pause(struct http_req *req);
+int rollouts_resume(struct http_req *req);
+int rollouts_cancel(struct http_req *req);
+int rollouts_retry_failed(struct http_req *req);
+int rollouts_report(struct http_req *req);
+int rollouts_report_txt(struct http_req *req);
+
 /* events.c (server-sent events) */
 int events_stream(struct http_req *req);
 

@@ -33,6 +33,7 @@
 #define JSON HTTP_BODY_JSON
 #define FILE_ HTTP_BODY_FILE
 #define DEV "/api/v1/devices/{id}"
+#define RO "/api/v1/rollouts/{id}"
 
 const struct route http_routes[] = {
 	/* devices.c */
@@ -68,6 +69,21 @@ const struct route http_routes[] = {
 	{ GET, "/api/v1/jobs", jobs_list, NONE, 0, "List update jobs" },
 	{ GET, "/api/v1/jobs/{id}", jobs_get, NONE, 0, "Describe one job" },
 	{ DELETE, "/api/v1/jobs/{id}", jobs_cancel, NONE, 0, "Cancel a job" },
+	/* rollouts.c */
+	{ POST, "/api/v1/rollouts", rollouts_create, JSON, 0,
+	  "Create a rollout (image, target, waves, window, stop rules)" },
+	{ GET, "/api/v1/rollouts", rollouts_list, NONE, 0, "List rollouts" },
+	{ GET, RO, rollouts_get, NONE, 0, "Describe one rollout and its devices" },
+	{ POST, RO "/pause", rollouts_pause, JSON, 0, "Pause a rollout" },
+	{ POST, RO "/resume", rollouts_resume, JSON, 0,
+	  "Resume a paused rollout (acknowledges its failures)" },
+	{ POST, RO "/cancel", rollouts_cancel, JSON, 0, "Cancel a rollout" },
+	{ POST, RO "/retry-failed", rollouts_retry_failed, JSON, 0,
+	  "Try the failed devices of a rollout again" },
+	{ GET, RO "/report", rollouts_report, NONE, 0,
+	  "Rollout report (JSON; ?format=text for people)" },
+	{ GET, RO "/report.txt", rollouts_report_txt, NONE, 0,
+	  "Rollout report as text" },
 	/* events.c */
 	{ GET, "/api/v1/events", events_stream, NONE, 0,
 	  "Server-sent events (Last-Event-ID resume)" },

@@ -100,9 +100,7 @@ def check_sharing(t, port):
 
 def check_update(t, sim, port, addr, image, want_hash):
     c = Client(port, timeout=30)
-    # Known issue (BLE link / fake BlueZ, reported): frames above 2048 bytes
-    # vanish on the BLE path although the watch reports buf_size 2475.
-    buf_size = min(c.params()['buf_size'], 2048)
+    buf_size = c.params()['buf_size']
     # The link drops when the upload reaches 40 KiB: the client's chunk
     # gets an error, and the upload resumes from the watch's offset.
     sim.ctl({'cmd': 'fault', 'device': addr, 'fault': 'disconnect_at_offset',

@@ -1,0 +1,1112 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The rollout scheduler (see rollouts.h). One timer per rollout drives it:
+ * each tick places the rollout in its window, asks the planner which
+ * devices to try, probes them (an img state read: is the watch in range,
+ * what does it run?), and hands the ones that need the image to the
+ * upload engine. Job results come back as "job.result" events; device
+ * events make unseen devices eligible again at once.
+ *
+ * Durability: the intent to submit ("submitting") is committed before the
+ * job is handed over and the job id right after, so a restart finds either
+ * the job (adopted from the engine's records by its rollout id) or nothing
+ * (the device is pending again). A device with a job recorded as running
+ * or done never gets another one.
+ */
+#include "gateway/rollouts.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <event2/event.h>
+
+#include "codec/cbor-util.h"
+#include "codec/smp.h"
+#include "gateway/device.h"
+#include "gateway/events.h"
+#include "gateway/gateway.h"
+#include "gateway/log.h"
+#include "gateway/rollouts-int.h"
+#include "gateway/store.h"
+#include "util/util.h"
+
+#define POLL_JOBS_MS 5000      /* safety net beside job.result events */
+#define MAX_SLEEP_MS 60000     /* re-check the window at least this often */
+
+static void tick(struct rollout *r);
+
+static struct gw *gw_of(const struct rollout *r)
+{
+	return r->owner->gw;
+}
+
+static struct gw_store *store_of(const struct rollout *r)
+{
+	return gw_store(gw_of(r));
+}
+
+static int64_t now_of(const struct rollout *r)
+{
+	return (int64_t)gw_now_ms(gw_of(r));
+}
+
+static void set_str(char **dst, const char *s)
+{
+	char *old = *dst;
+
+	*dst = s ? xstrdup(s) : NULL; /* s may be *dst itself */
+	free(old);
+}
+
+void ro_free(struct rollout *r)
+{
+	if (!r)
+		return;
+	if (r->timer)
+		event_free(r->timer);
+	for (size_t i = 0; i < r->n; i++) {
+		free(r->devs[i].id);
+		free(r->devs[i].error);
+		free(r->devs[i].from_version);
+	}
+	free(r->devs);
+	ro_spec_clear(&r->spec);
+	json_decref(r->spec_json);
+	free(r->id);
+	free(r->image_id);
+	free(r->image_version);
+	free(r->reason);
+	free(r);
+}
+
+static struct rollout *find(struct gw_rollouts *ro, const char *id)
+{
+	for (struct rollout *r = ro->list; r && id; r = r->next)
+		if (!strcmp(r->id, id))
+			return r;
+	return NULL;
+}
+
+/* ---- events ---- */
+
+static void emit(struct rollout *r, const char *type, json_t *data)
+{
+	gw_events_emit(gw_events(gw_of(r)), type, data);
+}
+
+static void emit_progress(struct rollout *r)
+{
+	emit(r, "rollout.progress",
+	     json_pack("{s:s, s:s, s:o}", "rollout", r->id,
+		       "state", rollout_state_str(r->state),
+		       "totals", ro_totals_json(r)));
+}
+
+static void emit_dev(struct ro_dev *d)
+{
+	emit(d->ro, "rollout.device", ro_dev_json(d));
+	emit_progress(d->ro);
+}
+
+/* ---- state changes (committed, then announced) ---- */
+
+static void kick(struct rollout *r)
+{
+	if (r->timer)
+		event_active(r->timer, EV_TIMEOUT, 0);
+}
+
+static int save_dev(struct ro_dev *d)
+{
+	int err = store_of(d->ro) ? ro_db_save_dev(store_of(d->ro), d) : 0;
+
+	if (err < 0)
+		log_err("rollout %s: cannot record %s: %s", d->ro->id, d->id,
+			strerror(-err));
+	return err;
+}
+
+static void dev_outcome(struct ro_dev *d, enum rollout_dev_state st,
+			const char *error)
+{
+	d->state = st;
+	set_str(&d->error, error);
+	d->finished_ms = rollout_dev_state_final(st) ? now_of(d->ro) : 0;
+	save_dev(d);
+	log_info("rollout %s: %s %s%s%s", d->ro->id, d->id,
+		 rollout_dev_state_str(st), error ? ": " : "", error ? error : "");
+	emit_dev(d);
+	kick(d->ro);
+}
+
+/* Changes r's state in memory and in the store (inside the caller's
+ * transaction, if any). *ret_err gets the store's verdict. */
+static enum rollout_state apply_state(struct rollout *r, enum rollout_state st,
+				      const char *reason, int *ret_err)
+{
+	enum rollout_state prev = r->state;
+	int64_t now = now_of(r);
+	int err;
+
+	r->state = st;
+	set_str(&r->reason, reason); /* reason may be r->reason */
+	if (st == ROLLOUT_STATE_RUNNING && !r->started_ms)
+		r->started_ms = now;
+	if (st == ROLLOUT_STATE_COMPLETED || st == ROLLOUT_STATE_CANCELED)
+		r->finished_ms = now;
+	else
+		r->finished_ms = 0;
+	err = store_of(r) ? ro_db_save(store_of(r), r) : 0;
+	if (err < 0)
+		log_err("rollout %s: cannot record its state: %s", r->id, strerror(-err));
+	*ret_err = err;
+	return prev;
+}
+
+static void announce_state(struct rollout *r, enum rollout_state prev)
+{
+	const char *reason = r->reason;
+
+	log_notice("rollout %s: %s -> %s%s%s", r->id, rollout_state_str(prev),
+		   rollout_state_str(r->state), reason ? ": " : "", reason ? reason : "");
+	emit(r, "rollout.state",
+	     json_pack("{s:s, s:s, s:s, s:s?}", "rollout", r->id,
+		       "state", rollout_state_str(r->state),
+		       "previous", rollout_state_str(prev), "reason", reason));
+	emit_progress(r);
+	kick(r);
+}
+
+static int set_state(struct rollout *r, enum rollout_state st,
+		     const char *reason)
+{
+	int err;
+	enum rollout_state prev = apply_state(r, st, reason, &err);
+
+	announce_state(r, prev);
+	return err;
+}
+
+/* ---- job results ---- */
+
+static enum rollout_dev_state job_outcome(const struct rollout *r,
+					  enum gw_job_state st, bool up_to_date)
+{
+	switch (st) {
+	case GW_JOB_STATE_DONE:
+		return up_to_date ? ROLLOUT_DEV_UP_TO_DATE : ROLLOUT_DEV_UPDATED;
+	case GW_JOB_STATE_FAILED:
+		return ROLLOUT_DEV_FAILED;
+	case GW_JOB_STATE_ROLLED_BACK:
+		return ROLLOUT_DEV_ROLLED_BACK;
+	case GW_JOB_STATE_LOST:
+		return ROLLOUT_DEV_LOST;
+	case GW_JOB_STATE_CANCELED:
+		return r->state == ROLLOUT_STATE_CANCELED ? ROLLOUT_DEV_CANCELED :
+		       ROLLOUT_DEV_FAILED;
+	case GW_JOB_STATE_QUEUED:
+	case GW_JOB_STATE_RUNNING:
+		break;
+	}
+	return ROLLOUT_DEV_RUNNING;
+}
+
+static int job_state_parse(const char *s, enum gw_job_state *ret)
+{
+	for (int i = GW_JOB_STATE_QUEUED; i <= GW_JOB_STATE_CANCELED; i++)
+		if (s && !strcmp(s, gw_job_state_str((enum gw_job_state)i))) {
+			*ret = (enum gw_job_state)i;
+			return 0;
+		}
+	return -EINVAL;
+}
+
+/* Applies a job's record (event data or gw_job_to_json) to d when the job
+ * is d's current one and final. */
+static void apply_job(struct ro_dev *d, const json_t *job)
+{
+	enum gw_job_state st;
+	enum rollout_dev_state out;
+	const char *err = json_string_value(json_object_get(job, "error"));
+
+	if (job_state_parse(json_string_value(json_object_get(job, "state")), &st) < 0)
+		return;
+	out = job_outcome(d->ro, st, json_is_true(json_object_get(job, "up_to_date")));
+	if (out == ROLLOUT_DEV_RUNNING)
+		return;
+	if (st == GW_JOB_STATE_CANCELED && d->ro->state != ROLLOUT_STATE_CANCELED && !err)
+		err = "job canceled outside the rollout";
+	dev_outcome(d, out, out == ROLLOUT_DEV_UPDATED ||
+		    out == ROLLOUT_DEV_UP_TO_DATE ? NULL : err);
+}
+
+static struct ro_dev *dev_by_job(struct gw_rollouts *ro, int64_t job_id)
+{
+	for (struct rollout *r = ro->list; r; r = r->next)
+		for (size_t i = 0; i < r->n; i++)
+			if (r->devs[i].job_id == job_id &&
+			    (r->devs[i].state == ROLLOUT_DEV_RUNNING ||
+			     r->devs[i].state == ROLLOUT_DEV_SUBMITTING))
+				return &r->devs[i];
+	return NULL;
+}
+
+/* ---- probes ---- */
+
+static void not_seen(struct ro_dev *d, const char *why)
+{
+	int64_t now = now_of(d->ro);
+
+	d->retry_at_ms = now + d->ro->spec.retry_interval_ms;
+	d->last_try_ms = now;
+	log_debug("rollout %s: %s not seen (%s); next try in %u s", d->ro->id, d->id,
+		  why, d->ro->spec.retry_interval_ms / 1000);
+	save_dev(d);
+}
+
+struct slot_view {
+	bool found, active, confirmed;
+	char version[32];
+	uint8_t hash[32];
+};
+
+/* The active slot of image 0 from an img state response payload. */
+static int parse_active(const uint8_t *frame, size_t len, struct slot_view *ret)
+{
+	cbor_item_t *root = NULL;
+	const cbor_item_t *images;
+	int err = smp_cbor_decode(frame + SMP_HDR_LEN, len - SMP_HDR_LEN, &root);
+
+	if (err < 0)
+		return err;
+	images = smp_cbor_map_get(root, "images");
+	for (size_t i = 0; images && cbor_isa_array(images) &&
+	     i < cbor_array_size(images); i++) {
+		cbor_item_t *im = cbor_array_get(images, i);
+		struct slot_view v = { 0 };
+		uint64_t image = 0;
+		size_t hl = 0;
+
+		smp_cbor_get_uint(im, "image", &image);
+		smp_cbor_get_bool(im, "active", &v.active);
+		smp_cbor_get_bool(im, "confirmed", &v.confirmed);
+		smp_cbor_get_text(im, "version", v.version, sizeof(v.version), NULL);
+		if (image == 0 && v.active &&
+		    smp_cbor_get_bytes(im, "hash", v.hash, sizeof(v.hash), &hl) == 0 &&
+		    hl == sizeof(v.hash)) {
+			v.found = true;
+			*ret = v;
+		}
+		cbor_decref(&im);
+	}
+	cbor_decref(&root);
+	return images ? 0 : -EBADMSG;
+}
+
+static bool hash_is(const uint8_t *hash, const char *hex)
+{
+	char h[65];
+
+	hex_encode(hash, 32, h);
+	return hex && !strcasecmp(h, hex);
+}
+
+static void submit(struct ro_dev *d);
+
+/* Decides from what the watch runs: already there, not targeted, or a job. */
+static void decide(struct ro_dev *d, const struct slot_view *v)
+{
+	struct rollout *r = d->ro;
+	bool confirm = r->spec.mode == GW_JOB_MODE_TEST_CONFIRM;
+
+	if (v->found && !d->from_version)
+		set_str(&d->from_version, v->version);
+	if (v->found && hash_is(v->hash, r->image_id) && (v->confirmed || !confirm)) {
+		dev_outcome(d, ROLLOUT_DEV_UP_TO_DATE, NULL);
+		return;
+	}
+	if (r->spec.version_glob && v->found &&
+	    !rollout_glob_match(r->spec.version_glob, v->version)) {
+		dev_outcome(d, ROLLOUT_DEV_EXCLUDED, NULL);
+		return;
+	}
+	if (r->spec.outdated && v->found && r->image_version && v->confirmed &&
+	    !strcmp(v->version, r->image_version)) {
+		dev_outcome(d, ROLLOUT_DEV_UP_TO_DATE, NULL);
+		return;
+	}
+	submit(d);
+}
+
+static void probe_cb(int err, const uint8_t *frame, size_t len, void *user_data)
+{
+	struct ro_dev *d = user_data;
+	struct slot_view v = { 0 };
+
+	d->busy = false;
+	d->probe_req = 0;
+	d->probe_dev = NULL;
+	if (d->ro->state != ROLLOUT_STATE_RUNNING || d->state != ROLLOUT_DEV_PENDING) {
+		kick(d->ro);
+		return;
+	}
+	if (err < 0) {
+		not_seen(d, strerror(-err));
+		kick(d->ro);
+		return;
+	}
+	/* An answer we cannot read still proves the watch is there: the
+	 * engine reads the state again and reports what is wrong. */
+	if (parse_active(frame, len, &v) < 0)
+		v.found = false;
+	decide(d, &v);
+	kick(d->ro);
+}
+
+static void probe(struct ro_dev *d)
+{
+	struct rollout *r = d->ro;
+	struct gw_device *dev = gw_device_find(gw_of(r), d->id);
+	struct gw_req_opts opts = { .timeout_ms = r->spec.probe_timeout_ms,
+				    .connect_timeout_ms = r->spec.probe_timeout_ms };
+	struct smp_hdr h = { .op = SMP_OP_READ, .ver = SMP_VER_2,
+			     .group = SMP_GROUP_IMG, .id = SMP_IMG_STATE };
+	uint8_t *frame = NULL;
+	size_t len = 0;
+	int64_t id;
+
+	if (!dev) {
+		not_seen(d, "not known to the gateway yet");
+		return;
+	}
+	if (smp_frame_build(&h, NULL, &frame, &len) < 0) {
+		not_seen(d, "cannot build a request");
+		return;
+	}
+	d->busy = true;
+	d->probe_dev = dev;
+	id = gw_device_request(dev, frame, len, &opts, probe_cb, d);
+	free(frame);
+	if (id < 0) {
+		d->busy = false;
+		d->probe_dev = NULL;
+		not_seen(d, strerror((int)-id));
+	} else if (d->busy) {
+		d->probe_req = id;
+	}
+}
+
+static void cancel_probe(struct ro_dev *d)
+{
+	if (d->busy && d->probe_dev && d->probe_req > 0)
+		gw_device_cancel(d->probe_dev, d->probe_req);
+	d->busy = false;
+	d->probe_req = 0;
+	d->probe_dev = NULL;
+}
+
+/* ---- jobs ---- */
+
+static void submit(struct ro_dev *d)
+{
+	struct rollout *r = d->ro;
+	struct gw_engine *eng = gw_engine(gw_of(r));
+	struct gw_job_opts opts = { .rollout_id = r->id };
+	json_t *job;
+	int64_t id;
+
+	if (!eng) {
+		not_seen(d, "no upload engine");
+		return;
+	}
+	/* The intent first: a restart between here and the job id being
+	 * recorded adopts the engine's job instead of making a second one. */
+	d->state = ROLLOUT_DEV_SUBMITTING;
+	d->attempts++;
+	if (!d->started_ms)
+		d->started_ms = now_of(r);
+	if (save_dev(d) < 0) {
+		d->state = ROLLOUT_DEV_PENDING;
+		d->attempts--;
+		not_seen(d, "store unavailable");
+		return;
+	}
+	id = gw_job_submit(eng, d->id, r->image_id, r->spec.mode, &opts);
+	if (id < 0) {
+		char msg[128];
+
+		snprintf(msg, sizeof(msg), "the upload engine refused the job: %s",
+			 strerror((int)-id));
+		dev_outcome(d, ROLLOUT_DEV_FAILED, msg);
+		return;
+	}
+	d->job_id = id;
+	d->state = ROLLOUT_DEV_RUNNING;
+	save_dev(d);
+	log_info("rollout %s: %s: job %lld (wave %u)", r->id, d->id, (long long)id,
+		 d->wave);
+	emit_dev(d);
+	job = gw_job_to_json(eng, id);
+	if (job)
+		apply_job(d, job);
+	json_decref(job);
+}
+
+/* Finds the engine's job for d made after d's last recorded one. */
+static int64_t find_adoptable(struct gw_engine *eng, const struct ro_dev *d)
+{
+	json_t *jobs = gw_jobs_to_json(eng, d->id), *j;
+	int64_t best = 0;
+	size_t i;
+
+	json_array_foreach(jobs, i, j) {
+		const char *ro = json_string_value(json_object_get(j, "rollout"));
+		int64_t id = json_integer_value(json_object_get(j, "id"));
+
+		if (ro && !strcmp(ro, d->ro->id) && id > d->job_id && id > best)
+			best = id;
+	}
+	json_decref(jobs);
+	return best;
+}
+
+/* Brings d's record in line with the engine's (startup, and a slow poll). */
+static void reconcile_dev(struct ro_dev *d, struct gw_engine *eng)
+{
+	json_t *job;
+
+	if (d->state == ROLLOUT_DEV_SUBMITTING) {
+		int64_t id = find_adoptable(eng, d);
+
+		if (!id) {
+			/* The submit never became durable: nothing ran. */
+			d->state = ROLLOUT_DEV_PENDING;
+			if (d->attempts)
+				d->attempts--;
+			save_dev(d);
+			return;
+		}
+		d->job_id = id;
+		d->state = ROLLOUT_DEV_RUNNING;
+		save_dev(d);
+		log_notice("rollout %s: %s: adopted job %lld", d->ro->id, d->id,
+			   (long long)id);
+	}
+	if (d->state != ROLLOUT_DEV_RUNNING)
+		return;
+	job = gw_job_to_json(eng, d->job_id);
+	if (!job) {
+		/* The engine no longer lists it (only old finished jobs drop
+		 * out): a probe tells whether the image runs; a pending device
+		 * whose image is active and confirmed counts as done. */
+		log_warn("rollout %s: %s: job %lld unknown to the engine; checking "
+			 "the watch again", d->ro->id, d->id, (long long)d->job_id);
+		d->state = ROLLOUT_DEV_PENDING;
+		save_dev(d);
+		return;
+	}
+	apply_job(d, job);
+	if (d->state == ROLLOUT_DEV_RUNNING && d->ro->state == ROLLOUT_STATE_CANCELED)
+		gw_job_cancel(eng, d->job_id);
+	json_decref(job);
+}
+
+static void reconcile(struct rollout *r)
+{
+	struct gw_engine *eng = gw_engine(gw_of(r));
+
+	for (size_t i = 0; eng && i < r->n; i++)
+		reconcile_dev(&r->devs[i], eng);
+}
+
+/* ---- the tick ---- */
+
+static size_t build_views(struct rollout *r, int64_t now,
+			  struct rollout_dev_view *v)
+{
+	for (size_t i = 0; i < r->n; i++) {
+		const struct ro_dev *d = &r->devs[i];
+
+		v[i] = (struct rollout_dev_view){
+			.state = d->state, .wave = d->wave, .acked = d->acked,
+			.busy = d->busy,
+			.later = d->state == ROLLOUT_DEV_PENDING && d->retry_at_ms > now,
+		};
+	}
+	return r->n;
+}
+
+static void drive(struct rollout *r, int64_t now)
+{
+	struct rollout_dev_view *v = xnew_array(struct rollout_dev_view, r->n + 1);
+	size_t *pick = xnew_array(size_t, r->n + 1);
+	struct rollout_eval ev;
+	size_t k;
+
+	build_views(r, now, v);
+	if (rollout_evaluate(&r->spec.policy, v, r->n, &ev, NULL, 0) < 0) {
+		set_state(r, ROLLOUT_STATE_PAUSED, "invalid policy");
+	} else if (ev.finished) {
+		set_state(r, ROLLOUT_STATE_COMPLETED, NULL);
+	} else if (ev.stop || ev.stuck) {
+		set_state(r, ROLLOUT_STATE_PAUSED, ev.reason);
+	} else {
+		k = rollout_pick(&r->spec.policy, v, r->n, &ev, pick, r->n);
+		for (size_t i = 0; i < k && r->state == ROLLOUT_STATE_RUNNING; i++)
+			probe(&r->devs[pick[i]]);
+	}
+	free(pick);
+	free(v);
+}
+
+/* Windows that ended: after expire_after_windows of them the devices never
+ * seen get their outcome. */
+static void window_ended(struct rollout *r)
+{
+	r->windows_done++;
+	if (!r->spec.expire_windows || r->windows_done < r->spec.expire_windows) {
+		set_state(r, ROLLOUT_STATE_WAITING, "window ended");
+		return;
+	}
+	for (size_t i = 0; i < r->n; i++) {
+		struct ro_dev *d = &r->devs[i];
+
+		cancel_probe(d);
+		if (d->state == ROLLOUT_DEV_PENDING)
+			dev_outcome(d, ROLLOUT_DEV_NOT_SEEN, "never in range during the window(s)");
+	}
+	set_state(r, ROLLOUT_STATE_WAITING, "window ended; unseen devices expired");
+}
+
+/* Every device has an outcome (jobs that ran past the window included). */
+static bool all_final(const struct rollout *r)
+{
+	for (size_t i = 0; i < r->n; i++)
+		if (!rollout_dev_state_final(r->devs[i].state))
+			return false;
+	return true;
+}
+
+static int64_t next_wakeup(struct rollout *r, int64_t now, int64_t boundary)
+{
+	int64_t at = now + MAX_SLEEP_MS;
+
+	if (boundary < at)
+		at = boundary;
+	for (size_t i = 0; i < r->n; i++) {
+		const struct ro_dev *d = &r->devs[i];
+
+		if (r->state == ROLLOUT_STATE_RUNNING &&
+		    d->state == ROLLOUT_DEV_PENDING && d->retry_at_ms > now &&
+		    d->retry_at_ms < at)
+			at = d->retry_at_ms;
+		if (d->state == ROLLOUT_DEV_RUNNING && now + POLL_JOBS_MS < at)
+			at = now + POLL_JOBS_MS;
+	}
+	return at;
+}
+
+static void schedule(struct rollout *r, int64_t now, int64_t boundary)
+{
+	int64_t at = next_wakeup(r, now, boundary);
+	int64_t delay = at > now ? at - now : 0;
+	struct timeval tv = { .tv_sec = delay / 1000,
+			      .tv_usec = (delay % 1000) * 1000 + 1000 };
+
+	evtimer_add(r->timer, &tv);
+}
+
+static void tick(struct rollout *r)
+{
+	int64_t now = now_of(r), boundary = INT64_MAX;
+	bool inside = true;
+
+	if (r->state == ROLLOUT_STATE_COMPLETED || r->state == ROLLOUT_STATE_CANCELED)
+		return;
+	if (rollout_window_locate(&r->spec.window, now, &inside, &boundary, NULL) < 0)
+		inside = true; /* checked at creation; a zone file that vanished */
+	if (r->state == ROLLOUT_STATE_WAITING && inside)
+		set_state(r, ROLLOUT_STATE_RUNNING, NULL);
+	else if (r->state == ROLLOUT_STATE_RUNNING && !inside)
+		window_ended(r);
+	if (now - r->last_poll_ms >= POLL_JOBS_MS) {
+		r->last_poll_ms = now;
+		reconcile(r);
+	}
+	if (r->state == ROLLOUT_STATE_WAITING && all_final(r))
+		set_state(r, ROLLOUT_STATE_COMPLETED, r->reason);
+	if (r->state == ROLLOUT_STATE_RUNNING)
+		drive(r, now);
+	if (r->state != ROLLOUT_STATE_COMPLETED && r->state != ROLLOUT_STATE_CANCELED)
+		schedule(r, now_of(r), boundary);
+}
+
+static void on_timer(evutil_socket_t fd, short what, void *arg)
+{
+	tick(arg);
+}
+
+/* ---- bus ---- */
+
+static void on_device_event(struct gw_rollouts *ro, const char *id)
+{
+	for (struct rollout *r = ro->list; r && id; r = r->next) {
+		if (r->state != ROLLOUT_STATE_RUNNING)
+			continue;
+		for (size_t i = 0; i < r->n; i++) {
+			struct ro_dev *d = &r->devs[i];
+
+			if (d->state == ROLLOUT_DEV_PENDING && d->retry_at_ms &&
+			    !strcasecmp(d->id, id)) {
+				d->retry_at_ms = 0;
+				kick(r);
+			}
+		}
+	}
+}
+
+static void on_event(const struct gw_event *ev, void *user_data)
+{
+	struct gw_rollouts *ro = user_data;
+
+	if (!strcmp(ev->type, "job.result")) {
+		json_t *id = json_object_get(ev->data, "id");
+		struct ro_dev *d = json_is_integer(id) ?
+				   dev_by_job(ro, json_integer_value(id)) : NULL;
+
+		if (d)
+			apply_job(d, ev->data);
+	} else if (!strcmp(ev->type, "device.seen") ||
+		   !strcmp(ev->type, "device.connected") ||
+		   !strcmp(ev->type, "device.added")) {
+		on_device_event(ro, json_string_value(json_object_get(ev->data, "id")));
+	}
+}
+
+/* ---- construction ---- */
+
+static void attach(struct gw_rollouts *ro, struct rollout *r)
+{
+	r->owner = ro;
+	for (size_t i = 0; i < r->n; i++)
+		r->devs[i].ro = r;
+	r->timer = evtimer_new(gw_base(ro->gw), on_timer, r);
+	r->next = ro->list;
+	ro->list = r;
+}
+
+static void load_one(struct rollout *r, void *user_data)
+{
+	attach(user_data, r);
+}
+
+struct gw_rollouts *gw_rollouts_new(struct gw *gw, int *err)
+{
+	struct gw_rollouts *ro = xnew(struct gw_rollouts);
+	struct gw_store *st = gw_store(gw);
+	int r;
+
+	ro->gw = gw;
+	if (st) {
+		r = ro_db_load(st, load_one, ro);
+		if (r < 0) {
+			log_err("rollouts: cannot read the store: %s", strerror(-r));
+			if (err)
+				*err = r;
+			return gw_rollouts_free(ro);
+		}
+		ro->next_seq = ro_db_max_seq(st);
+	}
+	ro->sub = gw_events_subscribe(gw_events(gw), on_event, ro);
+	for (struct rollout *x = ro->list; x; x = x->next) {
+		reconcile(x);
+		kick(x);
+	}
+	gw_set_rollouts(gw, ro);
+	return ro;
+}
+
+struct gw_rollouts *gw_rollouts_free(struct gw_rollouts *ro)
+{
+	struct rollout *r;
+
+	if (!ro)
+		return NULL;
+	if (gw_rollouts(ro->gw) == ro)
+		gw_set_rollouts(ro->gw, NULL);
+	if (ro->sub)
+		gw_events_unsubscribe(gw_events(ro->gw), ro->sub);
+	while ((r = ro->list)) {
+		ro->list = r->next;
+		for (size_t i = 0; i < r->n; i++)
+			cancel_probe(&r->devs[i]);
+		ro_free(r);
+	}
+	free(ro);
+	return NULL;
+}
+
+/* ---- creation ---- */
+
+struct cand {
+	char *id, *name;
+};
+
+struct cands {
+	struct cand *v;
+	size_t n;
+	const struct ro_spec *spec;
+};
+
+static void cand_add(struct cands *c, const char *id, const char *name)
+{
+	for (size_t i = 0; i < c->n; i++)
+		if (!strcasecmp(c->v[i].id, id))
+			return;
+	if (!rollout_glob_match(c->spec->name_glob, name ? name : id))
+		return;
+	c->v = xrealloc(c->v, (c->n + 1) * sizeof(*c->v));
+	c->v[c->n].id = xstrdup(id);
+	c->v[c->n].name = name ? xstrdup(name) : NULL;
+	c->n++;
+}
+
+static void cand_live(struct gw_device *dev, void *user_data)
+{
+	cand_add(user_data, gw_device_id(dev), gw_device_name(dev));
+}
+
+static void cand_stored(const struct gw_store_device *d, uint16_t port,
+			void *user_data)
+{
+	cand_add(user_data, d->id, d->name);
+}
+
+static int cand_cmp(const void *a, const void *b)
+{
+	const struct cand *x = a, *y = b;
+
+	return strverscmp(x->name ? x->name : x->id, y->name ? y->name : y->id);
+}
+
+static void cands_clear(struct cands *c)
+{
+	for (size_t i = 0; i < c->n; i++) {
+		free(c->v[i].id);
+		free(c->v[i].name);
+	}
+	free(c->v);
+}
+
+struct stored_find {
+	const char *want;
+	char *id;
+};
+
+static void stored_find_cb(const struct gw_store_device *d, uint16_t port,
+			   void *user_data)
+{
+	struct stored_find *f = user_data;
+
+	if (!f->id && (!strcasecmp(d->id, f->want) ||
+		       (d->name && !strcmp(d->name, f->want))))
+		f->id = xstrdup(d->id);
+}
+
+/* Known devices: those the registry has now and those the store has met
+ * (a BLE watch not discovered since the last start). New string or NULL. */
+static char *known_device(struct gw *gw, const char *id_or_name)
+{
+	struct gw_device *dev = gw_device_find(gw, id_or_name);
+	struct stored_find f = { .want = id_or_name };
+
+	if (dev)
+		return xstrdup(gw_device_id(dev));
+	if (gw_store(gw))
+		gw_store_device_foreach(gw_store(gw), stored_find_cb, &f);
+	return f.id;
+}
+
+static int resolve_targets(struct gw_rollouts *ro, const struct ro_spec *spec,
+			   struct cands *c, char **errmsg)
+{
+	size_t i;
+	json_t *v;
+
+	c->spec = spec;
+	if (spec->devices) {
+		json_array_foreach(spec->devices, i, v) {
+			char *id = known_device(ro->gw, json_string_value(v));
+
+			if (!id) {
+				*errmsg = xasprintf("target.devices: unknown device \"%s\"",
+						    json_string_value(v));
+				return -ENODEV;
+			}
+			cand_add(c, id, NULL);
+			free(id);
+		}
+	} else {
+		gw_device_foreach(ro->gw, cand_live, c);
+		if (gw_store(ro->gw))
+			gw_store_device_foreach(gw_store(ro->gw), cand_stored, c);
+		if (c->n > 1)
+			qsort(c->v, c->n, sizeof(*c->v), cand_cmp);
+	}
+	if (!c->n) {
+		*errmsg = xstrdup("no device matches the target");
+		return -ENOENT;
+	}
+	return 0;
+}
+
+static struct rollout *rollout_build(struct gw_rollouts *ro, struct ro_spec *spec,
+				     json_t *spec_json, const json_t *image,
+				     struct cands *c)
+{
+	struct rollout *r = xnew(struct rollout);
+	int64_t now = (int64_t)gw_now_ms(ro->gw);
+	bool inside = true;
+	int64_t next;
+
+	r->owner = ro;
+	r->id = xasprintf("ro-%llu", (unsigned long long)++ro->next_seq);
+	r->image_id = xstrdup(json_string_value(json_object_get(image, "id")));
+	set_str(&r->image_version, json_string_value(json_object_get(image, "version")));
+	r->spec = *spec;
+	r->spec_json = spec_json;
+	r->created_ms = now;
+	rollout_window_locate(&spec->window, now, &inside, &next, NULL);
+	r->state = inside ? ROLLOUT_STATE_RUNNING : ROLLOUT_STATE_WAITING;
+	r->started_ms = inside ? now : 0;
+	r->devs = xnew_array(struct ro_dev, c->n);
+	r->n = c->n;
+	for (size_t i = 0; i < c->n; i++)
+		r->devs[i] = (struct ro_dev){
+			.ro = r, .id = xstrdup(c->v[i].id), .position = (uint32_t)i,
+			.wave = rollout_wave_of(&spec->policy, i),
+		};
+	return r;
+}
+
+int gw_rollout_create(struct gw_rollouts *ro, const json_t *spec,
+		      const json_t *image, json_t **ret, char **errmsg)
+{
+	struct ro_spec s;
+	struct cands c = { 0 };
+	json_t *norm = NULL;
+	struct rollout *r;
+	int err;
+
+	if (!json_is_string(json_object_get(image, "id"))) {
+		*errmsg = xstrdup("\"image\" must name a stored image");
+		return -EINVAL;
+	}
+	err = ro_spec_parse(spec, &s, &norm, errmsg);
+	if (err < 0)
+		return err;
+	err = resolve_targets(ro, &s, &c, errmsg);
+	if (err < 0) {
+		cands_clear(&c);
+		ro_spec_clear(&s);
+		json_decref(norm);
+		return err;
+	}
+	r = rollout_build(ro, &s, norm, image, &c);
+	cands_clear(&c);
+	err = gw_store(ro->gw) ? ro_db_insert(gw_store(ro->gw), r) : 0;
+	if (err < 0) {
+		*errmsg = xasprintf("cannot record the rollout: %s", strerror(-err));
+		ro_free(r);
+		return err;
+	}
+	attach(ro, r);
+	log_notice("rollout %s created: image %s onto %zu device(s), %s", r->id,
+		   r->image_id, r->n, rollout_state_str(r->state));
+	emit(r, "rollout.state", json_pack("{s:s, s:s, s:n, s:s?}", "rollout", r->id,
+					   "state", rollout_state_str(r->state),
+					   "previous", "reason", "created"));
+	emit_progress(r);
+	kick(r);
+	*ret = ro_detail_json(r);
+	return 0;
+}
+
+/* ---- views ---- */
+
+json_t *gw_rollouts_list(struct gw_rollouts *ro)
+{
+	json_t *a = json_array();
+
+	for (struct rollout *r = ro->list; r; r = r->next)
+		json_array_append_new(a, ro_summary_json(r));
+	return a;
+}
+
+json_t *gw_rollout_get(struct gw_rollouts *ro, const char *id)
+{
+	struct rollout *r = find(ro, id);
+
+	return r ? ro_detail_json(r) : NULL;
+}
+
+json_t *gw_rollout_report(struct gw_rollouts *ro, const char *id)
+{
+	struct rollout *r = find(ro, id);
+
+	return r ? ro_report_json(r, now_of(r)) : NULL;
+}
+
+char *gw_rollout_report_text(struct gw_rollouts *ro, const char *id)
+{
+	struct rollout *r = find(ro, id);
+
+	return r ? ro_report_text(r, now_of(r)) : NULL;
+}
+
+/* ---- a person's actions ---- */
+
+static int refuse(struct rollout *r, char **errmsg, const char *what)
+{
+	if (errmsg)
+		*errmsg = xasprintf("rollout %s is %s: cannot %s it", r->id,
+				    rollout_state_str(r->state), what);
+	return -EBUSY;
+}
+
+/* Where a rollout goes when it may run again: its window decides. */
+static enum rollout_state runnable_state(struct rollout *r)
+{
+	bool inside = true;
+	int64_t next;
+
+	rollout_window_locate(&r->spec.window, now_of(r), &inside, &next, NULL);
+	return inside ? ROLLOUT_STATE_RUNNING : ROLLOUT_STATE_WAITING;
+}
+
+int gw_rollout_pause(struct gw_rollouts *ro, const char *id, char **errmsg)
+{
+	struct rollout *r = find(ro, id);
+
+	if (!r)
+		return -ENOENT;
+	if (r->state != ROLLOUT_STATE_RUNNING && r->state != ROLLOUT_STATE_WAITING)
+		return refuse(r, errmsg, "pause");
+	return set_state(r, ROLLOUT_STATE_PAUSED, "paused by request");
+}
+
+/* In one transaction: the failures acknowledged and the new state. */
+static int ack_and_set(struct rollout *r, enum rollout_state st, bool reopen)
+{
+	struct gw_store *s = store_of(r);
+	enum rollout_state prev = r->state;
+	bool changed = false;
+	int err = s ? ro_db_begin(s) : 0;
+
+	if (err < 0)
+		return err;
+	for (size_t i = 0; i < r->n; i++) {
+		struct ro_dev *d = &r->devs[i];
+
+		if (reopen && rollout_dev_state_failure(d->state)) {
+			d->state = ROLLOUT_DEV_PENDING;
+			d->acked = false;
+			d->finished_ms = 0;
+			d->retry_at_ms = 0;
+			d->last_try_ms = 0;
+		} else if (!reopen && rollout_dev_state_failure(d->state) && !d->acked) {
+			d->acked = true;
+		} else {
+			continue;
+		}
+		if (s && (err = ro_db_save_dev(s, d)) < 0) {
+			ro_db_rollback(s);
+			return err;
+		}
+	}
+	if (st != r->state) {
+		prev = apply_state(r, st, NULL, &err);
+		changed = true;
+	}
+	if (err == 0 && s)
+		err = ro_db_commit(s);
+	else if (s)
+		ro_db_rollback(s);
+	if (changed)
+		announce_state(r, prev);
+	return err;
+}
+
+int gw_rollout_resume(struct gw_rollouts *ro, const char *id, char **errmsg)
+{
+	struct rollout *r = find(ro, id);
+
+	if (!r)
+		return -ENOENT;
+	if (r->state != ROLLOUT_STATE_PAUSED)
+		return refuse(r, errmsg, "resume");
+	return ack_and_set(r, runnable_state(r), false);
+}
+
+int gw_rollout_retry_failed(struct gw_rollouts *ro, const char *id, char **errmsg)
+{
+	struct rollout *r = find(ro, id);
+	enum rollout_state st;
+	int err;
+
+	if (!r)
+		return -ENOENT;
+	if (r->state == ROLLOUT_STATE_CANCELED)
+		return refuse(r, errmsg, "retry");
+	st = r->state == ROLLOUT_STATE_COMPLETED ? runnable_state(r) : r->state;
+	err = ack_and_set(r, st, true);
+	for (size_t i = 0; err == 0 && i < r->n; i++)
+		if (r->devs[i].state == ROLLOUT_DEV_PENDING)
+			emit_dev(&r->devs[i]);
+	kick(r);
+	return err;
+}
+
+int gw_rollout_cancel(struct gw_rollouts *ro, const char *id, char **errmsg)
+{
+	struct rollout *r = find(ro, id);
+	enum rollout_state prev;
+	struct gw_store *s;
+	struct gw_engine *eng;
+	int err = 0;
+
+	if (!r)
+		return -ENOENT;
+	if (r->state == ROLLOUT_STATE_COMPLETED || r->state == ROLLOUT_STATE_CANCELED)
+		return refuse(r, errmsg, "cancel");
+	s = store_of(r);
+	if (s && (err = ro_db_begin(s)) < 0)
+		return err;
+	for (size_t i = 0; i < r->n; i++) {
+		struct ro_dev *d = &r->devs[i];
+
+		cancel_probe(d);
+		if (d->state != ROLLOUT_DEV_PENDING)
+			continue;
+		d->state = ROLLOUT_DEV_CANCELED;
+		d->finished_ms = now_of(r);
+		if (s && (err = ro_db_save_dev(s, d)) < 0) {
+			ro_db_rollback(s);
+			return err;
+		}
+	}
+	prev = apply_state(r, ROLLOUT_STATE_CANCELED, "canceled by request", &err);
+	if (s && err == 0)
+		err = ro_db_commit(s);
+	else if (s)
+		ro_db_rollback(s);
+	announce_state(r, prev);
+	/* Running jobs stop safely: the engine never leaves a watch half
+	 * tested; their results arrive as job.result. */
+	eng = gw_engine(gw_of(r));
+	for (size_t i = 0; eng && i < r->n; i++)
+		if (r->devs[i].state == ROLLOUT_DEV_RUNNING)
+			gw_job_cancel(eng, r->devs[i].job_id);
+	return err;
+}

@@ -1,0 +1,326 @@
+# SPDX-License-Identifier: MIT
+"""Fleet setup for the rollout tests, in one place: the simulated watches
+(smpgw-sim), the real smpgwd that manages them, and small REST helpers.
+
+Today the watches reach the daemon over UDP: the gateway config declares
+one UDP device per simulated watch, pointing at the simulator's UDP port.
+When the BLE path is ready, only Fleet.gateway_devices() and Fleet.start()
+change (the sim's fake org.bluez on a private bus, discovery instead of
+[device] sections); the tests talk to device ids and REST only.
+
+Hermetic: a temporary directory, ports chosen by the OS, loopback only,
+every child killed and reaped; every wait bounded in time.
+"""
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+import urllib.error
+import urllib.request
+
+SKIP = 77
+IMAGE = 'app-0.9.0-3k-hash.bin'
+
+
+def log(msg):
+    print('# ' + msg, flush=True)
+
+
+def wait_for(what, cond, timeout=10.0, step=0.05):
+    deadline = time.monotonic() + timeout
+    while True:
+        v = cond()
+        if v:
+            return v
+        if time.monotonic() >= deadline:
+            raise TimeoutError('timed out waiting for ' + what)
+        time.sleep(step)
+
+
+def executables():
+    """(smpgwd, smpgw-sim, conformance dir), or None when not built."""
+    gw = os.environ.get('SMPGWD')
+    sim = os.environ.get('SMPGW_SIM')
+    conf = os.environ.get('CONFORMANCE_DIR')
+    if not (gw and sim and conf and os.access(gw, os.X_OK) and os.access(sim, os.X_OK)):
+        return None
+    return gw, sim, conf
+
+
+class Fleet:
+    """count simulated PineTimes named PineTime-1..count, fast flash and
+    boot so a rollout of 50 takes seconds."""
+
+    def __init__(self, workdir, sim_exe, count, per_device=None, boot_ms=150):
+        self.dir = workdir
+        self.exe = sim_exe
+        self.count = count
+        self.fleet = {
+            'count': count, 'seed': 7,
+            'defaults': {
+                'name': 'PineTime-{n}', 'version': '1.0.0', 'boot_ms': boot_ms,
+                'link': {'buf_size': 2475, 'buf_count': 4},
+                'flash': {'erase_sector_us': 1000, 'program_page_us': 20},
+            },
+            'devices': per_device or [],
+        }
+        self.control = os.path.join(workdir, 'sim.sock')
+        self.log_path = os.path.join(workdir, 'sim.log')
+        self.proc = None
+        self.ports = {}  # name -> UDP port
+
+    def start(self):
+        path = os.path.join(self.dir, 'fleet.json')
+        with open(path, 'w') as f:
+            json.dump(self.fleet, f)
+        self.logf = open(self.log_path, 'w')
+        self.proc = subprocess.Popen(
+            [self.exe, '--fleet', path, '--udp-base', '0', '--control', self.control],
+            stdout=self.logf, stderr=subprocess.STDOUT)
+        text = wait_for('smpgw-sim to be ready', self._ready, timeout=15)
+        for m in re.finditer(r'^udp (\S+) (\S+) 127\.0\.0\.1:(\d+)$', text, re.M):
+            self.ports[m.group(2)] = int(m.group(3))
+        if len(self.ports) != self.count:
+            raise RuntimeError('smpgw-sim: expected %d UDP faces, saw %d'
+                               % (self.count, len(self.ports)))
+
+    def _ready(self):
+        if self.proc.poll() is not None:
+            raise RuntimeError('smpgw-sim exited: ' + open(self.log_path).read())
+        with open(self.log_path) as f:
+            text = f.read()
+        return text if re.search(r'^ready$', text, re.M) else None
+
+    def names(self):
+        return ['PineTime-%d' % i for i in range(1, self.count + 1)]
+
+    def gateway_devices(self):
+        """The [device] sections that make the gateway manage the fleet."""
+        out = []
+        for name in self.names():
+            out += ['[device "%s"]' % name, 'transport = udp',
+                    'address = 127.0.0.1:%d' % self.ports[name]]
+        return out
+
+    def ctl(self, req):
+        out = subprocess.run([self.exe, 'ctl', self.control, json.dumps(req)],
+                             capture_output=True, text=True, timeout=15)
+        ans = json.loads(out.stdout)
+        if not ans.get('ok'):
+            raise RuntimeError('sim ctl %s: %s' % (req, ans))
+        return ans
+
+    def range(self, name, in_range):
+        self.ctl({'cmd': 'range', 'device': name, 'in_range': in_range})
+
+    def fault(self, name, fault, **kw):
+        self.ctl(dict({'cmd': 'fault', 'device': name, 'fault': fault}, **kw))
+
+    def show(self, name):
+        return self.ctl({'cmd': 'show', 'device': name})
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=5)
+        if self.proc:
+            self.logf.close()
+
+
+class Gateway:
+    """smpgwd managing the fleet; state in workdir/state (kept across
+    restarts); REST on an OS-chosen loopback port."""
+
+    def __init__(self, workdir, gw_exe, fleet, extra_conf=()):
+        self.dir = workdir
+        self.exe = gw_exe
+        self.state = os.path.join(workdir, 'state')
+        self.conf = os.path.join(workdir, 'smpgwd.conf')
+        conf = ['[general]', 'state_dir = ' + self.state,
+                '[udp]', 'base_port = 0',
+                '[http]', 'listen = 127.0.0.1:0',
+                '[request]', 'timeout = 1s', 'first_chunk_timeout = 2s',
+                'connect_timeout = 1s',
+                '[update]', 'max_per_adapter = 100', 'retry_timeout = 2s',
+                'boot_timeout = 3s']
+        conf += list(extra_conf)
+        conf += fleet.gateway_devices()
+        with open(self.conf, 'w') as f:
+            f.write('\n'.join(conf) + '\n')
+        self.log_path = os.path.join(workdir, 'smpgwd.log')
+        self.logf = open(self.log_path, 'a')
+        self.proc = None
+        self.base = None
+        self.starts = 0
+
+    def start(self, time_offset_ms=0, env=None):
+        mark = os.path.getsize(self.log_path) if os.path.exists(self.log_path) else 0
+        self.logf.write('---- start %d, time offset %d ms ----\n'
+                        % (self.starts, time_offset_ms))
+        self.logf.flush()
+        mark = self.logf.tell()
+        self.starts += 1
+        self.proc = subprocess.Popen(
+            [self.exe, '-c', self.conf, '--no-ble', '-l', 'info',
+             '--time-offset-ms', str(int(time_offset_ms))],
+            stdout=self.logf, stderr=subprocess.STDOUT,
+            env=dict(os.environ, TZ='UTC', **(env or {})))
+        port = wait_for('the REST port', lambda: self._port(mark), timeout=15)
+        self.base = 'http://127.0.0.1:%d' % port
+
+    def _port(self, mark):
+        if self.proc.poll() is not None:
+            raise RuntimeError('smpgwd exited:\n' + self.read_log()[-4000:])
+        with open(self.log_path) as f:
+            f.seek(mark)
+            m = re.search(r'http: listening on \S+ port (\d+)', f.read())
+        return int(m.group(1)) if m else None
+
+    def read_log(self):
+        self.logf.flush()
+        with open(self.log_path, errors='replace') as f:
+            return f.read()
+
+    def kill9(self):
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(timeout=5)
+
+    def stop(self):
+        if not self.proc or self.proc.poll() is not None:
+            return self.proc.returncode if self.proc else None
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout=5)
+            return 'killed'
+
+    def close(self):
+        self.stop()
+        self.logf.close()
+
+    # ---- REST ----
+
+    def request(self, method, path, body=None, ctype='application/json', raw=False):
+        data = None
+        headers = {}
+        if body is not None:
+            data = body if isinstance(body, bytes) else json.dumps(body).encode()
+            headers['Content-Type'] = ctype
+        req = urllib.request.Request(self.base + path, data=data, method=method,
+                                     headers=headers)
+        try:
+            with urllib.request.urlopen(req, timeout=10) as rsp:
+                payload = rsp.read()
+                status = rsp.status
+                rtype = rsp.headers.get('Content-Type', '')
+        except urllib.error.HTTPError as e:
+            payload = e.read()
+            status = e.code
+            rtype = e.headers.get('Content-Type', '')
+        if raw or not payload:
+            return status, payload.decode(errors='replace')
+        if 'json' not in rtype:
+            return status, payload.decode(errors='replace')
+        return status, json.loads(payload)
+
+    def get(self, path):
+        status, body = self.request('GET', path)
+        if status != 200:
+            raise RuntimeError('GET %s: %d %s' % (path, status, body))
+        return body
+
+    def post(self, path, body=None, expect=200):
+        status, out = self.request('POST', path, {} if body is None else body)
+        if status != expect:
+            raise RuntimeError('POST %s: %d %s' % (path, status, out))
+        return out
+
+    def upload_image(self, conformance_dir, name=IMAGE):
+        with open(os.path.join(conformance_dir, 'images', name), 'rb') as f:
+            data = f.read()
+        status, out = self.request('POST', '/api/v1/images', data,
+                                   ctype='application/octet-stream')
+        if status not in (200, 201):
+            raise RuntimeError('image upload: %d %s' % (status, out))
+        return out
+
+    def rollout(self, rid):
+        return self.get('/api/v1/rollouts/' + rid)
+
+    def jobs(self):
+        return self.get('/api/v1/jobs')['jobs']
+
+
+class Workdir:
+    def __enter__(self):
+        self.path = tempfile.mkdtemp(prefix='smpgw-rollout-')
+        return self.path
+
+    def __exit__(self, *exc):
+        if exc[0] is None or not os.environ.get('KEEP_WORKDIR'):
+            shutil.rmtree(self.path, ignore_errors=True)
+        else:
+            log('kept ' + self.path)
+        return False
+
+
+class Events:
+    """Collects the daemon's server-sent events in a thread (bounded: stops
+    with stop(), and at most 100000 events)."""
+
+    def __init__(self, gw, types=('rollout.',)):
+        import socket
+        import threading
+        self.events = []
+        self.types = types
+        port = int(gw.base.rsplit(':', 1)[1])
+        # HTTP/1.0: the stream comes unchunked and ends with the connection.
+        self.sock = socket.create_connection(('127.0.0.1', port), timeout=10)
+        self.sock.sendall(b'GET /api/v1/events HTTP/1.0\r\nHost: x\r\n'
+                          b'Accept: text/event-stream\r\n\r\n')
+        self.sock.settimeout(0.2)
+        self.running = True
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self):
+        import socket
+        buf = b''
+        while self.running and len(self.events) < 100000:
+            try:
+                chunk = self.sock.recv(65536)
+            except socket.timeout:
+                continue
+            except OSError:
+                break
+            if not chunk:
+                break
+            buf += chunk
+            while b'\n\n' in buf:
+                block, buf = buf.split(b'\n\n', 1)
+                for line in block.split(b'\n'):
+                    if line.startswith(b'data: '):
+                        try:
+                            ev = json.loads(line[6:])
+                        except ValueError:
+                            continue
+                        if ev.get('type', '').startswith(self.types):
+                            self.events.append(ev)
+
+    def of(self, type_):
+        return [e for e in list(self.events) if e.get('type') == type_]
+
+    def stop(self):
+        self.running = False
+        self.thread.join(timeout=2)
+        self.sock.close()
