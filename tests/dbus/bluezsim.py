@@ -147,6 +147,12 @@ class Env:
                 return
             time.sleep(0.002)
 
+    def mark(self):
+        """A time after which only new signals are stamped: pending ones are
+        dispatched first, so they cannot pass for answers to what follows."""
+        self.pump(0.05)
+        return time.monotonic()
+
     def wait_for(self, pred, timeout, what):
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -199,7 +205,7 @@ class Env:
         return devs()
 
     def connect(self, dev, timeout=10):
-        since = time.monotonic()
+        since = self.mark()
         self.iface(dev, "org.bluez.Device1").Connect(timeout=timeout)
         self.wait_prop(dev, "ServicesResolved", True, since, timeout)
         return dev + "/service0010/char0011"

@@ -203,7 +203,7 @@ def case_surface():
            (e["name"], e["message"]), "WriteValue bad option type")
         # link drop with held fds
         wfd, _, nfd, _ = acquire(env, char)
-        since = time.monotonic()
+        since = env.mark()
         env.iface(dev, "org.bluez.Device1").Disconnect()
         env.wait_prop(dev, "Connected", False, since)
         env.wait_prop(char, "NotifyAcquired", False, since)
@@ -236,7 +236,7 @@ def case_surface():
         want = sorted(p.replace(REC_DEV, dev) for p in REC["managed objects after disconnect (paths)"]
                       if p.startswith(REC_DEV))
         eq(paths, want, "GATT objects stay cached after disconnect")
-        since = time.monotonic()
+        since = env.mark()
         env.iface(dev, "org.bluez.Device1").Connect()
         t0 = time.monotonic()
         env.wait_prop(dev, "ServicesResolved", True, since)
@@ -298,7 +298,7 @@ def case_discovery():
                                           "Operation already in progress"),
            "StartDiscovery twice by one client")
         ad.StopDiscovery()
-        since = time.monotonic()
+        since = env.mark()
         ad.SetDiscoveryFilter(F({"UUIDs": [SMP_SERVICE], "Transport": "le",
                                "RSSI": dbus.Int16(-100), "DuplicateData": False}))
         ad.StartDiscovery()
@@ -328,7 +328,7 @@ def case_discovery():
         env.pump(0.2)
         eq(bool(env.prop(AD, "org.bluez.Adapter1", "Discovering")), True,
            "Discovering stays on while another client discovers")
-        since = time.monotonic()
+        since = env.mark()
         other.close()
         env.wait_prop(AD, "Discovering", False, since)
         ok(True, "the last discovering client leaving the bus stops discovery")
@@ -347,7 +347,7 @@ def case_discovery():
 def case_gatt():
     with Env(fleet=fleet(1, reassembly=True, mtu=64)) as env:
         [dev] = env.discover()
-        since = time.monotonic()
+        since = env.mark()
         char = env.connect(dev)
         added = [s[5][0] for s in env.signals if s[4] == "InterfacesAdded"
                  and s[5][0].startswith(dev + "/")]
@@ -383,7 +383,7 @@ def case_gatt():
         os.close(nfd)
         # WriteValue + StartNotify fallback
         c = env.iface(char, "org.bluez.GattCharacteristic1")
-        since = time.monotonic()
+        since = env.mark()
         c.StartNotify()
         env.wait_prop(char, "Notifying", True, since)
         c.WriteValue(dbus.ByteArray(smp_echo("Hello, World!", 1)), F({"type": "command"}))
@@ -398,7 +398,7 @@ def case_gatt():
            "AcquireNotify while notifying")
         eq(dbus_error(c.ReadValue, OPTS()), ("org.bluez.Error.NotPermitted", "Read not permitted"),
            "ReadValue on the SMP characteristic")
-        since = time.monotonic()
+        since = env.mark()
         c.StopNotify()
         env.wait_prop(char, "Notifying", False, since)
         eq(dbus_error(c.StopNotify), ("org.bluez.Error.Failed", "No notify session started"),
@@ -429,7 +429,7 @@ def case_link():
             if not os.read(nfd, 4096):
                 break
         # the watch reboots: the link drops, the fds hang up, objects stay
-        since = time.monotonic()
+        since = env.mark()
         env.cmd("reset C0:00:00:00:00:01")
         env.wait_prop(dev, "Connected", False, since, 5)
         env.wait_prop(char, "WriteAcquired", False, since, 5)
@@ -445,7 +445,7 @@ def case_link():
         os.write(wfd, smp_echo("Hello, World!", 1))
         eq(recv_frame(nfd)[0], ECHO_RSP, "echo after the watch rebooted")
         # out of range: link lost
-        since = time.monotonic()
+        since = env.mark()
         env.cmd("range C0:00:00:00:00:01 0")
         env.wait_prop(dev, "Connected", False, since, 5)
         ok(True, "out of range drops the link")
@@ -548,7 +548,7 @@ def case_lifecycle():
         env.wait_for(lambda: len([s for s in env.signals if s[4] == "InterfacesAdded"]) >= 2,
                      5, "two devices")
         devs = sorted(s[5][0] for s in env.signals if s[4] == "InterfacesAdded")
-        since = time.monotonic()
+        since = env.mark()
         env.cmd("rssi C0:00:00:00:00:01 -90")
         env.wait_prop(devs[0], "RSSI", dbus.Int16(-90), since, 5)
         ok(True, "an RSSI move while discovering is reported")
@@ -571,7 +571,7 @@ def case_lifecycle():
         char = env.connect(devs[1])
         wfd, _, nfd, _ = acquire(env, char)
         env.cmd("fault C0:00:00:00:00:02 disconnect_after_frames 1")
-        since = time.monotonic()
+        since = env.mark()
         os.write(wfd, smp_echo("bye", 1))
         env.wait_prop(devs[1], "Connected", False, since, 5)
         ok(True, "disconnect_after_frames drops the link")
@@ -579,7 +579,7 @@ def case_lifecycle():
         os.close(nfd)
         # powering the adapter off
         env.connect(devs[1])
-        since = time.monotonic()
+        since = env.mark()
         env.iface(AD, "org.freedesktop.DBus.Properties").Set("org.bluez.Adapter1", "Powered", dbus.Boolean(False, variant_level=1))
         env.wait_prop(devs[1], "Connected", False, since, 5)
         env.wait_prop(AD, "Powered", False, since, 5)
@@ -645,7 +645,7 @@ def case_pairing():
         c = env.iface(char, "org.bluez.GattCharacteristic1")
         eq(dbus_error(c.AcquireNotify, OPTS()), ("org.bluez.Error.NotPermitted", "Not paired"),
            "encrypted link required: AcquireNotify before pairing")
-        since = time.monotonic()
+        since = env.mark()
         eq(pair(env, devs[0]), (None, None), "Pair through the agent")
         eq([x[:2] for x in agent.calls], [("RequestConfirmation", devs[0])],
            "agent asked RequestConfirmation(device, passkey)")
@@ -696,7 +696,7 @@ def case_restart():
         [dev] = env.discover()
         char = env.connect(dev)
         wfd, _, nfd, _ = acquire(env, char)
-        since = time.monotonic()
+        since = env.mark()
         env.stop_sim()
 
         def owner_changes():
