@@ -9,7 +9,12 @@ pkgs=(meson ninja-build pkg-config gcc libevent-dev libcbor-dev libjansson-dev
       dbus python3 python3-cbor2)
 if [ "${1:-}" = "--test" ]; then
 	pkgs+=(clang libclang-rt-14-dev valgrind python3-dbus python3-gi systemd
-	       curl chromium nodejs npm)
+	       curl chromium)
+	# Node.js may come from elsewhere than Debian (this machine kind ships
+	# NodeSource's build, whose nodejs conflicts with Debian's npm).
+	command -v npm >/dev/null || pkgs+=(nodejs npm)
+	# VM tier (tests/vm): a qemu VM with the real bluetoothd over btvirt.
+	pkgs+=(qemu-system-x86 linux-image-amd64 bluez bluez-test-tools busybox-static)
 fi
 
 missing=()
