@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * INI configuration parser. Owns struct gw_config and its strings.
- * Sections: [general] [ble] [udp] [http] [request] [update] [device "name"].
+ * Sections: [general] [ble] [udp] [http] [request] [update] [images]
+ * [device "name"].
  */
 #include "gateway/config.h"
 
@@ -74,6 +75,9 @@ struct gw_config *gw_config_free(struct gw_config *cfg)
 	free(cfg->http.token_file);
 	free(cfg->http.tls_cert);
 	free(cfg->http.tls_key);
+	for (size_t i = 0; i < cfg->images.n_keys; i++)
+		free(cfg->images.keys[i]);
+	free(cfg->images.keys);
 	for (size_t i = 0; i < cfg->n_devices; i++)
 		device_conf_clear(&cfg->devices[i]);
 	free(cfg->devices);
@@ -333,6 +337,27 @@ static int set_update(struct gw_config *cfg, const char *key, const char *value)
 	return -ENOENT;
 }
 
+/* [images]: signature policy of the image store (see images.c). */
+static int set_images(struct gw_config *cfg, const char *key, const char *value)
+{
+	char *copy, *save = NULL;
+
+	if (!strcmp(key, "require_signature"))
+		return parse_bool(value, &cfg->images.require_signature);
+	if (strcmp(key, "key"))
+		return -ENOENT;
+	/* Comma-separated PEM files; repeated keys append. */
+	copy = xstrdup(value);
+	for (char *tok = strtok_r(copy, ", \t", &save); tok;
+	     tok = strtok_r(NULL, ", \t", &save)) {
+		cfg->images.keys = xrealloc(cfg->images.keys,
+					    (cfg->images.n_keys + 1) * sizeof(char *));
+		cfg->images.keys[cfg->images.n_keys++] = xstrdup(tok);
+	}
+	free(copy);
+	return 0;
+}
+
 static int set_device(struct gw_device_conf *d, const char *key, const char *value)
 {
 	if (!strcmp(key, "transport")) {
@@ -376,6 +401,8 @@ int gw_config_set(struct gw_config *cfg, const char *section, const char *key,
 		return set_request(cfg, key, value);
 	if (!strcmp(section, "update"))
 		return set_update(cfg, key, value);
+	if (!strcmp(section, "images"))
+		return set_images(cfg, key, value);
 	return -ENOENT;
 }
 
@@ -460,7 +487,8 @@ static int parse_section(struct parser *p, char *s)
 		return start_device(p, name + 1);
 	}
 	if (strcmp(s, "general") && strcmp(s, "ble") && strcmp(s, "udp") &&
-	    strcmp(s, "http") && strcmp(s, "request") && strcmp(s, "update"))
+	    strcmp(s, "http") && strcmp(s, "request") && strcmp(s, "update") &&
+	    strcmp(s, "images"))
 		return fail(p, -EINVAL, "unknown section", s);
 	snprintf(p->section, sizeof(p->section), "%s", s);
 	return 0;

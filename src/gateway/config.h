@@ -73,6 +73,12 @@ struct gw_config {
 		uint32_t boot_timeout_ms;   /* reset -> back, else LOST; default 120 s */
 		uint32_t retry_timeout_ms;  /* unreachable this long -> FAILED; default 300 s */
 	} update;
+	/* [images]: the image store's signature policy (src/gateway/images.c). */
+	struct {
+		bool require_signature; /* refuse images not signed by a key; default no */
+		char **keys;            /* PEM public key files */
+		size_t n_keys;
+	} images;
 	struct gw_device_conf *devices;
 	size_t n_devices;
 };

@@ -950,10 +950,11 @@ static int setup_dirs(struct http_server *srv, const char *state_dir)
 
 static int setup_images(struct http_server *srv, const struct gw_config *cfg)
 {
-	/* TODO: fill from an [images] config section (require_signature, key
-	 * files) once config.h has one; until then every valid image is
-	 * accepted and signatures are reported, not enforced. */
-	struct gw_images_policy pol = { 0 };
+	struct gw_images_policy pol = {
+		.require_signature = cfg->images.require_signature,
+		.key_files = (const char *const *)cfg->images.keys,
+		.n_key_files = cfg->images.n_keys,
+	};
 	char *msg = NULL;
 	int err = 0;
 

@@ -464,6 +464,37 @@ class Listen(unittest.TestCase):
         self.assertEqual(rc, 0, log)
 
 
+class SignaturePolicy(unittest.TestCase):
+    def test_require_signature(self):
+        key = os.path.join(IMAGES, 'pub-ecdsa-p256.pem')
+        d = H.Daemon([], extra_conf='[images]\nrequire_signature = yes\nkey = %s\n' % key)
+        try:
+            st, _, body = d.json('POST', '/api/v1/images', raw=image('app-1.2.3+4-ecdsa-p256.bin'))
+            self.assertEqual(st, 201, body)
+            self.assertTrue(body['signature']['verified'])
+            st, h, body = d.request('POST', '/api/v1/images', raw=image('app-1.0.0-hash.bin'))
+            self.assertEqual(st, 422, body)
+            self.assertEqual(json.loads(body)['type'], 'urn:smpgw:problem:unsigned-image')
+            for other in ('app-2.0.0-ed25519.bin', 'app-1.0.1-rsa2048.bin'):
+                st, h, body = d.request('POST', '/api/v1/images', raw=image(other))
+                self.assertEqual(st, 422, body)
+                p = json.loads(body)
+                self.assertIn(p['type'], ('urn:smpgw:problem:unknown-signing-key',
+                                          'urn:smpgw:problem:bad-signature'))
+                self.assertIn('signature', p['detail'])
+            st, _, body = d.json('GET', '/api/v1/images')
+            self.assertEqual(body['count'], 1, 'refused images are not stored')
+        finally:
+            rc, log = d.close()
+        self.assertEqual(rc, 0, log)
+
+    def test_unreadable_key(self):
+        d = H.Daemon([], extra_conf='[images]\nkey = /nonexistent/key.pem\n', expect_fail=True)
+        rc, log = d.close()
+        self.assertNotEqual(rc, 0)
+        self.assertIn('/nonexistent/key.pem', log)
+
+
 class Shutdown(unittest.TestCase):
     def test_pending_requests_and_streams_end_cleanly(self):
         """SIGTERM while a device request is in flight and an event stream
