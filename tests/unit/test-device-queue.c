@@ -391,12 +391,12 @@ static void test_cancel_and_errors(void)
 {
 	struct env e;
 	struct result a = { 0 }, b = { 0 };
-	uint8_t fr[16], bad[] = { 0x0a, 0, 0, 5, 0, 0, 1, 0 };
+	uint8_t fr[16], bad[16] = { 0x0a, 0, 0, 5, 0, 0, 1, 0 };
 	size_t n = echo_frame(fr, 5, 0, 0, SMP_OP_READ);
 	int64_t id;
 
 	env_init(&e, true);
-	is_int(gw_device_request(e.dev, bad, sizeof(bad), NULL, rsp_cb, &a), -EBADMSG,
+	is_int(gw_device_request(e.dev, bad, 8, NULL, rsp_cb, &a), -EBADMSG,
 	       "truncated frame refused");
 	echo_frame(bad, 1, 0, 0, SMP_OP_READ_RSP);
 	is_int(gw_device_request(e.dev, bad, 9, NULL, rsp_cb, &a), -EBADMSG,
