@@ -597,6 +597,7 @@ class Agent(dbus.service.Object):
         super().__init__(bus, path)
         self.calls = []
         self.answer = answer  # None: accept, "hold": never answer, else an error name
+        self.passkey = 0
 
     @dbus.service.method("org.bluez.Agent1", in_signature="ou", out_signature="",
                          async_callbacks=("reply", "error"))
@@ -606,6 +607,11 @@ class Agent(dbus.service.Object):
             reply()
         elif self.answer != "hold":
             error(dbus.exceptions.DBusException("no", name=self.answer))
+
+    @dbus.service.method("org.bluez.Agent1", in_signature="o", out_signature="u")
+    def RequestPasskey(self, device):
+        self.calls.append(("RequestPasskey", str(device)))
+        return dbus.UInt32(self.passkey)
 
     @dbus.service.method("org.bluez.Agent1", in_signature="", out_signature="")
     def Cancel(self):
@@ -689,6 +695,18 @@ def case_pairing():
         n = len(agent.calls)
         eq(pair(env, devs[3]), (None, None), "Pair without an agent: Just Works")
         eq(len(agent.calls), n, "no agent asked for Just Works")
+        # a keyboard-only agent types the passkey the watch displays
+        mgr.RegisterAgent(dbus.ObjectPath("/test/agent"), "KeyboardOnly")
+        mgr.RequestDefaultAgent(dbus.ObjectPath("/test/agent"))
+        env.iface(AD, "org.bluez.Adapter1").RemoveDevice(devs[2])
+        [dev2] = [d for d in env.discover(count=4) if d == devs[2]]
+        shown = [c[2] for c in agent.calls if c[0] == "RequestConfirmation" and c[1] == devs[2]][0]
+        agent.passkey = (shown + 1) % 1000000
+        eq(pair(env, dev2), ("org.bluez.Error.AuthenticationFailed", "Authentication Failed"),
+           "RequestPasskey with a wrong passkey")
+        agent.passkey = shown
+        eq(pair(env, dev2), (None, None), "RequestPasskey with the displayed passkey")
+        eq(agent.calls[-1][0], "RequestPasskey", "the agent was asked RequestPasskey")
 
 
 def case_restart():
