@@ -1,12 +1,14 @@
 #!/usr/bin/python3
 # SPDX-License-Identifier: MIT
 """A nightly rollout (02:00-03:00 Europe/Berlin) with the daemon's clock
-injected (--time-offset-ms): three watches are out of range when it starts;
+injected (--time-offset-ms): one watch already runs the image (up to date,
+no upload); three watches are out of range when it starts;
 one comes back later in the same window and is updated; one comes back
 after the window closed and waits for the next night; one never comes back
 and, after two windows, is reported as not seen. Restarts (SIGTERM and
 kill -9) move the clock; the windows open and close by the daemon's own
-timers."""
+timers. Then targets by name and version glob (excluded watches) and
+"outdated" (up to date without a job)."""
 import datetime
 import os
 import sys
@@ -54,10 +56,13 @@ def run(fleet, gw, image, day):
             'max_concurrent': 8, 'retry_interval_s': 1, 'probe_timeout_ms': 300,
             'expire_after_windows': 2}
     rid = gw.post('/api/v1/rollouts', spec, expect=201)['id']
-    wait_for('5 watches updated', lambda: gw.rollout(rid)['totals']['updated'] == 5,
+    wait_for('4 watches updated', lambda: gw.rollout(rid)['totals']['updated'] == 4,
              timeout=30, step=0.2)
     r = gw.rollout(rid)
     check(r['state'] == 'running', 'inside the window: running')
+    check(dev(gw, rid, 'PineTime-5')['state'] == 'up_to_date' and
+          not [j for j in gw.jobs() if j['device'] == 'PineTime-5'],
+          'PineTime-5 already ran the image: up to date, no job')
     rep = gw.get('/api/v1/rollouts/%s/report' % rid)
     check(rep['outcomes']['not_seen'] == 3, 'three watches not seen (yet)')
 
@@ -94,14 +99,39 @@ def run(fleet, gw, image, day):
           'after two windows PineTime-8 is not seen; rollout completed')
     rep = gw.get('/api/v1/rollouts/%s/report' % rid)
     o = rep['outcomes']
-    check(o['updated'] == 7 and o['not_seen'] == 1, 'report: 7 updated, 1 not seen')
+    check(o['updated'] == 6 and o['up_to_date'] == 1 and o['not_seen'] == 1,
+          'report: 6 updated, 1 up to date, 1 not seen')
     status, text = gw.request('GET', '/api/v1/rollouts/%s/report.txt' % rid, raw=True)
-    check('7 updated' in text and '1 not_seen' in text and 'Europe/Berlin' in text,
-          'text report')
+    check('6 updated' in text and '1 up_to_date' in text and '1 not_seen' in text and
+          'Europe/Berlin' in text, 'text report')
     log(text.replace('\n', '\n# '))
     jobs = [j for j in gw.jobs() if j.get('rollout') == rid]
-    check(len(jobs) == 7 and len({j['device'] for j in jobs}) == 7,
-          'seven jobs, one per updated watch')
+    check(len(jobs) == 6 and len({j['device'] for j in jobs}) == 6,
+          'six jobs, one per updated watch')
+
+
+def targets(fleet, gw, image, conf_dir):
+    other = gw.upload_image(conf_dir, 'app-1.0.0-hash.bin')
+    r = gw.post('/api/v1/rollouts', {'image': other['id'], 'window': 'now',
+                                     'target': {'name': 'PineTime-[1-4]', 'version': '1.0.*'},
+                                     'retry_interval_s': 1, 'probe_timeout_ms': 300},
+                expect=201)
+    check(sorted(d['device'] for d in r['device_list']) ==
+          ['PineTime-1', 'PineTime-2', 'PineTime-3', 'PineTime-4'], 'name glob: 4 watches')
+    wait_for('the version filter', lambda: state_is(gw, r['id'], 'completed'), timeout=15)
+    t = gw.rollout(r['id'])['totals']
+    check(t['excluded'] == 4, 'they run 0.9.0, not 1.0.*: all excluded')
+    check(not [j for j in gw.jobs() if j.get('rollout') == r['id']], 'no job')
+    r = gw.post('/api/v1/rollouts', {'image': image['id'], 'target': 'outdated',
+                                     'retry_interval_s': 1, 'probe_timeout_ms': 300},
+                expect=201)
+    wait_for('7 up to date', lambda: gw.rollout(r['id'])['totals']['up_to_date'] == 7,
+             timeout=15)
+    check(dev(gw, r['id'], 'PineTime-8')['state'] == 'pending', 'outdated: the unseen one waits')
+    gw.post('/api/v1/rollouts/%s/cancel' % r['id'])
+    t = gw.rollout(r['id'])['totals']
+    check(t['canceled'] == 1 and t['up_to_date'] == 7, 'canceled: 7 up to date, 1 canceled')
+    check(not [j for j in gw.jobs() if j.get('rollout') == r['id']], 'no job for outdated')
 
 
 def main():
@@ -113,7 +143,8 @@ def main():
     t0 = time.monotonic()
     day = datetime.datetime.now(TZ).date() + datetime.timedelta(days=1)
     with Workdir() as wd:
-        fleet = Fleet(wd, sim_exe, N)
+        preloaded = {'image': os.path.join(conf_dir, 'images', 'app-0.9.0-3k-hash.bin')}
+        fleet = Fleet(wd, sim_exe, N, per_device=[{}, {}, {}, {}, preloaded])
         gw = None
         try:
             fleet.start()
@@ -124,6 +155,7 @@ def main():
             image = gw.upload_image(conf_dir)
             gw.stop()
             run(fleet, gw, image, day)
+            targets(fleet, gw, image, conf_dir)
         except BaseException:
             if gw:
                 log('smpgwd log tail:\n# ' + gw.read_log()[-6000:].replace('\n', '\n# '))
