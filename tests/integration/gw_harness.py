@@ -181,6 +181,12 @@ class Gateway:
     def signal(self, sig):
         self.proc.send_signal(sig)
 
+    def kill9(self):
+        """SIGKILL: nothing acknowledged may be lost."""
+        self.proc.kill()
+        self.proc.wait(timeout=5)
+        self.logf.close()
+
     def stop(self, timeout=5):
         """SIGTERM; returns the exit status (kills after timeout)."""
         if not self.proc or self.proc.poll() is not None:

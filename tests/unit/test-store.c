@@ -48,6 +48,22 @@ static void test_migrations(const char *dir)
 	free(path);
 }
 
+static const char *pragma(struct gw_store *s, const char *name)
+{
+	static char out[32];
+	char *sql = xasprintf("PRAGMA %s", name);
+	sqlite3_stmt *st;
+
+	out[0] = '\0';
+	if (sqlite3_prepare_v2(gw_store_db(s), sql, -1, &st, NULL) == SQLITE_OK) {
+		if (sqlite3_step(st) == SQLITE_ROW)
+			snprintf(out, sizeof(out), "%s", sqlite3_column_text(st, 0));
+		sqlite3_finalize(st);
+	}
+	free(sql);
+	return out;
+}
+
 static uint16_t port(struct gw_store *s, const char *id, uint16_t pinned,
 		     const uint16_t *res, size_t n)
 {
@@ -67,6 +83,8 @@ static void test_ports(const char *dir)
 	s = gw_store_open(dir, &err, NULL);
 	ok(s != NULL, "open state dir");
 	ok(gw_store_schema_version(s) >= 1, "migrated");
+	is_str(pragma(s, "journal_mode"), "wal", "WAL journal");
+	is_str(pragma(s, "synchronous"), "2", "synchronous=FULL");
 	is_int(port(s, "a", 0, NULL, 0), 20000, "first free port");
 	is_int(port(s, "b", 0, NULL, 0), 20001, "second");
 	is_int(port(s, "c", 0, reserved, 1), 20002, "third");
