@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "gateway/log.h"
+#include "links/serial.h"
 #include "util/util.h"
 
 #define CONFIG_MAX_SIZE (1u << 20)
@@ -544,10 +545,16 @@ static int check_device(const struct gw_device_conf *d, char **err)
 		if (!d->address || !strrchr(d->address, ':'))
 			what = "needs address = host:port";
 		break;
-	case GW_TRANSPORT_SERIAL:
+	case GW_TRANSPORT_SERIAL: {
+		unsigned speed;
+
 		if (!d->path)
 			what = "needs path = /dev/tty...";
+		else if (serial_baud_to_speed(d->baud, &speed) < 0)
+			what = "unsupported baud (9600 19200 38400 57600 115200 230400 "
+			       "460800 921600 1000000 2000000)";
 		break;
+	}
 	case GW_TRANSPORT_BLE:
 		if (!d->address)
 			what = "needs address = AA:BB:CC:DD:EE:FF";

@@ -160,6 +160,8 @@ static void test_errors(void)
 		     "pin the same udp_port", "same pinned port");
 	expect_error("[request]\ntimeout = 5h\n", -EINVAL, "bad value for: timeout",
 		     "bad duration");
+	expect_error("[device \"s\"]\ntransport = serial\npath = /dev/x\nbaud = 12345\n",
+		     -EINVAL, "unsupported baud", "odd baud rate");
 	expect_error("[ble]\nmanage = some\n", -EINVAL, "bad value for: manage",
 		     "bad manage");
 	expect_error("[general]\nlog_level = loud\n", -EINVAL, "log_level",
