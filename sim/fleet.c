@@ -277,6 +277,12 @@ static int parse_device_key(struct perr *e, const char *p, const char *key, cons
 		d->cfg.boot_ms = (uint32_t)u;
 		return 0;
 	}
+	if (!strcmp(key, "proc_us")) { /* benchmarks: 0 = no simulated CPU time */
+		if ((r = get_uint(e, p, v, 0, 1000000, &u)))
+			return r;
+		d->cfg.proc_us = (uint32_t)u;
+		return 0;
+	}
 	if (!strcmp(key, "battery_pct")) {
 		if ((r = get_uint(e, p, v, 0, 100, &u)))
 			return r;

@@ -66,7 +66,9 @@ def find_sim():
 class Sim:
     """smpgw-sim with count watches on UDP ports base..base+count-1."""
 
-    def __init__(self, workdir, count, extra=(), udp=True):
+    def __init__(self, workdir, count, extra=(), udp=True, fleet=None):
+        """fleet: a fleet file object (docs/simulator.md) used instead of
+        --count; its "count" is set to count."""
         self.exe = find_sim()
         self.count = count
         self.udp = udp
@@ -74,10 +76,16 @@ class Sim:
         self.control = os.path.join(workdir, 'sim.sock')
         self.log_path = os.path.join(workdir, 'sim.log')
         self.extra = list(extra)
+        self.fleet_path = None
+        if fleet is not None:
+            self.fleet_path = os.path.join(workdir, 'fleet.json')
+            with open(self.fleet_path, 'w') as f:
+                json.dump(dict(fleet, count=count), f)
         self.proc = None
 
     def start(self):
-        args = [self.exe, '--count', str(self.count), '--control', self.control]
+        who = ['--fleet', self.fleet_path] if self.fleet_path else ['--count', str(self.count)]
+        args = [self.exe] + who + ['--control', self.control]
         if self.udp:
             args += ['--udp-base', str(self.base)]
         args += self.extra
@@ -141,9 +149,10 @@ class Gateway:
         with open(self.conf, 'w') as f:
             f.write(text)
 
-    def start(self, expect_devices=(), bluez_bus=None, timeout=10):
+    def start(self, expect_devices=(), bluez_bus=None, timeout=10, log_level='debug'):
         """Starts smpgwd (BLE only with bluez_bus, a private bus) and waits
-        until ports.json lists expect_devices."""
+        until ports.json lists expect_devices. (Benchmarks pass a quieter
+        log_level: debug lines on every request cost time.)"""
         ports = os.path.join(self.state, 'ports.json')
         if os.path.exists(ports):
             os.unlink(ports)
@@ -151,7 +160,7 @@ class Gateway:
         self.logf = open(self.log_path, 'a')
         self.proc = subprocess.Popen(
             [self.exe, '--config', self.conf, '--state-dir', self.state,
-             '--http', '127.0.0.1:0', '--log-level', 'debug'] + ble,
+             '--http', '127.0.0.1:0', '--log-level', log_level] + ble,
             stdout=self.logf, stderr=subprocess.STDOUT)
         return wait_for('ports.json with %s' % (list(expect_devices),),
                         lambda: self._ports(expect_devices), timeout=timeout)
