@@ -804,11 +804,18 @@ static void drop_cb(evutil_socket_t fd, short what, void *arg)
 	bz_dev_link_lost(arg);
 }
 
+/* An established link notices a silent watch after the supervision timeout;
+ * a connection being created just keeps waiting for its advertisement. */
+static bool established(const struct bz_dev *d)
+{
+	return d->state == BZ_CONN_CONNECTED || d->state == BZ_CONN_DISCONNECTING;
+}
+
 static void obs_reset(struct sim_device *dev, void *user_data)
 {
 	struct bz_dev *d = user_data;
 
-	if (d->state != BZ_CONN_DISCONNECTED)
+	if (established(d))
 		arm(d->drop_ev, SUPERVISION_TIMEOUT_MS);
 }
 
@@ -822,7 +829,7 @@ static void obs_disconnect(struct sim_device *dev, void *user_data)
 {
 	struct bz_dev *d = user_data;
 
-	if (d->state != BZ_CONN_DISCONNECTED)
+	if (established(d))
 		arm(d->drop_ev, 0);
 }
 
