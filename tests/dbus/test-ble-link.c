@@ -717,7 +717,7 @@ static int test_system(const char *adapter)
 	adapters_opt = adapter;
 	for (int pass = 0; pass < 2; pass++) {
 		bool acquire = pass == 0;
-		const char *mode = acquire ? "real bluez, fast path" : "real bluez, fallback";
+		const char *mode = acquire ? "system bus, fast path" : "system bus, fallback";
 		struct ble_manager *mgr = manager(acquire, 0, 0);
 
 		ok(run_until(seen_n, &one, 30000), "%s: watch discovered", mode);
