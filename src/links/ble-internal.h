@@ -140,6 +140,7 @@ struct ble_manager {
 	struct ble_link_list graveyard; /* forgotten links, freed later */
 	struct ble_link_queue waitq;
 	struct event *sched_ev, *tick_ev, *reap_ev;
+	struct event *objects_ev; /* GetManagedObjects retry */
 };
 
 /* ---- ble-dbus.c: D-Bus helpers ---- */

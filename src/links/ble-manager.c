@@ -491,8 +491,12 @@ static void adapter_step(struct ble_adapter *ad)
 static void adapter_prop(struct ble_adapter *ad, const char *key,
 			 DBusMessageIter *v)
 {
-	if (!strcmp(key, "Powered"))
+	if (!strcmp(key, "Powered")) {
 		ble_var_bool(v, &ad->powered);
+		/* Powering off ends BlueZ's discovery sessions, filters too. */
+		if (!ad->powered)
+			ad->filter_set = ad->discovering = false;
+	}
 	else if (!strcmp(key, "Discovering"))
 		ble_var_bool(v, &ad->discovering);
 }
@@ -632,16 +636,38 @@ static void objects_parse(struct ble_manager *mgr, DBusMessage *reply)
 	}
 }
 
+static void get_objects(struct ble_manager *mgr);
+
 static void objects_reply(DBusPendingCall *pc, void *data)
 {
 	struct ble_manager *mgr = data;
 	DBusMessage *reply = ble_call_reply(&mgr->objects_pc);
+	bool good = dbus_message_get_type(reply) == DBUS_MESSAGE_TYPE_METHOD_RETURN &&
+		    dbus_message_has_signature(reply, "a{oa{sa{sv}}}");
 
-	if (dbus_message_get_type(reply) == DBUS_MESSAGE_TYPE_METHOD_RETURN &&
-	    dbus_message_has_signature(reply, "a{oa{sa{sv}}}"))
+	if (good)
 		objects_parse(mgr, reply);
 	dbus_message_unref(reply);
+	if (!good) /* bluetoothd busy starting up: ask again shortly */
+		event_add(mgr->objects_ev, &(struct timeval){ 2, 0 });
 	ble_mgr_kick(mgr);
+}
+
+static void objects_retry_cb(evutil_socket_t fd, short what, void *arg)
+{
+	get_objects(arg);
+}
+
+static void get_objects(struct ble_manager *mgr)
+{
+	DBusMessage *m;
+
+	if (!mgr->owner || mgr->objects_pc)
+		return;
+	m = dbus_message_new_method_call(BLUEZ_SERVICE, "/", DBUS_OM,
+					 "GetManagedObjects");
+	mgr->objects_pc = ble_call(mgr, m, BLE_CALL_TIMEOUT_MS, objects_reply,
+				   mgr);
 }
 
 static void ifaces_removed(struct ble_manager *mgr, const char *path,
@@ -676,6 +702,7 @@ static void bluez_down(struct ble_manager *mgr)
 	mgr->owner = NULL;
 	mgr->agent_registered = false;
 	ble_call_cancel(&mgr->objects_pc);
+	event_del(mgr->objects_ev);
 	ble_call_cancel(&mgr->agent_pc);
 	links_each(mgr, NULL, ble_link_service_lost);
 	/* Devices are kept by the gateway (no device_lost): their object
@@ -694,15 +721,10 @@ static void bluez_down(struct ble_manager *mgr)
 
 static void bluez_up(struct ble_manager *mgr, const char *owner)
 {
-	DBusMessage *m;
-
 	if (mgr->owner)
 		bluez_down(mgr);
 	mgr->owner = xstrdup(owner);
-	m = dbus_message_new_method_call(BLUEZ_SERVICE, "/", DBUS_OM,
-					 "GetManagedObjects");
-	mgr->objects_pc = ble_call(mgr, m, BLE_CALL_TIMEOUT_MS, objects_reply,
-				   mgr);
+	get_objects(mgr);
 	ble_agent_register(mgr);
 	if (mgr->cbs.service)
 		mgr->cbs.service(mgr, true, mgr->user_data);
@@ -971,6 +993,7 @@ struct ble_manager *ble_manager_new(struct event_base *base,
 	TAILQ_INIT(&mgr->waitq);
 	mgr->sched_ev = event_new(base, -1, 0, sched_cb, mgr);
 	mgr->reap_ev = event_new(base, -1, 0, reap_cb, mgr);
+	mgr->objects_ev = evtimer_new(base, objects_retry_cb, mgr);
 	mgr->tick_ev = event_new(base, -1, EV_PERSIST, tick_cb, mgr);
 	event_add(mgr->tick_ev, &(struct timeval){ 1, 0 });
 	r = bus_setup(mgr, opts ? opts->bus_address : NULL);
@@ -1009,6 +1032,7 @@ struct ble_manager *ble_manager_free(struct ble_manager *mgr)
 	}
 	event_free(mgr->sched_ev);
 	event_free(mgr->reap_ev);
+	event_free(mgr->objects_ev);
 	event_free(mgr->tick_ev);
 	free(mgr->adapters_opt);
 	free(mgr);
