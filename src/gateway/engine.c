@@ -43,6 +43,8 @@
 #define RETRY_MAX_MS 10000
 #define WAIT_FIRST_POLL_MS 1000    /* after the reset answer */
 #define WAIT_POLL_MS 1000
+#define RESET_SETTLE_MS 3000       /* a pending image after this: no reset */
+#define MAX_RESETS 3
 #define MAX_FINISHED_KEPT 1000     /* finished jobs loaded at start */
 #define IMAGE_MAX (1u << 20)       /* larger than any PineTime slot */
 
@@ -87,7 +89,7 @@ struct job {
 	uint8_t hash[GW_IMG_HASH_LEN];
 	uint64_t created_ms, started_ms, finished_ms, updated_ms;
 	size_t size, offset;
-	uint64_t bytes_sent;
+	uint64_t bytes_sent, sent_base;
 	gw_job_done_cb done;
 	void *user_data;
 	/* while running */
@@ -99,6 +101,8 @@ struct job {
 	struct event *timer;
 	void (*timer_fn)(struct job *job);
 	uint64_t wait_deadline_ms, retry_deadline_ms;
+	uint64_t reset_sent_ms;  /* 0 after a restart: long ago */
+	unsigned resets;
 	uint32_t retry_ms;
 	char *radio_key;     /* token held (or wanted) for the upload */
 	bool radio_held, wants_radio;
@@ -803,13 +807,15 @@ static void upload_progress(const struct gw_upload_stats *st, void *user_data)
 	struct job *job = user_data;
 	struct gw_metrics *m = gw_metrics(job->eng->gw);
 
-	if (m && st->bytes_sent > job->bytes_sent) {
+	uint64_t sent = job->sent_base + st->bytes_sent;
+
+	if (m && sent > job->bytes_sent) {
 		char *l = metric_labels(job);
 
-		gw_metrics_add(m, GW_M_UPLOAD_BYTES, l, (double)(st->bytes_sent - job->bytes_sent));
+		gw_metrics_add(m, GW_M_UPLOAD_BYTES, l, (double)(sent - job->bytes_sent));
 		free(l);
 	}
-	job->bytes_sent = st->bytes_sent;
+	job->bytes_sent = sent;
 	job->offset = st->acked;
 	job_progressed(job);
 	progress_event(job, false);
@@ -876,6 +882,7 @@ static void start_upload(struct job *job)
 	memcpy(p.hash, job->hash, sizeof(p.hash));
 	job->up_start_ms = gw_now_ms(job->eng->gw);
 	job->up_start_off = p.start_off;
+	job->sent_base = job->bytes_sent; /* counts across attempts */
 	log_info("job %lld (%s): uploading %zu bytes from %zu: frames of %zu bytes,"
 		 " %u in flight", (long long)job->id, job->device_id, job->size,
 		 p.start_off, p.frame_max, p.max_inflight);
@@ -966,6 +973,7 @@ static void job_step_reset(struct job *job)
 	int64_t id;
 
 	set_phase(job, PHASE_RESET);
+	job->reset_sent_ms = gw_now_ms(job->eng->gw);
 	if (!job_device(job) || gw_smp_os_reset(&frame, &len) < 0)
 		return job_transport_error(job, -ENODEV, "reset");
 	id = gw_device_request(job->dev, frame, len, NULL, reset_cb, job);
@@ -988,9 +996,19 @@ static void wait_rsp_cb(int err, const uint8_t *frame, size_t len, void *user_da
 	}
 	s = gw_img_state_find(&st, job->hash);
 	if (s && !s->active && s->pending) {
-		/* Not rebooted yet (or the answer came before the reset). */
-		job_after(job, WAIT_POLL_MS, job_wait_poll);
-		return;
+		/* The answer came before the reset; or, well after it (a
+		 * watch resets within a second of its answer and does not
+		 * answer while it boots), the reset never reached it. */
+		if (gw_now_ms(job->eng->gw) - job->reset_sent_ms < RESET_SETTLE_MS) {
+			job_after(job, WAIT_POLL_MS, job_wait_poll);
+			return;
+		}
+		if (++job->resets > MAX_RESETS)
+			return job_finish(job, GW_JOB_STATE_FAILED,
+					  "the watch does not reset: the image stays pending");
+		log_info("job %lld (%s): still not rebooted; resetting again",
+			 (long long)job->id, job->device_id);
+		return job_step_reset(job);
 	}
 	job_progressed(job);
 	if (job_parse_state(job, frame, len, &st, "state after reboot") < 0)
