@@ -13,6 +13,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -501,6 +502,14 @@ static void close_nfd(struct bz_dev *d)
 	char_changed(d, "NotifyAcquired");
 }
 
+/* recv() gives 0 both for an empty SEQPACKET message and at EOF. */
+static bool peer_gone(int fd)
+{
+	struct pollfd p = { .fd = fd, .events = POLLIN | POLLRDHUP };
+
+	return poll(&p, 1, 0) > 0 && (p.revents & (POLLHUP | POLLRDHUP));
+}
+
 static void wfd_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct bz_dev *d = arg;
@@ -509,12 +518,16 @@ static void wfd_cb(evutil_socket_t fd, short what, void *arg)
 	for (int i = 0; i < 16 && d->up_n < UP_QUEUE_MAX; i++) {
 		ssize_t n = recv(fd, buf, sizeof(buf), MSG_DONTWAIT | MSG_TRUNC);
 
-		if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) {
+		if ((n == 0 && peer_gone(fd)) || (n < 0 && errno != EAGAIN && errno != EINTR)) {
 			close_wfd(d); /* the client released the write side */
 			return;
 		}
 		if (n < 0)
 			break;
+		if (n == 0) {
+			d->bz->counters.drops_link++; /* an empty message: no ATT write */
+			continue;
+		}
 		if ((size_t)n > att_mtu(d) - 3u) {
 			d->bz->counters.drops_link++; /* bt_att refuses PDUs over the MTU */
 			continue;
@@ -530,7 +543,7 @@ static void nfd_cb(evutil_socket_t fd, short what, void *arg)
 	uint8_t buf[64];
 	ssize_t n = recv(fd, buf, sizeof(buf), MSG_DONTWAIT);
 
-	if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR))
+	if ((n == 0 && peer_gone(fd)) || (n < 0 && errno != EAGAIN && errno != EINTR))
 		close_nfd(d); /* the client released the notify side */
 }
 

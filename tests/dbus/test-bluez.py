@@ -375,6 +375,10 @@ def case_gatt():
         ok(len(msgs) > 1 and all(len(m) <= mtu - 3 for m in msgs[:-1]) and
            all(len(m) == mtu - 3 for m in msgs[:-1]),
            "reply came as back-to-back notifications of MTU-3 bytes (%d)" % len(msgs))
+        os.write(wfd, b"")  # an empty message is no write, and no EOF either
+        os.write(wfd, smp_echo("still here", 4))
+        buf, _ = recv_frame(nfd)
+        ok(b"still here" in buf, "an empty write does not release the fd")
         before = env.cmd("counters")
         os.write(wfd, bytes(mtu))  # longer than MTU-3: bt_att refuses it
         env.pump(0.2)
