@@ -227,6 +227,10 @@ static int sim_cmd(const char *fmt, ...)
 	if (!strcmp(cmd, "reset"))
 		snprintf(json, sizeof(json),
 			 "{\"cmd\":\"fault\",\"device\":\"%s\",\"fault\":\"reboot\"}", addr);
+	else if (!strcmp(cmd, "range") && n >= 3)
+		snprintf(json, sizeof(json),
+			 "{\"cmd\":\"fault\",\"device\":\"%s\",\"fault\":\"%s\"}", addr,
+			 atoi(key) ? "in_range" : "out_of_range");
 	else if (!strcmp(cmd, "fault") && n == 4 && !strcmp(key, "disconnect_after_frames"))
 		snprintf(json, sizeof(json),
 			 "{\"cmd\":\"fault\",\"device\":\"%s\",\"fault\":\"%s\",\"frames\":%ld}",
@@ -263,6 +267,7 @@ struct watch {
 	enum link_state state;
 	int last_err;
 	unsigned ups, downs;
+	unsigned lost, reseen;
 	uint8_t rsp[4096];
 	size_t rsp_len;
 	unsigned frames;
@@ -287,6 +292,8 @@ static void device_seen(struct ble_manager *mgr, const struct ble_device_info *i
 {
 	struct watch *w = watch_find(info->address);
 
+	if (w && w->lost)
+		w->reseen++;
 	if (w || n_watches >= MAX_WATCHES)
 		return;
 	w = &watches[n_watches++];
@@ -297,6 +304,10 @@ static void device_seen(struct ble_manager *mgr, const struct ble_device_info *i
 
 static void device_lost(struct ble_manager *mgr, const char *address, void *user_data)
 {
+	struct watch *w = watch_find(address);
+
+	if (w)
+		w->lost++;
 }
 
 static void service(struct ble_manager *mgr, bool up, void *user_data)
@@ -422,6 +433,11 @@ static bool seen_n(void *arg)
 static bool all_up(void *arg)
 {
 	return count_up() == n_watches && n_watches > 0;
+}
+
+static bool all_down_one_up(void *arg)
+{
+	return ((struct watch *)arg)->state == LINK_STATE_UP;
 }
 
 static bool down_again(void *arg)
@@ -649,6 +665,39 @@ static bool all_had_up(void *arg)
 	return n_watches > 0;
 }
 
+static bool lost(void *arg)
+{
+	return ((struct watch *)arg)->lost > 0;
+}
+
+static bool reseen(void *arg)
+{
+	return ((struct watch *)arg)->reseen > 0;
+}
+
+/* BlueZ forgets a watch out of range (TemporaryTimeout, shortened for the
+ * simulator): device_lost; back in range: seen again, and usable. */
+static void test_device_lost(void)
+{
+	struct ble_manager *mgr = manager(true, 0, 0);
+	unsigned count = 3;
+	struct watch *w;
+
+	ok(run_until(seen_n, &count, 10000), "lost: watches discovered");
+	w = &watches[2];
+	is_int(sim_cmd("range %s 0", w->address), 0, "simulator: out of range");
+	ok(run_until(lost, w, 15000), "lost: device_lost when BlueZ forgets the watch");
+	is_int(sim_cmd("range %s 1", w->address), 0, "simulator: back in range");
+	ok(run_until(reseen, w, 15000), "lost: seen again");
+	w->link = ble_manager_link(mgr, w->address);
+	link_set_callbacks(w->link, &link_cbs, w);
+	link_connect(w->link);
+	ok(run_until(all_down_one_up, w, 15000), "lost: connects after coming back");
+	ok(echo(w, 10, 5000), "lost: echo");
+	ble_manager_free(mgr);
+	run_for(100);
+}
+
 /* Two adapters with a budget of 2 each, 6 watches: idle links are parked
  * for the waiting ones, each adapter keeps its own budget. */
 static void test_budget(unsigned count)
@@ -772,6 +821,13 @@ int main(int argc, char **argv)
 	test_basic(true, 3);
 	test_basic(false, 3);
 	test_drop_and_restart(3);
+	stop_sim();
+
+	/* BlueZ's TemporaryTimeout, 30 s, shortened for test_device_lost. */
+	setenv("SMPGW_SIM_TEMP_TIMEOUT_MS", "1500", 1);
+	start_sim(FLEET_3);
+	unsetenv("SMPGW_SIM_TEMP_TIMEOUT_MS");
+	test_device_lost();
 	stop_sim();
 
 	start_sim(FLEET_PAIRING);
