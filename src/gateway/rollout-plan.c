@@ -441,3 +441,29 @@ bool rollout_glob_match(const char *pattern, const char *s)
 		return true;
 	return s && fnmatch(pattern, s, 0) == 0;
 }
+
+/* "maj.min.rev", then optionally "+build" or ".build"; all decimal. */
+static bool version_parse(const char *s, unsigned long v[4])
+{
+	char *end;
+
+	v[3] = 0;
+	for (int i = 0; i < 4; i++) {
+		if (!s || !isdigit((unsigned char)*s))
+			return false;
+		v[i] = strtoul(s, &end, 10);
+		if (!*end)
+			return i >= 2;
+		if (i == 3 || (*end != '.' && !(i == 2 && *end == '+')))
+			return false;
+		s = end + 1;
+	}
+	return false;
+}
+
+bool rollout_version_equal(const char *a, const char *b)
+{
+	unsigned long x[4], y[4];
+
+	return version_parse(a, x) && version_parse(b, y) && !memcmp(x, y, sizeof(x));
+}

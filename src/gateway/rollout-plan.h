@@ -156,3 +156,10 @@ int rollout_window_locate(const struct rollout_window *w, int64_t now_ms,
 
 /* fnmatch(3) glob, NULL pattern matches everything, NULL string nothing. */
 bool rollout_glob_match(const char *pattern, const char *s);
+/*
+ * Whether two MCUboot versions are the same, whichever way they are
+ * written: the image store says "1.2.3+4", Zephyr's img state "1.2.3.4",
+ * and a zero build is often left out ("1.2.3" == "1.2.3+0"). False when
+ * either does not parse.
+ */
+bool rollout_version_equal(const char *a, const char *b);

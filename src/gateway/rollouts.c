@@ -331,8 +331,8 @@ static void decide(struct ro_dev *d, const struct slot_view *v)
 		dev_outcome(d, ROLLOUT_DEV_EXCLUDED, NULL);
 		return;
 	}
-	if (r->spec.outdated && v->found && r->image_version && v->confirmed &&
-	    !strcmp(v->version, r->image_version)) {
+	if (r->spec.outdated && v->found && v->confirmed &&
+	    rollout_version_equal(v->version, r->image_version)) {
 		dev_outcome(d, ROLLOUT_DEV_UP_TO_DATE, NULL);
 		return;
 	}

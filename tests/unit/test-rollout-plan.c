@@ -322,6 +322,15 @@ static void test_names_and_globs(void)
 	ok(rollout_glob_match("1.0.*", "1.0.0"), "version glob");
 	ok(rollout_glob_match(NULL, "x"), "no pattern matches");
 	ok(!rollout_glob_match("*", NULL), "no string never matches");
+	ok(rollout_version_equal("0.9.0+0", "0.9.0"), "zero build left out");
+	ok(rollout_version_equal("1.2.3+4", "1.2.3.4"), "store vs img state");
+	ok(!rollout_version_equal("1.2.3+4", "1.2.3"), "builds differ");
+	ok(!rollout_version_equal("1.2.3", "1.2.30"), "revisions differ");
+	ok(!rollout_version_equal("1.2", "1.2"), "too short");
+	ok(!rollout_version_equal("1.2.3.4.5", "1.2.3.4.5"), "too long");
+	ok(!rollout_version_equal("1.2.3+4.5", "1.2.3+4.5"), "junk after the build");
+	ok(!rollout_version_equal("1.2.x", "1.2.x"), "not decimal");
+	ok(!rollout_version_equal(NULL, "1.2.3"), "NULL");
 }
 
 int main(void)
