@@ -249,6 +249,20 @@ static int chunk_error(struct gw_upload *up, int err)
 	return 0;
 }
 
+/* A garbled answer (e.g. a corrupted BLE notification) is treated like a
+ * lost one: resume from the last acknowledged offset, bounded by the same
+ * stall count as timeouts. 0 to resume, < 0 when the upload ended. */
+static int garbled(struct gw_upload *up, const char *why)
+{
+	up->st.timeouts++;
+	if (++up->stalled >= MAX_STALLED_TIMEOUTS) {
+		finish(up, -EPROTO, why);
+		return -EPROTO;
+	}
+	log_debug("%s: upload: %s; resuming", gw_device_id(up->p.dev), why);
+	return 0;
+}
+
 /* The device answered a chunk: 1 when it was the expected answer, 0 when
  * the stream must resume from the device's offset, < 0 when it ended. */
 static int chunk_answer(struct gw_upload *up, const struct chunk *c,
@@ -258,19 +272,15 @@ static int chunk_answer(struct gw_upload *up, const struct chunk *c,
 	uint64_t off;
 	char msg[128];
 
-	if (gw_smp_result(frame, len, &res) < 0) {
-		finish(up, -EPROTO, "malformed upload response");
-		return -EPROTO;
-	}
+	if (gw_smp_result(frame, len, &res) < 0)
+		return garbled(up, "malformed upload response");
 	if (res.smp_error) {
 		gw_smp_result_str(&res, msg, sizeof(msg));
 		finish(up, -EPROTO, msg);
 		return -EPROTO;
 	}
-	if (gw_img_upload_parse(frame, len, &off, NULL) < 0 || off > up->p.len) {
-		finish(up, -EPROTO, "upload response without a valid \"off\"");
-		return -EPROTO;
-	}
+	if (gw_img_upload_parse(frame, len, &off, NULL) < 0 || off > up->p.len)
+		return garbled(up, "upload response without a valid \"off\"");
 	up->stalled = 0;
 	if (off == c->off + c->len) {
 		/* Max: a datagram transport may reorder answers. */
