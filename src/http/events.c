@@ -56,7 +56,7 @@ struct sse_hub {
 
 static void client_append(struct sse_client *c, const char *s, size_t n)
 {
-	if (c->dropped)
+	if (c->dropped || !n)
 		return;
 	if (c->off && c->off == c->len)
 		c->off = c->len = 0;
