@@ -323,6 +323,7 @@ static void connect_reply(DBusPendingCall *pc, void *data)
 	struct ble_link *bl = data;
 	DBusMessage *reply = ble_call_reply(&bl->pc);
 	int err = ble_error_errno(reply);
+	struct ble_dev *dev;
 
 	/* InProgress / AlreadyConnected: someone else connects; wait for the
 	 * properties as after a successful call. */
@@ -337,6 +338,11 @@ static void connect_reply(DBusPendingCall *pc, void *data)
 		link_fail(bl, err == -ETIMEDOUT ? err : err == -ENODEV ? -ENODEV : -ECONNREFUSED);
 		return;
 	}
+	dev = ble_mgr_dev_by_addr(bl->mgr, bl->address);
+	/* Already connected before this attempt: a later Connected false is
+	 * then a drop as well. */
+	if (dev && dev->connected)
+		bl->connect_seen = true;
 	check_ready(bl);
 }
 
