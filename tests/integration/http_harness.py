@@ -221,14 +221,19 @@ class Daemon:
             except subprocess.TimeoutExpired:
                 pass
             return
-        self.port = self.wait_port()
+        try:
+            self.port = self.wait_port()
+        except Exception:
+            self.close()  # never leave the child behind
+            raise
         self.base = '%s://127.0.0.1:%d' % ('https' if tls else 'http', self.port)
         if tls:
             import ssl
             self.ssl = ssl.create_default_context(cafile=tls[0])
 
     def wait_port(self):
-        deadline = time.monotonic() + 10
+        # Generous: under valgrind on a busy machine startup takes seconds.
+        deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 with open(self.log_path) as f:
