@@ -2,13 +2,17 @@
 # SPDX-License-Identifier: MIT
 """Runs the ```sh blocks of docs/rollouts.md's nightly example exactly as
 written (bash -e -o pipefail, in order, one shell), with $SMPGW pointing at
-a hermetic smpgwd managing three simulated watches."""
+a hermetic smpgwd managing three simulated watches. The daemon's clock is
+set to noon in Berlin (outside the example's 02:00-05:00 window), so every
+step sees the same states whatever the time of the run."""
 import os
+import datetime
 import re
 import shutil
 import subprocess
 import sys
 import time
+from zoneinfo import ZoneInfo
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from rollout_fleet import SKIP, Fleet, Gateway, Workdir, executables, log  # noqa: E402
@@ -41,7 +45,9 @@ def main():
         try:
             fleet.start()
             gw = Gateway(wd, gw_exe, fleet)
-            gw.start()
+            noon = datetime.datetime.now(ZoneInfo('Europe/Berlin')).replace(
+                hour=12, minute=0, second=0, microsecond=0)
+            gw.start(time_offset_ms=int(noon.timestamp() * 1000) - int(time.time() * 1000))
             shutil.copy(os.path.join(conf_dir, 'images', 'app-0.9.0-3k-hash.bin'),
                         os.path.join(wd, 'app-1.1.0.signed.bin'))
             script = 'set -e -o pipefail\n' + '\n'.join(sh)
@@ -53,7 +59,8 @@ def main():
             lst = gw.get('/api/v1/rollouts')['rollouts']
             if len(lst) != 1 or lst[0]['state'] != 'canceled' or lst[0]['devices'] != 3:
                 raise AssertionError('expected one canceled rollout of 3 watches: %s' % lst)
-            for needle in ('Rollout ro-1 "1.1.0 for everyone"', '"paused"', '"canceled"',
+            for needle in ('Rollout ro-1 "1.1.0 for everyone": waiting', '"paused"',
+                           '"waiting"', '"canceled"',
                            'every night 02:00-05:00 Europe/Berlin'):
                 if needle not in out.stdout:
                     raise AssertionError('missing from the output: ' + needle)
