@@ -51,6 +51,8 @@ int gw_smp_img_state_read(uint8_t **ret, size_t *ret_len);
 int gw_smp_img_state_write(const uint8_t *hash, bool confirm, uint8_t **ret,
 			   size_t *ret_len);
 int gw_smp_os_reset(uint8_t **ret, size_t *ret_len);
+/* os echo of text_len 'x' characters (the reassembly probe). */
+int gw_smp_os_echo(size_t text_len, uint8_t **ret, size_t *ret_len);
 
 /*
  * One upload chunk: first (off 0) carries image 0, len, sha; others only

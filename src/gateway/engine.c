@@ -45,6 +45,7 @@
 #define WAIT_POLL_MS 1000
 #define RESET_SETTLE_MS 3000       /* a pending image after this: no reset */
 #define MAX_RESETS 3
+#define PROBE_TIMEOUT_MS 3000      /* the reassembly probe's echo */
 #define MAX_FINISHED_KEPT 1000     /* finished jobs loaded at start */
 #define IMAGE_MAX (1u << 20)       /* larger than any PineTime slot */
 
@@ -113,6 +114,11 @@ struct job {
 };
 TAILQ_HEAD(job_list, job);
 
+struct probe {
+	char *id;
+	bool reassembly;
+};
+
 struct radio {
 	char *key;
 	unsigned used;
@@ -126,6 +132,8 @@ struct gw_engine {
 	LIST_HEAD(, image) images;
 	struct radio *radios;
 	size_t n_radios;
+	struct probe *probes;   /* reassembly per watch, this run */
+	size_t n_probes;
 	unsigned uploads;       /* radio tokens held in all */
 	unsigned sub;           /* event bus subscription */
 	int64_t next_mem_id;
@@ -770,6 +778,25 @@ static void job_step_state(struct job *job)
 
 /* -- upload -- */
 
+/* ---- reassembly: asked of the watch once per daemon run ---- */
+
+/* 1 / 0 when the watch was probed, -1 when not yet. */
+static int probe_get(struct gw_engine *eng, const char *id)
+{
+	for (size_t i = 0; i < eng->n_probes; i++)
+		if (!strcasecmp(eng->probes[i].id, id))
+			return eng->probes[i].reassembly;
+	return -1;
+}
+
+static void probe_set(struct gw_engine *eng, const char *id, bool on)
+{
+	if (probe_get(eng, id) >= 0)
+		return;
+	eng->probes = xrealloc(eng->probes, (eng->n_probes + 1) * sizeof(*eng->probes));
+	eng->probes[eng->n_probes++] = (struct probe){ .id = xstrdup(id), .reassembly = on };
+}
+
 static size_t frame_limit(struct job *job)
 {
 	const struct gw_config *cfg = gw_config(job->eng->gw);
@@ -782,10 +809,19 @@ static size_t frame_limit(struct job *job)
 	 * frame (Zephyr without reassembly); a device that answers mcumgr
 	 * params is a Zephyr new enough to have reassembly when it has a
 	 * buffer bigger than one write. [update] reassembly overrides. */
-	reassembly = cfg->update.reassembly >= 0 ? cfg->update.reassembly == 1 :
-		     gw_device_params_known(job->dev);
+	if (cfg->update.reassembly >= 0)
+		reassembly = cfg->update.reassembly == 1;
+	else if (probe_get(job->eng, job->device_id) >= 0)
+		reassembly = probe_get(job->eng, job->device_id) == 1;
+	else
+		reassembly = gw_device_params_known(job->dev);
 	if (!reassembly && mtu && mtu < buf_size)
 		return mtu;
+	/* Split over writes: a last write that is not full costs a whole
+	 * link-layer packet (and its slot in a connection event), so the
+	 * frame is the most whole writes that fit. */
+	if (mtu && mtu < buf_size)
+		return buf_size / mtu * mtu;
 	return buf_size;
 }
 
@@ -889,6 +925,54 @@ static void start_upload(struct job *job)
 	job->up = gw_upload_start(&p, &cbs, job);
 }
 
+/* Nothing says whether a watch reassembles a frame written in several
+ * pieces (Zephyr's CONFIG_MCUMGR_TRANSPORT_BT_REASSEMBLY): before the first
+ * upload whose frames would span writes, an echo just longer than one
+ * write tells. Any answer: it does. Silence: one write per frame. */
+static void probe_cb(int err, const uint8_t *frame, size_t len, void *user_data)
+{
+	struct job *job = user_data;
+
+	job->req = 0;
+	if (err && err != -ETIMEDOUT)
+		return job_transport_error(job, err, "reassembly probe");
+	probe_set(job->eng, job->device_id, err == 0);
+	log_info("%s: SMP reassembly %s", job->device_id,
+		 err == 0 ? "works: frames fill buf_size" :
+		 "does not answer: one write per frame");
+	start_upload(job);
+}
+
+static bool needs_probe(struct job *job)
+{
+	const struct gw_config *cfg = gw_config(job->eng->gw);
+	uint32_t buf_size;
+	size_t mtu = gw_device_mtu(job->dev);
+
+	gw_device_params(job->dev, &buf_size, NULL);
+	return cfg->update.reassembly < 0 && gw_device_params_known(job->dev) &&
+	       mtu && mtu + 16 <= buf_size && probe_get(job->eng, job->device_id) < 0;
+}
+
+static void upload_go(struct job *job)
+{
+	struct gw_req_opts opts = { .timeout_ms = PROBE_TIMEOUT_MS };
+	size_t mtu = gw_device_mtu(job->dev);
+	uint8_t *frame;
+	size_t len;
+	int64_t id;
+
+	if (!needs_probe(job))
+		return start_upload(job);
+	if (gw_smp_os_echo(mtu + 2, &frame, &len) < 0)
+		return start_upload(job);
+	id = gw_device_request(job->dev, frame, len, &opts, probe_cb, job);
+	free(frame);
+	if (id < 0)
+		return job_transport_error(job, (int)id, "reassembly probe");
+	job->req = id;
+}
+
 static void job_step_upload(struct job *job)
 {
 	if (job->phase != PHASE_UPLOAD)
@@ -898,7 +982,7 @@ static void job_step_upload(struct job *job)
 		return;
 	}
 	job->wants_radio = false;
-	start_upload(job);
+	upload_go(job);
 }
 
 static void verify_rsp(struct job *job, const uint8_t *frame, size_t len)
@@ -1118,7 +1202,7 @@ static void dispatch(struct gw_engine *eng)
 		if (j->state == GW_JOB_STATE_RUNNING && j->wants_radio) {
 			if (radio_acquire(j)) {
 				j->wants_radio = false;
-				start_upload(j);
+				upload_go(j);
 			}
 			continue;
 		}
@@ -1429,6 +1513,9 @@ struct gw_engine *gw_engine_free(struct gw_engine *engine)
 	for (size_t i = 0; i < engine->n_radios; i++)
 		free(engine->radios[i].key);
 	free(engine->radios);
+	for (size_t i = 0; i < engine->n_probes; i++)
+		free(engine->probes[i].id);
+	free(engine->probes);
 	event_free(engine->dispatch_ev);
 	free(engine);
 	return NULL;

@@ -52,6 +52,20 @@ int gw_smp_os_reset(uint8_t **ret, size_t *ret_len)
 		     ret, ret_len);
 }
 
+int gw_smp_os_echo(size_t text_len, uint8_t **ret, size_t *ret_len)
+{
+	cbor_item_t *m = smp_cbor_map_new();
+	char *text = xmalloc(text_len + 1);
+	int r;
+
+	memset(text, 'x', text_len);
+	text[text_len] = '\0';
+	smp_cbor_map_put_text(m, "d", text);
+	free(text);
+	r = build(SMP_OP_WRITE, SMP_GROUP_OS, SMP_OS_ECHO, m, ret, ret_len);
+	return r;
+}
+
 /* ---- upload chunks: exact sizes ---- */
 
 /* Length of a CBOR head (major type + argument) for argument v. */

@@ -66,8 +66,9 @@ def free_udp_base(count, tries=50):
 class Sim:
     """smpgw-sim: count watches (or a fleet file), UDP on base+i."""
 
-    def __init__(self, workdir, count=1, fleet=None, extra=()):
+    def __init__(self, workdir, count=1, fleet=None, extra=(), bus=None):
         self.exe = os.environ.get('SMPGW_SIM')
+        self.bus = bus
         self.dir = workdir
         self.count = count
         self.fleet = fleet
@@ -95,6 +96,8 @@ class Sim:
         else:
             args += ['--count', str(self.count)]
         args += ['--udp-base', str(self.base), '--control', self.control] + self.extra
+        if self.bus:
+            args += ['--bus', self.bus]
         self.logf = open(self.log_path, 'w')
         self.proc = subprocess.Popen(args, stdout=self.logf, stderr=subprocess.STDOUT)
         wait_for('the simulator control socket', self._ready, timeout=15)
@@ -139,7 +142,7 @@ class Sim:
 class Gateway:
     """smpgwd driving the sim's watches over UDP; REST on an OS-chosen port."""
 
-    def __init__(self, workdir, sim, extra_conf='', devices=None):
+    def __init__(self, workdir, sim, extra_conf='', devices=None, bus=None):
         self.exe = os.environ.get('SMPGWD', 'smpgwd')
         self.dir = workdir
         self.state = os.path.join(workdir, 'state')
@@ -148,7 +151,8 @@ class Gateway:
         self.proc = None
         self.logf = None
         self.port = None
-        names = devices or ['w%d' % i for i in range(sim.count)]
+        self.bus = bus
+        names = [] if bus else (devices or ['w%d' % i for i in range(sim.count)])
         lines = ['[general]', 'log_level = debug', '[udp]', 'base_port = 0',
                  '[http]', 'listen = 127.0.0.1:0', extra_conf]
         for i, n in enumerate(names):
@@ -160,8 +164,9 @@ class Gateway:
     def start(self):
         self.logf = open(self.log_path, 'a')
         self.log_mark = os.path.getsize(self.log_path)
+        ble = ['--bluez-bus', self.bus] if self.bus else ['--no-ble']
         self.proc = subprocess.Popen(
-            [self.exe, '--config', self.conf, '--state-dir', self.state, '--no-ble'],
+            [self.exe, '--config', self.conf, '--state-dir', self.state] + ble,
             stdout=self.logf, stderr=subprocess.STDOUT)
         self.port = int(wait_for('the REST port', self._port, timeout=10))
         self.base = 'http://127.0.0.1:%d' % self.port
@@ -247,6 +252,36 @@ class Gateway:
         if self.logf and not self.logf.closed:
             self.logf.close()
         return self.proc.returncode
+
+
+class Bus:
+    """A private dbus-daemon (tests/dbus/bus.conf) for the fake BlueZ."""
+
+    def __init__(self, conf=None):
+        self.conf = conf or os.environ.get('BUS_CONF') or os.path.join(
+            HERE, '..', 'dbus', 'bus.conf')
+        self.proc = None
+        self.address = None
+
+    def start(self):
+        self.proc = subprocess.Popen(
+            ['dbus-daemon', '--config-file=' + self.conf, '--print-address', '--nofork'],
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        self.address = self.proc.stdout.readline().strip()
+        if not self.address:
+            raise RuntimeError('dbus-daemon did not print an address')
+        return self.address
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=5)
+        if self.proc:
+            self.proc.stdout.close()
 
 
 class Workdir:
