@@ -136,6 +136,7 @@ struct sim_bluez {
 	struct bz_dev *devs;
 	size_t n_devs;
 	struct bz_agent *agents, *default_agent;
+	struct event *register_ev;
 	uint32_t le_conn_timeout_ms;
 	uint32_t temp_timeout_ms;
 	uint32_t agent_timeout_ms;

@@ -23,6 +23,7 @@
 
 #define SCAN_FIRST_MS 10
 #define SCAN_PERIOD_MS 1000
+#define ADAPTER_REGISTER_MS 20 /* name owned -> adapters (mgmt index list) */
 
 /* ---- fleet glue ------------------------------------------------------------ */
 
@@ -99,7 +100,8 @@ static void empty_strv(void *data, DBusMessageIter *it) { put_strv(it, NULL); }
 
 static void adapter_changed(struct bz_adapter *ad, const char *prop)
 {
-	bz_prop_changed(ad->obj, "org.bluez.Adapter1", prop);
+	if (ad->obj)
+		bz_prop_changed(ad->obj, "org.bluez.Adapter1", prop);
 }
 
 static DBusMessage *set_alias(void *data, DBusMessageIter *v, DBusMessage *msg)
@@ -870,8 +872,18 @@ static void adapters_init(struct sim_bluez *bz)
 		ad->discoverable_timeout = 180;
 		ad->max_connections = max ? max : 7;
 		ad->scan_ev = event_new(bz->base, -1, 0, scan_cb, ad);
-		ad->obj = bz_object_add(bz->bus, ad->path, adapter_ifaces, ad, false);
 	}
+}
+
+/* bluetoothd owns its name first and registers adapters once the kernel's
+ * index list is read: clients see them come with InterfacesAdded. */
+static void register_adapters_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct sim_bluez *bz = arg;
+
+	for (unsigned i = 0; i < bz->n_adapters; i++)
+		bz->adapters[i].obj = bz_object_add(bz->bus, bz->adapters[i].path,
+						    adapter_ifaces, &bz->adapters[i], true);
 }
 
 static void devices_init(struct sim_bluez *bz)
@@ -940,6 +952,8 @@ struct sim_bluez *sim_bluez_new(struct event_base *base, struct sim_fleet *fleet
 		return ret;
 	}
 	bz->loop = dbus_loop_attach(base, bz->conn);
+	bz->register_ev = event_new(base, -1, 0, register_adapters_cb, bz);
+	event_add(bz->register_ev, &(struct timeval){ 0, ADAPTER_REGISTER_MS * 1000 });
 	return bz;
 }
 
@@ -964,6 +978,8 @@ struct sim_bluez *sim_bluez_free(struct sim_bluez *bz)
 		free(ad->alias);
 	}
 	free(bz->adapters);
+	if (bz->register_ev)
+		event_free(bz->register_ev);
 	while (bz->agents)
 		agent_drop(bz, &bz->agents);
 	if (bz->conn)

@@ -99,6 +99,7 @@ class Env:
             argv += ["--fleet", self.fleet_path] if self.fleet_path else ["--count", str(self.count)]
             self.sim = subprocess.Popen(argv, env=env, stdin=subprocess.PIPE)
             self.wait_for(lambda: self.bus.name_has_owner(BLUEZ), 10, "org.bluez owned")
+            self._wait_adapters()
             return
         argv = [os.environ["BLUEZ_HOST"], "--bus", self.address]
         argv += ["--fleet", self.fleet_path] if self.fleet_path else ["--count", str(self.count)]
@@ -107,6 +108,13 @@ class Env:
         line = _readline(self.sim.stdout, 10)
         if line != "READY":
             raise RuntimeError("simulator did not start: %r" % line)
+        self._wait_adapters()
+
+    def _wait_adapters(self):
+        """Like bluetoothd, the simulator owns org.bluez before its adapters
+        are registered (InterfacesAdded): wait for them."""
+        self.wait_for(lambda: any("org.bluez.Adapter1" in i for i in self.managed().values()),
+                      10, "an adapter")
 
     def stop_sim(self):
         _reap(self.sim)

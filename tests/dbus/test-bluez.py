@@ -79,6 +79,12 @@ def xml_props(xml):
     return out
 
 
+def dev_added(env):
+    """InterfacesAdded signals of Device1 objects."""
+    return [x for x in env.signals if x[4] == "InterfacesAdded"
+            and "org.bluez.Device1" in x[5][1]]
+
+
 def introspect(env, path):
     return env.iface(path, "org.freedesktop.DBus.Introspectable").Introspect()
 
@@ -306,9 +312,9 @@ def case_discovery():
         first = [s[4] for s in env.signals if s[0] >= since and s[4] in
                  ("PropertiesChanged", "InterfacesAdded")]
         eq(first[0], "PropertiesChanged", "Discovering true comes before InterfacesAdded")
-        env.wait_for(lambda: len([s for s in env.signals if s[4] == "InterfacesAdded"]) >= 2,
+        env.wait_for(lambda: len(dev_added(env)) >= 2,
                      5, "two InterfacesAdded")
-        added = [s[5] for s in env.signals if s[4] == "InterfacesAdded"]
+        added = [s[5] for s in dev_added(env)]
         for path, ifaces in added:
             d = ifaces["org.bluez.Device1"]
             ok(list(ifaces.keys()) == ["org.freedesktop.DBus.Introspectable", "org.bluez.Device1",
@@ -332,7 +338,7 @@ def case_discovery():
         other.close()
         env.wait_prop(AD, "Discovering", False, since)
         ok(True, "the last discovering client leaving the bus stops discovery")
-        devs = [s[5][0] for s in env.signals if s[4] == "InterfacesAdded"]
+        devs = [s[5][0] for s in dev_added(env)]
         gone = [a for _t, _s, p, _i, m, a in env.signals
                 if p == devs[0] and m == "PropertiesChanged" and "RSSI" in a[2]]
         ok(gone, "RSSI invalidated when discovery stops")
@@ -549,9 +555,9 @@ def case_lifecycle():
     with Env(fleet=fleet(2), env={"SMPGW_SIM_TEMP_TIMEOUT_MS": "1500"}) as env:
         ad = env.iface(AD, "org.bluez.Adapter1")
         ad.StartDiscovery()
-        env.wait_for(lambda: len([s for s in env.signals if s[4] == "InterfacesAdded"]) >= 2,
+        env.wait_for(lambda: len(dev_added(env)) >= 2,
                      5, "two devices")
-        devs = sorted(s[5][0] for s in env.signals if s[4] == "InterfacesAdded")
+        devs = sorted(s[5][0] for s in dev_added(env))
         since = env.mark()
         env.cmd("rssi C0:00:00:00:00:01 -90")
         env.wait_prop(devs[0], "RSSI", dbus.Int16(-90), since, 5)
@@ -733,8 +739,12 @@ def case_restart():
         os.close(nfd)
         env.start_sim()
         env.wait_for(lambda: len(owner_changes()) >= 2, 5, "NameOwnerChanged (back)")
-        ok(str(owner_changes()[1][1]) == "" and str(owner_changes()[1][2]).startswith(":"),
+        back = owner_changes()[1]
+        ok(str(back[1]) == "" and str(back[2]).startswith(":"),
            "bluetoothd back: NameOwnerChanged from ''")
+        env.wait_for(lambda: any(m == "InterfacesAdded" and a[0] == AD and t >= since
+                                 for t, _s, _p, _i, m, a in env.signals), 5, "adapter added")
+        ok(True, "the adapter comes back with InterfacesAdded, after the name")
         ok(dbus.ObjectPath(AD) in env.managed(), "adapter exported again")
 
 
