@@ -162,9 +162,14 @@ static struct sse_hub *hub_get(struct http_req *req)
 	struct http_server *srv = http_req_server(req);
 	struct sse_hub *hub = http_server_sse(srv);
 	struct timeval tv = { SSE_KEEPALIVE_S, 0 };
+	const char *ka = getenv("SMPGW_SSE_KEEPALIVE_MS"); /* tests only */
 
 	if (hub)
 		return hub;
+	if (ka && atoi(ka) > 0) {
+		tv.tv_sec = atoi(ka) / 1000;
+		tv.tv_usec = (atoi(ka) % 1000) * 1000;
+	}
 	hub = xnew(struct sse_hub);
 	hub->srv = srv;
 	hub->gw = http_req_gw(req);

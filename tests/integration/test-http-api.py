@@ -464,6 +464,30 @@ class Listen(unittest.TestCase):
         self.assertEqual(rc, 0, log)
 
 
+class Keepalive(unittest.TestCase):
+    def test_keepalive_comments(self):
+        os.environ['SMPGW_SSE_KEEPALIVE_MS'] = '200'
+        try:
+            d = H.Daemon([])
+        finally:
+            del os.environ['SMPGW_SSE_KEEPALIVE_MS']
+        try:
+            s = socket.create_connection(('127.0.0.1', d.port), timeout=5)
+            s.sendall(b'GET /api/v1/events HTTP/1.1\r\nHost: x\r\n\r\n')
+            buf = b''
+            deadline = time.monotonic() + 5
+            while buf.count(b': keepalive') < 2 and time.monotonic() < deadline:
+                chunk = s.recv(4096)
+                if not chunk:
+                    break
+                buf += chunk
+            s.close()
+            self.assertGreaterEqual(buf.count(b': keepalive'), 2, buf)
+        finally:
+            rc, log = d.close()
+        self.assertEqual(rc, 0, log)
+
+
 class SignaturePolicy(unittest.TestCase):
     def test_require_signature(self):
         key = os.path.join(IMAGES, 'pub-ecdsa-p256.pem')
