@@ -368,8 +368,9 @@ static void probe(struct ro_dev *d)
 {
 	struct rollout *r = d->ro;
 	struct gw_device *dev = gw_device_find(gw_of(r), d->id);
-	struct gw_req_opts opts = { .timeout_ms = r->spec.probe_timeout_ms,
-				    .connect_timeout_ms = r->spec.probe_timeout_ms };
+	/* The link gets the configured connect time (a BLE connection takes
+	 * seconds); the watch then has probe_timeout_ms to answer. */
+	struct gw_req_opts opts = { .timeout_ms = r->spec.probe_timeout_ms };
 	struct smp_hdr h = { .op = SMP_OP_READ, .ver = SMP_VER_2,
 			     .group = SMP_GROUP_IMG, .id = SMP_IMG_STATE };
 	uint8_t *frame = NULL;

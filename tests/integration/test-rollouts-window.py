@@ -63,8 +63,9 @@ def run(fleet, gw, image, day):
     check(dev(gw, rid, 'PineTime-5')['state'] == 'up_to_date' and
           not [j for j in gw.jobs() if j['device'] == 'PineTime-5'],
           'PineTime-5 already ran the image: up to date, no job')
-    rep = gw.get('/api/v1/rollouts/%s/report' % rid)
-    check(rep['outcomes']['not_seen'] == 3, 'three watches not seen (yet)')
+    wait_for('three watches tried and not seen', lambda: gw.get(
+        '/api/v1/rollouts/%s/report' % rid)['outcomes']['not_seen'] == 3, timeout=10)
+    check(True, 'three watches not seen (yet)')
 
     fleet.range('PineTime-6', True)
     wait_for('PineTime-6 updated later in the window',
