@@ -488,6 +488,33 @@ class Keepalive(unittest.TestCase):
         self.assertEqual(rc, 0, log)
 
 
+class HistoryLost(unittest.TestCase):
+    def test_stream_reset(self):
+        """Last-Event-ID older than the bounded history: one stream.reset."""
+        d = H.Daemon([])
+        try:
+            small = image('app-0.9.0-3k-hash.bin')
+            tlv = MANIFEST['app-0.9.0-3k-hash.bin']['sha256_tlv']
+            for _ in range(520):  # 2 events each: more than the history (1024)
+                self.assertEqual(d.request('POST', '/api/v1/images', raw=small)[0], 201)
+                self.assertEqual(d.request('DELETE', '/api/v1/images/' + tlv)[0], 200)
+            s = socket.create_connection(('127.0.0.1', d.port), timeout=5)
+            s.sendall(b'GET /api/v1/events HTTP/1.1\r\nHost: x\r\nLast-Event-ID: 1\r\n\r\n')
+            buf = b''
+            deadline = time.monotonic() + 5
+            while b'stream.reset' not in buf and time.monotonic() < deadline:
+                chunk = s.recv(4096)
+                if not chunk:
+                    break
+                buf += chunk
+            s.close()
+            self.assertIn(b'event: stream.reset', buf)
+            self.assertIn(b're-read state', buf)
+        finally:
+            rc, log = d.close()
+        self.assertEqual(rc, 0, log[-2000:])
+
+
 class SignaturePolicy(unittest.TestCase):
     def test_require_signature(self):
         key = os.path.join(IMAGES, 'pub-ecdsa-p256.pem')
