@@ -9,8 +9,12 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/queue.h>
 
 #include <jansson.h>
+#include <sqlite3.h>
+
+#include "gateway/jobs.h"
 
 struct event_base;
 struct gw;
@@ -125,3 +129,116 @@ struct gw_upload *gw_upload_start(const struct gw_upload_params *p,
 /* Cancels every request; no callback afterwards. Accepts NULL. Not to be
  * called from the done callback: the upload frees itself after it. */
 struct gw_upload *gw_upload_free(struct gw_upload *up);
+
+/* ---- engine.c and engine-db.c: the job record ---- */
+
+struct event;
+struct gw_upload_stats;
+
+enum phase {
+	PHASE_QUEUED = 0,
+	PHASE_STATE,    /* reading image state */
+	PHASE_UPLOAD,
+	PHASE_VERIFY,   /* reading state: is the slot hash the image hash? */
+	PHASE_TEST,     /* test written (or about to be) */
+	PHASE_RESET,    /* reset sent (or about to be) */
+	PHASE_WAIT,     /* waiting for the watch to come back */
+	PHASE_CONFIRM,  /* confirm sent (or about to be) */
+	PHASE_DONE,
+};
+
+extern const char *const engine_phase_names[];
+
+struct image {
+	LIST_ENTRY(image) entry;
+	char *id;
+	uint8_t *buf;
+	size_t len;
+	uint8_t hash[GW_IMG_HASH_LEN]; /* SHA-256 TLV */
+	uint8_t sha[32];               /* SHA-256 of the file */
+	unsigned refs;
+};
+
+struct job {
+	TAILQ_ENTRY(job) entry;
+	struct gw_engine *eng;
+	int64_t id;
+	char *device_id, *image_id, *rollout_id, *error;
+	enum gw_job_mode mode;
+	enum gw_job_state state;
+	enum phase phase;
+	bool did_reset;      /* phase reached RESET at some point (persisted via phase) */
+	bool up_to_date;     /* the watch already ran the image */
+	bool skipped_upload; /* the image was already in a slot */
+	uint8_t hash[GW_IMG_HASH_LEN];
+	uint64_t created_ms, started_ms, finished_ms, updated_ms;
+	size_t size, offset;
+	uint64_t bytes_sent, sent_base;
+	gw_job_done_cb done;
+	void *user_data;
+	/* while running */
+	struct image *img;
+	struct gw_device *dev;
+	bool held;
+	int64_t req;
+	struct gw_upload *up;
+	struct event *timer;
+	void (*timer_fn)(struct job *job);
+	uint64_t wait_deadline_ms, retry_deadline_ms;
+	uint64_t reset_sent_ms;  /* 0 after a restart: long ago */
+	unsigned resets;
+	uint32_t retry_ms;
+	char *radio_key;     /* token held (or wanted) for the upload */
+	bool radio_held, wants_radio;
+	uint64_t up_start_ms, last_progress_ms, last_persist_ms;
+	size_t up_start_off;
+	unsigned last_pct;
+	double rate;
+};
+TAILQ_HEAD(job_list, job);
+
+struct probe {
+	char *id;
+	bool reassembly;
+};
+
+struct radio {
+	char *key;
+	unsigned used;
+};
+
+struct gw_engine {
+	struct gw *gw;
+	sqlite3 *db;
+	struct job_list jobs;   /* by id */
+	size_t n_jobs;
+	LIST_HEAD(, image) images;
+	struct radio *radios;
+	size_t n_radios;
+	struct probe *probes;   /* reassembly per watch, this run */
+	size_t n_probes;
+	unsigned uploads;       /* radio tokens held in all */
+	unsigned sub;           /* event bus subscription */
+	int64_t next_mem_id;
+	struct event *dispatch_ev;
+};
+
+static inline bool engine_job_final(const struct job *job)
+{
+	return job->state != GW_JOB_STATE_QUEUED && job->state != GW_JOB_STATE_RUNNING;
+}
+
+/* engine-db.c: names, the job table, the image cache. */
+int engine_state_parse(const char *s, enum gw_job_state *ret);
+enum phase engine_phase_parse(const char *s);
+/* Writes the job's row (durable when it returns). */
+void engine_job_persist(struct job *job);
+/* Inserts a new row; the job id, or a negative errno. */
+int64_t engine_db_insert(struct gw_engine *eng, struct job *job);
+/* Loads unfinished jobs and the latest finished ones. */
+int engine_load_jobs(struct gw_engine *eng);
+struct image *engine_image_get(struct gw_engine *eng, const char *id, int *err);
+void engine_image_put(struct image *im);
+bool engine_image_id_valid(const char *id);
+/* engine.c */
+struct job *engine_job_new(struct gw_engine *eng);

@@ -13,6 +13,9 @@
  * image it has not seen active in this process, and it confirms "the
  * running image" (no hash), so a watch that reverted in between can never
  * have the new image made permanent without booting it.
+ *
+ * engine-db.c keeps the records (names, the jobs table, the image cache),
+ * upload.c one pipelined upload, update-smp.c the frames.
  */
 #include <errno.h>
 #include <stdarg.h>
@@ -22,9 +25,7 @@
 #include <sys/queue.h>
 
 #include <event2/event.h>
-#include <openssl/evp.h>
 
-#include "codec/mcuboot.h"
 #include "gateway/config.h"
 #include "gateway/device.h"
 #include "gateway/engine-int.h"
@@ -46,237 +47,11 @@
 #define RESET_SETTLE_MS 3000       /* a pending image after this: no reset */
 #define MAX_RESETS 3
 #define PROBE_TIMEOUT_MS 3000      /* the reassembly probe's echo */
-#define MAX_FINISHED_KEPT 1000     /* finished jobs loaded at start */
-#define IMAGE_MAX (1u << 20)       /* larger than any PineTime slot */
-
-enum phase {
-	PHASE_QUEUED = 0,
-	PHASE_STATE,    /* reading image state */
-	PHASE_UPLOAD,
-	PHASE_VERIFY,   /* reading state: is the slot hash the image hash? */
-	PHASE_TEST,     /* test written (or about to be) */
-	PHASE_RESET,    /* reset sent (or about to be) */
-	PHASE_WAIT,     /* waiting for the watch to come back */
-	PHASE_CONFIRM,  /* confirm sent (or about to be) */
-	PHASE_DONE,
-};
-
-static const char *const phase_names[] = {
-	"queued", "state", "upload", "verify", "test", "reset", "wait",
-	"confirm", "done",
-};
-
-struct image {
-	LIST_ENTRY(image) entry;
-	char *id;
-	uint8_t *buf;
-	size_t len;
-	uint8_t hash[GW_IMG_HASH_LEN]; /* SHA-256 TLV */
-	uint8_t sha[32];               /* SHA-256 of the file */
-	unsigned refs;
-};
-
-struct job {
-	TAILQ_ENTRY(job) entry;
-	struct gw_engine *eng;
-	int64_t id;
-	char *device_id, *image_id, *rollout_id, *error;
-	enum gw_job_mode mode;
-	enum gw_job_state state;
-	enum phase phase;
-	bool did_reset;      /* phase reached RESET at some point (persisted via phase) */
-	bool up_to_date;     /* the watch already ran the image */
-	bool skipped_upload; /* the image was already in a slot */
-	uint8_t hash[GW_IMG_HASH_LEN];
-	uint64_t created_ms, started_ms, finished_ms, updated_ms;
-	size_t size, offset;
-	uint64_t bytes_sent, sent_base;
-	gw_job_done_cb done;
-	void *user_data;
-	/* while running */
-	struct image *img;
-	struct gw_device *dev;
-	bool held;
-	int64_t req;
-	struct gw_upload *up;
-	struct event *timer;
-	void (*timer_fn)(struct job *job);
-	uint64_t wait_deadline_ms, retry_deadline_ms;
-	uint64_t reset_sent_ms;  /* 0 after a restart: long ago */
-	unsigned resets;
-	uint32_t retry_ms;
-	char *radio_key;     /* token held (or wanted) for the upload */
-	bool radio_held, wants_radio;
-	uint64_t up_start_ms, last_progress_ms, last_persist_ms;
-	size_t up_start_off;
-	unsigned last_pct;
-	double rate;
-};
-TAILQ_HEAD(job_list, job);
-
-struct probe {
-	char *id;
-	bool reassembly;
-};
-
-struct radio {
-	char *key;
-	unsigned used;
-};
-
-struct gw_engine {
-	struct gw *gw;
-	sqlite3 *db;
-	struct job_list jobs;   /* by id */
-	size_t n_jobs;
-	LIST_HEAD(, image) images;
-	struct radio *radios;
-	size_t n_radios;
-	struct probe *probes;   /* reassembly per watch, this run */
-	size_t n_probes;
-	unsigned uploads;       /* radio tokens held in all */
-	unsigned sub;           /* event bus subscription */
-	int64_t next_mem_id;
-	struct event *dispatch_ev;
-};
 
 static void job_step_state(struct job *job);
 static void job_finish(struct job *job, enum gw_job_state state, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 static void dispatch_soon(struct gw_engine *eng);
-
-/* ---- names ---- */
-
-const char *gw_job_mode_str(enum gw_job_mode mode)
-{
-	switch (mode) {
-	case GW_JOB_MODE_UPLOAD: return "upload";
-	case GW_JOB_MODE_TEST: return "test";
-	case GW_JOB_MODE_TEST_CONFIRM: return "test-confirm";
-	case GW_JOB_MODE_CONFIRM: return "confirm";
-	}
-	return "?";
-}
-
-int gw_job_mode_parse(const char *s, enum gw_job_mode *ret)
-{
-	for (int m = GW_JOB_MODE_UPLOAD; m <= GW_JOB_MODE_CONFIRM; m++)
-		if (s && !strcmp(s, gw_job_mode_str(m))) {
-			*ret = m;
-			return 0;
-		}
-	return -EINVAL;
-}
-
-const char *gw_job_state_str(enum gw_job_state state)
-{
-	switch (state) {
-	case GW_JOB_STATE_QUEUED: return "queued";
-	case GW_JOB_STATE_RUNNING: return "running";
-	case GW_JOB_STATE_DONE: return "done";
-	case GW_JOB_STATE_FAILED: return "failed";
-	case GW_JOB_STATE_ROLLED_BACK: return "rolled_back";
-	case GW_JOB_STATE_LOST: return "lost";
-	case GW_JOB_STATE_CANCELED: return "canceled";
-	}
-	return "?";
-}
-
-static int state_parse(const char *s, enum gw_job_state *ret)
-{
-	for (int st = GW_JOB_STATE_QUEUED; st <= GW_JOB_STATE_CANCELED; st++)
-		if (s && !strcmp(s, gw_job_state_str(st))) {
-			*ret = st;
-			return 0;
-		}
-	return -EINVAL;
-}
-
-static enum phase phase_parse(const char *s)
-{
-	for (size_t i = 0; i < ARRAY_SIZE(phase_names); i++)
-		if (s && !strcmp(s, phase_names[i]))
-			return (enum phase)i;
-	return PHASE_QUEUED;
-}
-
-static bool job_final(const struct job *job)
-{
-	return job->state != GW_JOB_STATE_QUEUED && job->state != GW_JOB_STATE_RUNNING;
-}
-
-/* ---- the store ---- */
-
-static int db_exec_job(struct gw_engine *eng, const char *sql, struct job *job)
-{
-	sqlite3_stmt *st;
-	int rc;
-
-	if (!eng->db)
-		return 0;
-	if (sqlite3_prepare_v2(eng->db, sql, -1, &st, NULL) != SQLITE_OK) {
-		log_err("jobs: %s", sqlite3_errmsg(eng->db));
-		return -EIO;
-	}
-	sqlite3_bind_text(st, 1, gw_job_state_str(job->state), -1, SQLITE_STATIC);
-	sqlite3_bind_text(st, 2, phase_names[job->phase], -1, SQLITE_STATIC);
-	sqlite3_bind_text(st, 3, job->error, -1, SQLITE_STATIC);
-	sqlite3_bind_int64(st, 4, (sqlite3_int64)job->size);
-	sqlite3_bind_int64(st, 5, (sqlite3_int64)job->offset);
-	sqlite3_bind_int64(st, 6, (sqlite3_int64)job->started_ms);
-	sqlite3_bind_int64(st, 7, (sqlite3_int64)job->finished_ms);
-	sqlite3_bind_int64(st, 8, (sqlite3_int64)job->updated_ms);
-	sqlite3_bind_int(st, 9, (job->up_to_date ? 1 : 0) | (job->skipped_upload ? 2 : 0) |
-			 (job->did_reset ? 4 : 0));
-	sqlite3_bind_int64(st, 10, (sqlite3_int64)job->bytes_sent);
-	sqlite3_bind_int64(st, 11, job->id);
-	rc = sqlite3_step(st);
-	sqlite3_finalize(st);
-	if (rc != SQLITE_DONE) {
-		log_err("jobs: cannot record job %lld: %s", (long long)job->id,
-			sqlite3_errmsg(eng->db));
-		return -EIO;
-	}
-	return 0;
-}
-
-/* Durable before it returns (synchronous=FULL): the phase is recorded
- * before the step it names acts on the watch. */
-static void job_persist(struct job *job)
-{
-	job->updated_ms = gw_now_ms(job->eng->gw);
-	db_exec_job(job->eng,
-		    "UPDATE jobs SET state = ?1, phase = ?2, error = ?3, size = ?4,"
-		    " off = ?5, started = ?6, finished = ?7, updated = ?8,"
-		    " flags = ?9, bytes_sent = ?10 WHERE id = ?11", job);
-	job->last_persist_ms = job->updated_ms;
-}
-
-static int64_t db_insert(struct gw_engine *eng, struct job *job)
-{
-	sqlite3_stmt *st;
-	int64_t id = -EIO;
-
-	if (!eng->db)
-		return eng->next_mem_id++; /* no store: ids for this run only */
-	if (sqlite3_prepare_v2(eng->db,
-			"INSERT INTO jobs (device_id, image_id, mode, state, phase,"
-			" rollout_id, created, updated) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-			-1, &st, NULL) != SQLITE_OK)
-		return -EIO;
-	sqlite3_bind_text(st, 1, job->device_id, -1, SQLITE_STATIC);
-	sqlite3_bind_text(st, 2, job->image_id, -1, SQLITE_STATIC);
-	sqlite3_bind_text(st, 3, gw_job_mode_str(job->mode), -1, SQLITE_STATIC);
-	sqlite3_bind_text(st, 4, gw_job_state_str(job->state), -1, SQLITE_STATIC);
-	sqlite3_bind_text(st, 5, phase_names[job->phase], -1, SQLITE_STATIC);
-	sqlite3_bind_text(st, 6, job->rollout_id, -1, SQLITE_STATIC);
-	sqlite3_bind_int64(st, 7, (sqlite3_int64)job->created_ms);
-	sqlite3_bind_int64(st, 8, (sqlite3_int64)job->created_ms);
-	if (sqlite3_step(st) == SQLITE_DONE)
-		id = sqlite3_last_insert_rowid(eng->db);
-	sqlite3_finalize(st);
-	return id;
-}
 
 /* ---- events and metrics ---- */
 
@@ -286,7 +61,7 @@ static json_t *job_event_data(const struct job *job)
 			 "id", (json_int_t)job->id, "device", job->device_id,
 			 "image", job->image_id, "mode", gw_job_mode_str(job->mode),
 			 "state", gw_job_state_str(job->state),
-			 "phase", phase_names[job->phase], "error", job->error);
+			 "phase", engine_phase_names[job->phase], "error", job->error);
 }
 
 static void emit(struct job *job, const char *type, json_t *data)
@@ -299,9 +74,9 @@ static void set_phase(struct job *job, enum phase phase)
 	job->phase = phase;
 	if (phase == PHASE_RESET || phase == PHASE_WAIT)
 		job->did_reset = true;
-	job_persist(job);
+	engine_job_persist(job);
 	log_debug("job %lld (%s): %s", (long long)job->id, job->device_id,
-		  phase_names[phase]);
+		  engine_phase_names[phase]);
 	emit(job, "job.state", job_event_data(job));
 }
 
@@ -323,13 +98,13 @@ static void progress_event(struct job *job, bool force)
 	job->last_progress_ms = now;
 	job->last_pct = pct;
 	d = json_pack("{s:I, s:s, s:s, s:I, s:I, s:i, s:f}", "id", (json_int_t)job->id,
-		      "device", job->device_id, "phase", phase_names[job->phase],
+		      "device", job->device_id, "phase", engine_phase_names[job->phase],
 		      "bytes", (json_int_t)job->offset, "total", (json_int_t)job->size,
 		      "percent", (int)pct, "rate", job->rate);
 	json_object_set_new(d, "eta_s", eta >= 0 ? json_real(eta) : json_null());
 	emit(job, "job.progress", d);
 	if (now - job->last_persist_ms >= PERSIST_OFFSET_MS)
-		job_persist(job);
+		engine_job_persist(job);
 }
 
 static char *metric_labels(struct job *job)
@@ -339,73 +114,6 @@ static char *metric_labels(struct job *job)
 
 	free(t);
 	return l;
-}
-
-/* ---- images ---- */
-
-static struct image *image_get(struct gw_engine *eng, const char *id, int *err)
-{
-	const struct gw_config *cfg = gw_config(eng->gw);
-	struct mcuboot_image mi;
-	struct image *im;
-	char *path, hex[2 * MCUBOOT_HASH_LEN + 1];
-	FILE *f;
-	long n;
-
-	LIST_FOREACH(im, &eng->images, entry)
-		if (!strcmp(im->id, id)) {
-			im->refs++;
-			return im;
-		}
-	path = xasprintf("%s/images/%s.bin", cfg->general.state_dir, id);
-	f = fopen(path, "rb");
-	free(path);
-	if (!f) {
-		*err = -ENOENT;
-		return NULL;
-	}
-	im = xnew(struct image);
-	if (fseek(f, 0, SEEK_END) == 0 && (n = ftell(f)) > 0 && n <= (long)IMAGE_MAX &&
-	    fseek(f, 0, SEEK_SET) == 0) {
-		im->len = (size_t)n;
-		im->buf = xmalloc(im->len);
-		if (fread(im->buf, 1, im->len, f) != im->len)
-			im->len = 0;
-	}
-	fclose(f);
-	if (!im->len || mcuboot_image_parse(im->buf, im->len, &mi) < 0 ||
-	    (mcuboot_hash_hex(&mi, hex), strcmp(hex, id))) {
-		free(im->buf);
-		free(im);
-		*err = -ENOEXEC;
-		return NULL;
-	}
-	memcpy(im->hash, mi.hash, GW_IMG_HASH_LEN);
-	EVP_Digest(im->buf, im->len, im->sha, NULL, EVP_sha256(), NULL);
-	im->id = xstrdup(id);
-	im->refs = 1;
-	LIST_INSERT_HEAD(&eng->images, im, entry);
-	return im;
-}
-
-static void image_put(struct image *im)
-{
-	if (!im || --im->refs)
-		return;
-	LIST_REMOVE(im, entry);
-	free(im->id);
-	free(im->buf);
-	free(im);
-}
-
-static bool image_id_valid(const char *id)
-{
-	if (!id || strlen(id) != 2 * GW_IMG_HASH_LEN)
-		return false;
-	for (const char *p = id; *p; p++)
-		if (!strchr("0123456789abcdef", *p))
-			return false;
-	return true;
 }
 
 /* ---- radio tokens: concurrent uploads per BLE adapter ---- */
@@ -500,7 +208,7 @@ static void job_finish(struct job *job, enum gw_job_state state, const char *fmt
 
 	job_stop_io(job);
 	job_release_device(job);
-	image_put(job->img);
+	engine_image_put(job->img);
 	job->img = NULL;
 	free(job->error);
 	job->error = NULL;
@@ -516,7 +224,7 @@ static void job_finish(struct job *job, enum gw_job_state state, const char *fmt
 	job->finished_ms = gw_now_ms(eng->gw);
 	if (state == GW_JOB_STATE_DONE)
 		job->phase = PHASE_DONE;
-	job_persist(job);
+	engine_job_persist(job);
 	dur = job->started_ms ? job->finished_ms - job->started_ms : 0;
 	if (state == GW_JOB_STATE_DONE)
 		log_info("job %lld: %s %s on %s: done%s", (long long)job->id,
@@ -1174,7 +882,7 @@ static void job_start(struct job *job)
 {
 	int err = 0;
 
-	job->img = image_get(job->eng, job->image_id, &err);
+	job->img = engine_image_get(job->eng, job->image_id, &err);
 	if (!job->img)
 		return job_finish(job, GW_JOB_STATE_FAILED, "image %s: %s", job->image_id,
 				  err == -ENOENT ? "not in the image store" :
@@ -1272,7 +980,7 @@ static void on_event(const struct gw_event *ev, void *user_data)
 
 /* ---- public API ---- */
 
-static struct job *job_new(struct gw_engine *eng)
+struct job *engine_job_new(struct gw_engine *eng)
 {
 	struct job *job = xnew(struct job);
 
@@ -1285,7 +993,7 @@ static void job_free(struct job *job)
 {
 	job_stop_io(job);
 	job_release_device(job);
-	image_put(job->img);
+	engine_image_put(job->img);
 	event_free(job->timer);
 	free(job->device_id);
 	free(job->image_id);
@@ -1305,23 +1013,23 @@ int64_t gw_job_submit(struct gw_engine *engine, const char *device_id,
 	int err = 0;
 	int64_t id;
 
-	if (!engine || !device_id || mode > GW_JOB_MODE_CONFIRM || !image_id_valid(image_id))
+	if (!engine || !device_id || mode > GW_JOB_MODE_CONFIRM || !engine_image_id_valid(image_id))
 		return -EINVAL;
 	dev = gw_device_find(engine->gw, device_id);
 	if (!dev)
 		return -ENOENT;
-	im = image_get(engine, image_id, &err);
+	im = engine_image_get(engine, image_id, &err);
 	if (!im)
 		return err == -ENOENT ? -ENOENT : -EINVAL;
-	image_put(im);
-	job = job_new(engine);
+	engine_image_put(im);
+	job = engine_job_new(engine);
 	job->device_id = xstrdup(gw_device_id(dev));
 	job->image_id = xstrdup(image_id);
 	job->rollout_id = opts && opts->rollout_id ? xstrdup(opts->rollout_id) : NULL;
 	job->mode = mode;
 	job->created_ms = job->updated_ms = gw_now_ms(engine->gw);
 	job->size = im->len;
-	id = db_insert(engine, job);
+	id = engine_db_insert(engine, job);
 	if (id < 0) {
 		job_free(job);
 		return id;
@@ -1344,7 +1052,7 @@ int gw_job_cancel(struct gw_engine *engine, int64_t job_id)
 
 	if (!job)
 		return -ENOENT;
-	if (job_final(job))
+	if (engine_job_final(job))
 		return -EALREADY;
 	/* The confirm cannot be taken back once sent: let it land. */
 	if (job->state == GW_JOB_STATE_RUNNING && job->phase == PHASE_CONFIRM)
@@ -1405,73 +1113,6 @@ json_t *gw_jobs_to_json(struct gw_engine *engine, const char *device_id)
 	return a;
 }
 
-/* ---- construction: load what the store knows ---- */
-
-static void load_row(struct gw_engine *eng, sqlite3_stmt *st)
-{
-	struct job *job = job_new(eng);
-	const char *s;
-	int flags;
-
-	job->id = sqlite3_column_int64(st, 0);
-	job->device_id = xstrdup((const char *)sqlite3_column_text(st, 1));
-	job->image_id = xstrdup((const char *)sqlite3_column_text(st, 2));
-	if (gw_job_mode_parse((const char *)sqlite3_column_text(st, 3), &job->mode) < 0)
-		job->mode = GW_JOB_MODE_TEST_CONFIRM;
-	if (state_parse((const char *)sqlite3_column_text(st, 4), &job->state) < 0)
-		job->state = GW_JOB_STATE_FAILED;
-	job->phase = phase_parse((const char *)sqlite3_column_text(st, 5));
-	s = (const char *)sqlite3_column_text(st, 6);
-	job->rollout_id = s ? xstrdup(s) : NULL;
-	s = (const char *)sqlite3_column_text(st, 7);
-	job->error = s ? xstrdup(s) : NULL;
-	job->size = (size_t)sqlite3_column_int64(st, 8);
-	job->offset = (size_t)sqlite3_column_int64(st, 9);
-	job->created_ms = (uint64_t)sqlite3_column_int64(st, 10);
-	job->started_ms = (uint64_t)sqlite3_column_int64(st, 11);
-	job->finished_ms = (uint64_t)sqlite3_column_int64(st, 12);
-	job->updated_ms = (uint64_t)sqlite3_column_int64(st, 13);
-	flags = sqlite3_column_int(st, 14);
-	job->up_to_date = flags & 1;
-	job->skipped_upload = flags & 2;
-	job->did_reset = flags & 4;
-	job->bytes_sent = (uint64_t)sqlite3_column_int64(st, 15);
-	if (job->phase >= PHASE_RESET && job->phase <= PHASE_WAIT)
-		job->did_reset = true;
-	/* A job that was running is queued again; it resumes from a state
-	 * read with its phase kept (job_decide). */
-	if (job->state == GW_JOB_STATE_RUNNING)
-		job->state = GW_JOB_STATE_QUEUED;
-	TAILQ_INSERT_TAIL(&eng->jobs, job, entry);
-	eng->n_jobs++;
-}
-
-static int load_jobs(struct gw_engine *eng)
-{
-	sqlite3_stmt *st;
-	int rc, n = 0;
-
-	if (sqlite3_prepare_v2(eng->db,
-			"SELECT id, device_id, image_id, mode, state, phase, rollout_id,"
-			" error, size, off, created, started, finished, updated, flags,"
-			" bytes_sent FROM jobs WHERE state IN ('queued', 'running')"
-			" OR id > (SELECT coalesce(max(id), 0) FROM jobs) - ?"
-			" ORDER BY id", -1, &st, NULL) != SQLITE_OK) {
-		log_err("jobs: %s", sqlite3_errmsg(eng->db));
-		return -EIO;
-	}
-	sqlite3_bind_int(st, 1, MAX_FINISHED_KEPT);
-	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-		load_row(eng, st);
-		if (!job_final(TAILQ_LAST(&eng->jobs, job_list)))
-			n++;
-	}
-	sqlite3_finalize(st);
-	if (n)
-		log_notice("jobs: %d unfinished job(s) from the last run resume", n);
-	return rc == SQLITE_DONE ? 0 : -EIO;
-}
-
 struct gw_engine *gw_engine_new(struct gw *gw, int *err)
 {
 	struct gw_engine *eng = xnew(struct gw_engine);
@@ -1483,7 +1124,7 @@ struct gw_engine *gw_engine_new(struct gw *gw, int *err)
 	LIST_INIT(&eng->images);
 	eng->db = store ? gw_store_db(store) : NULL;
 	eng->dispatch_ev = event_new(gw_base(gw), -1, 0, dispatch_cb, eng);
-	if (eng->db && load_jobs(eng) < 0) {
+	if (eng->db && engine_load_jobs(eng) < 0) {
 		if (err)
 			*err = -EIO;
 		return gw_engine_free(eng);

@@ -1,0 +1,292 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The upload engine's records (engine-int.h): job, mode, state and phase
+ * names, the jobs table in the store (one row per job, written before
+ * every step acts on a watch), loading it at start, and the cache of
+ * images read from the image store (state_dir/images/<id>.bin, checked
+ * against their id).
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/queue.h>
+
+#include <openssl/evp.h>
+
+#include "codec/mcuboot.h"
+#include "gateway/config.h"
+#include "gateway/engine-int.h"
+#include "gateway/gateway.h"
+#include "gateway/log.h"
+#include "util/util.h"
+
+#define MAX_FINISHED_KEPT 1000     /* finished jobs loaded at start */
+#define IMAGE_MAX (1u << 20)       /* larger than any PineTime slot */
+
+const char *const engine_phase_names[] = {
+	"queued", "state", "upload", "verify", "test", "reset", "wait",
+	"confirm", "done",
+};
+
+/* ---- names ---- */
+
+const char *gw_job_mode_str(enum gw_job_mode mode)
+{
+	switch (mode) {
+	case GW_JOB_MODE_UPLOAD: return "upload";
+	case GW_JOB_MODE_TEST: return "test";
+	case GW_JOB_MODE_TEST_CONFIRM: return "test-confirm";
+	case GW_JOB_MODE_CONFIRM: return "confirm";
+	}
+	return "?";
+}
+
+int gw_job_mode_parse(const char *s, enum gw_job_mode *ret)
+{
+	for (int m = GW_JOB_MODE_UPLOAD; m <= GW_JOB_MODE_CONFIRM; m++)
+		if (s && !strcmp(s, gw_job_mode_str(m))) {
+			*ret = m;
+			return 0;
+		}
+	return -EINVAL;
+}
+
+const char *gw_job_state_str(enum gw_job_state state)
+{
+	switch (state) {
+	case GW_JOB_STATE_QUEUED: return "queued";
+	case GW_JOB_STATE_RUNNING: return "running";
+	case GW_JOB_STATE_DONE: return "done";
+	case GW_JOB_STATE_FAILED: return "failed";
+	case GW_JOB_STATE_ROLLED_BACK: return "rolled_back";
+	case GW_JOB_STATE_LOST: return "lost";
+	case GW_JOB_STATE_CANCELED: return "canceled";
+	}
+	return "?";
+}
+
+int engine_state_parse(const char *s, enum gw_job_state *ret)
+{
+	for (int st = GW_JOB_STATE_QUEUED; st <= GW_JOB_STATE_CANCELED; st++)
+		if (s && !strcmp(s, gw_job_state_str(st))) {
+			*ret = st;
+			return 0;
+		}
+	return -EINVAL;
+}
+
+enum phase engine_phase_parse(const char *s)
+{
+	for (size_t i = 0; i < ARRAY_SIZE(engine_phase_names); i++)
+		if (s && !strcmp(s, engine_phase_names[i]))
+			return (enum phase)i;
+	return PHASE_QUEUED;
+}
+
+/* ---- the store ---- */
+
+static int db_exec_job(struct gw_engine *eng, const char *sql, struct job *job)
+{
+	sqlite3_stmt *st;
+	int rc;
+
+	if (!eng->db)
+		return 0;
+	if (sqlite3_prepare_v2(eng->db, sql, -1, &st, NULL) != SQLITE_OK) {
+		log_err("jobs: %s", sqlite3_errmsg(eng->db));
+		return -EIO;
+	}
+	sqlite3_bind_text(st, 1, gw_job_state_str(job->state), -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 2, engine_phase_names[job->phase], -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 3, job->error, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 4, (sqlite3_int64)job->size);
+	sqlite3_bind_int64(st, 5, (sqlite3_int64)job->offset);
+	sqlite3_bind_int64(st, 6, (sqlite3_int64)job->started_ms);
+	sqlite3_bind_int64(st, 7, (sqlite3_int64)job->finished_ms);
+	sqlite3_bind_int64(st, 8, (sqlite3_int64)job->updated_ms);
+	sqlite3_bind_int(st, 9, (job->up_to_date ? 1 : 0) | (job->skipped_upload ? 2 : 0) |
+			 (job->did_reset ? 4 : 0));
+	sqlite3_bind_int64(st, 10, (sqlite3_int64)job->bytes_sent);
+	sqlite3_bind_int64(st, 11, job->id);
+	rc = sqlite3_step(st);
+	sqlite3_finalize(st);
+	if (rc != SQLITE_DONE) {
+		log_err("jobs: cannot record job %lld: %s", (long long)job->id,
+			sqlite3_errmsg(eng->db));
+		return -EIO;
+	}
+	return 0;
+}
+
+/* Durable before it returns (synchronous=FULL): the phase is recorded
+ * before the step it names acts on the watch. */
+void engine_job_persist(struct job *job)
+{
+	job->updated_ms = gw_now_ms(job->eng->gw);
+	db_exec_job(job->eng,
+		    "UPDATE jobs SET state = ?1, phase = ?2, error = ?3, size = ?4,"
+		    " off = ?5, started = ?6, finished = ?7, updated = ?8,"
+		    " flags = ?9, bytes_sent = ?10 WHERE id = ?11", job);
+	job->last_persist_ms = job->updated_ms;
+}
+
+int64_t engine_db_insert(struct gw_engine *eng, struct job *job)
+{
+	sqlite3_stmt *st;
+	int64_t id = -EIO;
+
+	if (!eng->db)
+		return eng->next_mem_id++; /* no store: ids for this run only */
+	if (sqlite3_prepare_v2(eng->db,
+			"INSERT INTO jobs (device_id, image_id, mode, state, phase,"
+			" rollout_id, created, updated) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+			-1, &st, NULL) != SQLITE_OK)
+		return -EIO;
+	sqlite3_bind_text(st, 1, job->device_id, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 2, job->image_id, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 3, gw_job_mode_str(job->mode), -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 4, gw_job_state_str(job->state), -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 5, engine_phase_names[job->phase], -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 6, job->rollout_id, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 7, (sqlite3_int64)job->created_ms);
+	sqlite3_bind_int64(st, 8, (sqlite3_int64)job->created_ms);
+	if (sqlite3_step(st) == SQLITE_DONE)
+		id = sqlite3_last_insert_rowid(eng->db);
+	sqlite3_finalize(st);
+	return id;
+}
+
+/* ---- images ---- */
+
+struct image *engine_image_get(struct gw_engine *eng, const char *id, int *err)
+{
+	const struct gw_config *cfg = gw_config(eng->gw);
+	struct mcuboot_image mi;
+	struct image *im;
+	char *path, hex[2 * MCUBOOT_HASH_LEN + 1];
+	FILE *f;
+	long n;
+
+	LIST_FOREACH(im, &eng->images, entry)
+		if (!strcmp(im->id, id)) {
+			im->refs++;
+			return im;
+		}
+	path = xasprintf("%s/images/%s.bin", cfg->general.state_dir, id);
+	f = fopen(path, "rb");
+	free(path);
+	if (!f) {
+		*err = -ENOENT;
+		return NULL;
+	}
+	im = xnew(struct image);
+	if (fseek(f, 0, SEEK_END) == 0 && (n = ftell(f)) > 0 && n <= (long)IMAGE_MAX &&
+	    fseek(f, 0, SEEK_SET) == 0) {
+		im->len = (size_t)n;
+		im->buf = xmalloc(im->len);
+		if (fread(im->buf, 1, im->len, f) != im->len)
+			im->len = 0;
+	}
+	fclose(f);
+	if (!im->len || mcuboot_image_parse(im->buf, im->len, &mi) < 0 ||
+	    (mcuboot_hash_hex(&mi, hex), strcmp(hex, id))) {
+		free(im->buf);
+		free(im);
+		*err = -ENOEXEC;
+		return NULL;
+	}
+	memcpy(im->hash, mi.hash, GW_IMG_HASH_LEN);
+	EVP_Digest(im->buf, im->len, im->sha, NULL, EVP_sha256(), NULL);
+	im->id = xstrdup(id);
+	im->refs = 1;
+	LIST_INSERT_HEAD(&eng->images, im, entry);
+	return im;
+}
+
+void engine_image_put(struct image *im)
+{
+	if (!im || --im->refs)
+		return;
+	LIST_REMOVE(im, entry);
+	free(im->id);
+	free(im->buf);
+	free(im);
+}
+
+bool engine_image_id_valid(const char *id)
+{
+	if (!id || strlen(id) != 2 * GW_IMG_HASH_LEN)
+		return false;
+	for (const char *p = id; *p; p++)
+		if (!strchr("0123456789abcdef", *p))
+			return false;
+	return true;
+}
+
+/* ---- construction: load what the store knows ---- */
+
+static void load_row(struct gw_engine *eng, sqlite3_stmt *st)
+{
+	struct job *job = engine_job_new(eng);
+	const char *s;
+	int flags;
+
+	job->id = sqlite3_column_int64(st, 0);
+	job->device_id = xstrdup((const char *)sqlite3_column_text(st, 1));
+	job->image_id = xstrdup((const char *)sqlite3_column_text(st, 2));
+	if (gw_job_mode_parse((const char *)sqlite3_column_text(st, 3), &job->mode) < 0)
+		job->mode = GW_JOB_MODE_TEST_CONFIRM;
+	if (engine_state_parse((const char *)sqlite3_column_text(st, 4), &job->state) < 0)
+		job->state = GW_JOB_STATE_FAILED;
+	job->phase = engine_phase_parse((const char *)sqlite3_column_text(st, 5));
+	s = (const char *)sqlite3_column_text(st, 6);
+	job->rollout_id = s ? xstrdup(s) : NULL;
+	s = (const char *)sqlite3_column_text(st, 7);
+	job->error = s ? xstrdup(s) : NULL;
+	job->size = (size_t)sqlite3_column_int64(st, 8);
+	job->offset = (size_t)sqlite3_column_int64(st, 9);
+	job->created_ms = (uint64_t)sqlite3_column_int64(st, 10);
+	job->started_ms = (uint64_t)sqlite3_column_int64(st, 11);
+	job->finished_ms = (uint64_t)sqlite3_column_int64(st, 12);
+	job->updated_ms = (uint64_t)sqlite3_column_int64(st, 13);
+	flags = sqlite3_column_int(st, 14);
+	job->up_to_date = flags & 1;
+	job->skipped_upload = flags & 2;
+	job->did_reset = flags & 4;
+	job->bytes_sent = (uint64_t)sqlite3_column_int64(st, 15);
+	if (job->phase >= PHASE_RESET && job->phase <= PHASE_WAIT)
+		job->did_reset = true;
+	/* A job that was running is queued again; it resumes from a state
+	 * read with its phase kept (job_decide). */
+	if (job->state == GW_JOB_STATE_RUNNING)
+		job->state = GW_JOB_STATE_QUEUED;
+	TAILQ_INSERT_TAIL(&eng->jobs, job, entry);
+	eng->n_jobs++;
+}
+
+int engine_load_jobs(struct gw_engine *eng)
+{
+	sqlite3_stmt *st;
+	int rc, n = 0;
+
+	if (sqlite3_prepare_v2(eng->db,
+			"SELECT id, device_id, image_id, mode, state, phase, rollout_id,"
+			" error, size, off, created, started, finished, updated, flags,"
+			" bytes_sent FROM jobs WHERE state IN ('queued', 'running')"
+			" OR id > (SELECT coalesce(max(id), 0) FROM jobs) - ?"
+			" ORDER BY id", -1, &st, NULL) != SQLITE_OK) {
+		log_err("jobs: %s", sqlite3_errmsg(eng->db));
+		return -EIO;
+	}
+	sqlite3_bind_int(st, 1, MAX_FINISHED_KEPT);
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		load_row(eng, st);
+		if (!engine_job_final(TAILQ_LAST(&eng->jobs, job_list)))
+			n++;
+	}
+	sqlite3_finalize(st);
+	if (n)
+		log_notice("jobs: %d unfinished job(s) from the last run resume", n);
+	return rc == SQLITE_DONE ? 0 : -EIO;
+}
