@@ -118,6 +118,15 @@ static DBusMessage *set_alias(void *data, DBusMessageIter *v, DBusMessage *msg)
 
 static void stop_discovering(struct bz_adapter *ad);
 
+/* Powering off drops every link and every discovery session. */
+static void power_off(struct bz_adapter *ad)
+{
+	for (size_t i = 0; i < ad->bz->n_devs; i++)
+		if (ad->bz->devs[i].ad == ad)
+			bz_dev_link_lost(&ad->bz->devs[i]);
+	stop_discovering(ad);
+}
+
 static DBusMessage *set_powered(void *data, DBusMessageIter *v, DBusMessage *msg)
 {
 	struct bz_adapter *ad = data;
@@ -126,14 +135,9 @@ static DBusMessage *set_powered(void *data, DBusMessageIter *v, DBusMessage *msg
 	dbus_message_iter_get_basic(v, &b);
 	if (ad->powered == !!b)
 		return NULL;
+	if (!b)
+		power_off(ad);
 	ad->powered = b;
-	if (!b) {
-		/* powering off drops every link and every discovery session */
-		for (size_t i = 0; i < ad->bz->n_devs; i++)
-			if (ad->bz->devs[i].ad == ad)
-				bz_dev_link_lost(&ad->bz->devs[i]);
-		stop_discovering(ad);
-	}
 	adapter_changed(ad, "Powered");
 	return NULL;
 }
@@ -957,10 +961,38 @@ struct sim_bluez *sim_bluez_new(struct event_base *base, struct sim_fleet *fleet
 	return bz;
 }
 
+/*
+ * bluetoothd on SIGTERM powers its adapters off (links drop, discovery
+ * stops), then unregisters devices and adapters: InterfacesRemoved for each,
+ * before its name goes. A crash (kill -9) shows only the name going.
+ */
+static void shutdown_gracefully(struct sim_bluez *bz)
+{
+	for (unsigned i = 0; i < bz->n_adapters; i++) {
+		struct bz_adapter *ad = &bz->adapters[i];
+
+		if (ad->obj && ad->powered) {
+			power_off(ad);
+			ad->powered = false;
+			adapter_changed(ad, "Powered");
+		}
+	}
+	bz_bus_flush(bz->bus);
+	for (size_t i = 0; i < bz->n_devs; i++)
+		if (bz->devs[i].obj)
+			bz_dev_remove(&bz->devs[i]);
+	for (unsigned i = 0; i < bz->n_adapters; i++) {
+		bz_object_remove(bz->adapters[i].obj, true);
+		bz->adapters[i].obj = NULL;
+	}
+}
+
 struct sim_bluez *sim_bluez_free(struct sim_bluez *bz)
 {
 	if (!bz)
 		return NULL;
+	if (bz->loop)
+		shutdown_gracefully(bz);
 	for (size_t i = 0; i < bz->n_devs; i++)
 		bz_dev_fini(&bz->devs[i]);
 	free(bz->devs);

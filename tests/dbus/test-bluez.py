@@ -732,6 +732,11 @@ def case_restart():
                     if m == "NameOwnerChanged" and a[0] == BLUEZ and t >= since]
         env.wait_for(lambda: owner_changes(), 5, "NameOwnerChanged (gone)")
         eq(str(owner_changes()[0][2]), "", "bluetoothd gone: NameOwnerChanged to ''")
+        seq = [(m, str(a[0])) for t, _s, p, _i, m, a in env.signals if t >= since and
+               (m == "InterfacesRemoved" or (m == "NameOwnerChanged" and a[0] == BLUEZ))]
+        eq(seq[-2:], [("InterfacesRemoved", AD), ("NameOwnerChanged", BLUEZ)],
+           "SIGTERM: objects removed, adapter last, then the name goes (bluetoothd's shutdown)")
+        ok(env.changed(dev, "Connected", False, since), "SIGTERM: the link drops first")
         p = select.poll()
         p.register(nfd, select.POLLIN)
         ok(dict(p.poll(1000)).get(nfd, 0) & select.POLLHUP, "held fds hang up when it goes")
