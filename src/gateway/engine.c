@@ -57,11 +57,15 @@ static void dispatch_soon(struct gw_engine *eng);
 
 static json_t *job_event_data(const struct job *job)
 {
-	return json_pack("{s:I, s:s, s:s, s:s, s:s, s:s, s:s?}",
-			 "id", (json_int_t)job->id, "device", job->device_id,
-			 "image", job->image_id, "mode", gw_job_mode_str(job->mode),
-			 "state", gw_job_state_str(job->state),
-			 "phase", engine_phase_names[job->phase], "error", job->error);
+	json_t *o = json_pack("{s:I, s:s, s:s, s:s, s:s, s:s, s:s?}",
+			      "id", (json_int_t)job->id, "device", job->device_id,
+			      "image", job->image_id, "mode", gw_job_mode_str(job->mode),
+			      "state", gw_job_state_str(job->state),
+			      "phase", engine_phase_names[job->phase], "error", job->error);
+
+	json_object_set_new(o, "rollout", job->rollout_id ? json_string(job->rollout_id) :
+			    json_null());
+	return o;
 }
 
 static void emit(struct job *job, const char *type, json_t *data)
@@ -1072,8 +1076,6 @@ static json_t *job_json(const struct job *job)
 	json_t *o = job_event_data(job);
 	unsigned pct = job->size ? (unsigned)(job->offset * 100 / job->size) : 0;
 
-	json_object_set_new(o, "rollout", job->rollout_id ? json_string(job->rollout_id) :
-			    json_null());
 	json_object_set_new(o, "created", json_integer((json_int_t)job->created_ms));
 	json_object_set_new(o, "updated", json_integer((json_int_t)job->updated_ms));
 	json_object_set_new(o, "started", job->started_ms ?

@@ -35,8 +35,22 @@ enum gw_job_state {
 	GW_JOB_STATE_CANCELED,
 };
 
-/* Final result, reported once per job to the submitter's callback (if any)
- * and always as a "job.result" event. */
+/*
+ * Final result, reported once per job to the submitter's callback (if any)
+ * and always as a "job.result" event. The callback lives only as long as
+ * the process: it is never called after gw_engine_free(), and a job
+ * resumed after a restart reports through the event (and gw_job_to_json)
+ * only. Events (data objects):
+ *   "job.state"    id, device, image, mode, state, phase, error, rollout
+ *                  (queued, every phase change, the end)
+ *   "job.progress" id, device, phase, bytes, total, percent, rate (B/s),
+ *                  eta_s (null when unknown); at most every 250 ms or 5 %
+ *   "job.result"   as job.state plus duration_ms, bytes_sent,
+ *                  skipped_upload (the image was already in a slot) and
+ *                  up_to_date (the watch already ran it: nothing was done)
+ * States as strings: queued running done failed rolled_back lost canceled;
+ * phases: queued state upload verify test reset wait confirm done.
+ */
 typedef void (*gw_job_done_cb)(int64_t job_id, enum gw_job_state state,
 			       const char *error, void *user_data);
 
@@ -55,9 +69,14 @@ struct gw_engine *gw_engine_free(struct gw_engine *engine);
 int64_t gw_job_submit(struct gw_engine *engine, const char *device_id,
 		      const char *image_id, enum gw_job_mode mode,
 		      const struct gw_job_opts *opts);
-/* Cancels at any moment without leaving the device half-tested. */
+/* Cancels at any moment without leaving the device half-tested (what the
+ * watch is left with in each phase: docs/updates.md). 0, -ENOENT,
+ * -EALREADY (finished), -EBUSY (the confirm is on its way). */
 int gw_job_cancel(struct gw_engine *engine, int64_t job_id);
-/* New references; NULL if unknown. */
+/* New references; NULL if unknown. The object is the job.state data plus
+ * created, updated, started, finished (ms since the epoch or null),
+ * skipped_upload, up_to_date and progress {bytes, total, percent, rate,
+ * bytes_sent}; the list is newest first (device_id NULL: every device). */
 json_t *gw_job_to_json(struct gw_engine *engine, int64_t job_id);
 json_t *gw_jobs_to_json(struct gw_engine *engine, const char *device_id);
 
