@@ -761,7 +761,6 @@ void bz_dev_seen(struct bz_dev *d)
 {
 	int rssi = sim_device_rssi(d->sim);
 
-	d->last_seen_us = now_usec();
 	if (d->obj)
 		bz_dev_expire_arm(d);
 	if (!d->obj) {

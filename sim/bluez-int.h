@@ -100,7 +100,6 @@ struct bz_dev {
 	struct event *pair_ev;
 	struct event *drop_ev;     /* supervision timeout after reset/range */
 	struct event *expire_ev;   /* temporary device forgotten when not seen */
-	uint64_t last_seen_us;
 	uint64_t conn_deadline_us; /* LE create connection gives up then */
 	bool establishing;         /* the watch advertised: CONNECT_IND sent */
 	uint32_t passkey;
@@ -145,10 +144,8 @@ struct sim_bluez {
 
 /* bluez.c */
 struct bz_agent;
-struct bz_dev *bz_dev_by_path(struct sim_bluez *bz, const char *path);
 bool bz_agent_for(struct sim_bluez *bz, const char *sender, const char **owner,
 		  const char **path, const char **cap);
-bool bz_session_wants(const struct bz_adapter *ad, const struct bz_dev *d);
 
 /* bluez-device.c */
 extern const struct bz_iface *const bz_device_ifaces[];

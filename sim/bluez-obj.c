@@ -145,19 +145,6 @@ static DBusMessage *errorf(DBusMessage *msg, const char *name, const char *fmt,
 	return bz_error(msg, name, text);
 }
 
-void bz_dict_append(DBusMessageIter *dict, const char *key, int type, const void *val)
-{
-	DBusMessageIter e, v;
-	char sig[2] = { (char)type, 0 };
-
-	dbus_message_iter_open_container(dict, DBUS_TYPE_DICT_ENTRY, NULL, &e);
-	dbus_message_iter_append_basic(&e, DBUS_TYPE_STRING, &key);
-	dbus_message_iter_open_container(&e, DBUS_TYPE_VARIANT, sig, &v);
-	dbus_message_iter_append_basic(&v, type, val);
-	dbus_message_iter_close_container(&e, &v);
-	dbus_message_iter_close_container(dict, &e);
-}
-
 /* ---- introspection --------------------------------------------------------- */
 
 /* Appends "<arg .../>\n" for each "name:type" of list. */
@@ -595,11 +582,6 @@ struct bz_bus *bz_bus_free(struct bz_bus *bus)
 	return NULL;
 }
 
-DBusConnection *bz_bus_conn(struct bz_bus *bus)
-{
-	return bus->conn;
-}
-
 struct bz_object *bz_object_add(struct bz_bus *bus, const char *path,
 				const struct bz_iface *const *ifaces, void *data,
 				bool announce)
@@ -654,19 +636,4 @@ void bz_object_remove(struct bz_object *obj, bool announce)
 const char *bz_object_path(const struct bz_object *obj)
 {
 	return obj->path;
-}
-
-void *bz_object_data(const struct bz_object *obj)
-{
-	return obj->data;
-}
-
-struct bz_object *bz_object_find(struct bz_bus *bus, const char *path)
-{
-	void *data = NULL;
-
-	/* every path registered on this connection carries its bz_object */
-	if (!dbus_connection_get_object_path_data(bus->conn, path, &data))
-		return NULL;
-	return data;
 }

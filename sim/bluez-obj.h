@@ -58,7 +58,6 @@ extern const struct bz_iface bz_iface_object_manager;
 struct bz_bus *bz_bus_new(struct event_base *base, DBusConnection *conn);
 /* Unregisters every object (no signals). Returns NULL. */
 struct bz_bus *bz_bus_free(struct bz_bus *bus);
-DBusConnection *bz_bus_conn(struct bz_bus *bus);
 
 /*
  * Registers path with ifaces (NULL-terminated, in the order BlueZ lists
@@ -71,8 +70,6 @@ struct bz_object *bz_object_add(struct bz_bus *bus, const char *path,
 /* Emits InterfacesRemoved when announce. */
 void bz_object_remove(struct bz_object *obj, bool announce);
 const char *bz_object_path(const struct bz_object *obj);
-struct bz_object *bz_object_find(struct bz_bus *bus, const char *path);
-void *bz_object_data(const struct bz_object *obj);
 
 /* Queue a PropertiesChanged (batched per interface, like gdbus). A property
  * whose exists() is false goes in the invalidated list. */
@@ -89,6 +86,3 @@ DBusMessage *bz_error(DBusMessage *msg, const char *name, const char *text);
 DBusMessage *bz_error_invalid_args(DBusMessage *msg);
 DBusMessage *bz_error_failed(DBusMessage *msg, const char *text);
 DBusMessage *bz_error_not_supported(DBusMessage *msg);
-
-/* Appends a{sv} entries helpers. */
-void bz_dict_append(DBusMessageIter *dict, const char *key, int type, const void *val);

@@ -236,7 +236,7 @@ static bool session_match(const struct bz_session *s, const struct bz_dev *d)
 }
 
 /* BlueZ merges every client's filter: a device is reported when one wants it. */
-bool bz_session_wants(const struct bz_adapter *ad, const struct bz_dev *d)
+static bool bz_session_wants(const struct bz_adapter *ad, const struct bz_dev *d)
 {
 	for (const struct bz_session *s = ad->sessions; s; s = s->next)
 		if (s->started && session_match(s, d))
@@ -523,6 +523,14 @@ static DBusMessage *get_discovery_filters(void *data, DBusMessage *msg)
 	dbus_message_iter_init_append(r, &it);
 	put_strv(&it, names);
 	return r;
+}
+
+static struct bz_dev *bz_dev_by_path(struct sim_bluez *bz, const char *path)
+{
+	for (size_t i = 0; i < bz->n_devs; i++)
+		if (!strcmp(bz->devs[i].path, path))
+			return &bz->devs[i];
+	return NULL;
 }
 
 static DBusMessage *remove_device(void *data, DBusMessage *msg)
@@ -844,14 +852,6 @@ static DBusHandlerResult filter_cb(DBusConnection *conn, DBusMessage *msg, void 
 }
 
 /* ---- lifetime ------------------------------------------------------------------- */
-
-struct bz_dev *bz_dev_by_path(struct sim_bluez *bz, const char *path)
-{
-	for (size_t i = 0; i < bz->n_devs; i++)
-		if (!strcmp(bz->devs[i].path, path))
-			return &bz->devs[i];
-	return NULL;
-}
 
 static void adapters_init(struct sim_bluez *bz)
 {
