@@ -152,6 +152,10 @@ int ble_error_errno(const DBusMessage *reply)
 		if (ends_with(e, err_table[i].suffix))
 			return err_table[i].err;
 	text = error_text(reply);
+	/* HCI 0x09 Connection Limit Exceeded ("le-connection-concurrent-
+	 * connection-limit" in BlueZ 5.65+): the controller is full. */
+	if (strcasestr(text, "connection-limit") || strcasestr(text, "connection limit"))
+		return -EMLINK;
 	if (strcasestr(text, "timeout") || strcasestr(text, "timed out"))
 		return -ETIMEDOUT;
 	if (strcasestr(text, "abort"))

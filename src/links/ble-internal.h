@@ -38,6 +38,7 @@ struct dbus_loop;
 #define BLE_CALL_TIMEOUT_MS 10000
 #define BLE_PAIR_TIMEOUT_MS 30000
 #define BLE_DEFAULT_ATT_MTU 23
+#define BLE_LIMIT_MEMORY_US (60ULL * 1000000)
 
 enum ble_adapter_step {
 	BLE_ADAPTER_POWER,
@@ -54,6 +55,10 @@ struct ble_adapter {
 	enum ble_adapter_step step; /* of the call in flight */
 	unsigned active;        /* links holding a connection slot */
 	unsigned waiting;       /* scheduler's scratch: waiters seen */
+	/* The controller said it was full at this many links (0: never);
+	 * believed for BLE_LIMIT_MEMORY_US, other programs' links come and go. */
+	unsigned learned_max;
+	uint64_t learned_us;
 	DBusPendingCall *pc;    /* power / filter / start discovery chain */
 	struct event *retry_ev; /* restart discovery after a failure */
 };
@@ -172,7 +177,14 @@ bool ble_var_has_str(DBusMessageIter *v, const char *s);
 /* ---- ble-manager.c: for links ---- */
 struct ble_dev *ble_mgr_dev_by_addr(struct ble_manager *mgr, const char *addr);
 struct ble_adapter *ble_mgr_adapter(struct ble_manager *mgr, const char *path);
-unsigned ble_mgr_capacity(const struct ble_manager *mgr);
+/* Connection slots on ad: the configured budget, lowered for a while when
+ * the controller refused a connection for lack of room. */
+unsigned ble_mgr_capacity(const struct ble_manager *mgr,
+			  const struct ble_adapter *ad);
+/* The controller refused a connection: it holds at most `active` - 1. */
+void ble_mgr_adapter_full(struct ble_manager *mgr, struct ble_adapter *ad);
+/* Back to the head of the wait queue (no state report). */
+void ble_mgr_requeue_first(struct ble_manager *mgr, struct ble_link *bl);
 void ble_mgr_kick(struct ble_manager *mgr);
 
 /* ---- ble-link.c ---- */

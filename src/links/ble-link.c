@@ -334,8 +334,23 @@ static void connect_reply(DBusPendingCall *pc, void *data)
 		return;
 	}
 	dbus_message_unref(reply);
+	if (err == -EMLINK && bl->slot && bl->slot->active > 1) {
+		/* The controller is full (other programs' links, or a budget
+		 * above what it holds): wait at the head of the queue for a
+		 * slot instead of failing. */
+		struct ble_adapter *ad = bl->slot;
+
+		stop_attempt(bl);
+		ble_mgr_adapter_full(bl->mgr, ad);
+		release_slot(bl);
+		ble_mgr_requeue_first(bl->mgr, bl);
+		return;
+	}
 	if (err) {
-		link_fail(bl, err == -ETIMEDOUT ? err : err == -ENODEV ? -ENODEV : -ECONNREFUSED);
+		/* EMLINK with no link of ours there: others hold the
+		 * controller; back off like any failure. */
+		link_fail(bl, err == -ETIMEDOUT || err == -ENODEV || err == -EMLINK ?
+				      err : -ECONNREFUSED);
 		return;
 	}
 	dev = ble_mgr_dev_by_addr(bl->mgr, bl->address);

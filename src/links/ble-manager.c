@@ -85,9 +85,27 @@ static struct ble_link *link_by_addr(struct ble_manager *mgr, const char *addr)
 	return NULL;
 }
 
-unsigned ble_mgr_capacity(const struct ble_manager *mgr)
+unsigned ble_mgr_capacity(const struct ble_manager *mgr,
+			  const struct ble_adapter *ad)
 {
-	return mgr->opts.max_conn_per_adapter;
+	unsigned cap = mgr->opts.max_conn_per_adapter;
+
+	if (ad->learned_max && now_usec() - ad->learned_us < BLE_LIMIT_MEMORY_US)
+		cap = MIN(cap, ad->learned_max);
+	return cap;
+}
+
+void ble_mgr_adapter_full(struct ble_manager *mgr, struct ble_adapter *ad)
+{
+	ad->learned_max = ad->active > 1 ? ad->active - 1 : 1;
+	ad->learned_us = now_usec();
+}
+
+void ble_mgr_requeue_first(struct ble_manager *mgr, struct ble_link *bl)
+{
+	bl->phase = BLE_PHASE_QUEUED;
+	TAILQ_INSERT_HEAD(&mgr->waitq, bl, qentry);
+	ble_mgr_kick(mgr);
 }
 
 void ble_mgr_kick(struct ble_manager *mgr)
@@ -884,7 +902,7 @@ static void sched_cb(evutil_socket_t fd, short what, void *arg)
 		ad = dev ? ble_mgr_adapter(mgr, dev->adapter_path) : NULL;
 		if (!ad || !ad->selected)
 			continue;
-		if (ad->active < mgr->opts.max_conn_per_adapter) {
+		if (ad->active < ble_mgr_capacity(mgr, ad)) {
 			TAILQ_REMOVE(&mgr->waitq, bl, qentry);
 			ble_link_start(bl, ad);
 			ble_mgr_kick(mgr);

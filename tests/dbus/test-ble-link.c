@@ -40,6 +40,7 @@
 	"{\"address\": \"C0:FF:EE:00:00:01\", \"pairing_required\": true}, " \
 	"{\"address\": \"C0:FF:EE:00:00:02\", \"pairing_required\": true, " \
 	"\"refuse_pairing\": true}]}"
+#define FLEET_LIMIT "{\"count\": 4, \"adapters\": [{\"max_connections\": 2}]}"
 #define FLEET_BUDGET "{\"count\": 6, \"adapters\": [{\"max_connections\": 2}, " \
 	"{\"max_connections\": 2}]}"
 
@@ -724,6 +725,32 @@ static void test_budget(unsigned count)
 	run_for(100);
 }
 
+/* The controller holds 2 links, the manager's budget says 7: the manager
+ * learns the limit from BlueZ's refusal and queues instead of failing. */
+static void test_controller_limit(void)
+{
+	struct ble_manager *mgr = manager(true, 7, 300);
+	unsigned count = 4, errors = 0;
+	uint64_t end;
+
+	ok(run_until(seen_n, &count, 10000), "limit: watches discovered");
+	connect_all(mgr);
+	end = now_usec() + 30000000;
+	while (!all_had_up(NULL) && now_usec() < end) {
+		run_for(100);
+		for (unsigned i = 0; i < n_watches; i++)
+			if (watches[i].state == LINK_STATE_DOWN && !watches[i].ups)
+				link_connect(watches[i].link);
+	}
+	for (unsigned i = 0; i < n_watches; i++)
+		errors += watches[i].downs && watches[i].last_err;
+	ok(all_had_up(NULL), "limit: every watch got a connection");
+	ok(max_up_seen <= 2, "limit: at most 2 up (saw %u)", max_up_seen);
+	is_int(errors, 0, "limit: no link failed for lack of room");
+	ble_manager_free(mgr);
+	run_for(100);
+}
+
 static bool settled(void *arg)
 {
 	struct watch *w0 = watch_find("C0:FF:EE:00:00:01");
@@ -832,6 +859,10 @@ int main(int argc, char **argv)
 
 	start_sim(FLEET_PAIRING);
 	test_pairing();
+	stop_sim();
+
+	start_sim(FLEET_LIMIT);
+	test_controller_limit();
 	stop_sim();
 
 	start_sim(FLEET_BUDGET);
