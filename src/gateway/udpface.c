@@ -289,10 +289,15 @@ static void on_added(struct gw_device *dev, void *user_data)
 
 static void endpoint_free(struct endpoint *ep)
 {
-	/* Cancel first: their callbacks must not run on a freed endpoint. */
+	/* Cancel first: their callbacks must not run on a freed endpoint. The
+	 * clients still get an answer (device removed / daemon stopping). */
 	while (!TAILQ_EMPTY(&ep->pending)) {
 		struct pending *p = TAILQ_FIRST(&ep->pending);
+		struct smp_hdr hdr;
 
+		smp_hdr_decode((const uint8_t *)(p + 1), SMP_HDR_LEN, &hdr);
+		reply_error(ep, &hdr, gw_udpface_errno_to_rc(-ECANCELED), &p->addr,
+			    p->alen);
 		gw_device_cancel(ep->dev, p->id);
 		TAILQ_REMOVE(&ep->pending, p, entry);
 		free(p);

@@ -251,6 +251,9 @@ int main(void)
 	send_to(c1, gw_device_udp_port(down_dev), req, request(req, SMP_VER_1, 5, 0));
 	event_base_loop(base, EVLOOP_ONCE | EVLOOP_NONBLOCK);
 	gw_udpface_free(face);
+	n = recv_reply(base, c1, rsp, sizeof(rsp), 500);
+	ok(n == 14 && rsp[6] == 5 && rsp[13] == SMP_RC_EUNKNOWN,
+	   "a request pending at shutdown is answered with rc 1, not silence");
 	gw_free(gw);
 	event_base_free(base);
 	close(c1);
