@@ -5,8 +5,9 @@ a canary of 5, waves of 10; three watches whose flash never finishes an
 erase fail their jobs, the third failure passes the stop rule and the
 rollout pauses itself before wave 3 (each wave needs 100 % of the one
 before); nothing new starts while paused; resume (which acknowledges the
-failures) finishes it. Then the person's actions (pause/resume/cancel/retry-failed and their
-refusals), the report (JSON and text), events, and bad requests."""
+failures) finishes it. Then the report (JSON and text), events, retry-failed
+once the bad watches are repaired, a cancel while jobs run (nothing left
+half done), the refusals, and bad requests."""
 import os
 import sys
 import time
@@ -136,26 +137,59 @@ def test_report(gw, rid):
     log(text.replace('\n', '\n# '))
 
 
-def test_actions(gw, rid):
+def test_retry(fleet, gw, rid):
     status, _ = gw.request('POST', '/api/v1/rollouts/%s/resume' % rid, {})
     check(status == 409, 'resume of a completed rollout: 409')
+    for name in BAD:
+        fleet.fault(name, 'clear')
+        fleet.ctl({'cmd': 'reboot', 'device': name})
+    wait_for('the repaired watches to boot', lambda: all(
+        fleet.show(n)['up'] for n in BAD), timeout=20)
     r = gw.post('/api/v1/rollouts/%s/retry-failed' % rid)
     check(r['state'] == 'running' and r['totals']['pending'] == 3,
           'retry-failed: running again, 3 pending')
+    wait_for('the retried watches', lambda: gw.rollout(rid)['state'] == 'completed',
+             timeout=60, step=0.2)
+    r = gw.rollout(rid)
+    check(r['totals']['updated'] == N, 'all 50 updated after the retry')
+    devs = {d['device']: d for d in r['device_list']}
+    check(all(devs[n]['attempts'] == 2 for n in BAD), 'the retried ones: second attempt')
+    jobs = [j for j in gw.jobs() if j.get('rollout') == rid]
+    check(len(jobs) == N + 3, 'one more job for each retried watch, none for the others')
+    for name in BAD:
+        slot0 = fleet.show(name)['slots'][0]
+        assert slot0['confirmed'] and slot0['version'] == '0.9.0', (name, slot0)
+    check(True, 'the retried watches run the image, confirmed')
+
+
+def test_cancel(fleet, gw, conf_dir):
+    image = gw.upload_image(conf_dir, 'app-1.0.0-hash.bin')
+    r = gw.post('/api/v1/rollouts', {'image': image['id'], 'target': 'all',
+                                     'max_concurrent': 5}, expect=201)
+    rid = r['id']
+    wait_for('jobs under way', lambda: gw.rollout(rid)['totals']['running'] >= 3,
+             timeout=20, step=0.05)
     r = gw.post('/api/v1/rollouts/%s/cancel' % rid)
-    check(r['state'] == 'canceled', 'canceled')
-    wait_for('no device left running', lambda: not any(
+    check(r['state'] == 'canceled', 'canceled while jobs ran')
+    wait_for('the running jobs to end', lambda: not any(
         d['state'] in ('pending', 'running', 'submitting')
-        for d in gw.rollout(rid)['device_list']), timeout=20)
-    t = gw.rollout(rid)['totals']
-    check(t['canceled'] == 3 and t['updated'] == N - 3, 'the retried ones canceled')
+        for d in gw.rollout(rid)['device_list']), timeout=30)
+    devs = gw.rollout(rid)['device_list']
+    check(all(d['state'] in ('canceled', 'updated') for d in devs) and
+          sum(d['state'] == 'canceled' for d in devs) >= N - 5,
+          'every watch canceled (or updated if its confirm had gone out)')
+    for d in devs:
+        slot0 = fleet.show(d['device'])['slots'][0]
+        if d['state'] == 'canceled':
+            assert not (slot0['hash'] == image['id'] and slot0['confirmed']), (d, slot0)
+    check(True, 'no canceled watch has the new image confirmed')
     for action in ('pause', 'resume', 'cancel', 'retry-failed'):
         status, _ = gw.request('POST', '/api/v1/rollouts/%s/%s' % (rid, action), {})
         check(status == 409, '%s of a canceled rollout: 409' % action)
     status, _ = gw.request('GET', '/api/v1/rollouts/ro-999')
     check(status == 404, 'unknown rollout: 404')
     lst = gw.get('/api/v1/rollouts')
-    check(lst['count'] == 1 and lst['rollouts'][0]['id'] == rid, 'list')
+    check(lst['count'] == 2 and lst['rollouts'][0]['id'] == rid, 'list, newest first')
 
 
 def test_bad_requests(gw, image):
@@ -220,7 +254,8 @@ def main():
             test_events(ev, rid)
             check_watches(fleet, gw, image, rid)
             test_report(gw, rid)
-            test_actions(gw, rid)
+            test_retry(fleet, gw, rid)
+            test_cancel(fleet, gw, conf_dir)
         except BaseException:
             if gw:
                 log('smpgwd log tail:\n# ' + gw.read_log()[-6000:].replace('\n', '\n# '))
