@@ -1025,14 +1025,14 @@ int64_t gw_job_submit(struct gw_engine *engine, const char *device_id,
 	im = engine_image_get(engine, image_id, &err);
 	if (!im)
 		return err == -ENOENT ? -ENOENT : -EINVAL;
-	engine_image_put(im);
 	job = engine_job_new(engine);
+	job->size = im->len;
+	engine_image_put(im);
 	job->device_id = xstrdup(gw_device_id(dev));
 	job->image_id = xstrdup(image_id);
 	job->rollout_id = opts && opts->rollout_id ? xstrdup(opts->rollout_id) : NULL;
 	job->mode = mode;
 	job->created_ms = job->updated_ms = gw_now_ms(engine->gw);
-	job->size = im->len;
 	id = engine_db_insert(engine, job);
 	if (id < 0) {
 		job_free(job);
