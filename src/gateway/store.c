@@ -179,6 +179,36 @@ static int apply_step(struct gw_store *s, int version,
 	return exec(s, "COMMIT", errmsg);
 }
 
+/* Steps are counted, so a reordered or edited list would silently skip a
+ * table: the names recorded must match the list, step by step. */
+static int check_applied(struct gw_store *s, const struct gw_migration *steps,
+			 size_t n, char **errmsg)
+{
+	sqlite3_stmt *st;
+	int rc, r = 0;
+
+	if (sqlite3_prepare_v2(s->db, "SELECT version, name FROM schema_migrations"
+			       " ORDER BY version", -1, &st, NULL) != SQLITE_OK)
+		return -EIO;
+	while (r == 0 && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+		int v = sqlite3_column_int(st, 0);
+		const char *name = (const char *)sqlite3_column_text(st, 1);
+
+		if (v < 1 || (size_t)v > n || !name)
+			continue; /* newer than this binary: refused below */
+		if (strcmp(name, steps[v - 1].name)) {
+			if (errmsg)
+				*errmsg = xasprintf("database migration %d is \"%s\", this "
+						    "smpgwd expects \"%s\" (migrations "
+						    "were reordered?)", v, name,
+						    steps[v - 1].name);
+			r = -EPROTO;
+		}
+	}
+	sqlite3_finalize(st);
+	return r;
+}
+
 static int migrate(struct gw_store *s, const struct gw_migration *steps,
 		   size_t n, char **errmsg)
 {
@@ -188,6 +218,8 @@ static int migrate(struct gw_store *s, const struct gw_migration *steps,
 
 	if (r == 0)
 		r = read_version(s, &s->version);
+	if (r == 0)
+		r = check_applied(s, steps, n, errmsg);
 	if (r < 0)
 		return r;
 	if ((size_t)s->version > n) {

@@ -15,6 +15,11 @@ static const struct gw_migration steps[] = {
 	{ "broken", "CREATE TABLE c (z INTEGER); THIS IS NOT SQL" },
 };
 
+static const struct gw_migration reordered[] = {
+	{ "two", "CREATE TABLE b (y INTEGER)" },
+	{ "one", "CREATE TABLE a (x INTEGER)" },
+};
+
 static void test_migrations(const char *dir)
 {
 	char *path = xasprintf("%s/m.db", dir);
@@ -44,6 +49,11 @@ static void test_migrations(const char *dir)
 	s = gw_store_open_with(path, steps, 1, &err, &msg);
 	ok(s == NULL, "newer schema than this binary refused");
 	is_int(err, -EPROTO, "-EPROTO");
+	free(msg);
+	msg = NULL;
+	s = gw_store_open_with(path, reordered, 2, &err, &msg);
+	ok(s == NULL, "reordered migrations refused");
+	ok(msg && strstr(msg, "migration 1 is \"one\""), "message: %s", msg ? msg : "");
 	free(msg);
 	free(path);
 }
