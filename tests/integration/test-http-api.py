@@ -453,6 +453,32 @@ class Listen(unittest.TestCase):
         self.assertNotEqual(rc, 0)
         self.assertIn('token_file', log)
 
+    def test_public_address_policy(self):
+        """On a non-loopback address every call but the dashboard shell
+        needs the token (checked on loopback with the test override)."""
+        os.environ['SMPGW_HTTP_ASSUME_PUBLIC'] = '1'
+        try:
+            d = H.Daemon([])
+        finally:
+            del os.environ['SMPGW_HTTP_ASSUME_PUBLIC']
+        try:
+            st, h, body = d.request('GET', '/api/v1/devices', token=None)
+            self.assertEqual(st, 401, body)
+            self.assertEqual(json.loads(body)['type'], 'urn:smpgw:problem:unauthorized')
+            for path in ('/metrics', '/api/v1/openapi.json', '/api/v1/images'):
+                self.assertEqual(d.request('GET', path, token=None)[0], 401, path)
+            self.assertEqual(d.request('GET', '/api/v1/devices')[0], 200)
+            self.assertEqual(d.request('GET', '/', token=None)[0], 200)
+            self.assertEqual(d.request('GET', '/static/app.js', token=None)[0], 200)
+            s = socket.create_connection(('127.0.0.1', d.port), timeout=5)
+            s.sendall(('GET /api/v1/events?access_token=%s HTTP/1.1\r\nHost: x\r\n\r\n'
+                       % H.TOKEN).encode())
+            self.assertIn(b'200 OK', s.recv(4096))
+            s.close()
+        finally:
+            rc, log = d.close()
+        self.assertEqual(rc, 0, log)
+
     def test_no_token_on_loopback(self):
         """Without a token file on loopback, writes need no token."""
         d = H.Daemon([], token=False)
