@@ -110,6 +110,12 @@ async function testUpdate(page) {
   }, id, { timeout: 10000 }).catch(() => {});
   const fw = await page.textContent(`#devices tr[data-id="${id}"] td.fw`);
   check(fw && fw.startsWith('1.2.3'), 'firmware column shows the new version: ' + fw);
+  await page.reload({ timeout: 15000 });
+  const kept = await page.waitForFunction((dev) => {
+    const b = document.querySelector(`#devices tr[data-id="${dev}"] .job .badge`);
+    return b && b.textContent === 'done';
+  }, id, { timeout: 10000 }).then(() => true, () => false);
+  check(kept, 'the finished job is shown again after a reload');
 }
 
 async function main() {

@@ -114,6 +114,25 @@ async function loadImages() {
   renderImages();
 }
 
+// The newest job of each device, so progress survives a page reload.
+async function loadJobs() {
+  let data;
+  try { data = await api('GET', '/jobs'); } catch (e) { return; } // no engine yet
+  const newest = new Map();
+  for (const j of data.jobs || []) {
+    const cur = newest.get(j.device);
+    if (!cur || j.id > cur.id) newest.set(j.device, j);
+  }
+  for (const [dev, j] of newest) {
+    const finished = !['queued', 'running'].includes(j.state);
+    state.jobs.set(dev, {
+      id: j.id, state: j.state, phase: finished ? j.state : j.phase,
+      percent: j.state === 'done' ? 100 : ((j.progress && j.progress.percent) || 0),
+    });
+  }
+  renderDevices();
+}
+
 let reloadTimer = null;
 function reloadSoon() {
   if (reloadTimer) return;
@@ -235,7 +254,7 @@ function init() {
     renderDevices();
   };
   connectEvents();
-  Promise.all([loadDevices(), loadImages()]).catch((err) => {
+  Promise.all([loadDevices(), loadImages()]).then(loadJobs).catch((err) => {
     if (err.status === 401) { $('#stream').textContent = 'token needed'; }
   });
   setInterval(() => loadDevices().catch(() => {}), 15000);
