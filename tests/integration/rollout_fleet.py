@@ -2,11 +2,12 @@
 """Fleet setup for the rollout tests, in one place: the simulated watches
 (smpgw-sim), the real smpgwd that manages them, and small REST helpers.
 
-Today the watches reach the daemon over UDP: the gateway config declares
-one UDP device per simulated watch, pointing at the simulator's UDP port.
-When the BLE path is ready, only Fleet.gateway_devices() and Fleet.start()
-change (the sim's fake org.bluez on a private bus, discovery instead of
-[device] sections); the tests talk to device ids and REST only.
+The watches reach the daemon over UDP (transport='udp', the default: the
+gateway config declares one UDP device per simulated watch, pointing at
+the simulator's UDP port) or over BLE (transport='ble': the simulator plays
+bluetoothd on a private D-Bus bus and the daemon discovers the watches).
+Tests name watches "PineTime-N" and use Fleet.id() for the gateway's device
+id (the name over UDP, the address over BLE).
 
 Hermetic: a temporary directory, ports chosen by the OS, loopback only,
 every child killed and reaped; every wait bounded in time.
@@ -55,10 +56,15 @@ class Fleet:
     """count simulated PineTimes named PineTime-1..count, fast flash and
     boot so a rollout of 50 takes seconds."""
 
-    def __init__(self, workdir, sim_exe, count, per_device=None, boot_ms=150):
+    def __init__(self, workdir, sim_exe, count, per_device=None, boot_ms=150,
+                 transport='udp'):
         self.dir = workdir
         self.exe = sim_exe
         self.count = count
+        self.transport = transport
+        self.bus = None      # private dbus-daemon (BLE)
+        self.bus_address = None
+        self.addresses = {}  # name -> BLE address
         self.fleet = {
             'count': count, 'seed': 7,
             'defaults': {
@@ -77,16 +83,42 @@ class Fleet:
         path = os.path.join(self.dir, 'fleet.json')
         with open(path, 'w') as f:
             json.dump(self.fleet, f)
+        args = [self.exe, '--fleet', path, '--control', self.control]
+        if self.transport == 'ble':
+            self._start_bus()
+            args += ['--bus', self.bus_address]
+        else:
+            args += ['--udp-base', '0']
         self.logf = open(self.log_path, 'w')
-        self.proc = subprocess.Popen(
-            [self.exe, '--fleet', path, '--udp-base', '0', '--control', self.control],
-            stdout=self.logf, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(args, stdout=self.logf, stderr=subprocess.STDOUT)
         text = wait_for('smpgw-sim to be ready', self._ready, timeout=15)
         for m in re.finditer(r'^udp (\S+) (\S+) 127\.0\.0\.1:(\d+)$', text, re.M):
             self.ports[m.group(2)] = int(m.group(3))
-        if len(self.ports) != self.count:
+        for d in self.ctl({'cmd': 'list'})['devices']:
+            self.addresses[d['name']] = d['address']
+        if self.transport == 'udp' and len(self.ports) != self.count:
             raise RuntimeError('smpgw-sim: expected %d UDP faces, saw %d'
                                % (self.count, len(self.ports)))
+
+    def _start_bus(self):
+        conf = os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'dbus',
+                            'bus.conf')
+        self.bus = subprocess.Popen(
+            ['dbus-daemon', '--config-file=' + conf, '--print-address', '--nofork'],
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        self.bus_address = self.bus.stdout.readline().strip()
+        if not self.bus_address:
+            raise RuntimeError('dbus-daemon did not print an address')
+
+    def id(self, name):
+        """The gateway's device id of a watch."""
+        return self.addresses[name] if self.transport == 'ble' else name
+
+    def gateway_args(self):
+        """smpgwd's command-line arguments for this transport."""
+        if self.transport == 'ble':
+            return ['--bluez-bus', self.bus_address]
+        return ['--no-ble']
 
     def _ready(self):
         if self.proc.poll() is not None:
@@ -99,8 +131,13 @@ class Fleet:
         return ['PineTime-%d' % i for i in range(1, self.count + 1)]
 
     def gateway_devices(self):
-        """The [device] sections that make the gateway manage the fleet."""
+        """The [device] sections that make the gateway manage the fleet
+        (none over BLE: discovery finds the watches)."""
         out = []
+        if self.transport == 'ble':
+            return ['[ble]', 'connect_timeout = 5s', 'idle_timeout = 30s',
+                    '[request]', 'timeout = 3s', 'connect_timeout = 10s',
+                    '[update]', 'boot_timeout = 30s', 'retry_timeout = 30s']
         for name in self.names():
             out += ['[device "%s"]' % name, 'transport = udp',
                     'address = 127.0.0.1:%d' % self.ports[name]]
@@ -133,6 +170,15 @@ class Fleet:
                 self.proc.wait(timeout=5)
         if self.proc:
             self.logf.close()
+        if self.bus and self.bus.poll() is None:
+            self.bus.terminate()
+            try:
+                self.bus.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.bus.kill()
+                self.bus.wait(timeout=5)
+        if self.bus:
+            self.bus.stdout.close()
 
 
 class Gateway:
@@ -142,6 +188,7 @@ class Gateway:
     def __init__(self, workdir, gw_exe, fleet, extra_conf=()):
         self.dir = workdir
         self.exe = gw_exe
+        self.fleet = fleet
         self.state = os.path.join(workdir, 'state')
         self.conf = os.path.join(workdir, 'smpgwd.conf')
         conf = ['[general]', 'state_dir = ' + self.state,
@@ -169,8 +216,8 @@ class Gateway:
         mark = self.logf.tell()
         self.starts += 1
         self.proc = subprocess.Popen(
-            [self.exe, '-c', self.conf, '--no-ble', '-l', 'info',
-             '--time-offset-ms', str(int(time_offset_ms))],
+            [self.exe, '-c', self.conf, '-l', 'info',
+             '--time-offset-ms', str(int(time_offset_ms))] + self.fleet.gateway_args(),
             stdout=self.logf, stderr=subprocess.STDOUT,
             env=dict(os.environ, TZ='UTC', **(env or {})))
         port = wait_for('the REST port', lambda: self._port(mark), timeout=15)
