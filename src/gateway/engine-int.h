@@ -188,8 +188,8 @@ struct job {
 	uint64_t reset_sent_ms;  /* 0 after a restart: long ago */
 	unsigned resets;
 	uint32_t retry_ms;
-	char *radio_key;     /* token held (or wanted) for the upload */
-	bool radio_held, wants_radio;
+	char *radio_key;     /* adapter whose token the job holds; NULL: none shared */
+	bool radio_held;
 	uint64_t up_start_ms, last_progress_ms, last_persist_ms;
 	size_t up_start_off;
 	unsigned last_pct;

@@ -120,7 +120,7 @@ static char *metric_labels(struct job *job)
 	return l;
 }
 
-/* ---- radio tokens: concurrent uploads per BLE adapter ---- */
+/* ---- radio tokens: concurrent jobs per BLE adapter ---- */
 
 static char *radio_key_of(struct gw_device *dev)
 {
@@ -192,8 +192,6 @@ static void job_stop_io(struct job *job)
 	if (job->timer)
 		evtimer_del(job->timer);
 	job->timer_fn = NULL;
-	radio_release(job);
-	job->wants_radio = false;
 }
 
 static void job_release_device(struct job *job)
@@ -211,6 +209,7 @@ static void job_finish(struct job *job, enum gw_job_state state, const char *fmt
 	json_t *d;
 
 	job_stop_io(job);
+	radio_release(job);
 	job_release_device(job);
 	engine_image_put(job->img);
 	job->img = NULL;
@@ -581,8 +580,7 @@ static void upload_done(int err, const char *msg, const struct gw_upload_stats *
 	size_t len;
 
 	upload_progress(st, job);
-	job->up = NULL; /* it is finished: freed below, outside its callback */
-	radio_release(job);
+	job->up = NULL; /* it frees itself after this callback */
 	if (err && err != -EEXIST) {
 		if (err == -EPROTO || err == -EMSGSIZE)
 			return job_finish(job, GW_JOB_STATE_FAILED, "upload: %s",
@@ -689,11 +687,6 @@ static void job_step_upload(struct job *job)
 {
 	if (job->phase != PHASE_UPLOAD)
 		set_phase(job, PHASE_UPLOAD);
-	if (!job->radio_held && !radio_acquire(job)) {
-		job->wants_radio = true; /* dispatch() starts it when a token frees */
-		return;
-	}
-	job->wants_radio = false;
 	upload_go(job);
 }
 
@@ -897,8 +890,6 @@ static void job_start(struct job *job)
 	if (!job->started_ms)
 		job->started_ms = gw_now_ms(job->eng->gw);
 	job->retry_ms = RETRY_FIRST_MS;
-	free(job->radio_key);
-	job->radio_key = radio_key_of(job->dev);
 	log_info("job %lld: %s %s on %s%s", (long long)job->id, gw_job_mode_str(job->mode),
 		 job->image_id, job->device_id,
 		 job->phase > PHASE_QUEUED ? " (resumed after a restart)" : "");
@@ -907,21 +898,23 @@ static void job_start(struct job *job)
 
 static void dispatch(struct gw_engine *eng)
 {
+	struct gw_device *dev;
 	struct job *j, *next;
 
 	for (j = TAILQ_FIRST(&eng->jobs); j; j = next) {
 		next = TAILQ_NEXT(j, entry);
-		if (j->state == GW_JOB_STATE_RUNNING && j->wants_radio) {
-			if (radio_acquire(j)) {
-				j->wants_radio = false;
-				upload_go(j);
-			}
-			continue;
-		}
 		if (j->state != GW_JOB_STATE_QUEUED || device_busy(eng, j->device_id))
 			continue;
-		if (!job_device(j))
+		dev = gw_device_find(eng->gw, j->device_id);
+		if (!dev)
 			continue; /* not discovered yet: device.added wakes us */
+		/* A job holds its adapter's token (and so one of its links)
+		 * from start to end: jobs beyond it wait queued, unconnected. */
+		free(j->radio_key);
+		j->radio_key = radio_key_of(dev);
+		if (!radio_acquire(j))
+			continue;
+		job_device(j);
 		j->state = GW_JOB_STATE_RUNNING;
 		job_start(j);
 	}
@@ -996,6 +989,7 @@ struct job *engine_job_new(struct gw_engine *eng)
 static void job_free(struct job *job)
 {
 	job_stop_io(job);
+	radio_release(job);
 	job_release_device(job);
 	engine_image_put(job->img);
 	event_free(job->timer);
