@@ -66,10 +66,13 @@ static void client_append(struct sse_client *c, const char *s, size_t n)
 		return;
 	}
 	if (c->len + n > c->cap) {
-		/* Compact before growing. */
-		memmove(c->buf, c->buf + c->off, c->len - c->off);
-		c->len -= c->off;
-		c->off = 0;
+		/* Compact before growing (nothing to move while off is 0: the
+		 * first append has no buffer yet, and memmove(NULL) is UB). */
+		if (c->off) {
+			memmove(c->buf, c->buf + c->off, c->len - c->off);
+			c->len -= c->off;
+			c->off = 0;
+		}
 		if (c->len + n > c->cap) {
 			c->cap = MAX(c->cap * 2, c->len + n);
 			c->buf = xrealloc(c->buf, c->cap);
