@@ -430,10 +430,15 @@ static void job_decide(struct job *job, const struct gw_img_state *st)
 		return;
 	}
 	if (s && s->active) {
-		/* Running it: after our reset, or from before the job. */
-		if (!job->did_reset)
+		/* Running it: after our reset, or from before the job (then
+		 * "up to date" only if nothing is left to do either). */
+		bool confirm = job->mode == GW_JOB_MODE_TEST_CONFIRM && !s->confirmed;
+
+		if (!job->bytes_sent)
+			job->skipped_upload = true;
+		if (!job->did_reset && !confirm)
 			job->up_to_date = true;
-		if (job->mode == GW_JOB_MODE_TEST_CONFIRM && !s->confirmed)
+		if (confirm)
 			job_step_confirm(job);
 		else
 			job_finish(job, GW_JOB_STATE_DONE, NULL);

@@ -68,6 +68,14 @@ def test_lost(gw, sim, img):
     t.eq(j['state'], 'lost', 'out of range after its reset: lost (%s)' % j.get('error'))
     t.ok(time.monotonic() - t0 < 20, 'lost after the boot timeout, not retried forever')
     sim.ctl({'cmd': 'range', 'device': 1, 'in_range': True})
+    # Back in range, it runs the new image unconfirmed: a new job confirms
+    # it (having seen it run) without uploading anything.
+    st, job = gw.update('w1', img)
+    j = gw.wait_job(job['id'], timeout=60)
+    t.eq((j['state'], j['skipped_upload'], j['up_to_date']), ('done', True, False),
+         'back in range: a new job confirms what runs, no upload')
+    s0 = sim.slots(1)[0]
+    t.eq((s0['hash'], s0['confirmed']), (img, True), 'back in range: confirmed')
 
 
 def test_cancel(gw, sim, img3k, img350):
