@@ -8,7 +8,8 @@
  * controller has room for it, the firmware's advertising record). Writes
  * from the central are reassembled into SMP frames by the header length and
  * handed to the device model (device.h); replies leave as notifications of
- * ATT MTU - 3 bytes (at most 510: BlueZ 5.66's server limit).
+ * ATT MTU - 5 bytes (what fits a Handle Multiple Value Notification, which
+ * bluetoothd uses towards a BlueZ central; at most 510: BlueZ 5.66's limit).
  *
  * On a simulated reset or out-of-range the watch drops the link (Device1.
  * Disconnect of the central through its adapter) and stops advertising; it
