@@ -369,6 +369,7 @@ static void on_state(struct link *link, enum link_state state, int err, void *ud
 static const struct link_callbacks link_cbs = { on_frame, on_state };
 
 static const char *adapters_opt; /* --system: the central's adapter */
+static uint32_t connect_ms = 5000; /* --system: real stacks (under TCG) are slower */
 
 static struct ble_manager *manager(bool acquire, unsigned max_conn, uint32_t idle_ms)
 {
@@ -377,7 +378,7 @@ static struct ble_manager *manager(bool acquire, unsigned max_conn, uint32_t idl
 		.adapters = adapters_opt,
 		.max_conn_per_adapter = max_conn,
 		.idle_timeout_ms = idle_ms,
-		.connect_timeout_ms = 5000,
+		.connect_timeout_ms = connect_ms,
 		.backoff_min_ms = 100,
 		.backoff_max_ms = 1000,
 		.prefer_acquire = acquire,
@@ -791,6 +792,7 @@ static int test_system(const char *adapter)
 	unsigned one = 1;
 
 	adapters_opt = adapter;
+	connect_ms = 20000;
 	for (int pass = 0; pass < 2; pass++) {
 		bool acquire = pass == 0;
 		const char *mode = acquire ? "system bus, fast path" : "system bus, fallback";
@@ -803,7 +805,7 @@ static int test_system(const char *adapter)
 		}
 		n_watches = 1;
 		connect_all(mgr);
-		ok(run_until(all_up, NULL, 30000), "%s: link up", mode);
+		ok(run_until(all_up, NULL, 60000), "%s: link up", mode);
 		ok(ble_link_fast_path(watches[0].link) == acquire, "%s: transport as asked", mode);
 		tap_diag("mtu %zu", link_mtu(watches[0].link));
 		ok(echo(&watches[0], 12, 5000), "%s: echo", mode);
@@ -812,7 +814,7 @@ static int test_system(const char *adapter)
 		run_for(500);
 		ok(watches[0].state == LINK_STATE_DOWN, "%s: disconnected", mode);
 		link_connect(watches[0].link);
-		ok(run_until(all_up, NULL, 30000), "%s: connected again", mode);
+		ok(run_until(all_up, NULL, 60000), "%s: connected again", mode);
 		ok(echo(&watches[0], 30, 5000), "%s: echo after reconnecting", mode);
 		ble_manager_free(mgr);
 		run_for(500);
