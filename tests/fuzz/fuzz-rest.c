@@ -22,6 +22,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <ftw.h>
+
 #include <event2/event.h>
 
 #include "codec/smp.h"
@@ -132,6 +134,20 @@ static const struct link_ops fake_ops = {
 	.send = fake_send, .mtu = fake_mtu,
 };
 
+static char state_dir[64];
+
+static int rm_one(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+	return remove(path) < 0 ? -1 : 0;
+}
+
+/* The state directory goes when the fuzzer exits (nothing else is freed:
+ * the server lives for the whole run). */
+static void cleanup(void)
+{
+	nftw(state_dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+}
+
 static void setup(void)
 {
 	char tmpl[] = "/tmp/fuzz-rest-XXXXXX";
@@ -142,6 +158,8 @@ static void setup(void)
 
 	if (!dir)
 		abort();
+	snprintf(state_dir, sizeof(state_dir), "%s", dir);
+	atexit(cleanup);
 	gw_log_set_level(GW_LOG_ERR);
 	free(cfg->general.state_dir);
 	cfg->general.state_dir = xstrdup(dir);
