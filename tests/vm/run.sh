@@ -3,8 +3,12 @@
 # Boots a small VM (qemu TCG) whose root is this machine's own / (read-only,
 # over 9p), with real kernel Bluetooth, btvirt virtual LE controllers and a
 # real bluetoothd, and runs SCENARIO (a shell script on this machine) inside.
-# Usage: run.sh SCENARIO [CONTROLLERS] ; env VM_TIMEOUT (s, default 240).
-# Exit status: the scenario's; 124 on timeout (the guest's logs are printed).
+# Usage: run.sh SCENARIO [CONTROLLERS] ; env VM_TIMEOUT (s, default 240),
+# VM_VERBOSE=1 (print every guest log), VM_KEEP=1 (keep the results dir).
+# SMPGW_* variables are passed into the guest (e.g. SMPGW_BUILD, the build
+# directory whose smpgwd and smpgw-sim the scenario runs).
+# Exit status: the scenario's; 124 on timeout, 2 when this machine cannot
+# boot the VM (the guest's logs or the reason are printed: never a skip).
 set -u
 here=$(cd "$(dirname "$0")" && pwd)
 scenario=$(cd "$(dirname "$1")" && pwd)/$(basename "$1")
@@ -12,9 +16,18 @@ controllers=${2:-2}
 timeout_s=${VM_TIMEOUT:-240}
 
 kernel=$(ls /boot/vmlinuz-* 2>/dev/null | sort -V | tail -n 1)
-[ -n "$kernel" ] || { echo "run.sh: no kernel in /boot (install linux-image-amd64)"; exit 2; }
+[ -n "$kernel" ] || { echo "run.sh: FAIL: no kernel in /boot (install linux-image-amd64)"; exit 2; }
+[ -r "$kernel" ] || { echo "run.sh: FAIL: $kernel is not readable"; exit 2; }
 kver=${kernel#/boot/vmlinuz-}
-command -v qemu-system-x86_64 >/dev/null || { echo "run.sh: qemu-system-x86 missing"; exit 2; }
+command -v qemu-system-x86_64 >/dev/null ||
+	{ echo "run.sh: FAIL: qemu-system-x86_64 missing (apt-get install qemu-system-x86)"; exit 2; }
+for t in btvirt bluetoothd busybox; do
+	command -v $t >/dev/null || [ -x /usr/libexec/bluetooth/$t ] ||
+		{ echo "run.sh: FAIL: $t missing (bluez bluez-test-tools busybox-static)"; exit 2; }
+done
+# TCG: KVM hangs on this project's (nested) machines; VM_KVM=1 tries it.
+accel="-accel tcg"
+[ -n "${VM_KVM:-}" ] && accel="-accel kvm -accel tcg"
 
 cache=${VM_CACHE:-${TMPDIR:-/tmp}/smpgw-vm-$(id -u)}
 mkdir -p "$cache"
@@ -25,8 +38,10 @@ fi
 
 out=$(mktemp -d "${TMPDIR:-/tmp}/smpgw-vm-out.XXXXXX")
 chmod 777 "$out"
+export -p | grep -E '^export SMPGW_[A-Z0-9_]*=' >"$out/env"
+start=$(date +%s)
 timeout -k 5 "$timeout_s" qemu-system-x86_64 \
-	-accel tcg -cpu max -m 1024 -smp 2 -machine q35 -nodefaults -no-reboot \
+	$accel -cpu max -m 1024 -smp 2 -machine q35 -nodefaults -no-reboot \
 	-display none -serial stdio \
 	-kernel "$kernel" -initrd "$initrd" \
 	-append "console=ttyS0 quiet loglevel=3 panic=-1 smpgw_stage2=$here/stage2.sh smpgw_scenario=$scenario smpgw_controllers=$controllers" \
@@ -36,6 +51,7 @@ timeout -k 5 "$timeout_s" qemu-system-x86_64 \
 	-device virtio-9p-pci,fsdev=results,mount_tag=results \
 	</dev/null >"$out/console.log" 2>&1
 qrc=$?
+echo "run.sh: $(basename "$scenario"): VM ran $(($(date +%s) - start)) s (timeout ${timeout_s} s)"
 
 if [ -f "$out/rc" ]; then
 	rc=$(cat "$out/rc")
@@ -44,8 +60,9 @@ else
 	[ $qrc -eq 124 ] || rc=125
 	echo "run.sh: the VM ended without a result (qemu status $qrc)"
 fi
+[ -f "$out/scenario.log" ] && cat "$out/scenario.log"
 if [ "$rc" != 0 ] || [ -n "${VM_VERBOSE:-}" ]; then
-	for f in console.log guest.log scenario.log bluetoothd.log btvirt.log; do
+	for f in console.log guest.log dmesg.log bluetoothd.log btvirt.log sim.log smpgwd.log; do
 		[ -f "$out/$f" ] || continue
 		echo "----- $f"
 		tail -n 80 "$out/$f"
