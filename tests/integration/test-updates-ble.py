@@ -55,6 +55,8 @@ def main():
             t.eq((s0['hash'], s0['confirmed']), (img, True), 'BLE: new image confirmed')
             logtext = gw.read_log()
             t.ok('SMP reassembly works' in logtext, 'BLE: reassembly probed')
+            t.eq(sim.device(0)['counters']['drops'], 0,
+                 'BLE: the watch dropped no frame (none over buf_size, split over writes)')
 
             size = os.path.getsize(IMG)
             sim.ctl({'cmd': 'fault', 'device': 1, 'fault': 'disconnect_at_offset',

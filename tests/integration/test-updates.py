@@ -49,6 +49,8 @@ def test_upload_only_and_skip(gw, sim, img):
     t.eq(j['state'], 'done', 'upload mode: done')
     s1 = slot(sim, 1, 1)
     t.eq((s1['hash'], s1['pending']), (img, False), 'image in slot 1, not pending')
+    t.eq(sim.device(1)['counters']['drops'], 0, 'no frame dropped by the watch (none '
+         'over buf_size, none beyond its buffers)')
     erases = sim.device(1)['counters']['erases']
     st, job = gw.update('w1', img, mode='test')
     j = gw.wait_job(job['id'], timeout=90)
