@@ -269,10 +269,14 @@ static void check_ready(struct ble_link *bl)
 {
 	struct ble_dev *dev = ble_mgr_dev_by_addr(bl->mgr, bl->address);
 
-	if (bl->phase != BLE_PHASE_CONNECTING || bl->pc || !dev)
+	if (bl->phase != BLE_PHASE_CONNECTING || !dev)
 		return;
-	if (dev->connected && dev->resolved && dev->char_path)
+	/* Ready: go on even if Connect has not answered yet (a slow reply
+	 * must not hold a working connection back). */
+	if (dev->connected && dev->resolved && dev->char_path) {
+		ble_call_cancel(&bl->pc);
 		acquire(bl);
+	}
 }
 
 static void pair_reply(DBusPendingCall *pc, void *data)
@@ -391,6 +395,14 @@ void ble_link_start(struct ble_link *bl, struct ble_adapter *ad)
 	free(bl->dev_path);
 	bl->dev_path = xstrdup(dev->path);
 	timer_arm(bl, bl->mgr->opts.connect_timeout_ms);
+	if (dev->connected && dev->resolved && dev->char_path) {
+		/* Connected already (kept by BlueZ across our restart, or by
+		 * another program): no Connect needed. */
+		bl->phase = BLE_PHASE_CONNECTING;
+		bl->connect_seen = true;
+		acquire(bl);
+		return;
+	}
 	send_connect(bl);
 }
 
@@ -722,8 +734,7 @@ void ble_link_dev_changed(struct ble_link *bl, struct ble_dev *dev)
 {
 	switch (bl->phase) {
 	case BLE_PHASE_CONNECTING:
-		if (!bl->pc)
-			check_ready(bl);
+		check_ready(bl);
 		break;
 	case BLE_PHASE_ACQUIRING:
 	case BLE_PHASE_UP:
