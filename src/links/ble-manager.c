@@ -221,8 +221,13 @@ static void dev_prop(struct ble_dev *dev, const char *key, DBusMessageIter *v)
 		dev->rssi = rssi;
 	} else if (!strcmp(key, "Connected"))
 		ble_var_bool(v, &dev->connected);
-	else if (!strcmp(key, "ServicesResolved"))
+	else if (!strcmp(key, "ServicesResolved")) {
 		ble_var_bool(v, &dev->resolved);
+		/* Resolved implies connected: bluetoothd 5.66 sometimes never
+		 * signals Connected true (seen in tests/vm). */
+		if (dev->resolved)
+			dev->connected = true;
+	}
 	else if (!strcmp(key, "Paired"))
 		ble_var_bool(v, &dev->paired);
 	else if (!strcmp(key, "UUIDs"))
