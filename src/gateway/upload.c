@@ -270,6 +270,7 @@ static int chunk_answer(struct gw_upload *up, const struct chunk *c,
 {
 	struct gw_smp_result res;
 	uint64_t off;
+	int match = -1;
 	char msg[128];
 
 	if (gw_smp_result(frame, len, &res) < 0)
@@ -279,9 +280,16 @@ static int chunk_answer(struct gw_upload *up, const struct chunk *c,
 		finish(up, -EPROTO, msg);
 		return -EPROTO;
 	}
-	if (gw_img_upload_parse(frame, len, &off, NULL) < 0 || off > up->p.len)
+	if (gw_img_upload_parse(frame, len, &off, &match) < 0 || off > up->p.len)
 		return garbled(up, "upload response without a valid \"off\"");
 	up->stalled = 0;
+	/* CONFIG_IMG_ENABLE_IMAGE_CHECK: the watch hashed what it received
+	 * against "sha" (the whole file's SHA-256). */
+	if (match == 0) {
+		finish(up, -EPROTO, "the watch's SHA-256 of the received image does "
+		       "not match the file's (\"match\": false)");
+		return -EPROTO;
+	}
 	if (off == c->off + c->len) {
 		/* Max: a datagram transport may reorder answers. */
 		up->dev_off = MAX(up->dev_off, (size_t)off);

@@ -90,7 +90,8 @@ def main():
         log('smpgw-sim not built: skipping')
         sys.exit(SKIP)
     with Workdir() as wd:
-        sim = Sim(wd, count=3)
+        # w2 checks the whole image's SHA-256 on the last chunk ("match").
+        sim = Sim(wd, count=3, fleet={'count': 3, 'devices': [{}, {}, {'image_check': True}]})
         sim.start()
         gw = Gateway(wd, sim, CONF)
         try:
@@ -99,6 +100,10 @@ def main():
             test_api_errors(gw, img)
             test_full_flow(gw, sim, img)
             test_upload_only_and_skip(gw, sim, img)
+            st, job = gw.update('w2', img, mode='upload')
+            j = gw.wait_job(job['id'], timeout=60)
+            t.eq(j['state'], 'done', 'a watch that checks the image SHA-256 agrees (%s)'
+                 % j.get('error'))
         finally:
             rc = gw.stop()
             t.eq(rc, 0, 'smpgwd exits cleanly')
