@@ -411,9 +411,11 @@ def http_raw(method, path, data, timeout=60):
         return e.code, e.read().decode(errors='replace')
 
 
-def engine_update(addr, name):
+def engine_update(addr, name, fault_at=None):
     """The upload engine through REST: store the image, one POST starts an
-    update job (upload, test, reset, wait for the watch, verify, confirm)."""
+    update job (upload, test, reset, wait for the watch, verify, confirm).
+    fault_at: the watch drops the link when the upload reaches that offset;
+    the engine must reconnect and resume there."""
     want = json.load(open(os.path.join(CONFORMANCE, 'images', 'manifest.json')))[name]
     image = open(os.path.join(CONFORMANCE, 'images', name), 'rb').read()
     st, desc = http_raw('POST', '/api/v1/images', image)
@@ -422,6 +424,10 @@ def engine_update(addr, name):
     if st not in (200, 201):
         log('images: %r' % (desc,))
         return
+    drops_before = read_log('sim').count('fault: disconnecting')
+    if fault_at is not None:
+        log('fault: %s' % sim_ctl({'cmd': 'fault', 'device': '*',
+                                   'fault': 'disconnect_at_offset', 'offset': fault_at}))
     t = time.monotonic()
     st, job = http('POST', '/api/v1/devices/%s/update' % addr,
                    {'image': desc['id'], 'mode': 'test-confirm'})
@@ -443,6 +449,13 @@ def engine_update(addr, name):
     dt = time.monotonic() - t
     tap.ok(j.get('state') == 'done', 'update job done in %.0fs (phases: %s)'
            % (dt, ' '.join(str(p[1]) for p in seen)))
+    if fault_at is not None:
+        sent = (j.get('progress') or {}).get('bytes_sent', 0)
+        tap.ok(read_log('sim').count('fault: disconnecting') > drops_before,
+               'the watch dropped the link during the job\'s upload (at offset %d)' % fault_at)
+        tap.ok(0 < sent < len(image) + 25000,
+               'the engine resumed after the drop, not from 0 (%d bytes sent for %d)'
+               % (sent, len(image)))
     s0 = slot(rest_images(addr), 0)
     tap.ok(s0 and s0['hash'] == want['sha256_tlv'] and s0.get('active') and s0.get('confirmed'),
            'after the job: %s active and confirmed on the watch' % want['version'])
@@ -496,7 +509,7 @@ def main():
     if acquire:
         want = update(c, addr, 'app-1.0.1-rsa2048.bin', fault_at=40000)
         test_reset_confirm(c, addr, want)
-        engine_update(addr, 'app-1.2.3+4-ecdsa-p256.bin')
+        engine_update(addr, 'app-1.2.3+4-ecdsa-p256.bin', fault_at=50000)
     else:
         update(c, addr, 'app-0.9.0-3k-hash.bin')
         restart_bluetoothd(c, addr)

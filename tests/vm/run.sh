@@ -49,8 +49,18 @@ timeout -k 5 "$timeout_s" qemu-system-x86_64 \
 	-device virtio-9p-pci,fsdev=hostroot,mount_tag=hostroot \
 	-fsdev local,id=results,path="$out",security_model=none \
 	-device virtio-9p-pci,fsdev=results,mount_tag=results \
-	</dev/null >"$out/console.log" 2>&1
+	</dev/null >"$out/console.log" 2>&1 &
+qpid=$!
+# Killed from outside (meson's timeout, ^C): take the VM down with us.
+trap 'kill $qpid 2>/dev/null' INT TERM HUP
+wait $qpid
 qrc=$?
+# wait returns early when a trapped signal arrives: reap qemu for good.
+if kill -0 $qpid 2>/dev/null; then
+	kill $qpid 2>/dev/null
+	wait $qpid 2>/dev/null
+fi
+trap - INT TERM HUP
 echo "run.sh: $(basename "$scenario"): VM ran $(($(date +%s) - start)) s (timeout ${timeout_s} s)"
 
 if [ -f "$out/rc" ]; then
