@@ -21,7 +21,6 @@
 #include "gateway/log.h"
 #include "util/util.h"
 
-#define MAX_FINISHED_KEPT 1000     /* finished jobs loaded at start */
 #define IMAGE_MAX (1u << 20)       /* larger than any PineTime slot */
 
 const char *const engine_phase_names[] = {
@@ -279,7 +278,7 @@ int engine_load_jobs(struct gw_engine *eng)
 		log_err("jobs: %s", sqlite3_errmsg(eng->db));
 		return -EIO;
 	}
-	sqlite3_bind_int(st, 1, MAX_FINISHED_KEPT);
+	sqlite3_bind_int(st, 1, ENGINE_FINISHED_KEPT);
 	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
 		load_row(eng, st);
 		if (!engine_job_final(TAILQ_LAST(&eng->jobs, job_list)))

@@ -148,6 +148,7 @@ enum phase {
 };
 
 extern const char *const engine_phase_names[];
+#define ENGINE_FINISHED_KEPT 1000
 
 struct image {
 	LIST_ENTRY(image) entry;
@@ -211,7 +212,8 @@ struct gw_engine {
 	struct gw *gw;
 	sqlite3 *db;
 	struct job_list jobs;   /* by id */
-	size_t n_jobs;
+	size_t n_jobs;          /* in memory: unfinished + at most
+				 * ENGINE_FINISHED_KEPT finished (the store has all) */
 	LIST_HEAD(, image) images;
 	struct radio *radios;
 	size_t n_radios;

@@ -202,6 +202,27 @@ static void job_release_device(struct job *job)
 	job->dev = NULL;
 }
 
+static void job_free(struct job *job);
+
+/* Memory holds the newest finished jobs only; the store keeps them all. */
+static void prune_finished(struct gw_engine *eng, struct job *keep)
+{
+	struct job *j, *next;
+	size_t finished = 0;
+
+	TAILQ_FOREACH(j, &eng->jobs, entry)
+		finished += engine_job_final(j);
+	for (j = TAILQ_FIRST(&eng->jobs); j && finished > ENGINE_FINISHED_KEPT; j = next) {
+		next = TAILQ_NEXT(j, entry);
+		if (j == keep || !engine_job_final(j))
+			continue;
+		TAILQ_REMOVE(&eng->jobs, j, entry);
+		eng->n_jobs--;
+		finished--;
+		job_free(j);
+	}
+}
+
 static void job_finish(struct job *job, enum gw_job_state state, const char *fmt, ...)
 {
 	struct gw_engine *eng = job->eng;
@@ -251,6 +272,7 @@ static void job_finish(struct job *job, enum gw_job_state state, const char *fmt
 		job->done = NULL;
 		cb(job->id, state, job->error, job->user_data);
 	}
+	prune_finished(eng, job);
 	dispatch_soon(eng);
 }
 

@@ -10,8 +10,10 @@
  * offset the watch asked for.
  */
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include <cbor.h>
 #include <event2/event.h>
@@ -177,6 +179,7 @@ struct fake {
 	bool answer_mismatch;  /* the answer being built is a mismatch */
 	size_t answer_asked;
 	unsigned violations;   /* sent data the device did not ask for */
+	const uint8_t *running; /* hash of the image it runs, or NULL */
 	unsigned upload_frames;
 };
 
@@ -288,6 +291,17 @@ static int fake_send(struct link *link, const uint8_t *frame, size_t len)
 		smp_cbor_map_put_uint(rsp, "buf_count", BUF_COUNT);
 	} else if (h.group == SMP_GROUP_IMG && h.id == SMP_IMG_UPLOAD) {
 		rsp = upload(f, req);
+	} else if (f->running) {
+		/* img state: slot 0 runs f->running, confirmed */
+		cbor_item_t *a = smp_cbor_array_new(), *sl = smp_cbor_map_new();
+
+		smp_cbor_map_put_uint(sl, "slot", 0);
+		smp_cbor_map_put_bytes(sl, "hash", f->running, 32);
+		smp_cbor_map_put_bool(sl, "active", true);
+		smp_cbor_map_put_bool(sl, "confirmed", true);
+		smp_cbor_array_push(a, sl);
+		rsp = smp_cbor_map_new();
+		smp_cbor_map_put_item(rsp, "images", a);
 	} else {
 		/* img state: an empty list (the image is not there) */
 		rsp = smp_cbor_map_new();
@@ -398,6 +412,103 @@ static void run_upload(const char *name, int drop_frame, int off0_at_frame,
 	event_base_free(base);
 }
 
+/* ---- the engine: queue, up-to-date jobs, cancel, memory bound ---- */
+
+#define JOBS (ENGINE_FINISHED_KEPT + 5)
+
+struct engine_run {
+	struct event_base *base;
+	unsigned done, up_to_date;
+};
+
+static void job_done(int64_t id, enum gw_job_state st, const char *err, void *ud)
+{
+	struct engine_run *r = ud;
+
+	r->done++;
+	r->up_to_date += st == GW_JOB_STATE_DONE;
+	if (r->done == JOBS)
+		event_base_loopbreak(r->base);
+}
+
+static void test_engine_jobs(void)
+{
+	static const char *img = "app-0.9.0-3k-hash.bin";
+	static const char *id = "1276f4fc9a7a5957889772588b5431c5053b89c298d981126398bffac9e04c5d";
+	char dir[] = "/tmp/test-engine-XXXXXX", *path, *src;
+	struct event_base *base = event_base_new();
+	struct gw_config *cfg = gw_config_new_default();
+	struct engine_run run = { .base = base };
+	struct gw_job_opts opts = { .done = job_done, .user_data = &run };
+	struct timeval limit = { 60, 0 };
+	struct fake *f = xnew(struct fake);
+	struct gw_engine *eng;
+	uint8_t hash[32], *buf;
+	size_t len;
+	int64_t first = 0, second = 0;
+	json_t *all, *j;
+	struct gw *gw;
+	FILE *out;
+
+	ok(mkdtemp(dir) != NULL, "state dir");
+	path = xasprintf("%s/images", dir);
+	mkdir(path, 0700);
+	free(path);
+	src = xasprintf("%s/images/%s", CONFORMANCE_DIR, img);
+	buf = tap_read_file(src, &len);
+	free(src);
+	path = xasprintf("%s/images/%s.bin", dir, id);
+	out = fopen(path, "wb");
+	fwrite(buf, 1, len, out);
+	fclose(out);
+	free(path);
+	free(buf);
+	free(cfg->general.state_dir);
+	cfg->general.state_dir = xstrdup(dir);
+	gw = gw_new(base, cfg, NULL);
+	hex_decode(id, hash, sizeof(hash));
+	f->base = base;
+	f->real_bufs = BUF_COUNT;
+	f->running = hash;
+	f->link = link_new(&fake_ops, base, f);
+	gw_registry_add(gw_registry_of(gw), "fake", "fake", f->link, true, 0);
+	eng = gw_engine_new(gw, NULL);
+	ok(gw_engine(gw) == eng, "the engine registers with the daemon context");
+	ok(gw_job_submit(eng, "nope", id, GW_JOB_MODE_TEST_CONFIRM, NULL) == -ENOENT,
+	   "unknown device: -ENOENT");
+	ok(gw_job_submit(eng, "fake", "00", GW_JOB_MODE_TEST_CONFIRM, NULL) == -EINVAL,
+	   "bad image id: -EINVAL");
+	for (int i = 0; i < JOBS; i++) {
+		int64_t jid = gw_job_submit(eng, "fake", id, GW_JOB_MODE_TEST_CONFIRM, &opts);
+
+		if (i == 0)
+			first = jid;
+		if (i == 1)
+			second = jid;
+	}
+	ok(first > 0 && second == first + 1, "jobs get increasing ids");
+	ok(gw_job_cancel(eng, second) == 0, "cancel a queued job");
+	event_base_loopexit(base, &limit);
+	event_base_dispatch(base);
+	is_int(run.done, JOBS, "every job reported once (the canceled one too)");
+	is_int(run.up_to_date, JOBS - 1, "each found the image running: done");
+	j = gw_job_to_json(eng, first + JOBS - 1);
+	ok(j && json_is_true(json_object_get(j, "up_to_date")), "a job says up_to_date");
+	json_decref(j);
+	ok(gw_job_cancel(eng, first + JOBS - 1) == -EALREADY, "cancel a finished job: -EALREADY");
+	all = gw_jobs_to_json(eng, NULL);
+	is_int(json_array_size(all), ENGINE_FINISHED_KEPT, "memory keeps the newest finished jobs");
+	json_decref(all);
+	ok(gw_job_to_json(eng, first) == NULL, "the oldest went out of memory");
+	gw_engine_free(eng);
+	gw_free(gw);
+	free(f);
+	event_base_free(base);
+	path = xasprintf("rm -rf %s", dir);
+	ok(system(path) == 0, "state dir removed");
+	free(path);
+}
+
 int main(void)
 {
 	test_chunk_sizes();
@@ -408,5 +519,6 @@ int main(void)
 	run_upload("buffers full", 0, 0, 3, 1);
 	run_upload("dropped write", 10, 0, 3, BUF_COUNT);
 	run_upload("off 0 mid-upload", 0, 30, 3, BUF_COUNT);
+	test_engine_jobs();
 	return tap_done();
 }
