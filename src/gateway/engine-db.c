@@ -150,8 +150,16 @@ int64_t engine_db_insert(struct gw_engine *eng, struct job *job)
 	sqlite3_bind_text(st, 6, job->rollout_id, -1, SQLITE_STATIC);
 	sqlite3_bind_int64(st, 7, (sqlite3_int64)job->created_ms);
 	sqlite3_bind_int64(st, 8, (sqlite3_int64)job->created_ms);
-	if (sqlite3_step(st) == SQLITE_DONE)
+	switch (sqlite3_step(st)) {
+	case SQLITE_DONE:
 		id = sqlite3_last_insert_rowid(eng->db);
+		break;
+	case SQLITE_FULL: /* the state directory's disk: 507, not 500 */
+		id = -ENOSPC;
+		break;
+	default:
+		break;
+	}
 	sqlite3_finalize(st);
 	return id;
 }
