@@ -22,6 +22,7 @@
 #include "gateway/gateway.h"
 #include "gateway/jobs.h" /* upload engine */
 #include "gateway/log.h"
+#include "gateway/metrics.h"
 #include "gateway/registry/registry.h"
 #include "gateway/rollouts.h" /* rollout scheduler */
 #include "gateway/store.h"
@@ -41,6 +42,7 @@ struct daemon {
 	struct gw_udpface *udp;
 	struct gw_engine *engine; /* upload engine: jobs (engine.c) */
 	struct gw_rollouts *rollouts; /* rollout scheduler (rollouts.c) */
+	struct gw_metrics *metrics; /* before any device: frames from the start */
 	int64_t time_offset_ms;  /* --time-offset-ms: shifts gw_now_ms() */
 	char *config_path;
 	char *ports_path;
@@ -411,6 +413,8 @@ static int start(struct daemon *d, struct gw_config *cfg)
 	d->ports_path = xasprintf("%s/ports.json", cfg->general.state_dir);
 	d->gw = gw_new(d->base, cfg, store);
 	gw_set_time_offset(d->gw, d->time_offset_ms); /* --time-offset-ms */
+	d->metrics = gw_metrics_new();
+	gw_set_metrics(d->gw, d->metrics);
 	d->udp = gw_udpface_new(d->gw);
 	gw_udpface_set_changed_cb(d->udp, ports_changed, d);
 	gw_add_config_devices(d->gw);
@@ -455,6 +459,7 @@ static void stop(struct daemon *d)
 	/* The face first: it cancels its requests before devices go. */
 	d->udp = gw_udpface_free(d->udp);
 	d->gw = gw_free(d->gw);
+	d->metrics = gw_metrics_free(d->metrics);
 #ifdef SMPGW_HAVE_BLE
 	d->ble = ble_manager_free(d->ble);
 #endif

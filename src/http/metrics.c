@@ -2,9 +2,8 @@
 /*
  * GET /metrics (and /api/v1/metrics): the metrics registry in Prometheus
  * text format. Point-in-time gauges (devices by link state, images stored)
- * are refreshed here, just before rendering, and the per-device request
- * counters the registry keeps are summed per transport into frames and
- * errors by kind.
+ * are refreshed here, just before rendering; the counters come from the
+ * registry, which counts at the link.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -17,6 +16,7 @@
 #include "gateway/metrics.h"
 #include "http/handlers.h"
 #include "http/http.h"
+#include "util/util.h"
 
 static void count_state(struct gw_device *dev, void *user_data)
 {
@@ -35,60 +35,31 @@ static void count_state(struct gw_device *dev, void *user_data)
 	}
 }
 
-/* Per-transport sums of the devices' counters (gw_device_to_json). */
-struct sums {
-	char transport[16];
-	double v[8];
+/* The registry counts frames, bytes, latency and errors as they happen
+ * (src/gateway/registry/device.c); here every series of a transport in use
+ * is made to exist, at 0 until something happens, so dashboards and alert
+ * rules see the series from the start. */
+static const char *const error_kinds[] = {
+	"timeouts", "link_resets", "not_connected", "malformed_responses",
+	"malformed_requests", "too_big", "dropped_responses",
 };
 
-static const char *const sum_keys[] = {
-	"requests", "responses", "timeouts", "link_resets", "not_connected",
-	"malformed_responses", "too_big", "dropped_responses",
-};
-
-struct sum_ctx {
-	struct sums t[4];
-	size_t n;
-};
-
-static void sum_device(struct gw_device *dev, void *user_data)
+static void zero_series(struct gw_device *dev, void *user_data)
 {
-	struct sum_ctx *c = user_data;
-	const char *tr = gw_device_transport(dev);
-	json_t *j = gw_device_to_json(dev), *cnt = json_object_get(j, "counters");
-	size_t i;
-
-	for (i = 0; i < c->n && strcmp(c->t[i].transport, tr); i++)
-		;
-	if (i == c->n) {
-		if (c->n == 4)
-			goto out;
-		snprintf(c->t[c->n++].transport, sizeof(c->t[0].transport), "%s", tr);
-	}
-	for (size_t k = 0; k < 8; k++)
-		c->t[i].v[k] += (double)json_integer_value(json_object_get(cnt, sum_keys[k]));
-out:
-	json_decref(j);
-}
-
-static void export_sums(struct gw_metrics *m, struct gw *gw)
-{
-	struct sum_ctx c = { 0 };
+	struct gw_metrics *m = user_data;
+	const char *t = gw_device_transport(dev);
 	char l[96];
 
-	gw_device_foreach(gw, sum_device, &c);
-	for (size_t i = 0; i < c.n; i++) {
-		const char *t = c.t[i].transport;
-
-		snprintf(l, sizeof(l), "transport=\"%s\",dir=\"tx\"", t);
-		gw_metrics_counter_set(m, GW_M_FRAMES, l, c.t[i].v[0]);
-		snprintf(l, sizeof(l), "transport=\"%s\",dir=\"rx\"", t);
-		gw_metrics_counter_set(m, GW_M_FRAMES, l, c.t[i].v[1]);
-		for (size_t k = 2; k < 8; k++) {
-			snprintf(l, sizeof(l), "kind=\"%s\",transport=\"%s\"",
-				 sum_keys[k], t);
-			gw_metrics_counter_set(m, GW_M_ERRORS, l, c.t[i].v[k]);
-		}
+	for (size_t i = 0; i < ARRAY_SIZE(error_kinds); i++) {
+		snprintf(l, sizeof(l), "kind=\"%s\",transport=\"%s\"",
+			 error_kinds[i], t);
+		gw_metrics_add(m, GW_M_ERRORS, l, 0);
+	}
+	for (int rx = 0; rx < 2; rx++) {
+		snprintf(l, sizeof(l), "transport=\"%s\",dir=\"%s\"", t,
+			 rx ? "rx" : "tx");
+		gw_metrics_add(m, GW_M_FRAMES, l, 0);
+		gw_metrics_add(m, GW_M_BYTES, l, 0);
 	}
 }
 
@@ -108,7 +79,7 @@ int metrics_get(struct http_req *req)
 	gw_metrics_set(m, GW_M_DEVICES, "state=\"up\"", n[2]);
 	if (im)
 		gw_metrics_set(m, GW_M_IMAGES, NULL, (double)gw_images_count(im));
-	export_sums(m, gw);
+	gw_device_foreach(gw, zero_series, m);
 	text = gw_metrics_render(m);
 	http_reply_buf(req, 200, "text/plain; version=0.0.4; charset=utf-8", text,
 		       strlen(text));

@@ -18,7 +18,6 @@
 #include "gateway/config.h"
 #include "gateway/device.h"
 #include "gateway/gateway.h"
-#include "gateway/metrics.h"
 #include "http/handlers.h"
 #include "http/http.h"
 #include "util/util.h"
@@ -29,7 +28,6 @@ struct smp_call {
 	int64_t id;
 	http_smp_shape shape;
 	struct smp_hdr hdr;
-	uint64_t start_us;
 };
 
 static void call_abort(struct http_req *req, void *data)
@@ -101,14 +99,9 @@ static void on_rsp(int err, const uint8_t *frame, size_t len, void *user_data)
 {
 	struct smp_call *call = user_data;
 	const char *id = gw_device_id(call->dev);
-	char labels[64];
 
-	if (!err) {
-		snprintf(labels, sizeof(labels), "transport=\"%s\"",
-			 gw_device_transport(call->dev));
-		gw_metrics_observe(gw_metrics(http_req_gw(call->req)), GW_M_REQ_LATENCY,
-				   labels, (double)(now_usec() - call->start_us) / 1e6);
-	}
+	/* The request latency metric is the registry's (the link's round
+	 * trip, whoever asked); the HTTP side has its own. */
 
 	switch (err) {
 	case 0:
@@ -203,7 +196,6 @@ int http_smp_request(struct http_req *req, uint8_t op, uint16_t group,
 	}
 	call->req = req;
 	call->dev = dev;
-	call->start_us = now_usec();
 	call->shape = shape;
 	opts.timeout_ms = op_timeout(req, group, id);
 	rid = gw_device_request(dev, frame, len, &opts, on_rsp, call);

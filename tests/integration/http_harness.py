@@ -42,6 +42,9 @@ class FakeDevice:
                        'pending': False, 'confirmed': True, 'active': True,
                        'permanent': False}]
         self.silent = False
+        # What reached the device and what it sent back (GET /metrics
+        # must agree with these).
+        self.rx_frames = self.rx_bytes = self.tx_frames = self.tx_bytes = 0
         self.datetime = '2026-01-01T00:00:00'
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self.run, daemon=True)
@@ -53,10 +56,14 @@ class FakeDevice:
             if not r:
                 continue
             data, peer = self.sock.recvfrom(65535)
+            self.rx_frames += 1
+            self.rx_bytes += len(data)
             if len(data) < 8 or self.silent:
                 continue
             rsp = self.handle(data)
             if rsp is not None:
+                self.tx_frames += 1
+                self.tx_bytes += len(rsp)
                 self.sock.sendto(rsp, peer)
 
     def handle(self, frame):

@@ -5,6 +5,7 @@ JSON, wrong types, unknown device, missing/invalid token, oversized body,
 bad image. Each failure case asserts the status and the problem body."""
 import json
 import os
+import re
 import socket
 import sys
 import time
@@ -352,6 +353,80 @@ class Api(unittest.TestCase):
             self.assertRegex(text, r'smpgw_frames_total\{transport="udp",dir="tx"\} [1-9]')
             self.assertIn('smpgw_errors_total{kind="timeouts",transport="udp"}', text)
             self.assertRegex(text, r'smpgw_request_duration_seconds_count\{transport="udp"\} [1-9]')
+
+    def scrape(self):
+        """GET /metrics as {(name, frozenset(labels)): value}."""
+        st, _, b = self.req('GET', '/metrics')
+        self.assertEqual(st, 200)
+        out = {}
+        for line in b.decode().splitlines():
+            m = re.match(r'^([a-z_:]+)(?:\{(.*)\})? (\S+)$', line)
+            if m:
+                labels = frozenset(re.findall(r'(\w+)="([^"]*)"', m.group(2) or ''))
+                out[(m.group(1), labels)] = float(m.group(3))
+        return out
+
+    def test_metrics_values(self):
+        """Known traffic moves the counters by as much: N echoes are N
+        frames each way, the bytes are what the devices received and sent,
+        N latency observations; devices by state add up."""
+        n = 7
+        devs = self.devs
+        for name in ('watch-1', 'watch-2'):  # connected, params read
+            self.req('POST', '/api/v1/devices/%s/echo' % name, {'d': 'warm'})
+        before = self.scrape()
+        dev_before = [(d.rx_frames, d.rx_bytes, d.tx_frames, d.tx_bytes) for d in devs]
+        for i in range(n):
+            st, _, _ = self.req('POST', '/api/v1/devices/watch-%d/echo' % (1 + i % 2),
+                                {'d': 'metrics %d' % i})
+            self.assertEqual(st, 200)
+        after = self.scrape()
+
+        def delta(name, **labels):
+            k = (name, frozenset(labels.items()))
+            return after.get(k, 0) - before.get(k, 0)
+
+        got = [sum(d.rx_frames - b[0] for d, b in zip(devs, dev_before)),
+               sum(d.rx_bytes - b[1] for d, b in zip(devs, dev_before)),
+               sum(d.tx_frames - b[2] for d, b in zip(devs, dev_before)),
+               sum(d.tx_bytes - b[3] for d, b in zip(devs, dev_before))]
+        self.assertGreaterEqual(delta('smpgw_frames_total', transport='udp', dir='tx'), n)
+        self.assertGreaterEqual(delta('smpgw_frames_total', transport='udp', dir='rx'), n)
+        self.assertEqual(delta('smpgw_frames_total', transport='udp', dir='tx'), got[0])
+        self.assertEqual(delta('smpgw_bytes_total', transport='udp', dir='tx'), got[1])
+        self.assertEqual(delta('smpgw_frames_total', transport='udp', dir='rx'), got[2])
+        self.assertEqual(delta('smpgw_bytes_total', transport='udp', dir='rx'), got[3])
+        # An echo of 'metrics i': 8-byte header + CBOR {"d": text}.
+        self.assertGreaterEqual(got[1], n * (8 + 3 + 1 + len('metrics 0')))
+        self.assertGreaterEqual(
+            delta('smpgw_request_duration_seconds_count', transport='udp'), n)
+        self.assertGreaterEqual(
+            delta('smpgw_request_duration_seconds_bucket', transport='udp', le='+Inf'), n)
+        states = {s: after.get(('smpgw_devices', frozenset({('state', s)})), -1)
+                  for s in ('down', 'connecting', 'up')}
+        self.assertEqual(sum(states.values()), 2, states)
+        self.assertGreaterEqual(states['up'], 1, states)
+
+    def test_metrics_errors(self):
+        """A device that does not answer: errors by kind count it."""
+        mute = H.FakeDevice('mute-m')
+        mute.silent = True
+        d = H.Daemon([mute], extra_conf='[request]\ntimeout = 300ms\n')
+        try:
+            for _ in range(2):
+                d.request('POST', '/api/v1/devices/mute-m/echo', {'d': 'x'})
+            st, _, b = d.request('GET', '/metrics')
+            text = b.decode()
+            m = re.search(r'^smpgw_errors_total\{kind="timeouts",transport="udp"\} (\d+)$',
+                          text, re.M)
+            self.assertTrue(m, text)
+            self.assertGreaterEqual(int(m.group(1)), 2)
+            self.assertRegex(text, r'smpgw_frames_total\{transport="udp",dir="tx"\} [1-9]')
+            self.assertRegex(text, r'smpgw_frames_total\{transport="udp",dir="rx"\} 0\n')
+        finally:
+            rc, log = d.close()
+            mute.close()
+        self.assertEqual(rc, 0, log)
 
     def test_openapi(self):
         st, _, d = self.d.json('GET', '/api/v1/openapi.json')

@@ -14,6 +14,7 @@
 #include "gateway/registry/registry.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/queue.h>
@@ -26,7 +27,9 @@
 #include "gateway/events.h"
 #include "gateway/gateway.h"
 #include "gateway/log.h"
+#include "gateway/metrics.h"
 #include "gateway/store.h"
+#include "links/ble.h"
 #include "util/util.h"
 
 /* After this many consecutive timeouts the link is torn down, so the next
@@ -59,6 +62,7 @@ struct gw_req {
 	bool internal;      /* the registry's own params read */
 	bool pipelined;
 	bool extended;      /* waiting: the response time was added */
+	uint64_t sent_us;   /* monotonic: request latency metric */
 	uint32_t timeout_ms, connect_timeout_ms;
 	struct event *timer;
 	gw_rsp_cb cb;
@@ -108,6 +112,14 @@ struct gw_registry {
 };
 
 
+/* The BLE connection budget lends an unused link to waiting watches and
+ * makes busy ones take turns: tell it what this device has going on. */
+static void report_use(struct gw_device *dev)
+{
+	ble_link_set_use(dev->link, dev->n_inflight, dev->n_queued,
+			 dev->holds > 0 && !dev->dying);
+}
+
 static void req_free(struct gw_req *req)
 {
 	if (req->timer)
@@ -125,6 +137,7 @@ static void dev_unlink_req(struct gw_device *dev, struct gw_req *req)
 		TAILQ_REMOVE(&dev->queue, req, entry);
 		dev->n_queued--;
 	}
+	report_use(dev);
 }
 
 static void schedule_pump(struct gw_device *dev)
@@ -186,6 +199,44 @@ static void touch(struct gw_device *dev)
 	dev->last_seen_ms = gw_now_ms(dev->reg->gw);
 }
 
+/* ---- metrics (GET /metrics): counted here, at the link, so frames,
+ * bytes and latency are what the watches really saw, whoever asked ---- */
+
+static void metric_frame(struct gw_device *dev, const char *dir, size_t len)
+{
+	struct gw_metrics *m = gw_metrics(dev->reg->gw);
+	char l[80];
+
+	if (!m)
+		return;
+	snprintf(l, sizeof(l), "transport=\"%s\",dir=\"%s\"",
+		 gw_device_transport(dev), dir);
+	gw_metrics_inc(m, GW_M_FRAMES, l);
+	gw_metrics_add(m, GW_M_BYTES, l, (double)len);
+}
+
+/* kind: the per-device counter's name in gw_device_to_json(). */
+static void metric_error(struct gw_device *dev, const char *kind)
+{
+	char l[96];
+
+	snprintf(l, sizeof(l), "kind=\"%s\",transport=\"%s\"", kind,
+		 gw_device_transport(dev));
+	gw_metrics_inc(gw_metrics(dev->reg->gw), GW_M_ERRORS, l);
+}
+
+#define COUNT_ERR(dev, field, kind) \
+	do { (dev)->c.field++; metric_error((dev), (kind)); } while (0)
+
+static void metric_latency(struct gw_device *dev, const struct gw_req *req)
+{
+	char l[48];
+
+	snprintf(l, sizeof(l), "transport=\"%s\"", gw_device_transport(dev));
+	gw_metrics_observe(gw_metrics(dev->reg->gw), GW_M_REQ_LATENCY, l,
+			   (double)(now_usec() - req->sent_us) / 1e6);
+}
+
 /* ---- timers ---- */
 
 static void arm_timer(struct gw_req *req, uint32_t ms);
@@ -197,7 +248,7 @@ static void req_timeout_cb(evutil_socket_t fd, short what, void *arg)
 	bool up = link_state(dev->link) == LINK_STATE_UP;
 
 	if (req->sent) {
-		dev->c.timeouts++;
+		COUNT_ERR(dev, timeouts, "timeouts");
 		dev->consecutive_timeouts++;
 		log_debug("%s: request %lld (group %u id %u) timed out", dev->id,
 			  (long long)req->id, req->hdr.group, req->hdr.id);
@@ -219,7 +270,7 @@ static void req_timeout_cb(evutil_socket_t fd, short what, void *arg)
 		return;
 	}
 	if (!up)
-		dev->c.not_connected++;
+		COUNT_ERR(dev, not_connected, "not_connected");
 	req_finish(req, up ? -ETIMEDOUT : -ENOTCONN, NULL, 0);
 }
 
@@ -290,7 +341,7 @@ static int send_one(struct gw_device *dev, struct gw_req *req)
 	int r;
 
 	if (dev->params_known && req->len > dev->buf_size) {
-		dev->c.too_big++;
+		COUNT_ERR(dev, too_big, "too_big");
 		req_finish(req, -EMSGSIZE, NULL, 0);
 		return -EMSGSIZE;
 	}
@@ -301,10 +352,14 @@ static int send_one(struct gw_device *dev, struct gw_req *req)
 	dev->n_queued--;
 	TAILQ_INSERT_TAIL(&dev->inflight, req, entry);
 	dev->n_inflight++;
+	report_use(dev);
 	req->sent = true;
 	arm_timer(req, req->timeout_ms);
 	dev->sending = req;
+	req->sent_us = now_usec();
 	r = link_send(dev->link, req->frame, req->len);
+	if (r == 0)
+		metric_frame(dev, "tx", req->len);
 	if (!dev->sending)
 		return r == 0 ? 0 : -ECONNRESET; /* answered or failed already */
 	dev->sending = NULL;
@@ -316,6 +371,7 @@ static int send_one(struct gw_device *dev, struct gw_req *req)
 	req->sent = false;
 	TAILQ_INSERT_HEAD(&dev->queue, req, entry);
 	dev->n_queued++;
+	report_use(dev);
 	if (r == -EAGAIN || r == -ENOTCONN) {
 		arm_wait_timer(req);
 		return 1;
@@ -426,6 +482,7 @@ static void enqueue(struct gw_device *dev, struct gw_req *req, bool front)
 	else
 		TAILQ_INSERT_TAIL(&dev->queue, req, entry);
 	dev->n_queued++;
+	report_use(dev);
 	arm_wait_timer(req);
 	schedule_pump(dev);
 }
@@ -444,7 +501,7 @@ int64_t gw_device_request(struct gw_device *dev, const uint8_t *frame,
 		opts = &none;
 	r = smp_frame_check(frame, len, &hdr);
 	if (r < 0 || (size_t)r != len || !smp_op_is_request(hdr.op)) {
-		dev->c.malformed_req++;
+		COUNT_ERR(dev, malformed_req, "malformed_requests");
 		return -EBADMSG;
 	}
 	if (dev->dying)
@@ -575,8 +632,9 @@ static void on_frame(struct link *link, const uint8_t *frame, size_t len,
 	uint8_t *copy;
 	int r = smp_frame_check(frame, len, &hdr);
 
+	metric_frame(dev, "rx", len);
 	if (r < 0 || (size_t)r != len || smp_op_is_request(hdr.op)) {
-		dev->c.malformed_rsp++;
+		COUNT_ERR(dev, malformed_rsp, "malformed_responses");
 		log_debug("%s: dropped a malformed frame from the device", dev->id);
 		return;
 	}
@@ -584,12 +642,13 @@ static void on_frame(struct link *link, const uint8_t *frame, size_t len,
 	req = match_rsp(dev, &hdr);
 	if (!req) {
 		/* Duplicate, late (timed out/cancelled) or unsolicited. */
-		dev->c.dropped_rsp++;
+		COUNT_ERR(dev, dropped_rsp, "dropped_responses");
 		log_debug("%s: dropped unmatched response seq %u group %u id %u",
 			  dev->id, hdr.seq, hdr.group, hdr.id);
 		return;
 	}
 	dev->c.responses++;
+	metric_latency(dev, req);
 	dev->consecutive_timeouts = 0;
 	copy = xmemdup(frame, len);
 	copy[6] = req->hdr.seq;
@@ -624,7 +683,7 @@ static void on_state(struct link *link, enum link_state state, int err,
 		break;
 	case LINK_STATE_DOWN:
 		if (dev->n_inflight)
-			dev->c.link_resets++;
+			COUNT_ERR(dev, link_resets, "link_resets");
 		log_info("%s: disconnected%s%s", dev->id, err ? ": " : "",
 			 err ? strerror(-err) : "");
 		emit(dev, "device.disconnected",
@@ -660,6 +719,7 @@ static void device_free(struct gw_device *dev)
 	while (!TAILQ_EMPTY(&dev->queue))
 		req_finish(TAILQ_FIRST(&dev->queue), -ECANCELED, NULL, 0);
 	fail_inflight(dev, -ECANCELED);
+	report_use(dev);
 	if (dev->owns_link) {
 		link_free(dev->link);
 	} else {
@@ -871,6 +931,7 @@ bool gw_device_params_known(const struct gw_device *dev)
 void gw_device_hold(struct gw_device *dev)
 {
 	dev->holds++;
+	report_use(dev);
 	schedule_pump(dev);
 }
 
@@ -878,11 +939,12 @@ void gw_device_release(struct gw_device *dev)
 {
 	if (dev->holds > 0)
 		dev->holds--;
+	report_use(dev);
 }
 
 void gw_device_count_malformed(struct gw_device *dev)
 {
-	dev->c.malformed_req++;
+	COUNT_ERR(dev, malformed_req, "malformed_requests");
 }
 
 void gw_device_set_slots(struct gw_device *dev, json_t *images)
