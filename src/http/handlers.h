@@ -43,6 +43,7 @@ int http_smp_request(struct http_req *req, uint8_t op, uint16_t group,
 
 /* images.c */
 int images_upload(struct http_req *req);
+int images_put(struct http_req *req);
 int images_list(struct http_req *req);
 int images_get(struct http_req *req);
 int images_delete(struct http_req *req);

@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * /api/v1/images: upload (raw body, e.g. curl --data-binary @f or -T f, or
- * multipart/form-data, e.g. curl -F image=@f), list, describe, delete.
+ * multipart/form-data, e.g. curl -F image=@f, or PUT to /images/<file name>
+ * as curl -T f .../images/ does), list, describe, delete.
  * The server has already streamed the body to a temp file and hashed it;
  * the image store validates it (MCUboot structure, SHA-256 TLV, signature
  * policy) and keeps it under its SHA-256 TLV hash, the image id.
@@ -23,9 +24,10 @@ static struct gw_images *store(struct http_req *req)
 	return http_server_images(http_req_server(req));
 }
 
-int images_upload(struct http_req *req)
+/* name: the client's file name (multipart, ?filename= or the PUT path),
+ * kept in the image's metadata; may be NULL. */
+static int upload(struct http_req *req, const char *name)
 {
-	const char *name = http_req_filename(req);
 	const char *path;
 	char *msg = NULL;
 	json_t *desc = NULL, *out;
@@ -37,8 +39,6 @@ int images_upload(struct http_req *req)
 	if (!size)
 		return http_reply_problem(req, -ENOEXEC, "the body is empty: send the "
 					  "image file (curl --data-binary @app.signed.bin)"), 0;
-	if (!name)
-		name = http_req_query(req, "filename");
 	r = gw_images_add_file(store(req), path, name, &desc, &created, &msg);
 	if (r < 0) {
 		http_reply_problem(req, r, "%s", msg ? msg : "cannot store the image");
@@ -58,6 +58,26 @@ int images_upload(struct http_req *req)
 	json_object_set_new(out, "created", json_boolean(created));
 	http_reply_json(req, created ? 201 : 200, out);
 	return 0;
+}
+
+int images_upload(struct http_req *req)
+{
+	const char *name = http_req_filename(req);
+
+	return upload(req, name ? name : http_req_query(req, "filename"));
+}
+
+/* PUT /api/v1/images/{name}: what `curl -T app.bin .../api/v1/images/`
+ * sends (curl appends the file's name to a URL ending in '/'). */
+int images_put(struct http_req *req)
+{
+	const char *name = http_req_param(req, "id");
+
+	if (!name || !*name || strchr(name, '/') || !strcmp(name, ".") ||
+	    !strcmp(name, ".."))
+		return http_reply_problem(req, -EINVAL, "bad file name in the path: "
+					  "PUT /api/v1/images/<file name>"), 0;
+	return upload(req, name);
 }
 
 int images_list(struct http_req *req)

@@ -61,6 +61,9 @@ const struct route http_routes[] = {
 	{ POST | PUT, "/api/v1/images", images_upload, FILE_, 0,
 	  "Upload an MCUboot image (raw body or multipart/form-data)" },
 	{ GET, "/api/v1/images/{id}", images_get, NONE, 0, "Describe one image" },
+	/* {id} is the file name here: one template per path (OpenAPI). */
+	{ PUT, "/api/v1/images/{id}", images_put, FILE_, 0,
+	  "Upload an MCUboot image under its file name (curl -T f .../images/)" },
 	{ DELETE, "/api/v1/images/{id}", images_delete, NONE, 0,
 	  "Delete an image" },
 	/* jobs.c */

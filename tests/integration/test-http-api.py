@@ -267,6 +267,39 @@ class Api(unittest.TestCase):
         self.problem(self.req('DELETE', '/api/v1/images/' + want, raw=b'{}'),
                      413, 'body-too-large', 'no request body')
 
+    def test_images_put_named(self):
+        """curl -T f .../images/ sends PUT /api/v1/images/<f>: an upload
+        that keeps the file name (it answered 405 before)."""
+        import shutil
+        import subprocess
+        import tempfile
+        name = 'app-1.0.1-rsa2048.bin'
+        want = MANIFEST[name]['sha256_tlv']
+        work = tempfile.mkdtemp(prefix='smpgw-put-')
+        try:
+            path = os.path.join(work, 'watch-app.bin')
+            shutil.copy(os.path.join(IMAGES, name), path)
+            p = subprocess.run(['curl', '-sS', '-o', '-', '-w', '\n%{http_code}',
+                                '-H', 'Authorization: Bearer ' + H.TOKEN, '-T', path,
+                                self.d.base + '/api/v1/images/'],
+                               capture_output=True, text=True, timeout=30)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        body, _, code = p.stdout.rpartition('\n')
+        self.assertEqual(code, '201', p.stdout + p.stderr)
+        d = json.loads(body)
+        self.assertEqual((d['id'], d['filename'], d['created']), (want, 'watch-app.bin', True))
+        st, _, d = self.d.json('GET', '/api/v1/images/' + want)
+        self.assertEqual((st, d['filename']), (200, 'watch-app.bin'))
+        st, _, d = self.d.json('PUT', '/api/v1/images/again.bin', image(name))
+        self.assertEqual((st, d['created']), (200, False), 'duplicate detected')
+        self.problem(self.req('PUT', '/api/v1/images/x.bin', raw=image(name), token=None),
+                     401, 'unauthorized')
+        self.problem(self.req('PUT', '/api/v1/images/x.bin', raw=b''), 422, 'invalid-image',
+                     'empty')
+        st, _, _ = self.d.json('DELETE', '/api/v1/images/' + want)
+        self.assertEqual(st, 200)
+
     def test_bad_images(self):
         self.problem(self.req('POST', '/api/v1/images', raw=b'\x00' * 1000), 422,
                      'invalid-image', 'MCUboot')

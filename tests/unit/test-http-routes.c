@@ -57,9 +57,11 @@ static void test_routes(void)
 	is_int(http_route_match("/api/v1/devices/w1/echo", HTTP_GET, &m, &allow),
 	       -EOPNOTSUPP, "wrong method");
 	is_int(allow, HTTP_POST, "allowed methods reported");
-	is_int(http_route_match("/api/v1/images/abc", HTTP_PUT, &m, &allow),
-	       -EOPNOTSUPP, "PUT on an image");
-	is_int(allow, HTTP_GET | HTTP_DELETE, "GET and DELETE allowed");
+	is_int(http_route_match("/api/v1/images/abc", HTTP_POST, &m, &allow),
+	       -EOPNOTSUPP, "POST on an image");
+	is_int(allow, HTTP_GET | HTTP_PUT | HTTP_DELETE, "GET, PUT and DELETE allowed");
+	/* curl -T app.bin .../images/ sends PUT /api/v1/images/app.bin. */
+	check_match("/api/v1/images/app.bin", HTTP_PUT, 0, images_put, "id", "app.bin");
 
 	struct http_match s = { 0 };
 	is_int(http_route_match("/api/v1/devices/w1/stats/smp_svr", HTTP_GET, &s,
