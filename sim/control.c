@@ -20,6 +20,7 @@
 #include <event2/listener.h>
 #include <jansson.h>
 
+#include "bluez.h"
 #include "control.h"
 #include "device.h"
 #include "fleet.h"
@@ -44,6 +45,7 @@ struct sim_control {
 	char *path;
 	struct ctl_client *clients[CTL_MAX_CLIENTS];
 	struct transport_info *tr;
+	const struct sim_bluez *bluez; /* borrowed; NULL without --bus */
 };
 
 /* ---- JSON views ----------------------------------------------------------------- */
@@ -84,6 +86,25 @@ static json_t *counters_json(const struct sim_counters *c)
 			 "bytes_rx", (json_int_t)c->bytes_rx, "bytes_tx", (json_int_t)c->bytes_tx,
 			 "drops", (json_int_t)c->drops, "erases", (json_int_t)c->erases,
 			 "programs", (json_int_t)c->programs, "resets", (json_int_t)c->resets);
+}
+
+/* The BlueZ face's link-level counters (one set for the whole fleet). */
+static json_t *bluez_counters_json(const struct sim_bluez *bz)
+{
+	const struct sim_bluez_counters *c = bz ? sim_bluez_counters(bz) : NULL;
+
+	if (!c)
+		return json_null();
+	return json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}",
+			 "writes", (json_int_t)c->writes,
+			 "notifications", (json_int_t)c->notifications,
+			 "frames", (json_int_t)c->frames,
+			 "drops_busy", (json_int_t)c->drops_busy,
+			 "drops_link", (json_int_t)c->drops_link,
+			 "drops_notify", (json_int_t)c->drops_notify,
+			 "connects", (json_int_t)c->connects,
+			 "disconnects", (json_int_t)c->disconnects,
+			 "connect_failures", (json_int_t)c->connect_failures);
 }
 
 static json_t *faults_json(const struct sim_faults *f)
@@ -337,7 +358,8 @@ static json_t *cmd_counters(struct sim_control *ctl, const json_t *req, char *er
 		if (s.end - s.first <= 100) /* keep answers to big fleets short */
 			json_object_set_new(per, sim_device_address(DEV(i)), counters_json(c));
 	}
-	return json_pack("{s:o, s:o}", "total", counters_json(&total), "devices", per);
+	return json_pack("{s:o, s:o, s:o}", "total", counters_json(&total), "devices", per,
+			 "bluez", bluez_counters_json(ctl->bluez));
 }
 
 static json_t *cmd_link(struct sim_control *ctl, const json_t *req, char *err, size_t esz)
@@ -370,7 +392,8 @@ static const struct {
 	{ "rssi", cmd_rssi, "set the advertised RSSI: {device|*, rssi}" },
 	{ "reboot", cmd_reboot, "reset now (MCUboot runs): {device|*}" },
 	{ "fault", cmd_fault, "inject a fault: {device|*, fault, count|offset|frames|factor|on}" },
-	{ "counters", cmd_counters, "frames, bytes, drops, erases: {device|* optional}" },
+	{ "counters", cmd_counters, "frames, bytes, drops, erases: {device|* optional}; "
+	  "bluez: the fake org.bluez's writes, notifications, drops, connects (null without --bus)" },
 	{ "link", cmd_link, "read or set the link model: {device|*, link: {...}}" },
 };
 
@@ -510,6 +533,11 @@ struct sim_control *sim_control_free(struct sim_control *ctl)
 	free(ctl->path);
 	free(ctl);
 	return NULL;
+}
+
+void sim_control_set_bluez(struct sim_control *ctl, const struct sim_bluez *bz)
+{
+	ctl->bluez = bz;
 }
 
 void sim_control_set_transport(struct sim_control *ctl, size_t i, uint16_t udp_port,

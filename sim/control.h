@@ -15,6 +15,7 @@
 struct event_base;
 struct sim_fleet;
 struct sim_control;
+struct sim_bluez;
 
 /* Listens on path (an existing socket file is replaced). NULL, *ret_err = -errno. */
 struct sim_control *sim_control_new(struct event_base *base, struct sim_fleet *fleet,
@@ -25,6 +26,10 @@ struct sim_control *sim_control_free(struct sim_control *ctl);
 /* What `list` reports about device i's other faces (port 0 / NULL: none). */
 void sim_control_set_transport(struct sim_control *ctl, size_t i, uint16_t udp_port,
 			       const char *pty_path);
+
+/* The fake org.bluez whose counters `counters` reports under "bluez"
+ * (borrowed; NULL: none, the answer says null). */
+void sim_control_set_bluez(struct sim_control *ctl, const struct sim_bluez *bz);
 
 /* Handles one request (borrowed text); returns the response JSON text,
  * without newline, in a new string (caller frees). Never NULL. */

@@ -123,7 +123,7 @@ struct sim_faults {
 	uint32_t answer_twice;           /* send the next N replies twice */
 	uint32_t wrong_seq;              /* next N replies carry seq + 1 */
 	bool hang;                       /* accepts nothing, answers nothing (-ENETDOWN) */
-	bool refuse_pairing;             /* BLE face: Pair() fails with AuthenticationRejected */
+	bool refuse_pairing;             /* BLE face: Pair() fails with org.bluez.Error.AuthenticationFailed */
 	bool pairing_required;           /* BLE face: SMP characteristic needs an encrypted link */
 	int64_t disconnect_at_offset;    /* >= 0: observers' disconnect once an upload reaches it */
 	int64_t disconnect_after_frames; /* >= 0: disconnect after N more request frames */

@@ -254,12 +254,16 @@ static int open_bluez(struct sim *s, const char *bus)
 		free(err);
 		return -EIO;
 	}
+	if (s->ctl)
+		sim_control_set_bluez(s->ctl, s->bluez);
 	printf("bluez org.bluez on %s\n", bus);
 	return 0;
 }
 
 static void close_bluez(struct sim *s)
 {
+	if (s->ctl)
+		sim_control_set_bluez(s->ctl, NULL);
 	s->bluez = sim_bluez_free(s->bluez);
 }
 

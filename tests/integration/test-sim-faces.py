@@ -281,6 +281,7 @@ def check_control(sock, u, addr):
     c = rsp.get('total', {})
     ok(c.get('frames_rx', 0) > 10 and c.get('erases', 0) > 0 and c.get('drops', 0) >= 1,
        'counters: frames, erases, drops')
+    ok('bluez' in rsp and rsp['bluez'] is None, 'counters: no BlueZ face, bluez is null')
     rsp = ctl(sock, {'cmd': 'link', 'device': '*', 'link': {'phy': 2, 'buf_count': 2}})
     ok(rsp.get('ok') and rsp['link']['phy'] == 2 and rsp['link']['capacity_up'] > 0,
        'link model set for all')
