@@ -49,6 +49,15 @@ struct daemon {
 	struct event *sig_term, *sig_int, *sig_hup;
 #ifdef SMPGW_HAVE_BLE
 	struct ble_manager *ble;
+	/* The bus was unreachable: ble_manager_new() again after a backoff. */
+	struct event *ble_retry;
+	uint32_t ble_retry_ms;
+	int ble_err;             /* the last attempt's error (logged on change) */
+	unsigned ble_attempts;
+	/* Watches seen advertising but not managed (allowlist): a SIGHUP that
+	 * admits them picks them up without waiting for new advertising. */
+	struct ble_unmanaged *unmanaged;
+	size_t n_unmanaged;
 #endif
 #ifdef SMPGW_HAVE_HTTP
 	struct http_server *http;
@@ -216,6 +225,83 @@ static json_t *adv_json(const struct ble_device_info *info)
 	return o;
 }
 
+/* Bounded: a crowd of foreign watches must not grow the daemon forever. */
+#define MAX_UNMANAGED 1024
+
+struct ble_unmanaged {
+	char *address, *name;
+	int rssi;
+};
+
+static struct ble_unmanaged *unmanaged_find(struct daemon *d, const char *address)
+{
+	for (size_t i = 0; i < d->n_unmanaged; i++)
+		if (!strcasecmp(d->unmanaged[i].address, address))
+			return &d->unmanaged[i];
+	return NULL;
+}
+
+static void unmanaged_note(struct daemon *d, const char *address,
+			   const char *name, int rssi)
+{
+	struct ble_unmanaged *u = unmanaged_find(d, address);
+
+	if (!u) {
+		if (d->n_unmanaged == MAX_UNMANAGED)
+			return;
+		log_debug("ble: %s (%s) seen, not managed ([ble] manage/allow)",
+			  address, name ? name : "no name");
+		d->unmanaged = xrealloc(d->unmanaged,
+					(d->n_unmanaged + 1) * sizeof(*d->unmanaged));
+		u = &d->unmanaged[d->n_unmanaged++];
+		u->address = xstrdup(address);
+		u->name = NULL;
+	}
+	if (name) {
+		free(u->name);
+		u->name = xstrdup(name);
+	}
+	u->rssi = rssi;
+}
+
+static void unmanaged_drop(struct daemon *d, const char *address)
+{
+	struct ble_unmanaged *u = unmanaged_find(d, address);
+
+	if (!u)
+		return;
+	free(u->address);
+	free(u->name);
+	*u = d->unmanaged[--d->n_unmanaged];
+}
+
+static void unmanaged_clear(struct daemon *d)
+{
+	while (d->n_unmanaged)
+		unmanaged_drop(d, d->unmanaged[0].address);
+	free(d->unmanaged);
+	d->unmanaged = NULL;
+}
+
+/* Registers a BLE watch the allowlist admits; NULL when it may not be. */
+static struct gw_device *manage_ble(struct daemon *d, const char *address,
+				    const char *name)
+{
+	struct gw_device *dev;
+	struct link *link;
+
+	if (!gw_config_ble_allowed(gw_config(d->gw), address, name))
+		return NULL;
+	link = ble_manager_link(d->ble, address);
+	if (!link)
+		return NULL;
+	dev = gw_registry_add(gw_registry_of(d->gw), address, name, link, false,
+			      pinned_ble_port(gw_config(d->gw), address));
+	if (dev)
+		unmanaged_drop(d, address);
+	return dev;
+}
+
 static void ble_seen(struct ble_manager *mgr, const struct ble_device_info *info,
 		     void *user_data)
 {
@@ -223,18 +309,11 @@ static void ble_seen(struct ble_manager *mgr, const struct ble_device_info *info
 	struct gw_device *dev = gw_device_find(d->gw, info->address);
 
 	if (!dev) {
-		struct link *link;
-
-		if (!gw_config_ble_allowed(gw_config(d->gw), info->address, info->name))
+		dev = manage_ble(d, info->address, info->name);
+		if (!dev) {
+			unmanaged_note(d, info->address, info->name, info->rssi);
 			return;
-		link = ble_manager_link(mgr, info->address);
-		if (!link)
-			return;
-		dev = gw_registry_add(gw_registry_of(d->gw), info->address,
-				      info->name, link, false,
-				      pinned_ble_port(gw_config(d->gw), info->address));
-		if (!dev)
-			return;
+		}
 		log_info("ble: managing %s (%s)", info->address,
 			 info->name ? info->name : "no name");
 	}
@@ -246,6 +325,7 @@ static void ble_lost(struct ble_manager *mgr, const char *address, void *user_da
 	struct daemon *d = user_data;
 	struct gw_device *dev = gw_device_find(d->gw, address);
 
+	unmanaged_drop(d, address);
 	if (dev)
 		gw_device_lost(dev);
 }
@@ -279,16 +359,10 @@ static void collect_ble_device(const struct gw_store_device *sd,
 static void restore_ble_device(struct daemon *d, const char *id, const char *name)
 {
 	struct gw_device *dev;
-	struct link *link;
 
-	if (gw_device_find(d->gw, id) ||
-	    !gw_config_ble_allowed(gw_config(d->gw), id, name))
+	if (gw_device_find(d->gw, id))
 		return;
-	link = ble_manager_link(d->ble, id);
-	if (!link)
-		return;
-	dev = gw_registry_add(gw_registry_of(d->gw), id, name, link, false,
-			      pinned_ble_port(gw_config(d->gw), id));
+	dev = manage_ble(d, id, name);
 	if (dev)
 		gw_device_set_absent(dev);
 }
@@ -312,7 +386,10 @@ static void restore_ble_devices(struct daemon *d)
 	free(r.names);
 }
 
-static int start_ble(struct daemon *d)
+#define BLE_RETRY_MIN_MS 500
+#define BLE_RETRY_MAX_MS 30000
+
+static int ble_connect(struct daemon *d)
 {
 	const struct gw_config *cfg = gw_config(d->gw);
 	const struct ble_manager_opts opts = {
@@ -327,18 +404,134 @@ static int start_ble(struct daemon *d)
 		.device_seen = ble_seen, .device_lost = ble_lost,
 		.service = ble_service,
 	};
-	int err = 0;
+	int err = -EIO;
 
-	if (!cfg->ble.enabled)
-		return 0;
+	d->ble_attempts++;
 	d->ble = ble_manager_new(d->base, &opts, &cbs, d, &err);
-	if (!d->ble) {
-		log_err("ble: cannot start (%s); continuing without Bluetooth",
-			strerror(-err));
-		return 0;
-	}
+	if (!d->ble)
+		return err;
 	restore_ble_devices(d);
 	return 0;
+}
+
+static const char *bus_name(const struct daemon *d)
+{
+	const char *bus = gw_config(d->gw)->ble.bus;
+
+	return bus && strcmp(bus, "system") ? bus : "the system bus";
+}
+
+static void ble_schedule_retry(struct daemon *d)
+{
+	struct timeval tv;
+
+	d->ble_retry_ms = d->ble_retry_ms ? MIN(d->ble_retry_ms * 2, BLE_RETRY_MAX_MS) :
+					    BLE_RETRY_MIN_MS;
+	tv.tv_sec = d->ble_retry_ms / 1000;
+	tv.tv_usec = (d->ble_retry_ms % 1000) * 1000;
+	evtimer_add(d->ble_retry, &tv);
+}
+
+/* The bus was unreachable: try again, logging only when the reason
+ * changes or the bus appears (not at every attempt). */
+static void ble_retry_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct daemon *d = arg;
+	int err = ble_connect(d);
+
+	if (err == 0) {
+		log_notice("ble: %s is reachable after %u attempts; Bluetooth is on",
+			   bus_name(d), d->ble_attempts);
+		d->ble_retry_ms = 0;
+		return;
+	}
+	if (err != d->ble_err) {
+		log_warn("ble: %s still unreachable, now: %s; retrying with backoff",
+			 bus_name(d), strerror(-err));
+		d->ble_err = err;
+	} else {
+		log_debug("ble: attempt %u: %s", d->ble_attempts, strerror(-err));
+	}
+	ble_schedule_retry(d);
+}
+
+static int start_ble(struct daemon *d)
+{
+	int err;
+
+	if (!gw_config(d->gw)->ble.enabled)
+		return 0;
+	err = ble_connect(d);
+	if (err == 0)
+		return 0;
+	log_warn("ble: cannot reach %s (%s); Bluetooth is off until it appears "
+		 "(retrying with backoff up to %d s)", bus_name(d), strerror(-err),
+		 BLE_RETRY_MAX_MS / 1000);
+	d->ble_err = err;
+	d->ble_retry = evtimer_new(d->base, ble_retry_cb, d);
+	ble_schedule_retry(d);
+	return 0;
+}
+
+static void release_ble(struct gw_device *dev, void *user_data)
+{
+	struct daemon *d = user_data;
+	const struct gw_config *cfg = gw_config(d->gw);
+	char *id, *name;
+
+	if (strcmp(gw_device_transport(dev), "ble") ||
+	    gw_config_ble_allowed(cfg, gw_device_id(dev), gw_device_name(dev)))
+		return;
+	id = xstrdup(gw_device_id(dev));
+	name = xstrdup(gw_device_name(dev));
+	log_notice("ble: %s (%s) is no longer allowed: released", id, name);
+	/* The registry first: it detaches from the link the manager frees. */
+	gw_registry_remove(gw_registry_of(d->gw), dev);
+	ble_manager_forget(d->ble, id);
+	unmanaged_note(d, id, name, 127);
+	free(id);
+	free(name);
+}
+
+/* SIGHUP, after the new allowlist is in place: watches it no longer admits
+ * are released (endpoint closed, link closed, device.removed); watches it
+ * now admits are managed, whether seen advertising or known from the
+ * store. */
+static void reload_ble(struct daemon *d)
+{
+	struct ble_unmanaged *list;
+	size_t n;
+
+	if (!d->ble)
+		return;
+	gw_device_foreach(d->gw, release_ble, d);
+	/* A copy: managing a watch drops it from the list. */
+	n = d->n_unmanaged;
+	list = xmemdup(d->unmanaged, n * sizeof(*list));
+	for (size_t i = 0; i < n; i++) {
+		struct gw_device *dev = gw_device_find(d->gw, list[i].address) ? NULL :
+					manage_ble(d, list[i].address, list[i].name);
+
+		if (!dev)
+			continue;
+		log_notice("ble: managing %s (%s): allowed by the reload", gw_device_id(dev),
+			   gw_device_name(dev));
+		if (list[i].rssi != 127)
+			gw_device_seen(dev, NULL, list[i].rssi, NULL);
+		else
+			gw_device_set_absent(dev);
+	}
+	free(list);
+	restore_ble_devices(d);
+}
+
+static void stop_ble(struct daemon *d)
+{
+	if (d->ble_retry)
+		event_free(d->ble_retry);
+	d->ble_retry = NULL;
+	d->ble = ble_manager_free(d->ble);
+	unmanaged_clear(d);
 }
 #else
 static int start_ble(struct daemon *d)
@@ -346,6 +539,14 @@ static int start_ble(struct daemon *d)
 	if (gw_config(d->gw)->ble.enabled)
 		log_notice("ble: this smpgwd was built without the BLE transport");
 	return 0;
+}
+
+static void reload_ble(struct daemon *d)
+{
+}
+
+static void stop_ble(struct daemon *d)
+{
 }
 #endif
 
@@ -379,6 +580,7 @@ static void on_hup(evutil_socket_t sig, short what, void *arg)
 	}
 	log_notice("SIGHUP: reloading the device list from %s", d->config_path);
 	gw_reload_devices(d->gw, cfg);
+	reload_ble(d);
 }
 
 static void add_signals(struct daemon *d)
@@ -460,9 +662,7 @@ static void stop(struct daemon *d)
 	d->udp = gw_udpface_free(d->udp);
 	d->gw = gw_free(d->gw);
 	d->metrics = gw_metrics_free(d->metrics);
-#ifdef SMPGW_HAVE_BLE
-	d->ble = ble_manager_free(d->ble);
-#endif
+	stop_ble(d);
 	if (d->sig_term)
 		event_free(d->sig_term);
 	if (d->sig_int)

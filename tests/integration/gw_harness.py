@@ -162,8 +162,13 @@ class Gateway:
             [self.exe, '--config', self.conf, '--state-dir', self.state,
              '--http', '127.0.0.1:0', '--log-level', log_level] + ble,
             stdout=self.logf, stderr=subprocess.STDOUT)
+        # Boxed: an empty device map is an answer too.
         return wait_for('ports.json with %s' % (list(expect_devices),),
-                        lambda: self._ports(expect_devices), timeout=timeout)
+                        lambda: self._ports_boxed(expect_devices), timeout=timeout)[0]
+
+    def _ports_boxed(self, expect):
+        devs = self._ports(expect)
+        return None if devs is None else [devs]
 
     def _ports(self, expect):
         if self.proc.poll() is not None:
@@ -180,6 +185,13 @@ class Gateway:
     def ports(self):
         with open(os.path.join(self.state, 'ports.json')) as f:
             return json.load(f)['devices']
+
+    def http_port(self):
+        """The REST API's port (--http 127.0.0.1:0: the log says which)."""
+        import re
+        m = wait_for('the REST API port', lambda: re.search(
+            r'http: listening on (?:https )?\S+ port (\d+)', self.read_log()), timeout=10)
+        return int(m.group(1))
 
     def read_log(self):
         if not self.logf.closed:
@@ -248,16 +260,20 @@ class Tap:
 
 
 class Bus:
-    """A private dbus-daemon (tests/dbus/bus.conf); never the system bus."""
+    """A private dbus-daemon (tests/dbus/bus.conf); never the system bus.
+    address: listen there (e.g. unix:path= in a temp dir, known before the
+    bus exists) instead of the config's <listen>."""
 
-    def __init__(self, conf):
+    def __init__(self, conf, address=None):
         self.conf = conf
         self.proc = None
         self.address = None
+        self.listen = address
 
     def start(self):
+        where = ['--address=' + self.listen] if self.listen else []
         self.proc = subprocess.Popen(
-            ['dbus-daemon', '--config-file=' + self.conf, '--print-address', '--nofork'],
+            ['dbus-daemon', '--config-file=' + self.conf, '--print-address', '--nofork'] + where,
             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
         self.address = self.proc.stdout.readline().strip()
         if not self.address:
