@@ -31,10 +31,33 @@ accel="-accel tcg"
 
 cache=${VM_CACHE:-${TMPDIR:-/tmp}/smpgw-vm-$(id -u)}
 mkdir -p "$cache"
-initrd=$cache/initramfs-$kver.img
-if [ ! -s "$initrd" ] || [ "$here/init" -nt "$initrd" ]; then
+# Keyed by the init script's checksum: checkouts with different ones share the cache.
+initrd=$cache/initramfs-$kver-$(cksum <"$here/init" | cut -d' ' -f1).img
+if [ ! -s "$initrd" ]; then
 	"$here/mkinitramfs.sh" "$kver" "$initrd.tmp" && mv "$initrd.tmp" "$initrd" || exit 2
 fi
+
+# The guest mounts tmpfs on these: a source tree or build directory below
+# one of them is shared into the guest at the same path (9p, read-only).
+masked() {
+	case "$1" in
+	/tmp | /tmp/* | /run/* | /var/tmp/* | /root | /root/* | /var/lib/bluetooth/*) return 0 ;;
+	esac
+	return 1
+}
+top=$(cd "$here/../.." && pwd)
+extra_dev=
+extra_cmd=
+n=0
+for p in "$top" "${SMPGW_BUILD:-}"; do
+	[ -n "$p" ] && [ -d "$p" ] && masked "$p" || continue
+	[ $n -eq 1 ] && case "$p" in "$top"/*) continue ;; esac
+	case "$p" in *" "*) echo "run.sh: FAIL: '$p' has a space"; exit 2 ;; esac
+	extra_dev="$extra_dev -fsdev local,id=extra$n,path=$p,readonly=on,security_model=none,multidevs=remap"
+	extra_dev="$extra_dev -device virtio-9p-pci,fsdev=extra$n,mount_tag=extra$n"
+	extra_cmd="$extra_cmd smpgw_extra$n=$p"
+	n=$((n + 1))
+done
 
 out=$(mktemp -d "${TMPDIR:-/tmp}/smpgw-vm-out.XXXXXX")
 chmod 777 "$out"
@@ -44,11 +67,11 @@ timeout -k 5 "$timeout_s" qemu-system-x86_64 \
 	$accel -cpu max -m 1024 -smp 2 -machine q35 -nodefaults -no-reboot \
 	-display none -serial stdio \
 	-kernel "$kernel" -initrd "$initrd" \
-	-append "console=ttyS0 quiet loglevel=3 panic=-1 smpgw_stage2=$here/stage2.sh smpgw_scenario=$scenario smpgw_controllers=$controllers" \
+	-append "console=ttyS0 quiet loglevel=3 panic=-1 smpgw_stage2=$here/stage2.sh smpgw_scenario=$scenario smpgw_controllers=$controllers$extra_cmd" \
 	-fsdev local,id=hostroot,path=/,readonly=on,security_model=none,multidevs=remap \
 	-device virtio-9p-pci,fsdev=hostroot,mount_tag=hostroot \
 	-fsdev local,id=results,path="$out",security_model=none \
-	-device virtio-9p-pci,fsdev=results,mount_tag=results \
+	-device virtio-9p-pci,fsdev=results,mount_tag=results $extra_dev \
 	</dev/null >"$out/console.log" 2>&1 &
 qpid=$!
 # Killed from outside (meson's timeout, ^C): take the VM down with us.
