@@ -643,7 +643,13 @@ static void start_upload(struct job *job)
 		.dev = job->dev,
 		.image = job->img->buf,
 		.len = job->img->len,
-		.start_off = job->offset < job->size ? job->offset : 0,
+		/* Always a first chunk (off 0, len, sha), even to resume: a
+		 * watch holding a session for this sha answers with its own
+		 * offset and the upload continues there; one holding another
+		 * image's session starts ours instead of taking our bytes into
+		 * its image. (The state read just showed the image absent, so
+		 * this never erases a complete one.) */
+		.start_off = 0,
 		.frame_max = frame_limit(job),
 		.max_inflight = pipeline_depth(job),
 		.chunk_timeout_ms = cfg->update.chunk_timeout_ms,
@@ -654,11 +660,11 @@ static void start_upload(struct job *job)
 	memcpy(p.sha, job->img->sha, sizeof(p.sha));
 	memcpy(p.hash, job->hash, sizeof(p.hash));
 	job->up_start_ms = gw_now_ms(job->eng->gw);
-	job->up_start_off = p.start_off;
+	job->up_start_off = job->offset < job->size ? job->offset : 0;
 	job->sent_base = job->bytes_sent; /* counts across attempts */
 	log_info("job %lld (%s): uploading %zu bytes from %zu: frames of %zu bytes,"
 		 " %u in flight", (long long)job->id, job->device_id, job->size,
-		 p.start_off, p.frame_max, p.max_inflight);
+		 job->up_start_off, p.frame_max, p.max_inflight);
 	job->up = gw_upload_start(&p, &cbs, job);
 }
 
