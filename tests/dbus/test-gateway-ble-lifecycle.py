@@ -1,0 +1,232 @@
+# SPDX-License-Identifier: MIT
+"""smpgwd's BLE side across changes of its surroundings, through the real
+daemon over a private D-Bus bus where smpgw-sim plays bluetoothd.
+
+late-bus: smpgwd starts before the bus exists (its unix:path= address is
+  known in advance); it keeps serving, retries with backoff, logs once per
+  state change, and manages the watches once the bus and org.bluez appear.
+  Also: the simulator's control `counters` has the fake BlueZ's counters,
+  and /metrics counts the BLE frames.
+reload: SIGHUP with a new [ble] allowlist releases the watches it no longer
+  admits (endpoint closed, link closed, device.removed) and picks up the
+  ones it now admits (same port as before when known).
+"""
+import json
+import os
+import re
+import signal
+import socket
+import sys
+import time
+import urllib.request
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, '..', 'integration'))
+
+from gw_harness import (SKIP, Bus, Gateway, Sim, Tap, Workdir, find_sim,  # noqa: E402
+                        free_udp_range, log, wait_for)
+from smp_udp_client import Client, SmpError  # noqa: E402
+
+ADDRS = ['C0:FF:EE:AA:00:%02X' % (i + 1) for i in range(4)]
+FLEET = {'devices': [{'address': a} for a in ADDRS]}
+
+
+def conf_text(allow=None, base=0):
+    lines = ['[general]', 'log_level = debug',
+             '[ble]', 'idle_timeout = 30s', 'connect_timeout = 10s']
+    if allow is not None:
+        lines += ['manage = allowlist', 'allow = ' + ', '.join(allow)]
+    lines += ['[udp]', 'base_port = %d' % base,
+              '[request]', 'timeout = 5s', 'connect_timeout = 20s']
+    return '\n'.join(lines) + '\n'
+
+
+def ok_echo(port, text, timeout=20):
+    c = Client(port, timeout=timeout)
+    try:
+        return c.echo(text) == text
+    except (SmpError, TimeoutError, socket.timeout, OSError):
+        return False
+    finally:
+        c.close()
+
+
+def http_get(port, path):
+    with urllib.request.urlopen('http://127.0.0.1:%d%s' % (port, path), timeout=10) as r:
+        return r.read().decode()
+
+
+def metric(text, name, **labels):
+    want = ','.join('%s="%s"' % kv for kv in labels.items())
+    m = re.search(r'^%s\{%s\} (\S+)$' % (re.escape(name), re.escape(want)), text, re.M)
+    return float(m.group(1)) if m else None
+
+
+def case_late_bus(t, wd):
+    path = os.path.join(wd, 'bus')
+    address = 'unix:path=' + path
+    bus = Bus(os.environ.get('BUS_CONF', os.path.join(HERE, 'bus.conf')), address)
+    sim = gw = None
+    try:
+        gw = Gateway(wd, conf_text())
+        gw.start([], bluez_bus=address)
+        hport = gw.http_port()
+        # Backoff from 0.5 s: 0.5 + 1 + 2 s, three more attempts by now.
+        time.sleep(4)
+        text = gw.read_log()
+        t.ok(gw.proc.poll() is None, 'smpgwd runs without the bus')
+        t.eq(len(re.findall(r'ble: cannot reach', text)), 1,
+             'the unreachable bus is logged once')
+        t.eq(len(re.findall(r'still unreachable', text)), 0,
+             'not again at every attempt while the reason stays the same')
+        t.ok(len(re.findall(r'ble: attempt \d+:', text)) >= 2, 'it retried (debug lines)')
+        t.ok('"devices"' in http_get(hport, '/api/v1/devices'), 'the REST API serves meanwhile')
+
+        bus.start()
+        sim = Sim(wd, len(ADDRS), extra=['--bus', address, '--seed', '3'], udp=False,
+                  fleet=FLEET)
+        sim.start()
+        ports = wait_for('the watches to be managed', lambda: gw._ports(ADDRS), timeout=60)
+        t.eq(sorted(ports), sorted(ADDRS), 'every watch managed once the bus appeared')
+        text = gw.read_log()
+        t.eq(len(re.findall(r'is reachable after \d+ attempts', text)), 1,
+             'the bus appearing is logged once')
+        errors = [a for a in ADDRS if not ok_echo(ports[a], 'late ' + a, timeout=40)]
+        t.eq(errors, [], 'echo through every watch')
+
+        c = sim.ctl({'cmd': 'counters'})
+        bz = c.get('bluez') or {}
+        t.ok(bz.get('frames', 0) >= len(ADDRS) and bz.get('writes', 0) >= len(ADDRS)
+             and bz.get('notifications', 0) >= len(ADDRS)
+             and bz.get('connects', 0) >= len(ADDRS),
+             'sim counters: the fake BlueZ counted frames, writes, notifications, '
+             'connects %r' % (bz,))
+        t.ok(all(k in bz for k in ('drops_busy', 'drops_link', 'drops_notify',
+                                   'disconnects', 'connect_failures')),
+             'sim counters: every BlueZ counter is there')
+        m = http_get(hport, '/metrics')
+        t.ok((metric(m, 'smpgw_frames_total', transport='ble', dir='tx') or 0) >= len(ADDRS)
+             and (metric(m, 'smpgw_frames_total', transport='ble', dir='rx') or 0)
+             >= len(ADDRS), '/metrics counts the BLE frames both ways')
+        t.ok((metric(m, 'smpgw_devices', state='up') or 0) >= 1, '/metrics: devices up')
+        t.eq(gw.stop(), 0, 'clean exit')
+    except Exception:
+        if gw:
+            log('smpgwd log tail:\n' + '\n'.join(gw.read_log().splitlines()[-60:]))
+        raise
+    finally:
+        if gw:
+            gw.stop()
+        if sim:
+            sim.stop()
+        bus.stop()
+
+
+class Events:
+    """GET /api/v1/events, read as it comes (bounded waits)."""
+
+    def __init__(self, port):
+        self.s = socket.create_connection(('127.0.0.1', port), timeout=5)
+        self.s.sendall(b'GET /api/v1/events HTTP/1.1\r\nHost: x\r\n\r\n')
+        self.buf = b''
+
+    def wait(self, pattern, timeout=20):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if re.search(pattern, self.buf.decode(errors='replace')):
+                return True
+            self.s.settimeout(max(0.05, deadline - time.monotonic()))
+            try:
+                chunk = self.s.recv(65536)
+            except socket.timeout:
+                break
+            if not chunk:
+                break
+            self.buf += chunk
+        return bool(re.search(pattern, self.buf.decode(errors='replace')))
+
+    def close(self):
+        self.s.close()
+
+
+def udp_closed(port):
+    """True when nothing answers on the port any more."""
+    return not ok_echo(port, 'anyone?', timeout=1)
+
+
+def case_reload(t, wd):
+    bus = Bus(os.environ.get('BUS_CONF', os.path.join(HERE, 'bus.conf')))
+    sim = gw = ev = None
+    a0, a1, a2, a3 = ADDRS
+    try:
+        address = bus.start()
+        sim = Sim(wd, len(ADDRS), extra=['--bus', address, '--seed', '5'], udp=False,
+                  fleet=FLEET)
+        sim.start()
+        base = free_udp_range(len(ADDRS) + 4)
+        gw = Gateway(wd, conf_text([a0, a1], base))
+        ports = gw.start([a0, a1], bluez_bus=address, timeout=40)
+        hport = gw.http_port()
+        wait_for('the others to be seen', lambda: all(
+            re.search(r'ble: %s \([^)]*\) seen, not managed' % a, gw.read_log())
+            for a in (a2, a3)), timeout=30)
+        t.eq(sorted(gw.ports()), [a0, a1], 'only the allowed watches are managed')
+        t.ok(ok_echo(ports[a0], 'a0', 40) and ok_echo(ports[a1], 'a1', 40),
+             'the allowed watches answer')
+        before = sim.ctl({'cmd': 'counters'})['bluez']['disconnects']
+        ev = Events(hport)
+        gw.write_conf(conf_text([a0, a2], base))
+        gw.signal(signal.SIGHUP)
+        now = wait_for('the reload to apply', lambda: gw._ports([a0, a2]), timeout=30)
+        t.eq(sorted(now), [a0, a2], 'reload: %s released, %s picked up' % (a1, a2))
+        t.eq(now[a0], ports[a0], 'the unchanged watch keeps its port')
+        t.ok(ev.wait(r'event: device\.removed\ndata: [^\n]*"%s"' % a1),
+             'device.removed event for the released watch')
+        t.ok(ev.wait(r'event: device\.added\ndata: [^\n]*"%s"' % a2),
+             'device.added event for the admitted watch')
+        t.ok(udp_closed(ports[a1]), 'the released watch\'s endpoint is closed')
+        t.ok(wait_for('the released link to close', lambda: sim.ctl(
+            {'cmd': 'counters'})['bluez']['disconnects'] > before, timeout=20),
+            'the released watch\'s link is closed')
+        t.ok(ok_echo(now[a2], 'a2', 40), 'the newly allowed watch answers')
+        t.ok(ok_echo(now[a0], 'a0 again', 40), 'the unchanged watch still answers')
+        t.ok('no longer allowed: released' in gw.read_log(), 'the release is logged')
+
+        # Admitted again: it is known (store), and gets its old port back.
+        gw.write_conf(conf_text([a0, a1, a2], base))
+        gw.signal(signal.SIGHUP)
+        again = wait_for('the reload to apply', lambda: gw._ports([a0, a1, a2]), timeout=30)
+        t.eq(again[a1], ports[a1], 'a watch allowed again gets its old port')
+        t.ok(ok_echo(again[a1], 'a1 back', 40), 'and answers')
+        t.ok(a3 not in gw.ports(), 'a watch never allowed stays unmanaged')
+        t.eq(gw.stop(), 0, 'clean exit')
+    except Exception:
+        if gw:
+            log('smpgwd log tail:\n' + '\n'.join(gw.read_log().splitlines()[-60:]))
+        raise
+    finally:
+        if ev:
+            ev.close()
+        if gw:
+            gw.stop()
+        if sim:
+            sim.stop()
+        bus.stop()
+
+
+def main():
+    if not find_sim():
+        print('1..0 # SKIP smpgw-sim not built (SMPGW_SIM unset)')
+        sys.exit(SKIP)
+    cases = {'late-bus': case_late_bus, 'reload': case_reload}
+    which = sys.argv[1:] or list(cases)
+    t = Tap()
+    for name in which:
+        with Workdir() as wd:
+            log('case ' + name)
+            cases[name](t, wd)
+    t.done()
+
+
+if __name__ == '__main__':
+    main()
