@@ -204,17 +204,25 @@ static json_t *hash_arg(struct http_req *req, json_t *v)
 
 /* ---- typed operations ---- */
 
+/* An os write whose request is one required string member, key; example
+ * is its value in the problem that says it is missing. */
+static int os_write_string(struct http_req *req, uint8_t id, const char *key,
+			   const char *example)
+{
+	json_t *v;
+
+	if (!body_get(req, key, JSON_STRING, "a string", &v))
+		return 0;
+	if (!v)
+		return http_reply_problem(req, -EINVAL, "send {\"%s\": \"%s\"}",
+					  key, example), 0;
+	return http_smp_request(req, SMP_OP_WRITE, SMP_GROUP_OS, id,
+				json_pack("{s:O}", key, v), plain_shape);
+}
+
 int dev_echo(struct http_req *req)
 {
-	json_t *d;
-
-	if (!body_get(req, "d", JSON_STRING, "a string", &d))
-		return 0;
-	if (!d)
-		return http_reply_problem(req, -EINVAL, "send {\"d\": \"text to "
-					  "echo\"}"), 0;
-	return http_smp_request(req, SMP_OP_WRITE, SMP_GROUP_OS, SMP_OS_ECHO,
-				json_pack("{s:O}", "d", d), plain_shape);
+	return os_write_string(req, SMP_OS_ECHO, "d", "text to echo");
 }
 
 int dev_reset(struct http_req *req)
@@ -317,15 +325,7 @@ int dev_datetime_get(struct http_req *req)
 
 int dev_datetime_set(struct http_req *req)
 {
-	json_t *dt;
-
-	if (!body_get(req, "datetime", JSON_STRING, "a string", &dt))
-		return 0;
-	if (!dt)
-		return http_reply_problem(req, -EINVAL, "send {\"datetime\": "
-					  "\"2026-01-31T12:00:00\"}"), 0;
-	return http_smp_request(req, SMP_OP_WRITE, SMP_GROUP_OS, SMP_OS_DATETIME,
-				json_pack("{s:O}", "datetime", dt), plain_shape);
+	return os_write_string(req, SMP_OS_DATETIME, "datetime", "2026-01-31T12:00:00");
 }
 
 int dev_stats_list(struct http_req *req)

@@ -23,8 +23,8 @@ import urllib.request
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, '..', 'integration'))
 
-from gw_harness import (SKIP, Bus, Gateway, Sim, Tap, Workdir, find_sim,  # noqa: E402
-                        free_udp_range, log, wait_for)
+from gw_harness import (SKIP, Bus, Gateway, Running, Sim, Tap, Workdir,  # noqa: E402
+                        find_sim, free_udp_range, log, wait_for)
 from smp_udp_client import Client, SmpError  # noqa: E402
 
 ADDRS = ['C0:FF:EE:AA:00:%02X' % (i + 1) for i in range(4)]
@@ -65,10 +65,10 @@ def metric(text, name, **labels):
 def case_late_bus(t, wd):
     path = os.path.join(wd, 'bus')
     address = 'unix:path=' + path
-    bus = Bus(os.environ.get('BUS_CONF', os.path.join(HERE, 'bus.conf')), address)
-    sim = gw = None
-    try:
-        gw = Gateway(wd, conf_text())
+    with Running() as run:
+        bus = run.add(Bus(os.environ.get('BUS_CONF', os.path.join(HERE, 'bus.conf')),
+                          address))
+        gw = run.add(Gateway(wd, conf_text()))
         gw.start([], bluez_bus=address)
         hport = gw.http_port()
         # Backoff from 0.5 s: 0.5 + 1 + 2 s, three more attempts by now.
@@ -83,8 +83,8 @@ def case_late_bus(t, wd):
         t.ok('"devices"' in http_get(hport, '/api/v1/devices'), 'the REST API serves meanwhile')
 
         bus.start()
-        sim = Sim(wd, len(ADDRS), extra=['--bus', address, '--seed', '3'], udp=False,
-                  fleet=FLEET)
+        sim = run.add(Sim(wd, len(ADDRS), extra=['--bus', address, '--seed', '3'],
+                          udp=False, fleet=FLEET))
         sim.start()
         ports = wait_for('the watches to be managed', lambda: gw._ports(ADDRS), timeout=60)
         t.eq(sorted(ports), sorted(ADDRS), 'every watch managed once the bus appeared')
@@ -110,16 +110,6 @@ def case_late_bus(t, wd):
              >= len(ADDRS), '/metrics counts the BLE frames both ways')
         t.ok((metric(m, 'smpgw_devices', state='up') or 0) >= 1, '/metrics: devices up')
         t.eq(gw.stop(), 0, 'clean exit')
-    except Exception:
-        if gw:
-            log('smpgwd log tail:\n' + '\n'.join(gw.read_log().splitlines()[-60:]))
-        raise
-    finally:
-        if gw:
-            gw.stop()
-        if sim:
-            sim.stop()
-        bus.stop()
 
 
 class Events:
@@ -145,7 +135,7 @@ class Events:
             self.buf += chunk
         return bool(re.search(pattern, self.buf.decode(errors='replace')))
 
-    def close(self):
+    def stop(self):
         self.s.close()
 
 
@@ -155,16 +145,15 @@ def udp_closed(port):
 
 
 def case_reload(t, wd):
-    bus = Bus(os.environ.get('BUS_CONF', os.path.join(HERE, 'bus.conf')))
-    sim = gw = ev = None
     a0, a1, a2, a3 = ADDRS
-    try:
+    with Running() as run:
+        bus = run.add(Bus(os.environ.get('BUS_CONF', os.path.join(HERE, 'bus.conf'))))
         address = bus.start()
-        sim = Sim(wd, len(ADDRS), extra=['--bus', address, '--seed', '5'], udp=False,
-                  fleet=FLEET)
+        sim = run.add(Sim(wd, len(ADDRS), extra=['--bus', address, '--seed', '5'],
+                          udp=False, fleet=FLEET))
         sim.start()
         base = free_udp_range(len(ADDRS) + 4)
-        gw = Gateway(wd, conf_text([a0, a1], base))
+        gw = run.add(Gateway(wd, conf_text([a0, a1], base)))
         ports = gw.start([a0, a1], bluez_bus=address, timeout=40)
         hport = gw.http_port()
         wait_for('the others to be seen', lambda: all(
@@ -174,7 +163,7 @@ def case_reload(t, wd):
         t.ok(ok_echo(ports[a0], 'a0', 40) and ok_echo(ports[a1], 'a1', 40),
              'the allowed watches answer')
         before = sim.ctl({'cmd': 'counters'})['bluez']['disconnects']
-        ev = Events(hport)
+        ev = run.add(Events(hport))
         gw.write_conf(conf_text([a0, a2], base))
         gw.signal(signal.SIGHUP)
         now = wait_for('the reload to apply', lambda: gw._ports([a0, a2]), timeout=30)
@@ -200,18 +189,6 @@ def case_reload(t, wd):
         t.ok(ok_echo(again[a1], 'a1 back', 40), 'and answers')
         t.ok(a3 not in gw.ports(), 'a watch never allowed stays unmanaged')
         t.eq(gw.stop(), 0, 'clean exit')
-    except Exception:
-        if gw:
-            log('smpgwd log tail:\n' + '\n'.join(gw.read_log().splitlines()[-60:]))
-        raise
-    finally:
-        if ev:
-            ev.close()
-        if gw:
-            gw.stop()
-        if sim:
-            sim.stop()
-        bus.stop()
 
 
 def main():

@@ -17,8 +17,8 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, '..', 'integration'))
 
-from gw_harness import (SKIP, Bus, Gateway, Sim, Tap, Workdir, find_sim,  # noqa: E402
-                        free_udp_range, log, wait_for)
+from gw_harness import (SKIP, Bus, Gateway, Running, Sim, Tap, Workdir,  # noqa: E402
+                        find_sim, free_udp_range, log, wait_for)
 from smp_udp_client import GROUP_OS, OP_WRITE, Client, SmpError  # noqa: E402
 
 COUNT = 20
@@ -196,45 +196,33 @@ def main():
     with open(os.path.join(conformance, 'images', IMAGE), 'rb') as f:
         image = f.read()
     t = Tap()
-    with Workdir() as wd:
-        bus = Bus(os.environ.get('BUS_CONF', os.path.join(HERE, 'bus.conf')))
-        sim = gw = None
-        try:
-            addr = bus.start()
-            sim = Sim(wd, COUNT, extra=['--bus', addr, '--seed', '7'], udp=False)
-            sim.start()
-            addrs = [d['address'] for d in sim.ctl({'cmd': 'list'})['devices']]
-            base = free_udp_range(COUNT + 4)
-            gw = Gateway(wd, conf_text(base))
-            gw.start(addrs, bluez_bus=addr, timeout=30)
-            ports = check_fleet(t, gw, addrs)
-            check_sharing(t, ports[addrs[1]])
-            check_update(t, sim, ports[addrs[2]], addrs[2], image, want_hash)
-            check_faults(t, sim, ports, addrs)
-            check_bluetoothd_restart(t, sim, ports, addrs)
-            t.eq(gw.stop(), 0, 'clean exit')
-            # Restart while bluetoothd is away: the endpoints come back from
-            # the store at once, and work when the watches show up.
-            sim.stop()
-            again = gw.start(addrs, bluez_bus=addr, timeout=30)
-            t.eq(again, ports, 'every watch keeps its port across a gateway '
-                 'restart, before it is seen again')
-            sim.start()
-            c = Client(ports[addrs[5]], timeout=30)
-            t.ok(wait_for('a restored watch to answer', lambda: ok_echo(c, 'restored'),
-                          timeout=60, step=0.5), 'restored endpoint reaches its watch')
-            c.close()
-            t.eq(gw.stop(), 0, 'clean exit again')
-        except Exception:
-            if gw:
-                log('smpgwd log tail:\n' + '\n'.join(gw.read_log().splitlines()[-60:]))
-            raise
-        finally:
-            if gw:
-                gw.stop()
-            if sim:
-                sim.stop()
-            bus.stop()
+    with Workdir() as wd, Running() as run:
+        bus = run.add(Bus(os.environ.get('BUS_CONF', os.path.join(HERE, 'bus.conf'))))
+        addr = bus.start()
+        sim = run.add(Sim(wd, COUNT, extra=['--bus', addr, '--seed', '7'], udp=False))
+        sim.start()
+        addrs = [d['address'] for d in sim.ctl({'cmd': 'list'})['devices']]
+        base = free_udp_range(COUNT + 4)
+        gw = run.add(Gateway(wd, conf_text(base)))
+        gw.start(addrs, bluez_bus=addr, timeout=30)
+        ports = check_fleet(t, gw, addrs)
+        check_sharing(t, ports[addrs[1]])
+        check_update(t, sim, ports[addrs[2]], addrs[2], image, want_hash)
+        check_faults(t, sim, ports, addrs)
+        check_bluetoothd_restart(t, sim, ports, addrs)
+        t.eq(gw.stop(), 0, 'clean exit')
+        # Restart while bluetoothd is away: the endpoints come back from
+        # the store at once, and work when the watches show up.
+        sim.stop()
+        again = gw.start(addrs, bluez_bus=addr, timeout=30)
+        t.eq(again, ports, 'every watch keeps its port across a gateway '
+             'restart, before it is seen again')
+        sim.start()
+        c = Client(ports[addrs[5]], timeout=30)
+        t.ok(wait_for('a restored watch to answer', lambda: ok_echo(c, 'restored'),
+                      timeout=60, step=0.5), 'restored endpoint reaches its watch')
+        c.close()
+        t.eq(gw.stop(), 0, 'clean exit again')
     t.done()
 
 

@@ -7,54 +7,12 @@ Every wait is bounded in time; every child is killed and reaped on exit.
 """
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
-import sys
-import tempfile
-import time
 
-SKIP = 77
-
-
-def log(msg):
-    print('# ' + msg, flush=True)
-
-
-def free_udp_range(count, tries=50):
-    """A base port with count consecutive free UDP ports (best effort)."""
-    for _ in range(tries):
-        probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        probe.bind(('127.0.0.1', 0))
-        base = probe.getsockname()[1]
-        probe.close()
-        if base + count > 65000:
-            continue
-        socks = []
-        try:
-            for i in range(count):
-                s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-                socks.append(s)
-                s.bind(('127.0.0.1', base + i))
-            return base
-        except OSError:
-            continue
-        finally:
-            for s in socks:
-                s.close()
-    raise RuntimeError('no free UDP port range')
-
-
-def wait_for(what, cond, timeout=10.0, step=0.05):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        v = cond()
-        if v:
-            return v
-        time.sleep(step)
-    raise TimeoutError('timed out waiting for ' + what)
-
+from harness_common import (SKIP, Bus, Tap, Workdir, free_udp_range, log,  # noqa: F401
+                            reap, wait_for)
 
 def find_sim():
     exe = os.environ.get('SMPGW_SIM')
@@ -122,13 +80,7 @@ class Sim:
         return json.loads(out.stdout)
 
     def stop(self):
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=5)
+        reap(self.proc)
         if self.proc and not self.logf.closed:
             self.logf.close()
 
@@ -212,81 +164,35 @@ class Gateway:
         """SIGTERM; returns the exit status (kills after timeout)."""
         if not self.proc or self.proc.poll() is not None:
             return self.proc.returncode if self.proc else None
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            rc = self.proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(timeout=5)
-            rc = 'killed'
+        rc = reap(self.proc, timeout, signal.SIGTERM)
         self.logf.close()
         return rc
 
 
-class Workdir:
-    def __enter__(self):
-        self.path = tempfile.mkdtemp(prefix='smpgw-it-')
-        return self.path
+class Running:
+    """with Running() as run: what run.add() gets (Bus, Sim, Gateway...) is
+    stopped at the end, last added first, even on failure; the log tail
+    of run.gw (a Gateway) is printed when the block fails."""
 
-    def __exit__(self, *exc):
-        if exc[0] is None or not os.environ.get('SMPGW_KEEP'):
-            shutil.rmtree(self.path, ignore_errors=True)
-        else:
-            log('kept ' + self.path)
+    def __init__(self, tail_lines=60):
+        self.items = []
+        self.gw = None
+        self.tail_lines = tail_lines
+
+    def add(self, item):
+        self.items.append(item)
+        if isinstance(item, Gateway):
+            self.gw = item
+        return item
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is not None and self.gw and self.gw.proc:
+            log('smpgwd log tail:\n' +
+                '\n'.join(self.gw.read_log().splitlines()[-self.tail_lines:]))
+        for item in reversed(self.items):
+            item.stop()
         return False
 
-
-class Tap:
-    def __init__(self):
-        self.n = 0
-        self.failed = 0
-
-    def ok(self, cond, name):
-        self.n += 1
-        if not cond:
-            self.failed += 1
-        print('%sok %d - %s' % ('' if cond else 'not ', self.n, name), flush=True)
-        return cond
-
-    def eq(self, got, want, name):
-        if got != want:
-            log('got:  %r' % (got,))
-            log('want: %r' % (want,))
-        return self.ok(got == want, name)
-
-    def done(self):
-        print('1..%d' % self.n, flush=True)
-        sys.exit(1 if self.failed else 0)
-
-
-class Bus:
-    """A private dbus-daemon (tests/dbus/bus.conf); never the system bus.
-    address: listen there (e.g. unix:path= in a temp dir, known before the
-    bus exists) instead of the config's <listen>."""
-
-    def __init__(self, conf, address=None):
-        self.conf = conf
-        self.proc = None
-        self.address = None
-        self.listen = address
-
-    def start(self):
-        where = ['--address=' + self.listen] if self.listen else []
-        self.proc = subprocess.Popen(
-            ['dbus-daemon', '--config-file=' + self.conf, '--print-address', '--nofork'] + where,
-            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-        self.address = self.proc.stdout.readline().strip()
-        if not self.address:
-            raise RuntimeError('dbus-daemon did not print an address')
-        return self.address
-
-    def stop(self):
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=5)
-        if self.proc:
-            self.proc.stdout.close()

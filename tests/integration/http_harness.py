@@ -24,6 +24,8 @@ import urllib.request
 
 import cbor2
 
+from harness_common import reap
+
 TOKEN = 'test-token-0123456789'
 
 
@@ -179,13 +181,7 @@ class SimFleet:
         return json.loads(buf)
 
     def close(self):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        reap(self.proc, 10, signal.SIGTERM)
         self.log.close()
         shutil.rmtree(self.dir, ignore_errors=True)
         return self.proc.returncode
@@ -286,13 +282,7 @@ class Daemon:
         raise RuntimeError('device %s never came up' % name)
 
     def close(self):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        reap(self.proc, 10, signal.SIGTERM)
         self.log.close()
         rc = self.proc.returncode
         with open(self.log_path) as f:

@@ -12,34 +12,21 @@ id (the name over UDP, the address over BLE).
 Hermetic: a temporary directory, ports chosen by the OS, loopback only,
 every child killed and reaped; every wait bounded in time.
 """
+import functools
 import json
 import os
 import re
-import shutil
 import signal
 import subprocess
-import tempfile
-import time
 import urllib.error
 import urllib.request
 
-SKIP = 77
+from harness_common import SKIP, Bus, log, reap, wait_for  # noqa: F401
+from harness_common import Workdir as _Workdir
+
 IMAGE = 'app-0.9.0-3k-hash.bin'
-
-
-def log(msg):
-    print('# ' + msg, flush=True)
-
-
-def wait_for(what, cond, timeout=10.0, step=0.05):
-    deadline = time.monotonic() + timeout
-    while True:
-        v = cond()
-        if v:
-            return v
-        if time.monotonic() >= deadline:
-            raise TimeoutError('timed out waiting for ' + what)
-        time.sleep(step)
+# Kept after a failure with KEEP_WORKDIR.
+Workdir = functools.partial(_Workdir, prefix='smpgw-rollout-', keep_env='KEEP_WORKDIR')
 
 
 def executables():
@@ -62,7 +49,7 @@ class Fleet:
         self.exe = sim_exe
         self.count = count
         self.transport = transport
-        self.bus = None      # private dbus-daemon (BLE)
+        self.bus = None      # private dbus-daemon (BLE): harness_common.Bus
         self.bus_address = None
         self.addresses = {}  # name -> BLE address
         self.fleet = {
@@ -103,12 +90,8 @@ class Fleet:
     def _start_bus(self):
         conf = os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'dbus',
                             'bus.conf')
-        self.bus = subprocess.Popen(
-            ['dbus-daemon', '--config-file=' + conf, '--print-address', '--nofork'],
-            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-        self.bus_address = self.bus.stdout.readline().strip()
-        if not self.bus_address:
-            raise RuntimeError('dbus-daemon did not print an address')
+        self.bus = Bus(conf)
+        self.bus_address = self.bus.start()
 
     def id(self, name):
         """The gateway's device id of a watch."""
@@ -161,24 +144,11 @@ class Fleet:
         return self.ctl({'cmd': 'show', 'device': name})
 
     def stop(self):
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=5)
+        reap(self.proc)
         if self.proc:
             self.logf.close()
-        if self.bus and self.bus.poll() is None:
-            self.bus.terminate()
-            try:
-                self.bus.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.bus.kill()
-                self.bus.wait(timeout=5)
         if self.bus:
-            self.bus.stdout.close()
+            self.bus.stop()
 
 
 class Gateway:
@@ -243,13 +213,7 @@ class Gateway:
     def stop(self):
         if not self.proc or self.proc.poll() is not None:
             return self.proc.returncode if self.proc else None
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(timeout=5)
-            return 'killed'
+        return reap(self.proc, 10, signal.SIGTERM)
 
     def close(self):
         self.stop()
@@ -306,19 +270,6 @@ class Gateway:
 
     def jobs(self):
         return self.get('/api/v1/jobs')['jobs']
-
-
-class Workdir:
-    def __enter__(self):
-        self.path = tempfile.mkdtemp(prefix='smpgw-rollout-')
-        return self.path
-
-    def __exit__(self, *exc):
-        if exc[0] is None or not os.environ.get('KEEP_WORKDIR'):
-            shutil.rmtree(self.path, ignore_errors=True)
-        else:
-            log('kept ' + self.path)
-        return False
 
 
 class Events:

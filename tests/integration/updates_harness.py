@@ -4,63 +4,27 @@ upload benchmark: the real smpgw-sim (UDP faces, control socket) and the
 real smpgwd (REST on an OS-chosen port) in a temporary directory, every
 process reaped, every wait bounded.
 """
+import functools
 import json
 import os
 import re
-import shutil
 import signal
-import socket
 import subprocess
-import sys
-import tempfile
-import time
 import urllib.error
 import urllib.request
 
-SKIP = 77
-HERE = os.path.dirname(os.path.abspath(__file__))
+from harness_common import (HERE, SKIP, Bus, Tap, free_udp_range, log, reap,  # noqa: F401
+                            wait_for)
+from harness_common import Workdir as _Workdir
 
-
-def log(msg):
-    print('# ' + msg, flush=True)
-
-
-def wait_for(what, cond, timeout=10.0, step=0.05):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        v = cond()
-        if v:
-            return v
-        time.sleep(step)
-    raise TimeoutError('timed out waiting for ' + what)
+free_udp_base = free_udp_range
+# Kept with SMPGW_KEEP whether the test passed or not.
+Workdir = functools.partial(_Workdir, prefix='smpgw-upd-', keep_passed=True)
 
 
 def conformance_image(name):
     d = os.environ.get('CONFORMANCE_DIR') or os.path.join(HERE, '..', 'data', 'conformance')
     return os.path.join(d, 'images', name)
-
-
-def free_udp_base(count, tries=50):
-    for _ in range(tries):
-        probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        probe.bind(('127.0.0.1', 0))
-        base = probe.getsockname()[1]
-        probe.close()
-        if base + count > 65000:
-            continue
-        socks = []
-        try:
-            for i in range(count):
-                s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-                socks.append(s)
-                s.bind(('127.0.0.1', base + i))
-            return base
-        except OSError:
-            continue
-        finally:
-            for s in socks:
-                s.close()
-    raise RuntimeError('no free UDP port range')
 
 
 class Sim:
@@ -127,13 +91,7 @@ class Sim:
         return None
 
     def stop(self):
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=5)
+        reap(self.proc)
         if self.logf:
             self.logf.close()
             self.logf = None
@@ -242,79 +200,7 @@ class Gateway:
     def stop(self, timeout=10):
         if not self.proc:
             return None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=5)
+        reap(self.proc, timeout, signal.SIGTERM)
         if self.logf and not self.logf.closed:
             self.logf.close()
         return self.proc.returncode
-
-
-class Bus:
-    """A private dbus-daemon (tests/dbus/bus.conf) for the fake BlueZ."""
-
-    def __init__(self, conf=None):
-        self.conf = conf or os.environ.get('BUS_CONF') or os.path.join(
-            HERE, '..', 'dbus', 'bus.conf')
-        self.proc = None
-        self.address = None
-
-    def start(self):
-        self.proc = subprocess.Popen(
-            ['dbus-daemon', '--config-file=' + self.conf, '--print-address', '--nofork'],
-            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-        self.address = self.proc.stdout.readline().strip()
-        if not self.address:
-            raise RuntimeError('dbus-daemon did not print an address')
-        return self.address
-
-    def stop(self):
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=5)
-        if self.proc:
-            self.proc.stdout.close()
-
-
-class Workdir:
-    def __enter__(self):
-        self.path = tempfile.mkdtemp(prefix='smpgw-upd-')
-        return self.path
-
-    def __exit__(self, *exc):
-        if not os.environ.get('SMPGW_KEEP'):
-            shutil.rmtree(self.path, ignore_errors=True)
-        else:
-            log('kept ' + self.path)
-        return False
-
-
-class Tap:
-    def __init__(self):
-        self.n = 0
-        self.failed = 0
-
-    def ok(self, cond, name):
-        self.n += 1
-        if not cond:
-            self.failed += 1
-        print('%sok %d - %s' % ('' if cond else 'not ', self.n, name), flush=True)
-        return cond
-
-    def eq(self, got, want, name):
-        if got != want:
-            log('got:  %r' % (got,))
-            log('want: %r' % (want,))
-        return self.ok(got == want, name)
-
-    def done(self):
-        print('1..%d' % self.n, flush=True)
-        sys.exit(1 if self.failed else 0)
