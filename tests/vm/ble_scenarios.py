@@ -493,6 +493,9 @@ def restart_bluetoothd(c, addr):
     wait_for('an echo after the bluetoothd restart', echo_ok, 120, 1)
     tap.ok(True, 'echo over UDP works again after bluetoothd restarted (%.1fs)'
            % (time.monotonic() - t))
+    sim = read_log('sim')
+    tap.ok(sim.count('GATT application registered') >= 2 and sim.count('advertising on') >= 2,
+           'the watch registered its application and advertisement again with the new bluetoothd')
 
 
 def main():
