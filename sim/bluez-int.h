@@ -61,7 +61,8 @@ enum bz_conn_state {
 
 struct bz_pdu {
 	struct bz_pdu *next;
-	uint64_t due_us;
+	uint64_t queued_us;        /* handed to the controller */
+	uint64_t due_us;           /* through the air; UINT64_MAX: not yet sent */
 	size_t len;
 	uint8_t data[];
 };
@@ -117,8 +118,10 @@ struct bz_dev {
 	unsigned up_n, dn_n;
 	struct event *up_ev, *dn_ev;
 	uint64_t anchor_us;        /* first connection event of the link */
-	uint64_t up_event, dn_event; /* connection event being filled, per direction */
-	uint32_t up_used, dn_used;   /* LL packets already in that event */
+	struct event *ce_ev;       /* the next connection event with data to carry */
+	uint64_t ce_next;          /* index of the first connection event not yet run */
+	struct bz_pdu *up_send, *dn_send; /* first PDU not yet through, per direction */
+	size_t up_left, dn_left;   /* its LL payload octets (L2CAP header incl.) to send */
 	uint8_t value[520];        /* last notification (Value property) */
 	size_t value_len;
 };

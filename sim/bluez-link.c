@@ -241,44 +241,143 @@ static uint64_t max64(uint64_t a, uint64_t b)
 }
 
 /*
- * When an ATT PDU of len bytes, queued now, has crossed the air: it goes in
- * LL packets of ll_payload (L2CAP header on top), at most pkts_per_event
- * packets per direction in each connection event (fewer when they do not fit
- * in the interval), events every conn_interval_us from the link's anchor.
- * The adapter's radio serves all its links: their packets' air time adds up,
- * and a PDU is not through before the radio had time for it.
+ * The link layer: connection events every conn_interval_us from the link's
+ * anchor, run as a controller runs them (sim_link_event_add(): each exchange
+ * carries one packet each way, a write's packet and an answer's share it).
+ * Writes and notifications wait in their queues with their ATT and L2CAP
+ * headers (+3 +4 octets), split in LL packets of ll_payload; a PDU is
+ * through (due_us) at the end of the exchange that carried its last packet.
+ * An event carries only what was queued before its anchor point. The
+ * adapter's radio serves all its links: an event starts when the radio is
+ * free (air_busy_us) and still ends before its next anchor point, so links
+ * on a busy radio get shorter events.
  */
-static uint64_t schedule(struct bz_dev *d, uint64_t *event, uint32_t *used, size_t len)
+static void trace(const struct bz_dev *d, uint64_t e, unsigned ex, unsigned up, unsigned dn,
+		  uint32_t used_us, bool up_waiting, bool dn_waiting);
+
+static size_t pdu_octets(const struct bz_pdu *p)
+{
+	return p->len + 3 + 4; /* ATT opcode + handle, L2CAP header */
+}
+
+/* Octets of the next LL packet of a direction queued before at_us, 0 when none. */
+static size_t next_packet(const struct bz_dev *d, const struct bz_pdu *p, size_t left,
+			  uint64_t at_us)
+{
+	size_t ll = sim_device_link_model(d->sim)->ll_payload;
+
+	if (!p || p->queued_us > at_us)
+		return 0;
+	return left < ll ? left : ll;
+}
+
+/* One packet of n octets went: the PDU is through when its last one did. */
+static void sent_packet(struct bz_pdu **send, size_t *left, size_t n, uint64_t t_us)
+{
+	*left -= n;
+	if (*left)
+		return;
+	(*send)->due_us = t_us;
+	*send = (*send)->next;
+	*left = *send ? pdu_octets(*send) : 0;
+}
+
+static void run_event(struct bz_dev *d, uint64_t e)
 {
 	const struct sim_link_model *m = sim_device_link_model(d->sim);
-	uint64_t now = now_usec(), ci = m->conn_interval_us;
-	uint32_t pkt = sim_link_model_packet_us(m, m->ll_payload);
-	uint32_t ppi = (uint32_t)(ci / pkt) < m->pkts_per_event ? (uint32_t)(ci / pkt)
-							     : m->pkts_per_event;
-	size_t pkts = (len + 4 + m->ll_payload - 1) / m->ll_payload;
-	uint64_t next = (max64(now, d->anchor_us) - d->anchor_us + ci - 1) / ci;
-	uint64_t due;
+	uint64_t anchor = d->anchor_us + e * m->conn_interval_us;
+	uint64_t start = max64(anchor, d->ad->air_busy_us);
+	struct sim_link_event ev = { 0 };
+	unsigned n_up = 0, n_dn = 0;
 
-	if (ppi == 0)
-		ppi = 1;
-	if (next > *event) {
-		*event = next;
-		*used = 0;
-	}
-	d->ad->air_busy_us = max64(now, d->ad->air_busy_us) + pkts * pkt;
-	while (pkts) {
-		uint32_t take;
+	if (start >= anchor + m->conn_interval_us)
+		return; /* the radio is busy with other links for the whole event */
+	ev.avail_us = (uint32_t)(anchor + m->conn_interval_us - start);
+	for (;;) {
+		size_t up = next_packet(d, d->up_send, d->up_left, anchor);
+		size_t dn = next_packet(d, d->dn_send, d->dn_left, anchor);
 
-		if (*used == ppi) {
-			(*event)++;
-			*used = 0;
+		if (!up && !dn)
+			break;
+		if (!sim_link_event_add(m, &ev, up, dn))
+			break;
+		if (up) {
+			sent_packet(&d->up_send, &d->up_left, up, start + ev.used_us);
+			n_up++;
 		}
-		take = pkts < ppi - *used ? (uint32_t)pkts : ppi - *used;
-		*used += take;
-		pkts -= take;
+		if (dn) {
+			sent_packet(&d->dn_send, &d->dn_left, dn, start + ev.used_us);
+			n_dn++;
+		}
 	}
-	due = d->anchor_us + *event * ci + (uint64_t)*used * pkt;
-	return max64(due, d->ad->air_busy_us);
+	if (ev.exchanges)
+		d->ad->air_busy_us = start + ev.used_us;
+	trace(d, e, ev.exchanges, n_up, n_dn, ev.used_us,
+	      next_packet(d, d->up_send, d->up_left, anchor) > 0,
+	      next_packet(d, d->dn_send, d->dn_left, anchor) > 0);
+}
+
+static void arm_at(struct event *ev, uint64_t due_us);
+
+/* Index of the first connection event whose anchor is at or after t_us. */
+static uint64_t event_at(const struct bz_dev *d, uint64_t t_us)
+{
+	uint64_t ci = sim_device_link_model(d->sim)->conn_interval_us;
+
+	return t_us <= d->anchor_us ? 0 : (t_us - d->anchor_us + ci - 1) / ci;
+}
+
+static void arm_delivery(struct bz_dev *d)
+{
+	if (d->up_head && d->up_head->due_us != UINT64_MAX)
+		arm_at(d->up_ev, d->up_head->due_us);
+	if (d->dn_head && d->dn_head->due_us != UINT64_MAX)
+		arm_at(d->dn_ev, d->dn_head->due_us);
+}
+
+/* Runs every connection event due by now (a late timer catches up: air
+ * time does not depend on how late the simulator wakes), then waits for the
+ * next one while anything is left to send. */
+static void ce_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct bz_dev *d = arg;
+	uint64_t now = now_usec(), ci = sim_device_link_model(d->sim)->conn_interval_us;
+
+	while (d->up_send || d->dn_send) {
+		uint64_t first = UINT64_MAX;
+
+		if (d->up_send)
+			first = d->up_send->queued_us;
+		if (d->dn_send && d->dn_send->queued_us < first)
+			first = d->dn_send->queued_us;
+		d->ce_next = max64(d->ce_next, event_at(d, first));
+		if (d->anchor_us + d->ce_next * ci > now)
+			break;
+		run_event(d, d->ce_next++);
+	}
+	arm_delivery(d);
+	if (d->up_send || d->dn_send)
+		arm_at(d->ce_ev, d->anchor_us + d->ce_next * ci);
+}
+
+/* A PDU for the controller: it leaves in the next connection events. */
+static void link_queue(struct bz_dev *d, struct bz_pdu *p, bool up)
+{
+	p->queued_us = now_usec();
+	p->due_us = UINT64_MAX;
+	if (up && !d->up_send) {
+		d->up_send = p;
+		d->up_left = pdu_octets(p);
+	} else if (!up && !d->dn_send) {
+		d->dn_send = p;
+		d->dn_left = pdu_octets(p);
+	}
+	if (!event_pending(d->ce_ev, EV_TIMEOUT, NULL)) {
+		uint64_t ci = sim_device_link_model(d->sim)->conn_interval_us;
+
+		d->ce_next = max64(d->ce_next, event_at(d, p->queued_us));
+		arm_at(d->ce_ev, d->anchor_us + d->ce_next * ci);
+	}
 }
 
 static void queue_push(struct bz_pdu **head, struct bz_pdu **tail, struct bz_pdu *p)
@@ -318,6 +417,32 @@ static void arm_at(struct event *ev, uint64_t due_us)
 	struct timeval tv = { (time_t)(us / 1000000), (suseconds_t)(us % 1000000) };
 
 	event_add(ev, &tv);
+}
+
+/*
+ * SMPGW_SIM_LINK_TRACE=FILE: one line per connection event that carried
+ * something, to study the link model (bench/README.md): time, link, event
+ * index, exchanges, LL packets up and down, air time used (us), and whether
+ * a write / notification queued before the anchor was left over.
+ */
+static void trace(const struct bz_dev *d, uint64_t e, unsigned ex, unsigned up, unsigned dn,
+		  uint32_t used_us, bool up_waiting, bool dn_waiting)
+{
+	static FILE *f;
+	static bool tried;
+
+	if (!tried) {
+		const char *path = getenv("SMPGW_SIM_LINK_TRACE");
+
+		tried = true;
+		f = path && *path ? fopen(path, "w") : NULL;
+		if (f)
+			setvbuf(f, NULL, _IOLBF, 0);
+	}
+	if (f)
+		fprintf(f, "%llu %s %llu %u %u %u %u %d %d\n", (unsigned long long)now_usec(),
+			d->path, (unsigned long long)e, ex, up, dn, used_us, up_waiting,
+			dn_waiting);
 }
 
 static void reply_cb(struct sim_device *dev, const uint8_t *frame, size_t len, void *user_data);
@@ -381,7 +506,7 @@ static void up_cb(evutil_socket_t fd, short what, void *arg)
 	uint64_t now = now_usec();
 	struct bz_pdu *p;
 
-	while (d->up_head && d->up_head->due_us <= now) {
+	while (d->up_head && d->up_head->due_us != UINT64_MAX && d->up_head->due_us <= now) {
 		p = queue_pop(&d->up_head, &d->up_tail);
 		d->up_n--;
 		/* a watch that demands encryption ignores unencrypted writes */
@@ -393,8 +518,7 @@ static void up_cb(evutil_socket_t fd, short what, void *arg)
 		if (!linked(d))
 			return; /* the frame's fault dropped the link */
 	}
-	if (d->up_head)
-		arm_at(d->up_ev, d->up_head->due_us);
+	arm_delivery(d);
 	fd_watch(d);
 }
 
@@ -406,11 +530,9 @@ static void write_cmd(struct bz_dev *d, const uint8_t *buf, size_t len)
 	d->bz->counters.writes++;
 	memcpy(p->data, buf, len);
 	p->len = len;
-	p->due_us = schedule(d, &d->up_event, &d->up_used, len + 3);
 	queue_push(&d->up_head, &d->up_tail, p);
 	d->up_n++;
-	if (d->up_head == p)
-		arm_at(d->up_ev, p->due_us);
+	link_queue(d, p, true);
 }
 
 /* ---- the link: down (watch -> central) ---------------------------------------- */
@@ -442,14 +564,13 @@ static void dn_cb(evutil_socket_t fd, short what, void *arg)
 	uint64_t now = now_usec();
 	struct bz_pdu *p;
 
-	while (d->dn_head && d->dn_head->due_us <= now) {
+	while (d->dn_head && d->dn_head->due_us != UINT64_MAX && d->dn_head->due_us <= now) {
 		p = queue_pop(&d->dn_head, &d->dn_tail);
 		d->dn_n--;
 		notify_one(d, p->data, p->len);
 		free(p);
 	}
-	if (d->dn_head)
-		arm_at(d->dn_ev, d->dn_head->due_us);
+	arm_delivery(d);
 }
 
 static void reply_cb(struct sim_device *dev, const uint8_t *frame, size_t len, void *user_data)
@@ -470,11 +591,9 @@ static void reply_cb(struct sim_device *dev, const uint8_t *frame, size_t len, v
 		p = xmalloc(sizeof(*p) + n);
 		memcpy(p->data, frame + off, n);
 		p->len = n;
-		p->due_us = schedule(d, &d->dn_event, &d->dn_used, n + 3);
 		queue_push(&d->dn_head, &d->dn_tail, p);
 		d->dn_n++;
-		if (d->dn_head == p)
-			arm_at(d->dn_ev, p->due_us);
+		link_queue(d, p, false);
 	}
 }
 
@@ -736,11 +855,13 @@ void bz_link_up(struct bz_dev *d)
 	if (!d->up_ev) {
 		d->up_ev = event_new(d->bz->base, -1, 0, up_cb, d);
 		d->dn_ev = event_new(d->bz->base, -1, 0, dn_cb, d);
+		d->ce_ev = event_new(d->bz->base, -1, 0, ce_cb, d);
 	}
 	d->rx_len = 0;
 	d->anchor_us = now_usec();
-	d->up_event = d->dn_event = 0;
-	d->up_used = d->dn_used = 0;
+	d->ce_next = 0;
+	d->up_send = d->dn_send = NULL;
+	d->up_left = d->dn_left = 0;
 }
 
 /* Link loss: hang up the fds (clients see POLLHUP, EOF, EPIPE), forget the
@@ -754,12 +875,15 @@ void bz_link_down(struct bz_dev *d)
 		notify_drop(d, &d->notify_clients);
 	queue_clear(&d->up_head, &d->up_tail);
 	queue_clear(&d->dn_head, &d->dn_tail);
+	d->up_send = d->dn_send = NULL;
+	d->up_left = d->dn_left = 0;
 	d->up_n = d->dn_n = 0;
 	d->rx_len = 0;
 	if (d->up_ev) {
 		event_free(d->up_ev);
 		event_free(d->dn_ev);
-		d->up_ev = d->dn_ev = NULL;
+		event_free(d->ce_ev);
+		d->up_ev = d->dn_ev = d->ce_ev = NULL;
 	}
 	free(d->rx);
 	d->rx = NULL;

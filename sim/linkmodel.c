@@ -61,9 +61,31 @@ static uint32_t octets_us(const struct sim_link_model *m, size_t octets)
 	return (uint32_t)((preamble + octets) * 8 / m->phy);
 }
 
+uint32_t sim_link_model_exchange_us(const struct sim_link_model *m, size_t up, size_t dn)
+{
+	return octets_us(m, LL_OVERHEAD + up) + T_IFS_US + octets_us(m, LL_OVERHEAD + dn) + T_IFS_US;
+}
+
 uint32_t sim_link_model_packet_us(const struct sim_link_model *m, size_t n)
 {
-	return octets_us(m, LL_OVERHEAD + n) + T_IFS_US + octets_us(m, LL_OVERHEAD) + T_IFS_US;
+	return sim_link_model_exchange_us(m, n, 0);
+}
+
+bool sim_link_event_add(const struct sim_link_model *m, struct sim_link_event *ev,
+			size_t up, size_t dn)
+{
+	uint32_t us = sim_link_model_exchange_us(m, up, dn);
+
+	if (ev->exchanges >= m->pkts_per_event)
+		return false;
+	/* the first exchange of an event on time always goes (an interval
+	 * shorter than one exchange still moves one packet per event) */
+	if (ev->used_us + us > ev->avail_us &&
+	    (ev->exchanges > 0 || ev->avail_us < m->conn_interval_us))
+		return false;
+	ev->used_us += us;
+	ev->exchanges++;
+	return true;
 }
 
 /* Full-size packets one connection event carries. */

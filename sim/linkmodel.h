@@ -47,8 +47,37 @@ uint32_t sim_link_model_packet_us(const struct sim_link_model *m, size_t n);
 uint64_t sim_link_model_pdu_us(const struct sim_link_model *m, size_t len);
 
 /*
+ * One connection event as the link layer runs it (Core spec Vol 6 Part B
+ * 4.5.1, 4.5.6): the central opens it at the anchor point, then every
+ * exchange is one central->peripheral packet, T_IFS, one
+ * peripheral->central packet, T_IFS; a side with nothing to send sends an
+ * empty packet. So data flows both ways in the same exchanges: an answer
+ * (notification) rides in the peripheral's half of an exchange whose
+ * central half carries a write, costing only its own octets over the empty
+ * packet it replaces. The event ends after pkts_per_event exchanges or when
+ * the next exchange would not end (trailing T_IFS included, as in the
+ * capacity) before the next anchor point.
+ */
+struct sim_link_event {
+	uint32_t avail_us;   /* time the event may use: the interval, less when late */
+	uint32_t used_us;    /* time its exchanges took so far */
+	uint16_t exchanges;
+};
+
+/* Air time of one exchange carrying up and dn LL payload octets (0: empty packet). */
+uint32_t sim_link_model_exchange_us(const struct sim_link_model *m, size_t up, size_t dn);
+
+/* Adds one exchange to ev when it fits (true), else leaves ev alone (false). */
+bool sim_link_event_add(const struct sim_link_model *m, struct sim_link_event *ev,
+			size_t up, size_t dn);
+
+/*
  * Sustained SMP bytes/s each way: central->peripheral (writes of up to
- * att_mtu - 3 bytes) and peripheral->central (notifications of att_mtu - 3).
+ * att_mtu - 3 bytes) and peripheral->central (notifications of att_mtu - 3),
+ * with the other direction idle (empty packets): full exchanges per event
+ * as sim_link_event_add() packs them. Answers going the other way are not
+ * counted as free: they lengthen the exchanges they ride in, and an event
+ * that no longer fits its last exchange carries one packet less.
  */
 double sim_link_model_capacity_up(const struct sim_link_model *m);
 double sim_link_model_capacity_down(const struct sim_link_model *m);
