@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <event2/event.h>
 
@@ -268,6 +269,16 @@ static void close_bluez(struct sim *s)
 }
 
 /* ---- --peripheral: watches behind the real bluetoothd (tests/vm owner) ---- */
+static void peripheral_log(struct sim_device *dev, const char *line, void *user_data)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	printf("[%5lld.%03ld] peripheral %s: %s\n", (long long)ts.tv_sec, ts.tv_nsec / 1000000,
+	       sim_device_name(dev), line);
+	fflush(stdout);
+}
+
 static int open_peripherals(struct sim *s, const char *list)
 {
 	char *copy, *save = NULL, *err = NULL;
@@ -282,7 +293,8 @@ static int open_peripherals(struct sim *s, const char *list)
 	     a = strtok_r(NULL, ",", &save), i++) {
 		struct sim_device *d = sim_fleet_device(s->fleet, i);
 
-		s->periph[i] = sim_peripheral_new(s->base, d, NULL, a, (unsigned)i, &err);
+		s->periph[i] = sim_peripheral_new(s->base, d, NULL, a, (unsigned)i, peripheral_log,
+						  NULL, &err);
 		if (!s->periph[i]) {
 			fprintf(stderr, "smpgw-sim: --peripheral %s: %s\n", a, err);
 			free(err);

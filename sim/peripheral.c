@@ -16,7 +16,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/queue.h>
-#include <time.h>
 
 #include <dbus/dbus.h>
 #include <event2/event.h>
@@ -71,6 +70,8 @@ struct sim_peripheral {
 	uint64_t notifications;
 	unsigned writes;    /* WriteValue calls making up the frame in progress */
 	bool verbose;       /* a line per frame (SMPGW_SIM_PERIPHERAL_VERBOSE) */
+	sim_peripheral_log_fn log;
+	void *log_ud;
 };
 
 #define APP_PATH(p) ((p)->paths[0])
@@ -81,21 +82,19 @@ struct sim_peripheral {
 static void say(struct sim_peripheral *p, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
 
-/* The simulator's own front-end: it reports to stdout like main.c does, so
- * the VM tests' logs show what the watch saw. */
+/* Events go to the caller's log function (the simulator's main prints
+ * them: the VM tests' logs then show what the watch saw). */
 static void say(struct sim_peripheral *p, const char *fmt, ...)
 {
-	struct timespec ts;
+	char line[512];
 	va_list ap;
 
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	printf("[%5lld.%03ld] peripheral %s: ", (long long)ts.tv_sec, ts.tv_nsec / 1000000,
-	       sim_device_name(p->dev));
+	if (!p->log)
+		return;
 	va_start(ap, fmt);
-	vprintf(fmt, ap);
+	vsnprintf(line, sizeof(line), fmt, ap);
 	va_end(ap);
-	putchar('\n');
-	fflush(stdout);
+	p->log(p->dev, line, p->log_ud);
 }
 
 /* ---- asynchronous calls ------------------------------------------------ */
@@ -880,7 +879,8 @@ static int bus_setup(struct sim_peripheral *p, const char *address, char **err)
 
 struct sim_peripheral *sim_peripheral_new(struct event_base *base, struct sim_device *dev,
 					  const char *bus_address, const char *adapter,
-					  unsigned index, char **err)
+					  unsigned index, sim_peripheral_log_fn log, void *log_ud,
+					  char **err)
 {
 	struct sim_peripheral *p = xnew(struct sim_peripheral);
 	static const char *const suffix[] = { "", "/service0", "/service0/char0", "/adv" };
@@ -893,6 +893,8 @@ struct sim_peripheral *sim_peripheral_new(struct event_base *base, struct sim_de
 	}
 	p->base = base;
 	p->dev = dev;
+	p->log = log;
+	p->log_ud = log_ud;
 	p->mtu = 23;
 	p->verbose = getenv("SMPGW_SIM_PERIPHERAL_VERBOSE") != NULL;
 	p->rx = xmalloc(RX_MAX);

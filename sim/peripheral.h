@@ -22,15 +22,23 @@ struct event_base;
 struct sim_device;
 struct sim_peripheral;
 
+/* One line (no newline) about what the watch did or saw: registrations,
+ * centrals coming and going, resets; frames when SMPGW_SIM_PERIPHERAL_VERBOSE
+ * is set in the environment. */
+typedef void (*sim_peripheral_log_fn)(struct sim_device *dev, const char *line,
+				      void *user_data);
+
 /*
  * Serves dev on adapter ("hci1") of the bluetoothd reachable on bus_address
  * (NULL: the system bus). index makes the exported object paths unique
  * (/org/smpgw/sim<index>/...). Registration with bluetoothd happens
- * asynchronously (and again whenever bluetoothd restarts). Returns NULL with
- * *err set (a new string, caller frees) when the bus cannot be reached.
+ * asynchronously (and again whenever bluetoothd restarts). log may be NULL.
+ * Returns NULL with *err set (a new string, caller frees) when the bus
+ * cannot be reached.
  */
 struct sim_peripheral *sim_peripheral_new(struct event_base *base, struct sim_device *dev,
 					  const char *bus_address, const char *adapter,
-					  unsigned index, char **err);
+					  unsigned index, sim_peripheral_log_fn log,
+					  void *log_ud, char **err);
 /* Unregisters nothing (the bus connection closing does it); accepts NULL. */
 struct sim_peripheral *sim_peripheral_free(struct sim_peripheral *p);
