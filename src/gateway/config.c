@@ -33,7 +33,8 @@ struct gw_config *gw_config_new_default(void)
 	cfg->general.log_level = GW_LOG_INFO;
 	cfg->ble.enabled = true;
 	cfg->ble.max_connections_per_adapter = 7;
-	cfg->ble.idle_timeout_ms = 30000;
+	cfg->ble.idle_timeout_ms = 2000;
+	cfg->ble.time_slice_ms = 5000;
 	cfg->ble.connect_timeout_ms = 10000;
 	cfg->ble.manage_all = true;
 	cfg->ble.prefer_acquire = true;
@@ -44,7 +45,7 @@ struct gw_config *gw_config_new_default(void)
 	cfg->http.max_connections = 64;
 	cfg->request.timeout_ms = 5000;
 	cfg->request.first_chunk_timeout_ms = 30000;
-	cfg->request.connect_timeout_ms = 10000;
+	cfg->request.connect_timeout_ms = 30000;
 	cfg->request.queue_max = 64;
 	cfg->update.max_per_adapter = 4;
 	cfg->update.pipeline_depth = 8;
@@ -231,6 +232,8 @@ static int set_ble(struct gw_config *cfg, const char *key, const char *value)
 		return parse_bool(value, &cfg->ble.prefer_acquire);
 	if (!strcmp(key, "idle_timeout"))
 		return set_duration(&cfg->ble.idle_timeout_ms, value);
+	if (!strcmp(key, "time_slice"))
+		return set_duration(&cfg->ble.time_slice_ms, value);
 	if (!strcmp(key, "connect_timeout"))
 		return set_duration(&cfg->ble.connect_timeout_ms, value);
 	if (!strcmp(key, "manage")) {

@@ -38,7 +38,11 @@ struct gw_config {
 		char *bus;                  /* D-Bus address; NULL: system bus */
 		char *adapters;             /* "hci0,hci1"; NULL: all */
 		unsigned max_connections_per_adapter; /* default 7 */
-		uint32_t idle_timeout_ms;   /* default 30 s */
+		/* The connection budget (docs/ble.md): when others wait, an
+		 * unused link is released after idle_timeout_ms of quiet, a
+		 * link in use after time_slice_ms connected. */
+		uint32_t idle_timeout_ms;   /* default 2 s */
+		uint32_t time_slice_ms;     /* default 5 s */
 		uint32_t connect_timeout_ms; /* default 10 s */
 		bool prefer_acquire;        /* AcquireWrite/Notify fast path; default true */
 		bool manage_all;            /* manage = all (default) | allowlist */
@@ -60,7 +64,7 @@ struct gw_config {
 	struct {
 		uint32_t timeout_ms;             /* default 5 s */
 		uint32_t first_chunk_timeout_ms; /* default 30 s */
-		uint32_t connect_timeout_ms;     /* default 10 s */
+		uint32_t connect_timeout_ms;     /* default 30 s (a turn of the BLE budget) */
 		unsigned queue_max;              /* default 64 per device */
 	} request;
 	/* [update]: the upload engine (src/gateway/engine.c, docs/updates.md). */

@@ -397,6 +397,7 @@ static int ble_connect(struct daemon *d)
 		.adapters = cfg->ble.adapters,
 		.max_conn_per_adapter = cfg->ble.max_connections_per_adapter,
 		.idle_timeout_ms = cfg->ble.idle_timeout_ms,
+		.time_slice_ms = cfg->ble.time_slice_ms,
 		.connect_timeout_ms = cfg->ble.connect_timeout_ms,
 		.prefer_acquire = cfg->ble.prefer_acquire,
 	};

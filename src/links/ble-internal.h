@@ -111,6 +111,11 @@ struct ble_link {
 	uint16_t att_mtu;
 	unsigned attempts;
 	uint64_t last_activity_us;
+	uint64_t up_us;         /* went UP (the time slice counts from here) */
+	/* The gateway's use (ble_link_set_use) and the budget's request. */
+	unsigned use_inflight, use_queued;
+	bool held;              /* an upload job: never released for others */
+	bool yield;             /* give the slot up once no request is in flight */
 	DBusPendingCall *pc;    /* the state machine's call in flight */
 	DBusPendingCall *wpc;   /* fallback: WriteValue in flight */
 	struct event *timer_ev; /* connect timeout / backoff */
@@ -193,7 +198,8 @@ struct ble_link *ble_link_create(struct ble_manager *mgr, const char *address);
 void ble_link_shutdown(struct ble_link *bl);
 /* The manager granted a connection slot on adapter. */
 void ble_link_start(struct ble_link *bl, struct ble_adapter *ad);
-/* Evict: disconnect politely and queue again afterwards. */
+/* Park: disconnect politely, DOWN with 0; the gateway connects again on
+ * demand (behind the links already waiting). */
 void ble_link_evict(struct ble_link *bl);
 /* Events from the manager's object tracking. */
 void ble_link_dev_changed(struct ble_link *bl, struct ble_dev *dev);
@@ -201,8 +207,16 @@ void ble_link_dev_gone(struct ble_link *bl, int err);
 void ble_link_char_value(struct ble_link *bl, const uint8_t *buf, size_t len);
 /* bluetoothd went away: drop everything, keep wanting. */
 void ble_link_service_lost(struct ble_link *bl);
-bool ble_link_idle_for(const struct ble_link *bl, uint64_t now_us,
-		       uint64_t idle_us);
+/* How a link could leave its slot to a waiter (the budget's policy). */
+enum ble_release {
+	BLE_RELEASE_NO = 0,
+	BLE_RELEASE_IDLE,       /* unused and quiet for idle_us: park now */
+	BLE_RELEASE_SLICE,      /* in use for slice_us: yield between requests */
+};
+enum ble_release ble_link_releasable(const struct ble_link *bl, uint64_t now_us,
+				     uint64_t idle_us, uint64_t slice_us);
+/* UP with nothing in flight, being sent or being received. */
+bool ble_link_between_requests(const struct ble_link *bl);
 
 /* ---- ble-agent.c ---- */
 int ble_agent_export(struct ble_manager *mgr);

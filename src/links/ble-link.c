@@ -44,6 +44,7 @@ static struct ble_link *bl_of(const struct link *link)
 
 static void release_slot(struct ble_link *bl)
 {
+	bl->yield = false;
 	if (!bl->slot)
 		return;
 	bl->slot->active--;
@@ -260,8 +261,9 @@ static void go_up(struct ble_link *bl)
 	evtimer_del(bl->timer_ev);
 	bl->phase = BLE_PHASE_UP;
 	bl->attempts = 0;
+	bl->yield = false;
 	ble_rx_reset(&bl->rx);
-	bl->last_activity_us = now_usec();
+	bl->last_activity_us = bl->up_us = now_usec();
 	link_set_state(bl->link, LINK_STATE_UP, 0);
 }
 
@@ -703,6 +705,10 @@ static int op_send(struct link *link, const uint8_t *frame, size_t len)
 
 	if (bl->phase != BLE_PHASE_UP)
 		return -ENOTCONN;
+	/* Giving the slot to a waiter: the next request waits for the next
+	 * turn (the gateway keeps it queued). */
+	if (bl->yield)
+		return -EAGAIN;
 	if (!len || len > BLE_FRAME_MAX || (len > max && !bl->reassembly))
 		return -EMSGSIZE;
 	if (bl->txq_bytes + len > BLE_TXQ_MAX)
@@ -781,15 +787,32 @@ void ble_link_evict(struct ble_link *bl)
 {
 	/* Parked: the gateway connects again on demand. */
 	bl->want = false;
+	bl->yield = false;
 	begin_disconnect(bl);
 	link_set_state(bl->link, LINK_STATE_DOWN, 0);
 }
 
-bool ble_link_idle_for(const struct ble_link *bl, uint64_t now_us,
-		       uint64_t idle_us)
+bool ble_link_between_requests(const struct ble_link *bl)
 {
-	return bl->phase == BLE_PHASE_UP && STAILQ_EMPTY(&bl->txq) &&
-	       bl->rx.len == 0 && now_us - bl->last_activity_us >= idle_us;
+	return bl->phase == BLE_PHASE_UP && !bl->use_inflight &&
+	       STAILQ_EMPTY(&bl->txq) && bl->rx.len == 0 && !bl->wpc;
+}
+
+enum ble_release ble_link_releasable(const struct ble_link *bl, uint64_t now_us,
+				     uint64_t idle_us, uint64_t slice_us)
+{
+	if (bl->phase != BLE_PHASE_UP || bl->held || bl->yield)
+		return BLE_RELEASE_NO;
+	/* Unused: nothing of the gateway's in flight or queued, and quiet
+	 * (no frame either way) for the idle time. */
+	if (!bl->use_queued && ble_link_between_requests(bl) &&
+	    now_us - bl->last_activity_us >= idle_us)
+		return BLE_RELEASE_IDLE;
+	/* In use (or not yet quiet long enough): its turn is over after the
+	 * time slice, so that busy watches take turns too. */
+	if (now_us - bl->up_us >= slice_us)
+		return BLE_RELEASE_SLICE;
+	return BLE_RELEASE_NO;
 }
 
 /* ---- link_ops ---- */
@@ -945,6 +968,28 @@ const char *ble_link_address(const struct link *link)
 	struct ble_link *bl = ble_of(link);
 
 	return bl ? bl->address : NULL;
+}
+
+void ble_link_set_use(struct link *link, unsigned in_flight, unsigned queued,
+		      bool held)
+{
+	struct ble_link *bl = ble_of(link);
+
+	if (!bl)
+		return;
+	/* Quiet counts from the end of the last request (answered or not). */
+	if ((bl->use_inflight || bl->use_queued) && !in_flight && !queued)
+		bl->last_activity_us = now_usec();
+	bl->use_inflight = in_flight;
+	bl->use_queued = queued;
+	bl->held = held;
+	if (held)
+		bl->yield = false;
+	/* A yielding link leaves as soon as its last answer came; a link no
+	 * longer held may be released. The manager decides, from the loop. */
+	if (!TAILQ_EMPTY(&bl->mgr->waitq) &&
+	    ((bl->yield && ble_link_between_requests(bl)) || !held))
+		ble_mgr_kick(bl->mgr);
 }
 
 bool ble_link_fast_path(const struct link *link)

@@ -4,7 +4,8 @@
  * bluetoothd's presence (NameOwnerChanged), BlueZ's objects (adapters,
  * devices, the SMP characteristic) mirrored from GetManagedObjects and the
  * ObjectManager/Properties signals, discovery filtered on the SMP service,
- * and the per-adapter connection budget (FIFO wait queue, idle eviction).
+ * and the per-adapter connection budget (FIFO wait queue; idle links
+ * released and busy ones taking turns when others wait).
  * It owns the links (ble-link.c) and routes BlueZ's events to them.
  */
 #include <errno.h>
@@ -861,45 +862,90 @@ static DBusHandlerResult filter(DBusConnection *conn, DBusMessage *msg,
 
 /* ---- connection budget ---- */
 
-static unsigned disconnecting_on(struct ble_manager *mgr, struct ble_adapter *ad)
+/* Links on ad on their way out: disconnecting, or asked to yield. */
+static unsigned leaving_on(struct ble_manager *mgr, struct ble_adapter *ad)
 {
 	struct ble_link *bl;
 	unsigned n = 0;
 
 	LIST_FOREACH(bl, &mgr->links, entry)
-		if (bl->slot == ad && bl->phase == BLE_PHASE_DISCONNECTING)
+		if (bl->slot == ad &&
+		    (bl->phase == BLE_PHASE_DISCONNECTING || bl->yield))
 			n++;
 	return n;
 }
 
-/* The UP link on ad idle for the longest time, if idle long enough. */
-static struct ble_link *idlest_on(struct ble_manager *mgr, struct ble_adapter *ad)
+/*
+ * The link on ad that should give its slot to a waiter: an unused link
+ * quiet for the idle time (the quietest first), else a link in use whose
+ * time slice is over (the longest connected first). Held links never.
+ */
+static struct ble_link *victim_on(struct ble_manager *mgr, struct ble_adapter *ad,
+				  enum ble_release *kind)
 {
 	uint64_t now = now_usec(), idle = mgr->opts.idle_timeout_ms * 1000ULL;
-	struct ble_link *bl, *best = NULL;
+	uint64_t slice = mgr->opts.time_slice_ms * 1000ULL;
+	struct ble_link *bl, *idlest = NULL, *oldest = NULL;
 
-	LIST_FOREACH(bl, &mgr->links, entry)
-		if (bl->slot == ad && ble_link_idle_for(bl, now, idle) &&
-		    (!best || bl->last_activity_us < best->last_activity_us))
-			best = bl;
-	return best;
+	LIST_FOREACH(bl, &mgr->links, entry) {
+		if (bl->slot != ad)
+			continue;
+		switch (ble_link_releasable(bl, now, idle, slice)) {
+		case BLE_RELEASE_IDLE:
+			if (!idlest || bl->last_activity_us < idlest->last_activity_us)
+				idlest = bl;
+			break;
+		case BLE_RELEASE_SLICE:
+			if (!oldest || bl->up_us < oldest->up_us)
+				oldest = bl;
+			break;
+		case BLE_RELEASE_NO:
+			break;
+		}
+	}
+	*kind = idlest ? BLE_RELEASE_IDLE : BLE_RELEASE_SLICE;
+	return idlest ? idlest : oldest;
 }
 
-/*
- * Hands free slots to waiting links, oldest waiter first, and evicts idle
- * links for waiters that find their adapter full. At most one action per
- * run (the callbacks it triggers may change the lists); it re-arms itself
- * while there is work.
- */
-static void sched_cb(evutil_socket_t fd, short what, void *arg)
+/* Fewer waiters than links asked to yield on ad (a waiter got a slot
+ * elsewhere, or went away): those links keep their slot. */
+static void unyield_on(struct ble_manager *mgr, struct ble_adapter *ad)
 {
-	struct ble_manager *mgr = arg;
+	unsigned leaving = leaving_on(mgr, ad);
+	struct ble_link *bl;
+
+	LIST_FOREACH(bl, &mgr->links, entry) {
+		if (leaving <= ad->waiting)
+			return;
+		if (bl->slot == ad && bl->yield) {
+			bl->yield = false;
+			leaving--;
+		}
+	}
+}
+
+/* A link that yields leaves once its last request was answered. */
+static bool sched_yielded(struct ble_manager *mgr)
+{
+	struct ble_link *bl;
+
+	LIST_FOREACH(bl, &mgr->links, entry) {
+		if (bl->yield && ble_link_between_requests(bl)) {
+			ble_link_evict(bl);
+			return true;
+		}
+	}
+	return false;
+}
+
+/* Oldest waiter first: a free slot on its adapter. Counts the waiters
+ * of full adapters in ad->waiting. */
+static bool sched_grant(struct ble_manager *mgr)
+{
 	struct ble_adapter *ad;
-	struct ble_link *bl, *victim;
+	struct ble_link *bl;
 	struct ble_dev *dev;
 
-	if (!mgr->owner)
-		return;
 	LIST_FOREACH(ad, &mgr->adapters, entry)
 		ad->waiting = 0;
 	TAILQ_FOREACH(bl, &mgr->waitq, qentry) {
@@ -910,17 +956,52 @@ static void sched_cb(evutil_socket_t fd, short what, void *arg)
 		if (ad->active < ble_mgr_capacity(mgr, ad)) {
 			TAILQ_REMOVE(&mgr->waitq, bl, qentry);
 			ble_link_start(bl, ad);
-			ble_mgr_kick(mgr);
-			return;
+			return true;
 		}
 		ad->waiting++;
-		if (disconnecting_on(mgr, ad) < ad->waiting &&
-		    (victim = idlest_on(mgr, ad))) {
-			ble_link_evict(victim);
-			ble_mgr_kick(mgr);
-			return;
+	}
+	return false;
+}
+
+/* Full adapters with waiters: one link more on its way out per waiter. */
+static bool sched_make_room(struct ble_manager *mgr)
+{
+	struct ble_adapter *ad;
+	struct ble_link *victim;
+	enum ble_release kind;
+
+	LIST_FOREACH(ad, &mgr->adapters, entry) {
+		unyield_on(mgr, ad);
+		/* Bounded: each pass parks a link or marks one more. */
+		while (ad->waiting && leaving_on(mgr, ad) < ad->waiting &&
+		       (victim = victim_on(mgr, ad, &kind))) {
+			if (kind == BLE_RELEASE_IDLE ||
+			    ble_link_between_requests(victim)) {
+				ble_link_evict(victim);
+				return true;
+			}
+			/* Busy: no new request goes out; it leaves once
+			 * answered (ble_link_set_use). */
+			victim->yield = true;
 		}
 	}
+	return false;
+}
+
+/*
+ * The budget's scheduler: hands free slots to waiting links, oldest waiter
+ * first, and makes room on full adapters (docs/ble.md). At most one
+ * connect or disconnect per run (the callbacks it triggers may change the
+ * lists); it re-arms itself while there is work.
+ */
+static void sched_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct ble_manager *mgr = arg;
+
+	if (!mgr->owner)
+		return;
+	if (sched_yielded(mgr) || sched_grant(mgr) || sched_make_room(mgr))
+		ble_mgr_kick(mgr);
 }
 
 static void tick_cb(evutil_socket_t fd, short what, void *arg)
@@ -958,7 +1039,9 @@ static void opts_defaults(struct ble_manager *mgr, const struct ble_manager_opts
 	if (!d->max_conn_per_adapter)
 		d->max_conn_per_adapter = 7;
 	if (!d->idle_timeout_ms)
-		d->idle_timeout_ms = 30000;
+		d->idle_timeout_ms = 2000;
+	if (!d->time_slice_ms)
+		d->time_slice_ms = 5000;
 	if (!d->connect_timeout_ms)
 		d->connect_timeout_ms = 10000;
 	if (!d->backoff_min_ms)
@@ -1018,7 +1101,8 @@ struct ble_manager *ble_manager_new(struct event_base *base,
 	mgr->reap_ev = event_new(base, -1, 0, reap_cb, mgr);
 	mgr->objects_ev = evtimer_new(base, objects_retry_cb, mgr);
 	mgr->tick_ev = event_new(base, -1, EV_PERSIST, tick_cb, mgr);
-	event_add(mgr->tick_ev, &(struct timeval){ 1, 0 });
+	/* While links wait: idle times and time slices run out. */
+	event_add(mgr->tick_ev, &(struct timeval){ 0, 250000 });
 	r = bus_setup(mgr, opts ? opts->bus_address : NULL);
 	if (r < 0) {
 		ble_manager_free(mgr);

@@ -8,9 +8,12 @@
  * jitter, and follow bluetoothd restarts (NameOwnerChanged).
  *
  * Fleets larger than a controller's connection limit: each adapter has a
- * connection budget; links idle longer than idle_timeout_ms are closed
- * when others wait (fair, oldest waiter first); several adapters are used
- * together.
+ * connection budget shared in turns (docs/ble.md "The connection budget"):
+ * links wait for a slot in one FIFO queue; when others wait, a link the
+ * gateway does not use (ble_link_set_use) is released after idle_timeout_ms
+ * of quiet, and a link in use is asked to yield between two requests once
+ * it held its slot for time_slice_ms; held links (upload jobs) are never
+ * released. Several adapters are used together, each with its own budget.
  */
 #pragma once
 
@@ -30,7 +33,8 @@ struct ble_manager_opts {
 	const char *bus_address;   /* NULL: the system bus */
 	const char *adapters;      /* comma-separated "hci0,hci1"; NULL: all */
 	unsigned max_conn_per_adapter; /* 0: 7 */
-	uint32_t idle_timeout_ms;  /* 0: 30000 */
+	uint32_t idle_timeout_ms;  /* 0: 2000: unused links released to waiters */
+	uint32_t time_slice_ms;    /* 0: 5000: links in use yield to waiters */
 	uint32_t connect_timeout_ms; /* 0: 10000 */
 	uint32_t backoff_min_ms, backoff_max_ms; /* 0: 500 / 60000 */
 	bool prefer_acquire;       /* AcquireWrite/Notify fast path (default true) */
@@ -85,13 +89,26 @@ void ble_manager_forget(struct ble_manager *mgr, const char *address);
  *               pairing refused, -ENOENT no SMP characteristic, -ENODEV);
  *               the link retries by itself after a backoff with jitter
  *               (CONNECTING again) as long as the gateway holds it.
- *  DOWN, err 0  link_disconnect(), or parked by the budget: idle longer
- *               than idle_timeout_ms while other links waited. A parked
- *               link connects again on the next link_connect().
+ *  DOWN, err 0  link_disconnect(), or parked by the budget: released
+ *               to a waiting link (unused and quiet for idle_timeout_ms,
+ *               or in use past time_slice_ms, between two requests). A
+ *               parked link connects again on the next link_connect(),
+ *               behind the links already waiting.
  * link_send() splits a frame over ATT MTU - 3 byte writes when reassembly
  * is on (the default: the project's firmware has it), else frames larger
  * than link_mtu() fail with -EMSGSIZE; -EAGAIN when 256 KiB are queued.
  */
+
+/*
+ * What the link's user has going on, for the connection budget: requests
+ * in flight (sent, not answered) and queued, and whether it holds the link
+ * (an upload job). The gateway's request queue reports every change. While
+ * the link yields its slot (time slice over, others waiting), link_send()
+ * answers -EAGAIN until the link is parked: report in_flight 0 once the
+ * last answer came. No-op for other transports.
+ */
+void ble_link_set_use(struct link *link, unsigned in_flight, unsigned queued,
+		      bool held);
 
 /* Link facts BlueZ exposes: -1 / 0 when unknown. RSSI: the last HCI
  * reading while connected, else the last advertised value. */
