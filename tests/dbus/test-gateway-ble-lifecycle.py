@@ -27,6 +27,7 @@ from gw_harness import (SKIP, Bus, Gateway, Running, Sim, Tap, Workdir,  # noqa:
                         find_sim, free_udp_range, log, wait_for)
 from smp_udp_client import Client, SmpError  # noqa: E402
 
+IMAGE = 'app-0.9.0-3k-hash.bin'
 ADDRS = ['C0:FF:EE:AA:00:%02X' % (i + 1) for i in range(4)]
 FLEET = {'devices': [{'address': a} for a in ADDRS]}
 
@@ -60,6 +61,36 @@ def metric(text, name, **labels):
     want = ','.join('%s="%s"' % kv for kv in labels.items())
     m = re.search(r'^%s\{%s\} (\S+)$' % (re.escape(name), re.escape(want)), text, re.M)
     return float(m.group(1)) if m else None
+
+
+def http_json(port, method, path, body=None, raw=None):
+    data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
+    req = urllib.request.Request('http://127.0.0.1:%d%s' % (port, path), data=data,
+                                 method=method)
+    req.add_header('Content-Type', 'application/octet-stream' if raw is not None
+                   else 'application/json')
+    with urllib.request.urlopen(req, timeout=10) as r:
+        return json.loads(r.read())
+
+
+def check_upload_metrics(t, hport, device):
+    """An upload through the engine moves the upload metrics by the image."""
+    path = os.path.join(os.environ['CONFORMANCE_DIR'], 'images', IMAGE)
+    with open(path, 'rb') as f:
+        data = f.read()
+    image = http_json(hport, 'POST', '/api/v1/images', raw=data)['id']
+    job = http_json(hport, 'POST', '/api/v1/devices/%s/update' % device,
+                    {'image': image, 'mode': 'upload'})['id']
+    end = wait_for('the upload job', lambda: (lambda j: j if j['state'] not in (
+        'queued', 'running') else None)(http_json(hport, 'GET', '/api/v1/jobs/%d' % job)),
+        timeout=60, step=0.2)
+    t.eq(end['state'], 'done', 'upload job over BLE done')
+    m = http_get(hport, '/metrics')
+    sent = metric(m, 'smpgw_upload_bytes_total', transport='ble') or 0
+    t.ok(sent >= len(data), '/metrics: upload bytes %d for a %d-byte image'
+         % (sent, len(data)))
+    t.ok((metric(m, 'smpgw_upload_throughput_bytes_per_second_count', transport='ble')
+          or 0) >= 1, '/metrics: upload throughput observed')
 
 
 def case_late_bus(t, wd):
@@ -109,6 +140,7 @@ def case_late_bus(t, wd):
              and (metric(m, 'smpgw_frames_total', transport='ble', dir='rx') or 0)
              >= len(ADDRS), '/metrics counts the BLE frames both ways')
         t.ok((metric(m, 'smpgw_devices', state='up') or 0) >= 1, '/metrics: devices up')
+        check_upload_metrics(t, hport, ADDRS[0])
         t.eq(gw.stop(), 0, 'clean exit')
 
 

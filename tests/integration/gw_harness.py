@@ -171,8 +171,9 @@ class Gateway:
 
 class Running:
     """with Running() as run: what run.add() gets (Bus, Sim, Gateway...) is
-    stopped at the end, last added first, even on failure; the log tail
-    of run.gw (a Gateway) is printed when the block fails."""
+    stopped at the end, last added first, even on failure (and what
+    run.defer() gets is called); the log tail of the Gateway is printed
+    when the block fails."""
 
     def __init__(self, tail_lines=60):
         self.items = []
@@ -180,10 +181,14 @@ class Running:
         self.tail_lines = tail_lines
 
     def add(self, item):
-        self.items.append(item)
+        self.items.append(item.stop)
         if isinstance(item, Gateway):
             self.gw = item
         return item
+
+    def defer(self, fn):
+        """fn() at the end, in the same order as what add() got."""
+        self.items.append(fn)
 
     def __enter__(self):
         return self
@@ -192,7 +197,7 @@ class Running:
         if exc_type is not None and self.gw and self.gw.proc:
             log('smpgwd log tail:\n' +
                 '\n'.join(self.gw.read_log().splitlines()[-self.tail_lines:]))
-        for item in reversed(self.items):
-            item.stop()
+        for stop in reversed(self.items):
+            stop()
         return False
 

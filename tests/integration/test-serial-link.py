@@ -11,7 +11,8 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from gw_harness import SKIP, Gateway, Sim, Tap, Workdir, find_sim, log, wait_for  # noqa: E402
+from gw_harness import (SKIP, Gateway, Running, Sim, Tap, Workdir, find_sim,  # noqa: E402
+                        log, wait_for)
 from smp_udp_client import Client, SmpError  # noqa: E402
 
 IMAGE = 'app-0.9.0-3k-hash.bin'
@@ -44,12 +45,11 @@ def main():
     t = Tap()
     with Workdir() as wd:
         sim = Sim(wd, 2, extra=['--serial'])
-        gw = None
-        try:
-            sim.start()
+        with Running(tail_lines=40) as run:
+            run.add(sim).start()
             ptys = [d['pty'] for d in sim.ctl({'cmd': 'list'})['devices']]
             t.ok(all(ptys), 'simulator gave every watch a pty')
-            gw = Gateway(wd, conf_text(ptys))
+            gw = run.add(Gateway(wd, conf_text(ptys)))
             ports = gw.start(['s0', 's1', 'missing'])
 
             for i in range(2):
@@ -91,14 +91,6 @@ def main():
             t.ok(time.monotonic() - t0 < 10, 'within the connect timeout')
             m.close()
             t.eq(gw.stop(), 0, 'clean exit')
-        except Exception:
-            if gw:
-                log('smpgwd log tail:\n' + '\n'.join(gw.read_log().splitlines()[-40:]))
-            raise
-        finally:
-            if gw:
-                gw.stop()
-            sim.stop()
     t.done()
 
 

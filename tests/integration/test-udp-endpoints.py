@@ -14,7 +14,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from gw_harness import (SKIP, Gateway, Sim, Tap, Workdir, find_sim,  # noqa: E402
+from gw_harness import (SKIP, Gateway, Running, Sim, Tap, Workdir, find_sim,  # noqa: E402
                         free_udp_range, log, wait_for)
 from smp_udp_client import (GROUP_IMG, GROUP_OS, OP_READ, OP_WRITE, Client,  # noqa: E402
                             SmpError, decode, encode)
@@ -226,10 +226,10 @@ def main():
         hung = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         hung.bind(('127.0.0.1', 0))  # receives, never answers
         dead_port = free_udp_range(1)  # nothing listens there
-        gw = None
-        try:
-            sim.start()
-            gw = Gateway(wd, conf_text(sim, hung.getsockname()[1], dead_port))
+        with Running(tail_lines=40) as run:
+            run.defer(hung.close)
+            run.add(sim).start()
+            gw = run.add(Gateway(wd, conf_text(sim, hung.getsockname()[1], dead_port)))
             ports = gw.start(['w%d' % i for i in range(COUNT)] + ['hung', 'dead'])
             t.eq(len(set(ports.values())), COUNT + 2, 'one distinct port per device')
             check_echo(t, ports)
@@ -238,15 +238,6 @@ def main():
             check_update(t, ports['w1'], conformance)
             check_reload_and_stop(t, gw, sim, hung.getsockname()[1], dead_port)
             check_stable_ports(t, wd, sim, hung.getsockname()[1], dead_port)
-        except Exception:
-            if gw:
-                log('smpgwd log tail:\n' + '\n'.join(gw.read_log().splitlines()[-40:]))
-            raise
-        finally:
-            if gw:
-                gw.stop()
-            sim.stop()
-            hung.close()
     t.done()
 
 
