@@ -18,6 +18,7 @@
 #include "gateway/events.h"
 #include "gateway/gateway.h"
 #include "gateway/log.h"
+#include "gateway/metrics.h"
 #include "gateway/registry/registry.h"
 #include "tap.h"
 #include "util/util.h"
@@ -460,6 +461,46 @@ static void test_unsolicited(void)
 	env_free(&e);
 }
 
+/* The registry counts at the link: frames and bytes each way, the latency
+ * of answered requests, errors by kind (GET /metrics). */
+static void test_metrics(void)
+{
+	struct gw_metrics *m = gw_metrics_new();
+	struct env e;
+	struct result a = { 0 }, b = { 0 };
+	uint8_t fr[16];
+	size_t n = echo_frame(fr, 1, 0, 0, SMP_OP_READ);
+
+	env_init(&e, true);
+	gw_set_metrics(e.gw, m);
+	gw_device_request(e.dev, fr, n, NULL, rsp_cb, &a);
+	run_until(e.base, &a.calls, 1, 2000);
+	is_int(a.err, 0, "answered");
+	is_int(gw_metrics_get(m, GW_M_FRAMES, "transport=\"fake\",dir=\"tx\""), 2,
+	       "tx frames: params read + request");
+	is_int(gw_metrics_get(m, GW_M_BYTES, "transport=\"fake\",dir=\"tx\""),
+	       (int)(9 + n), "tx bytes: both frames whole");
+	is_int(gw_metrics_get(m, GW_M_FRAMES, "transport=\"fake\",dir=\"rx\""), 2,
+	       "rx frames: both answers");
+	ok(gw_metrics_get(m, GW_M_BYTES, "transport=\"fake\",dir=\"rx\"") >= 2 * 9,
+	   "rx bytes counted");
+	is_int(gw_metrics_get(m, GW_M_REQ_LATENCY, "transport=\"fake\""), 2,
+	       "two latency observations");
+	e.f->delay_ms = 400; /* beyond the 200 ms timeout */
+	gw_device_request(e.dev, fr, n, NULL, rsp_cb, &b);
+	run_until(e.base, &b.calls, 1, 3000);
+	run_until(e.base, NULL, 0, 500);
+	is_int(gw_metrics_get(m, GW_M_ERRORS, "kind=\"timeouts\",transport=\"fake\""), 1,
+	       "timeout counted by kind");
+	is_int(gw_metrics_get(m, GW_M_ERRORS,
+			      "kind=\"dropped_responses\",transport=\"fake\""), 1,
+	       "the late answer counted as dropped");
+	is_int(gw_metrics_get(m, GW_M_REQ_LATENCY, "transport=\"fake\""), 2,
+	       "no latency for a request that timed out");
+	env_free(&e);
+	gw_metrics_free(m);
+}
+
 int main(void)
 {
 	gw_log_set_level(GW_LOG_WARNING);
@@ -471,5 +512,6 @@ int main(void)
 	test_cancel_and_errors();
 	test_link_loss_and_unreachable();
 	test_unsolicited();
+	test_metrics();
 	return tap_done();
 }
