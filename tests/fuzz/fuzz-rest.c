@@ -215,7 +215,8 @@ static int connect_http(void)
 			abort();
 		if (connect(fd, (struct sockaddr *)&a, sizeof(a)) == 0)
 			return fd;
-		if (errno != EADDRNOTAVAIL && errno != EAGAIN) {
+		/* EINTR: libFuzzer's timeout alarm; start over on a new socket. */
+		if (errno != EADDRNOTAVAIL && errno != EAGAIN && errno != EINTR) {
 			fprintf(stderr, "fuzz-rest: connect: %s\n", strerror(errno));
 			abort();
 		}
