@@ -370,6 +370,7 @@ static const struct link_callbacks link_cbs = { on_frame, on_state };
 
 static const char *adapters_opt; /* --system: the central's adapter */
 static uint32_t connect_ms = 5000; /* --system: real stacks (under TCG) are slower */
+static uint32_t slice_ms;          /* 0: the default time slice */
 
 static struct ble_manager *manager(bool acquire, unsigned max_conn, uint32_t idle_ms)
 {
@@ -378,6 +379,7 @@ static struct ble_manager *manager(bool acquire, unsigned max_conn, uint32_t idl
 		.adapters = adapters_opt,
 		.max_conn_per_adapter = max_conn,
 		.idle_timeout_ms = idle_ms,
+		.time_slice_ms = slice_ms,
 		.connect_timeout_ms = connect_ms,
 		.backoff_min_ms = 100,
 		.backoff_max_ms = 1000,
@@ -752,6 +754,66 @@ static void test_controller_limit(void)
 	run_for(100);
 }
 
+static void connect_one(struct ble_manager *mgr, struct watch *w)
+{
+	w->link = ble_manager_link(mgr, w->address);
+	link_set_callbacks(w->link, &link_cbs, w);
+	link_connect(w->link);
+}
+
+static bool pair_up(void *arg)
+{
+	struct watch *const *p = arg;
+
+	return p[0]->state == LINK_STATE_UP && p[1]->state == LINK_STATE_UP;
+}
+
+/*
+ * The gateway's use of its links (ble_link_set_use), budget 2, 4 watches:
+ * a held link (upload job) keeps its slot; a busy link yields after its
+ * time slice: nothing new goes out, it is parked once answered; an unused
+ * link is parked for the next waiter after the idle time.
+ */
+static void test_use(void)
+{
+	struct ble_manager *mgr;
+	struct watch *a, *b, *c, *d;
+	unsigned count = 4;
+	uint8_t buf[64], s;
+	size_t n;
+
+	slice_ms = 500;
+	mgr = manager(true, 2, 300);
+	slice_ms = 0;
+	ok(run_until(seen_n, &count, 10000), "use: watches discovered");
+	if (n_watches < 4)
+		die("use: watches");
+	a = &watches[0], b = &watches[1], c = &watches[2], d = &watches[3];
+	connect_one(mgr, a);
+	connect_one(mgr, b);
+	ok(run_until(pair_up, (struct watch *[]){ a, b }, 10000), "use: two links up");
+	ble_link_set_use(a->link, 0, 0, true);  /* an upload job */
+	ble_link_set_use(b->link, 1, 2, false); /* a request in flight, 2 queued */
+	connect_one(mgr, c);
+	connect_one(mgr, d);
+	run_for(1500);
+	ok(a->state == LINK_STATE_UP && a->downs == 0, "use: the held link keeps its slot");
+	ok(b->state == LINK_STATE_UP, "use: the busy link keeps it while its request is in flight");
+	ok(c->state != LINK_STATE_UP && d->state != LINK_STATE_UP, "use: the others wait");
+	n = build_echo(buf, 4, &s);
+	is_int(link_send(b->link, buf, n), -EAGAIN,
+	       "use: time slice over, others waiting: no new request goes out");
+	ble_link_set_use(b->link, 0, 2, false); /* answered */
+	ok(run_until(all_down_one_up, c, 5000), "use: answered, it yields to the oldest waiter");
+	ok(b->state != LINK_STATE_UP && b->last_err == 0, "use: the busy link was parked (DOWN, 0)");
+	ok(d->state != LINK_STATE_UP && a->state == LINK_STATE_UP, "use: held link still up");
+	ble_link_set_use(a->link, 0, 0, false); /* the job ended */
+	ok(run_until(all_down_one_up, d, 5000), "use: released and idle, parked for the last waiter");
+	ok(a->state != LINK_STATE_UP && a->last_err == 0, "use: parked (DOWN, 0)");
+	ble_manager_free(mgr);
+	run_for(100);
+}
+
 static bool settled(void *arg)
 {
 	struct watch *w0 = watch_find("C0:FF:EE:00:00:01");
@@ -865,6 +927,9 @@ int main(int argc, char **argv)
 
 	start_sim(FLEET_LIMIT);
 	test_controller_limit();
+	stop_sim();
+	start_sim(FLEET_LIMIT);
+	test_use();
 	stop_sim();
 
 	start_sim(FLEET_BUDGET);
