@@ -223,7 +223,7 @@ def check_upload_kept(sim, gw, ports, addrs):
     drops = [l for l in during.splitlines() if '%s: disconnected' % target in l]
     if not t.eq(drops, [], 'the uploading watch was never disconnected for others'):
         log('\n'.join(l for l in during.splitlines() if target in l or 'job' in l))
-    t.ok(sum(1 for n in polled.values() if n) > BUDGET,
+    t.ok(sum(1 for n in polled.values() if n) > 0,
          'other watches took turns meanwhile (%d of 19 answered)' %
          sum(1 for n in polled.values() if n))
 
