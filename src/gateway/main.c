@@ -389,6 +389,8 @@ static void restore_ble_devices(struct daemon *d)
 #define BLE_RETRY_MIN_MS 500
 #define BLE_RETRY_MAX_MS 30000
 
+static void ble_bus_lost(struct ble_manager *mgr, void *user_data);
+
 static int ble_connect(struct daemon *d)
 {
 	const struct gw_config *cfg = gw_config(d->gw);
@@ -403,7 +405,7 @@ static int ble_connect(struct daemon *d)
 	};
 	static const struct ble_manager_callbacks cbs = {
 		.device_seen = ble_seen, .device_lost = ble_lost,
-		.service = ble_service,
+		.service = ble_service, .bus_lost = ble_bus_lost,
 	};
 	int err = -EIO;
 
@@ -438,8 +440,16 @@ static void ble_schedule_retry(struct daemon *d)
 static void ble_retry_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct daemon *d = arg;
-	int err = ble_connect(d);
+	int err;
 
+	/* The bus went away after start: the same manager (its links and
+	 * the devices on them kept) reconnects; else one is created. */
+	if (d->ble) {
+		d->ble_attempts++;
+		err = ble_manager_reconnect(d->ble);
+	} else {
+		err = ble_connect(d);
+	}
 	if (err == 0) {
 		log_notice("ble: %s is reachable after %u attempts; Bluetooth is on",
 			   bus_name(d), d->ble_attempts);
@@ -472,6 +482,23 @@ static int start_ble(struct daemon *d)
 	d->ble_retry = evtimer_new(d->base, ble_retry_cb, d);
 	ble_schedule_retry(d);
 	return 0;
+}
+
+/* The bus daemon itself went away (not only bluetoothd): reconnect through
+ * the same backoff as an unreachable bus at start. Only schedules: this
+ * runs inside the connection's dispatch. */
+static void ble_bus_lost(struct ble_manager *mgr, void *user_data)
+{
+	struct daemon *d = user_data;
+
+	log_warn("ble: lost the connection to %s; reconnecting with backoff up to %d s",
+		 bus_name(d), BLE_RETRY_MAX_MS / 1000);
+	d->ble_err = -ECONNRESET;
+	d->ble_attempts = 0;
+	d->ble_retry_ms = 0;
+	if (!d->ble_retry)
+		d->ble_retry = evtimer_new(d->base, ble_retry_cb, d);
+	ble_schedule_retry(d);
 }
 
 static void release_ble(struct gw_device *dev, void *user_data)

@@ -137,6 +137,7 @@ struct ble_manager {
 	struct event_base *base;
 	struct ble_manager_opts opts;
 	char *adapters_opt;
+	char *bus_address_opt;  /* opts.bus_address, kept for reconnects */
 	struct ble_manager_callbacks cbs;
 	void *user_data;
 	DBusConnection *conn;

@@ -842,7 +842,11 @@ static DBusHandlerResult filter(DBusConnection *conn, DBusMessage *msg,
 	if (dbus_message_get_type(msg) != DBUS_MESSAGE_TYPE_SIGNAL)
 		return DBUS_HANDLER_RESULT_NOT_YET_HANDLED;
 	if (dbus_message_is_signal(msg, DBUS_INTERFACE_LOCAL, "Disconnected")) {
+		/* Our own connection closed: the bus daemon itself went
+		 * away, not only bluetoothd. The owner tells reconnects. */
 		bluez_down(mgr);
+		if (mgr->cbs.bus_lost)
+			mgr->cbs.bus_lost(mgr, mgr->user_data);
 		return DBUS_HANDLER_RESULT_NOT_YET_HANDLED;
 	}
 	if (dbus_message_is_signal(msg, DBUS_INTERFACE_DBUS, "NameOwnerChanged")) {
@@ -1033,7 +1037,9 @@ static void opts_defaults(struct ble_manager *mgr, const struct ble_manager_opts
 		*d = *o;
 	else
 		d->prefer_acquire = true;
-	d->bus_address = NULL; /* not kept: borrowed */
+	/* Borrowed: a copy is kept for reconnects. */
+	mgr->bus_address_opt = d->bus_address ? xstrdup(d->bus_address) : NULL;
+	d->bus_address = NULL;
 	mgr->adapters_opt = d->adapters ? xstrdup(d->adapters) : NULL;
 	d->adapters = mgr->adapters_opt;
 	if (!d->max_conn_per_adapter)
@@ -1079,6 +1085,30 @@ static int bus_setup(struct ble_manager *mgr, const char *address)
 	return mgr->owner_pc ? 0 : -ECONNRESET;
 }
 
+/* Drops the connection (the D-Bus side of ble_manager_free()). */
+static void bus_teardown(struct ble_manager *mgr)
+{
+	ble_call_cancel(&mgr->owner_pc);
+	if (!mgr->conn)
+		return;
+	ble_agent_unexport(mgr);
+	dbus_connection_remove_filter(mgr->conn, filter, mgr);
+	dbus_connection_flush(mgr->conn);
+	mgr->loop = dbus_loop_detach(mgr->loop);
+	dbus_connection_close(mgr->conn);
+	dbus_connection_unref(mgr->conn);
+	mgr->conn = NULL;
+}
+
+int ble_manager_reconnect(struct ble_manager *mgr)
+{
+	if (mgr->conn && dbus_connection_get_is_connected(mgr->conn))
+		return 0;
+	bluez_down(mgr);
+	bus_teardown(mgr);
+	return bus_setup(mgr, mgr->bus_address_opt);
+}
+
 struct ble_manager *ble_manager_new(struct event_base *base,
 				    const struct ble_manager_opts *opts,
 				    const struct ble_manager_callbacks *cbs,
@@ -1103,7 +1133,7 @@ struct ble_manager *ble_manager_new(struct event_base *base,
 	mgr->tick_ev = event_new(base, -1, EV_PERSIST, tick_cb, mgr);
 	/* While links wait: idle times and time slices run out. */
 	event_add(mgr->tick_ev, &(struct timeval){ 0, 250000 });
-	r = bus_setup(mgr, opts ? opts->bus_address : NULL);
+	r = bus_setup(mgr, mgr->bus_address_opt);
 	if (r < 0) {
 		ble_manager_free(mgr);
 		if (err)
@@ -1130,18 +1160,13 @@ struct ble_manager *ble_manager_free(struct ble_manager *mgr)
 	if (mgr->conn)
 		ble_agent_unexport(mgr);
 	bluez_down(mgr);
-	if (mgr->conn) {
-		dbus_connection_remove_filter(mgr->conn, filter, mgr);
-		dbus_connection_flush(mgr->conn);
-		mgr->loop = dbus_loop_detach(mgr->loop);
-		dbus_connection_close(mgr->conn);
-		dbus_connection_unref(mgr->conn);
-	}
+	bus_teardown(mgr);
 	event_free(mgr->sched_ev);
 	event_free(mgr->reap_ev);
 	event_free(mgr->objects_ev);
 	event_free(mgr->tick_ev);
 	free(mgr->adapters_opt);
+	free(mgr->bus_address_opt);
 	free(mgr);
 	return NULL;
 }

@@ -65,6 +65,11 @@ struct ble_manager_callbacks {
 			    void *user_data);
 	/* bluetoothd appeared (true) or vanished (false). */
 	void (*service)(struct ble_manager *mgr, bool up, void *user_data);
+	/* The connection to the bus itself closed (the bus daemon went away),
+	 * after service(false): call ble_manager_reconnect() from the loop
+	 * (not from this callback) until it succeeds. Links and devices are
+	 * kept. */
+	void (*bus_lost)(struct ble_manager *mgr, void *user_data);
 };
 
 /* Returns NULL with *err set (negative errno) when the bus is unreachable. */
@@ -73,6 +78,9 @@ struct ble_manager *ble_manager_new(struct event_base *base,
 				    const struct ble_manager_callbacks *cbs,
 				    void *user_data, int *err);
 struct ble_manager *ble_manager_free(struct ble_manager *mgr);
+/* After bus_lost: a new connection to the same bus (0, or a negative errno
+ * when the bus is still unreachable: try again later). 0 when connected. */
+int ble_manager_reconnect(struct ble_manager *mgr);
 
 /* The link for a device (created on first call; owned by the manager,
  * freed with it or by ble_manager_forget()). */

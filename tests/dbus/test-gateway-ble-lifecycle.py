@@ -7,6 +7,10 @@ late-bus: smpgwd starts before the bus exists (its unix:path= address is
   state change, and manages the watches once the bus and org.bluez appear.
   Also: the simulator's control `counters` has the fake BlueZ's counters,
   and /metrics counts the BLE frames.
+bus-loss: the bus daemon itself dies after start (kill -9) and comes back at
+  the same unix:path= address, with the simulator restarted on it: smpgwd
+  notices its own connection closing (not only bluetoothd leaving),
+  reconnects with backoff, keeps the watches' ports, and echo works again.
 reload: SIGHUP with a new [ble] allowlist releases the watches it no longer
   admits (endpoint closed, link closed, device.removed) and picks up the
   ones it now admits (same port as before when known).
@@ -144,6 +148,48 @@ def case_late_bus(t, wd):
         t.eq(gw.stop(), 0, 'clean exit')
 
 
+def case_bus_loss(t, wd):
+    path = os.path.join(wd, 'bus')
+    address = 'unix:path=' + path
+    with Running() as run:
+        bus = run.add(Bus(os.environ.get('BUS_CONF', os.path.join(HERE, 'bus.conf')),
+                          address))
+        bus.start()
+        sim = run.add(Sim(wd, len(ADDRS), extra=['--bus', address, '--seed', '7'],
+                          udp=False, fleet=FLEET))
+        sim.start()
+        gw = run.add(Gateway(wd, conf_text()))
+        ports = gw.start(ADDRS, bluez_bus=address, timeout=40)
+        t.ok(ok_echo(ports[ADDRS[0]], 'before', 40), 'echo before the bus goes')
+
+        bus.proc.kill()  # the bus daemon dies; its socket file stays
+        bus.proc.wait(timeout=5)
+        bus.proc.stdout.close()
+        sim.stop()
+        wait_for('smpgwd to notice', lambda: 'lost the connection to' in gw.read_log(),
+                 timeout=20)
+        time.sleep(1.5)  # a few reconnect attempts against the dead address
+        t.ok(gw.proc.poll() is None, 'smpgwd survives the bus going away')
+        t.ok(not ok_echo(ports[ADDRS[0]], 'nobody', timeout=1),
+             'no echo while the bus is gone')
+
+        if os.path.exists(path):
+            os.unlink(path)
+        bus.start()
+        sim.start()
+        t.ok(wait_for('echo through the new bus', lambda: ok_echo(
+            ports[ADDRS[0]], 'after', timeout=5), timeout=90, step=0.5),
+             'echo works again after the bus came back')
+        errors = [a for a in ADDRS if not ok_echo(ports[a], 'again ' + a, timeout=40)]
+        t.eq(errors, [], 'every watch answers on its old port')
+        text = gw.read_log()
+        t.eq(len(re.findall(r'lost the connection to', text)), 1, 'the loss is logged once')
+        t.eq(len(re.findall(r'is reachable after \d+ attempts', text)), 1,
+             'the reconnect is logged once')
+        t.eq(gw.ports(), ports, 'the same endpoints throughout')
+        t.eq(gw.stop(), 0, 'clean exit')
+
+
 class Events:
     """GET /api/v1/events, read as it comes (bounded waits)."""
 
@@ -227,7 +273,7 @@ def main():
     if not find_sim():
         print('1..0 # SKIP smpgw-sim not built (SMPGW_SIM unset)')
         sys.exit(SKIP)
-    cases = {'late-bus': case_late_bus, 'reload': case_reload}
+    cases = {'late-bus': case_late_bus, 'bus-loss': case_bus_loss, 'reload': case_reload}
     which = sys.argv[1:] or list(cases)
     t = Tap()
     for name in which:
