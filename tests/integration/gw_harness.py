@@ -48,6 +48,9 @@ class Sim:
             args += ['--udp-base', str(self.base)]
         args += self.extra
         log('starting ' + ' '.join(args))
+        # The log is appended to across restarts: only what this process
+        # writes (past the offset) counts as its "ready".
+        self.log_offset = os.path.getsize(self.log_path) if os.path.exists(self.log_path) else 0
         self.logf = open(self.log_path, 'a')
         self.proc = subprocess.Popen(args, stdout=self.logf, stderr=subprocess.STDOUT)
         if self.udp:
@@ -59,6 +62,7 @@ class Sim:
         if self.proc.poll() is not None:
             raise RuntimeError('smpgw-sim exited: ' + open(self.log_path).read())
         with open(self.log_path) as f:
+            f.seek(self.log_offset)
             return 'ready' in f.read().split()
 
     def _answers(self):

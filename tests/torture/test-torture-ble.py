@@ -161,31 +161,69 @@ def mid_swap(fleet):
          'reboot mid-swap: the new image is confirmed only when running and the job done')
 
 
+# The restart's uploads: the 350 kB image, so that they are still under way
+# when the simulator goes (a 100 kB upload on the fast fleet finished first).
+RESTART_IMAGE = 'app-3.1.0+7-350k-ecdsa-p256.bin'
+RESTART_AT = 30000  # bytes every upload has passed when bluetoothd goes
+SLOW_LINK = {'conn_interval_us': 30000, 'pkts_per_event': 2}  # ~16 kB/s
+
+
 def bluetoothd_restart(fleet, by):
     """The simulator (bluetoothd and every watch with it) goes away during
-    three uploads and comes back fresh: the jobs start over and finish."""
+    three uploads and comes back fresh. The simulator keeps the watches'
+    state in memory only, so its restart is also a power cycle of every
+    watch: slot 1 comes back empty, the upload session is gone, and each
+    job's upload starts over from offset 0 on the fresh watch (no resume
+    from the old offset is possible) and must still end done with the
+    complete image in slot 1. The jobs are plain uploads (no test/confirm):
+    slot 0 must not end up holding the new image confirmed."""
+    img = fleet.gw.add_image(image_path(RESTART_IMAGE))
+    with open(image_path(RESTART_IMAGE), 'rb') as f:
+        size = len(f.read())
     jobs = []
     for i in UPLOADERS[:3]:
         fleet.erase(i)
-        jobs.append((i, fleet.submit(i, 'bluetoothd restart')))
+        # A slower radio for these three (the fast fleet's link moves
+        # ~130 kB/s: 350 kB could still finish while the simulator stops).
+        # The fresh watches after the restart are fast again.
+        r = fleet.ctl({'cmd': 'link', 'device': fleet.addrs[i], 'link': SLOW_LINK})
+        log('restart: watch %d link %r' % (i, r.get('link')))
+        st, job = fleet.gw.update(fleet.addrs[i], img, mode='upload')
+        if st not in (200, 201, 202):
+            raise RuntimeError('bluetoothd restart: update refused: %s %r' % (st, job))
+        fleet.jobs.append((i, job['id'], 'bluetoothd restart'))
+        jobs.append((i, job['id']))
+    # Stop the simulator only once every upload is past RESTART_AT (from
+    # the job's progress), so that the restart really lands mid-upload.
+    at = []
     for _, jid in jobs:
-        try:
-            fleet.gw.wait_phase(jid, ('upload',), timeout=60, min_bytes=10000)
-        except RuntimeError as e:
-            log('restart: %s' % e)
+        j = fleet.gw.wait_phase(jid, ('upload',), timeout=90, min_bytes=RESTART_AT)
+        at.append(j['progress']['bytes'])
     by.pause()
     fleet.sim.stop()
+    during = [fleet.gw.job(jid) for _, jid in jobs]
+    mid = all(j and j['state'] in ('queued', 'running') for j in during)
+    log('restart: uploads at %r of %d bytes; after the stop: %r' % (
+        at, size, [(j['state'], j['phase'], j['progress']['bytes']) for j in during if j]))
     time.sleep(1.0)
     alive = fleet.gw.proc.poll() is None
     fleet.sim.start()
     by.resume(settle=0)
     bad = []
+    confirmed = []
     for i, jid in jobs:
-        j = fleet.gw.wait_job(jid, timeout=150)
-        if j['state'] != 'done' or slot_hash(fleet, i, 1) != fleet.img:
+        j = fleet.gw.wait_job(jid, timeout=180)
+        if j['state'] != 'done' or slot_hash(fleet, i, 1) != img:
             bad.append((i, j['state'], j.get('error')))
+        s0 = fleet.slot(i, 0) or {}
+        if s0.get('hash') == img and s0.get('confirmed'):
+            confirmed.append((i, s0))
+    t.ok(mid, 'bluetoothd goes away while the 3 uploads run (past %d of %d bytes)'
+         % (RESTART_AT, size))
     t.ok(alive, 'smpgwd survives bluetoothd going away')
-    t.eq(bad, [], 'bluetoothd restart during 3 uploads: every job done, image complete')
+    t.eq(bad, [], 'bluetoothd restart during 3 uploads: the uploads start over on the '
+         'power-cycled watches, every job done, image complete')
+    t.eq(confirmed, [], 'bluetoothd restart: no image confirmed without booting it')
 
 
 def bystanders_ready(by_ports):
