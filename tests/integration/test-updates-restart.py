@@ -78,8 +78,13 @@ def test_rollback_while_dead(gw, sim, wd):
     st, job = gw.update('w2', bad)
     gw.wait_phase(job['id'], ('wait',), timeout=60)
     gw.kill9()
-    import time
-    time.sleep(4)  # the watch reboots, MCUboot refuses the image
+
+    def rolled_back():
+        d = [d for d in sim.ctl({'cmd': 'list'})['devices'] if d['index'] == 2][0]
+        return d['up'] and not d['slots'][1]['present'] and d['slots'][0]['hash'] == old
+    # The watch reboots and MCUboot refuses the image (erases slot 1): wait
+    # for that, not a fixed time, so the daemon really restarts after it.
+    wait_for('w2 to boot the old image again', rolled_back, timeout=60, step=0.05)
     gw.start()
     j = gw.wait_job(job['id'], timeout=60)
     t.eq(j['state'], 'rolled_back', 'rolled back while the daemon was dead: reported '
