@@ -53,7 +53,8 @@ class Traffic:
                 try:
                     fn(*args)
                 except Exception as e:  # noqa: BLE001
-                    self.errors.append('%s: %r' % (fn.__name__, e))
+                    self.errors.append('%s%r at %.1f s: %r' % (fn.__name__, args,
+                                                                time.monotonic(), e))
                     time.sleep(0.2)
         th = threading.Thread(target=loop, daemon=True)
         th.start()
@@ -210,6 +211,12 @@ def main():
                  tr.n.get('rest', 0) > 10, 'traffic flowed (%d echoes, %d uploads, %d REST '
                  'rounds)' % (tr.n.get('echo', 0), tr.n.get('upload', 0), tr.n.get('rest', 0)))
             t.eq(tr.errors[:5], [], 'no client saw an error')
+            if tr.errors:
+                # Which requests the daemon gave up on (w%d: FAULTY's are expected).
+                log('%d errors; now %.1f s; smpgwd timeouts (not w%d):\n%s' % (
+                    len(tr.errors), time.monotonic(), FAULTY, '\n'.join(
+                        line for line in gw.read_log().splitlines()
+                        if 'timed out' in line and 'w%d:' % FAULTY not in line)[-4000:]))
             t.eq([s for s in tr.jobs if s != 'done'], [], 'every upload job done (%d)'
                  % len(tr.jobs))
             n = len(samples)
