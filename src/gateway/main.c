@@ -391,6 +391,15 @@ static void restore_ble_devices(struct daemon *d)
 
 static void ble_bus_lost(struct ble_manager *mgr, void *user_data);
 
+/* Discovery that never starts is silent otherwise: say why, once per
+ * failed call (the manager retries power-on and start by itself). */
+static void ble_adapter_error(struct ble_manager *mgr, const char *adapter,
+			      const char *what, int err, void *user_data)
+{
+	log_warn("ble: %s: %s failed: %s", adapter, what,
+		 err == -EINPROGRESS ? "bluetoothd answered InProgress" : strerror(-err));
+}
+
 static int ble_connect(struct daemon *d)
 {
 	const struct gw_config *cfg = gw_config(d->gw);
@@ -406,6 +415,7 @@ static int ble_connect(struct daemon *d)
 	static const struct ble_manager_callbacks cbs = {
 		.device_seen = ble_seen, .device_lost = ble_lost,
 		.service = ble_service, .bus_lost = ble_bus_lost,
+		.adapter_error = ble_adapter_error,
 	};
 	int err = -EIO;
 

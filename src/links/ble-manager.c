@@ -408,7 +408,16 @@ static void adapter_reply(DBusPendingCall *pc, void *data)
 	DBusMessage *reply = ble_call_reply(&ad->pc);
 	bool err = dbus_message_get_type(reply) == DBUS_MESSAGE_TYPE_ERROR;
 	bool in_progress = ble_error_is(reply, "org.bluez.Error.InProgress");
+	static const char *const what[] = {
+		[BLE_ADAPTER_POWER] = "power on",
+		[BLE_ADAPTER_FILTER] = "discovery filter",
+		[BLE_ADAPTER_START] = "start discovery",
+	};
+	struct ble_manager *mgr = ad->mgr;
 
+	if (err && mgr->cbs.adapter_error)
+		mgr->cbs.adapter_error(mgr, ad->name, what[ad->step],
+				       ble_error_errno(reply), mgr->user_data);
 	dbus_message_unref(reply);
 	switch (ad->step) {
 	case BLE_ADAPTER_POWER:
@@ -421,8 +430,15 @@ static void adapter_reply(DBusPendingCall *pc, void *data)
 		ad->filter_set = true;
 		break;
 	case BLE_ADAPTER_START:
-		if (!err || in_progress)
+		/* InProgress proves no session: bluetoothd (5.66) also
+		 * answers it when the kernel refused to start discovery
+		 * (MGMT busy/failed, e.g. an HCI timeout under load) and then
+		 * drops the session. Only the Discovering property counts;
+		 * until it shows, ask again after the retry delay. */
+		if (!err)
 			ad->discovering = true;
+		else if (in_progress)
+			in_progress = false;
 		break;
 	}
 	if (err && !in_progress && ad->step != BLE_ADAPTER_FILTER) {

@@ -70,6 +70,13 @@ struct ble_manager_callbacks {
 	 * (not from this callback) until it succeeds. Links and devices are
 	 * kept. */
 	void (*bus_lost)(struct ble_manager *mgr, void *user_data);
+	/* A step towards discovery on a selected adapter failed (what:
+	 * "power on", "discovery filter", "start discovery"; err a negative
+	 * errno, -EINPROGRESS when bluetoothd refused a session without
+	 * starting one). The manager retries by itself; this is for the log.
+	 * May be NULL. */
+	void (*adapter_error)(struct ble_manager *mgr, const char *adapter,
+			      const char *what, int err, void *user_data);
 };
 
 /* Returns NULL with *err set (negative errno) when the bus is unreachable. */

@@ -64,18 +64,25 @@ tap = Tap()
 
 
 def wait_for(what, cond, timeout, step=0.2):
+    """Polls cond until it returns something true. On timeout the message
+    says what the LAST poll saw (its value or its exception), not an error
+    from an early poll that later polls got past."""
     deadline = time.monotonic() + timeout
     last = None
+    polls = 0
     while time.monotonic() < deadline:
+        polls += 1
         try:
             v = cond()
+            last = 'returned %r' % (v,)
         except Exception as e:  # the condition's own errors mean "not yet"
-            last = e
+            last = 'raised %r' % (e,)
             v = None
         if v:
             return v
         time.sleep(step)
-    raise TimeoutError('timed out after %ds waiting for %s (%r)' % (timeout, what, last))
+    raise TimeoutError('timed out after %ds waiting for %s (%d polls; the last one %s)'
+                       % (timeout, what, polls, last))
 
 
 # ---- children ----

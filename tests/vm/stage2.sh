@@ -55,10 +55,15 @@ for attempt in 1 2 3 4 5 6; do
 	dmesg | grep -i -E "bluetooth: hci" | tail -n 3 >>$out/guest.log
 	kill $btvirt_pid
 	wait $btvirt_pid 2>/dev/null
+	# Every old index gone before the next btvirt: the kernel hands out
+	# the lowest free ones, and a lingering old hci1 would pair the new
+	# hci0 with a dead controller of the old btvirt (they never see
+	# each other).
 	i=0
-	while [ -e /sys/class/bluetooth/hci0 ] && [ $i -lt 100 ]; do
+	while [ -n "$(ls /sys/class/bluetooth 2>/dev/null)" ] && [ $i -lt 100 ]; do
 		sleep 0.1; i=$((i + 1))
 	done
+	[ $i -lt 100 ] || log "old controllers still listed: $(ls /sys/class/bluetooth | tr '\n' ' ')"
 done
 mgmt_ready || { log "btvirt: no $ncontrollers working controllers"; finish 97; }
 log "$ncontrollers controllers ready at $(cut -d' ' -f1 /proc/uptime) s of uptime"
