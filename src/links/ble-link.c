@@ -463,26 +463,34 @@ static bool acquire_unsupported(int err)
 	       err == -EIO || err == -EBADMSG;
 }
 
+/* The fd and MTU of an AcquireWrite/AcquireNotify reply. A negative return
+ * means the reply was handled here: pairing took over, or the link fell
+ * back to StartNotify/WriteValue, or it failed. */
+static int acquire_reply(struct ble_link *bl, uint16_t *mtu)
+{
+	DBusMessage *reply = ble_call_reply(&bl->pc);
+	int err = ble_error_errno(reply);
+	int fd = err ? err : take_fd(reply, mtu);
+	bool pairing = fd < 0 && err && maybe_pair(bl, reply);
+
+	dbus_message_unref(reply);
+	if (fd >= 0 || pairing)
+		return pairing ? -EINPROGRESS : fd;
+	if (acquire_unsupported(fd))
+		start_notify(bl);
+	else
+		link_fail(bl, fd);
+	return fd;
+}
+
 static void acquire_notify_reply(DBusPendingCall *pc, void *data)
 {
 	struct ble_link *bl = data;
-	DBusMessage *reply = ble_call_reply(&bl->pc);
-	int err = ble_error_errno(reply);
 	uint16_t mtu = 0;
-	int fd = err ? err : take_fd(reply, &mtu);
+	int fd = acquire_reply(bl, &mtu);
 
-	if (fd < 0 && err && maybe_pair(bl, reply)) {
-		dbus_message_unref(reply);
+	if (fd < 0)
 		return;
-	}
-	dbus_message_unref(reply);
-	if (fd < 0) {
-		if (acquire_unsupported(fd))
-			start_notify(bl);
-		else
-			link_fail(bl, fd);
-		return;
-	}
 	bl->nfd = fd;
 	if (mtu > BLE_DEFAULT_ATT_MTU && (!bl->att_mtu || mtu < bl->att_mtu))
 		bl->att_mtu = mtu;
@@ -498,23 +506,11 @@ static void acquire_notify(struct ble_link *bl);
 static void acquire_write_reply(DBusPendingCall *pc, void *data)
 {
 	struct ble_link *bl = data;
-	DBusMessage *reply = ble_call_reply(&bl->pc);
-	int err = ble_error_errno(reply);
 	uint16_t mtu = 0;
-	int fd = err ? err : take_fd(reply, &mtu);
+	int fd = acquire_reply(bl, &mtu);
 
-	if (fd < 0 && err && maybe_pair(bl, reply)) {
-		dbus_message_unref(reply);
+	if (fd < 0)
 		return;
-	}
-	dbus_message_unref(reply);
-	if (fd < 0) {
-		if (acquire_unsupported(fd))
-			start_notify(bl);
-		else
-			link_fail(bl, fd);
-		return;
-	}
 	bl->wfd = fd;
 	if (mtu > BLE_DEFAULT_ATT_MTU)
 		bl->att_mtu = mtu;
