@@ -129,3 +129,8 @@ uint64_t gw_events_last_id(const struct gw_events *bus)
 {
 	return bus->next_id - 1;
 }
+
+uint64_t gw_events_first_id(const struct gw_events *bus)
+{
+	return bus->count ? bus->ring[bus->head].id : 0;
+}

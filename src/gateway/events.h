@@ -42,3 +42,5 @@ void gw_events_unsubscribe(struct gw_events *bus, unsigned id);
 int gw_events_replay(struct gw_events *bus, uint64_t after_id, gw_event_cb cb,
 		     void *user_data);
 uint64_t gw_events_last_id(const struct gw_events *bus);
+/* The oldest event the history still holds; 0 when it holds none. */
+uint64_t gw_events_first_id(const struct gw_events *bus);

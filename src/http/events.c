@@ -276,3 +276,89 @@ int events_stream(struct http_req *req)
 	http_reply_stream(req, 200, "text/event-stream", client_read, c, client_free);
 	return 0;
 }
+
+/*
+ * GET /api/v1/events/recent: the newest events of the bounded history as
+ * one JSON answer, for pages that show what happened before they opened
+ * (the stream only carries what comes next). Filters: limit (1..1000,
+ * default 100), device (an event about that device: its data's id, device
+ * or name) and type (a prefix: "job." or "device.connected"). last_id is
+ * the newest event on the bus, matching or not: open the stream with
+ * ?last_event_id=<last_id> and nothing falls between the two.
+ */
+#define RECENT_DEFAULT 100
+#define RECENT_MAX 1000
+
+struct recent {
+	const char *device, *type;
+	json_t *events; /* matching, oldest first */
+};
+
+static bool about_device(const json_t *data, const char *dev)
+{
+	static const char *const keys[] = { "id", "device", "name" };
+
+	for (size_t i = 0; i < ARRAY_SIZE(keys); i++) {
+		const char *v = json_string_value(json_object_get(data, keys[i]));
+
+		if (v && !strcmp(v, dev))
+			return true;
+	}
+	return false;
+}
+
+static void recent_collect(const struct gw_event *ev, void *user_data)
+{
+	struct recent *r = user_data;
+
+	if (r->type && strncmp(ev->type, r->type, strlen(r->type)))
+		return;
+	if (r->device && !about_device(ev->data, r->device))
+		return;
+	json_array_append_new(r->events, json_pack("{s:I, s:s, s:I, s:O}", "id",
+		(json_int_t)ev->id, "type", ev->type, "time_ms", (json_int_t)ev->time_ms,
+		"data", ev->data ? ev->data : json_null()));
+}
+
+static int recent_limit(struct http_req *req, size_t *ret)
+{
+	const char *s = http_req_query(req, "limit");
+	char *end;
+	long v;
+
+	*ret = RECENT_DEFAULT;
+	if (!s)
+		return 0;
+	errno = 0;
+	v = strtol(s, &end, 10);
+	if (errno || end == s || *end || v < 1 || v > RECENT_MAX)
+		return -EDOM;
+	*ret = (size_t)v;
+	return 0;
+}
+
+int events_recent(struct http_req *req)
+{
+	struct gw_events *bus = gw_events(http_req_gw(req));
+	struct recent r = { .device = http_req_query(req, "device"),
+			    .type = http_req_query(req, "type") };
+	uint64_t first = gw_events_first_id(bus);
+	size_t limit, n;
+	json_t *out;
+
+	if (recent_limit(req, &limit) < 0)
+		return http_reply_problem(req, -EDOM, "limit must be an integer "
+					  "from 1 to %d", RECENT_MAX), 0;
+	r.events = json_array();
+	if (first)
+		gw_events_replay(bus, first - 1, recent_collect, &r);
+	n = json_array_size(r.events);
+	out = json_array();
+	for (size_t i = n > limit ? n - limit : 0; i < n; i++)
+		json_array_append(out, json_array_get(r.events, i));
+	json_decref(r.events);
+	http_reply_json(req, 200, json_pack("{s:o, s:I, s:I}", "events", out, "count",
+					    (json_int_t)json_array_size(out), "last_id",
+					    (json_int_t)gw_events_last_id(bus)));
+	return 0;
+}

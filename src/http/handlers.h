@@ -67,6 +67,7 @@ int rollouts_report_txt(struct http_req *req);
 
 /* events.c (server-sent events) */
 int events_stream(struct http_req *req);
+int events_recent(struct http_req *req);
 
 /* metrics.c */
 int metrics_get(struct http_req *req);

@@ -90,6 +90,8 @@ const struct route http_routes[] = {
 	/* events.c */
 	{ GET, "/api/v1/events", events_stream, NONE, 0,
 	  "Server-sent events (Last-Event-ID resume)" },
+	{ GET, "/api/v1/events/recent", events_recent, NONE, 0,
+	  "Recent events from the history" },
 	/* metrics.c */
 	{ GET, "/api/v1/metrics", metrics_get, NONE, 0, "Prometheus metrics" },
 	{ GET, "/metrics", metrics_get, NONE, 0, "Prometheus metrics" },

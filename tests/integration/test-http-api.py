@@ -371,6 +371,34 @@ class Api(unittest.TestCase):
         self.problem(self.req('GET', '/api/v1/events', headers={'Last-Event-ID': 'abc'}),
                      400, 'invalid-parameter', 'Last-Event-ID')
 
+    def test_events_recent(self):
+        """The history as one JSON answer: newest last, filtered by device
+        and type prefix, bounded by limit; last_id joins it to the stream."""
+        self.assertEqual(self.req('POST', '/api/v1/devices/watch-2/echo', {'d': 'r'})[0], 200)
+        st, _, r = self.d.json('GET', '/api/v1/events/recent')
+        self.assertEqual(st, 200)
+        evs = r['events']
+        self.assertEqual(r['count'], len(evs))
+        self.assertTrue(0 < len(evs) <= 100, len(evs))
+        ids = [e['id'] for e in evs]
+        self.assertEqual(ids, sorted(ids), 'oldest first')
+        self.assertLessEqual(ids[-1], r['last_id'])
+        for e in evs:
+            self.assertEqual(set(e), {'id', 'type', 'time_ms', 'data'})
+        st, _, r = self.d.json('GET', '/api/v1/events/recent?device=watch-2&type=device.')
+        self.assertTrue(r['events'], 'watch-2 connected for the echo')
+        for e in r['events']:
+            self.assertTrue(e['type'].startswith('device.'), e)
+            self.assertEqual(e['data']['id'], 'watch-2', e)
+        st, _, r = self.d.json('GET', '/api/v1/events/recent?limit=1')
+        self.assertEqual(r['count'], 1)
+        self.assertEqual(r['events'][0]['id'], r['last_id'], 'the newest')
+        st, _, r = self.d.json('GET', '/api/v1/events/recent?device=nothing-here')
+        self.assertEqual((st, r['count']), (200, 0))
+        for bad in ('0', '1001', 'x', '-3', ''):
+            self.problem(self.req('GET', '/api/v1/events/recent?limit=' + bad), 400,
+                         'invalid-parameter', 'limit')
+
     # ---- metrics, openapi, dashboard ----
     def test_metrics(self):
         self.req('GET', '/api/v1/devices')
@@ -644,6 +672,10 @@ class HistoryLost(unittest.TestCase):
             s.close()
             self.assertIn(b'event: stream.reset', buf)
             self.assertIn(b're-read state', buf)
+            st, _, r = d.json('GET', '/api/v1/events/recent?limit=1000')
+            self.assertEqual((st, r['count']), (200, 1000), 'the whole limit from a full history')
+            self.assertEqual(r['events'][-1]['id'], r['last_id'])
+            self.assertEqual(r['events'][0]['id'], r['last_id'] - 999)
         finally:
             rc, log = d.close()
         self.assertEqual(rc, 0, log[-2000:])
