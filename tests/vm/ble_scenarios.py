@@ -251,7 +251,7 @@ def start_gw(prefer_acquire):
                 '[udp]\nbase_port = %d\n[http]\nlisten = %s\n'
                 '[request]\ntimeout = 15s\nconnect_timeout = 60s\n'
                 % ('yes' if prefer_acquire else 'no', UDP_BASE, HTTP))
-    return start('smpgwd', [os.path.join(BUILD, 'src', 'gateway', 'daemon', 'smpgwd'),
+    return start('smpgwd', [os.path.join(BUILD, 'src', 'daemon', 'smpgwd'),
                             '--config', conf, '--state-dir', '/tmp/gw-state',
                             '--log-level', 'debug'])
 
