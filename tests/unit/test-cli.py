@@ -3,6 +3,8 @@
 """Runs `smpgw image info` on the conformance images and checks its JSON
 against manifest.json, plus exit codes for bad input. Prints TAP.
 usage: test-cli.py SMPGW CONFORMANCE_DIR"""
+import base64
+import hashlib
 import json
 import os
 import subprocess
@@ -31,10 +33,6 @@ def run(*args):
     return p.returncode, p.stdout, p.stderr
 
 
-def key_usable(k):
-    return os.path.getsize(os.path.join(images, k)) > 0
-
-
 rc, out, _ = run("--version")
 ok(rc == 0 and out.startswith("smpgw "), "--version")
 rc, out, _ = run("--help")
@@ -43,7 +41,7 @@ rc, _, err = run("frobnicate")
 ok(rc == 2 and "unknown command" in err, "unknown command: exit 2")
 
 manifest = json.load(open(os.path.join(images, "manifest.json")))
-usable = [k for k in KEYS.values() if key_usable(k)]
+usable = list(KEYS.values())
 for name, m in manifest.items():
     path = os.path.join(images, name)
     rc, out, err = run("image", "info", path, "--json")
@@ -75,6 +73,20 @@ for name, m in manifest.items():
             rc, out, _ = run("image", "info", path, "--json", "--key", os.path.join(images, k))
             ok(rc == 3 and json.loads(out)["signature"]["status"] == "no_key",
                "%s: %s does not match" % (name, k))
+
+# The imgtool-signed Ed25519 image verifies with the shipped key alone; the
+# key hash it prints is the SHA-256 of that key's DER SubjectPublicKeyInfo
+# (the base64 body of the PEM).
+ed_pem = os.path.join(images, "pub-ed25519.pem")
+ed_img = os.path.join(images, "app-2.0.0-ed25519.bin")
+spki = base64.b64decode("".join(l for l in open(ed_pem).read().splitlines()
+                                if l and not l.startswith("-----")))
+rc, out, _ = run("image", "info", ed_img, "--key", ed_pem)
+ok(rc == 0 and "verified with " + ed_pem in out, "Ed25519 image: verified with pub-ed25519.pem")
+ok("key hash:    " + hashlib.sha256(spki).hexdigest() in out,
+   "Ed25519 image: key hash is SHA-256 of the key's DER SubjectPublicKeyInfo")
+rc, out, _ = run("image", "info", ed_img, "--key", os.path.join(images, "pub-ecdsa-p256.pem"))
+ok(rc == 3 and "ED25519, no_key" in out, "Ed25519 image, ECDSA key only: no key, exit 3")
 
 # Text output names the hash and the verifying key.
 rc, out, _ = run("image", "info", os.path.join(images, "app-1.2.3+4-ecdsa-p256.bin"),
