@@ -6,6 +6,7 @@ set -euo pipefail
 
 pkgs=(meson ninja-build pkg-config gcc libevent-dev libcbor-dev libjansson-dev
       libmicrohttpd-dev libdbus-1-dev libbluetooth-dev libsqlite3-dev libssl-dev
+      libcurl4-openssl-dev
       dbus python3 python3-cbor2)
 if [ "${1:-}" = "--test" ]; then
 	pkgs+=(clang libclang-rt-14-dev valgrind python3-dbus python3-gi systemd

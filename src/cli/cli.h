@@ -1,0 +1,64 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * What the smpgw tool's commands share: exit codes, the connection settings
+ * (URL, token) and the helpers every REST command uses. Each command lives in
+ * its own cmd-*.c file and is listed in smpgw.c's table.
+ */
+#pragma once
+
+#include <getopt.h>
+#include <jansson.h>
+#include <stdbool.h>
+
+/* Exit status, documented in `smpgw --help`, docs/cli.md and smpgw(1). */
+#define EXIT_FAILED 1      /* the operation ran and failed (job, bad image file) */
+#define EXIT_USAGE 2       /* bad command line */
+#define EXIT_UNVERIFIED 3  /* image info: signature not verified */
+#define EXIT_UNREACHABLE 4 /* cannot reach smpgwd (refused, DNS, TLS, timeout) */
+#define EXIT_REFUSED 5     /* smpgwd answered with an error (problem+json) */
+
+/* Options every REST command takes (also accepted before the command). */
+#define CLI_COMMON_OPTS \
+	{ "url", required_argument, NULL, 'U' }, \
+	{ "token-file", required_argument, NULL, 'T' }, \
+	{ "help", no_argument, NULL, 'h' }
+
+struct cli {
+	const char *url;   /* without the trailing slash */
+	char *token;       /* NULL: none */
+	const char *token_file;
+};
+
+extern struct cli cli;
+extern const char cli_usage_text[];
+
+/* The common options (-U, -T, -h) of a command's getopt loop: 1 handled,
+ * 0 not one of them, 2 help printed (exit 0). */
+int cli_common_opt(int c, const char *arg);
+/* Reads the token file named by --token-file (or the SMPGW_TOKEN
+ * variable); 0 or an exit status. */
+int cli_load_token(void);
+int cli_usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* o's string member key, or dflt. */
+const char *cli_str(const json_t *o, const char *key, const char *dflt);
+/* Natural order ("PineTime-2" before "PineTime-10"), for qsort of strings. */
+int cli_natcmp(const char *a, const char *b);
+/* "3s ago", "5m ago", "2h ago", "4d ago" for a ms epoch time; "-" for 0. */
+void cli_age(long long ms_epoch, char *buf, size_t size);
+/* Human size: 1.5 MiB, 320 KiB, 12 B. */
+void cli_size(double bytes, char *buf, size_t size);
+/* True when the file exists and is a regular file. */
+bool cli_is_file(const char *path);
+/* The image argument (stored id, id prefix, file name or version; or a
+ * local file, uploaded first) to a stored image (new reference) or NULL
+ * with the error printed and *code set. */
+json_t *cli_resolve_image(const char *arg, int *code);
+
+int cmd_image_info(int argc, char **argv);
+int cmd_image_upload(int argc, char **argv);
+int cmd_image_list(int argc, char **argv);
+int cmd_devices(int argc, char **argv);
+int cmd_update(int argc, char **argv);
+int cmd_rollout(int argc, char **argv);
+int cmd_events(int argc, char **argv);

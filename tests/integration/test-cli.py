@@ -1,0 +1,279 @@
+# SPDX-License-Identifier: MIT
+"""The smpgw command-line client (src/cli/, docs/cli.md) against the real
+smpgwd and a simulated fleet over UDP: devices (table, natural order,
+filters, JSON), image upload/list, update with --follow (plain lines when
+piped; under a pseudo-terminal a moving bar with rate and ETA that ends
+confirmed), rollout create/show/pause/resume/cancel, events, the token, and
+the error paths with their exit codes (bad URL, smpgwd down, unknown device,
+bad image)."""
+import json
+import os
+import pty
+import re
+import select
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from gw_harness import Running
+from updates_harness import SKIP, Gateway, Sim, Tap, Workdir, conformance_image, log
+
+IMG = conformance_image('app-1.2.3+4-ecdsa-p256.bin')
+IMG350 = conformance_image('app-3.1.0+7-350k-ecdsa-p256.bin')
+NAMES = ['PineTime-10', 'PineTime-2', 'PineTime-1']
+TOKEN = 'cli-test-token-1234'
+# Exit codes (smpgw --help, docs/cli.md).
+FAILED, USAGE, UNREACHABLE, REFUSED = 1, 2, 4, 5
+
+t = Tap()
+
+
+class Cli:
+    def __init__(self, url, token=TOKEN):
+        self.exe = os.environ['SMPGW_CLI']
+        self.env = dict(os.environ, SMPGW_URL=url, SMPGW_TOKEN=token, LC_ALL='C')
+
+    def run(self, *args, env=None, timeout=120):
+        p = subprocess.run([self.exe] + list(args), capture_output=True, text=True,
+                           timeout=timeout, env=dict(self.env, **(env or {})))
+        return p.returncode, p.stdout, p.stderr
+
+    def pty(self, *args, timeout=120):
+        """Runs under a pseudo-terminal: (exit status, everything written)."""
+        master, slave = pty.openpty()
+        p = subprocess.Popen([self.exe] + list(args), stdin=slave, stdout=slave,
+                             stderr=slave, env=dict(self.env, COLUMNS='100'))
+        os.close(slave)
+        out, deadline = b'', time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            r, _, _ = select.select([master], [], [], 0.5)
+            if r:
+                try:
+                    chunk = os.read(master, 65536)
+                except OSError:  # EIO: the child closed the terminal
+                    break
+                if not chunk:
+                    break
+                out += chunk
+            elif p.poll() is not None:
+                break
+        os.close(master)
+        try:
+            rc = p.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            rc = p.wait()
+        return rc, out.decode(errors='replace')
+
+
+def one_line(err):
+    return len(err.strip().splitlines()) == 1
+
+
+def test_devices(cli):
+    rc, out, err = cli.run('devices')
+    rows = out.splitlines()
+    t.eq(rc, 0, 'devices: exit 0 (%s)' % err.strip())
+    t.eq(rows[0].split()[:3], ['NAME', 'LINK', 'FIRMWARE'], 'devices: a table header')
+    t.eq([r.split()[0] for r in rows[1:]], ['PineTime-1', 'PineTime-2', 'PineTime-10'],
+         'devices: natural order')
+    t.ok(all(len(r.split()) >= 6 for r in rows[1:]), 'devices: every column filled')
+    rc, out, _ = cli.run('devices', '--json')
+    t.eq(sorted(d['id'] for d in json.loads(out)['devices']), sorted(NAMES),
+         'devices --json: the daemon\'s answer')
+    rc, out, _ = cli.run('devices', '--name', 'PineTime-1*')
+    t.eq([r.split()[0] for r in out.splitlines()[1:]], ['PineTime-1', 'PineTime-10'],
+         'devices --name glob filters')
+    rc, out, _ = cli.run('devices', 'name=PineTime-2')
+    t.eq([r.split()[0] for r in out.splitlines()[1:]], ['PineTime-2'],
+         'devices KEY=VALUE filters')
+    rc, out, err = cli.run('devices', '--state', 'sideways')
+    t.eq((rc, one_line(err), out), (REFUSED, True, ''),
+         'devices: a bad filter value is the daemon\'s 400 in one line: ' + err.strip())
+    rc, _, err = cli.run('devices', 'oops')
+    t.eq(rc, USAGE, 'devices: a filter without = is a usage error')
+
+
+def test_images(cli, wd):
+    rc, out, err = cli.run('image', 'upload', IMG, env={'SMPGW_TOKEN': ''})
+    t.eq(rc, REFUSED, 'image upload without the token: refused')
+    t.ok(one_line(err) and '401' in err, 'one line naming 401: ' + err.strip())
+    tokfile = os.path.join(wd, 'token')
+    with open(tokfile, 'w') as f:
+        f.write(TOKEN + '\n')
+    rc, out, err = cli.run('--token-file', tokfile, 'image', 'upload', IMG,
+                           env={'SMPGW_TOKEN': ''})
+    t.eq(rc, 0, 'image upload with --token-file (%s)' % err.strip())
+    m = re.match(r'stored 1\.2\.3\+4 ([0-9a-f]{64}) \(app-1\.2\.3\+4-ecdsa-p256\.bin', out)
+    t.ok(m, 'image upload prints version, hash and file name: ' + out.strip())
+    rc, out2, _ = cli.run('image', 'upload', IMG)
+    t.ok(rc == 0 and out2.startswith('already stored'), 'upload again: already stored')
+    rc, out, _ = cli.run('image', 'list')
+    t.ok(rc == 0 and m and m.group(1)[:16] in out and '1.2.3+4' in out,
+         'image list shows it')
+    bad = os.path.join(wd, 'bad.bin')
+    with open(bad, 'wb') as f:
+        f.write(b'\x00' * 1000)
+    rc, out, err = cli.run('image', 'upload', bad)
+    t.eq((rc, one_line(err)), (REFUSED, True), 'a bad image: refused in one line: ' +
+         err.strip())
+    rc, _, err = cli.run('image', 'upload', os.path.join(wd, 'missing.bin'))
+    t.eq(rc, FAILED, 'a missing file: exit 1 (%s)' % err.strip())
+    return m.group(1) if m else None
+
+
+def test_update_plain(cli, sim, img):
+    rc, out, err = cli.run('update', 'PineTime-2', img[:10], '--follow')
+    lines = out.strip().splitlines()
+    t.eq(rc, 0, 'update --follow (piped): exit 0 (%s)' % err.strip())
+    t.ok(lines and lines[0].startswith('job '), 'first line names the job')
+    t.ok(any(' upload ' in ln and '%' in ln for ln in lines), 'plain progress lines')
+    t.ok('\r' not in out and '\x1b' not in out, 'no terminal control when piped')
+    t.eq(lines[-1] if lines else '', 'confirmed 1.2.3+4 on PineTime-2',
+         'ends with the confirmed version')
+    slot0 = sim.slots(1)[0]
+    t.eq((slot0['hash'], slot0['confirmed']), (img, True), 'the watch runs it, confirmed')
+    rc, out, _ = cli.run('update', 'PineTime-2', '1.2.3+4', '--follow')
+    t.ok(rc == 0 and out.strip().endswith('(it already ran it: nothing sent)'),
+         'again, by version: up to date, nothing sent')
+    rc, out, err = cli.run('update', 'PineTime-1', img)
+    t.ok(rc == 0 and re.match(r'job \d+: 1\.2\.3\+4 to PineTime-1 \(test-confirm\)', out),
+         'update without --follow: queued, exit 0: ' + out.strip())
+
+
+def test_update_pty(cli, sim):
+    """The issue's "done when": a moving bar in a terminal, ending confirmed."""
+    rc, out = cli.pty('update', 'PineTime-10', IMG350, '--follow', timeout=150)
+    bars = re.findall(r'\r\x1b\[KPineTime-10 upload\s+\[([#-]+)\]\s+(\d+)%([^\r\n]*)', out)
+    pcts = [int(b[1]) for b in bars]
+    t.eq(rc, 0, 'update under a pty: exit 0')
+    t.ok(len(set(pcts)) >= 3 and pcts == sorted(pcts),
+         'the bar moves forward (%s)' % sorted(set(pcts)))
+    t.ok(any('/s' in b[2] and 'ETA' in b[2] for b in bars), 'rate and ETA shown')
+    fills = [b[0].count('#') for b in bars]
+    t.ok(fills and fills[-1] > fills[0], 'the bar fills')
+    t.ok(out.rstrip().endswith('confirmed 3.1.0+7 on PineTime-10'),
+         'ends confirmed: %r' % out[-120:])
+    t.eq(sim.slots(0)[0]['confirmed'], True, 'the watch confirmed it')
+    if rc != 0 or not bars:
+        log(repr(out[-3000:]))
+
+
+def test_update_errors(cli, img, wd):
+    rc, _, err = cli.run('update', 'PineTime-99', img)
+    t.eq((rc, one_line(err)), (REFUSED, True), 'unknown device: refused in one line')
+    t.ok('Unknown device' in err and 'PineTime-99' in err, 'says which: ' + err.strip())
+    rc, _, err = cli.run('update', 'PineTime-1', 'deadbeef00')
+    t.eq(rc, FAILED, 'unknown image: exit 1 (%s)' % err.strip())
+    rc, _, err = cli.run('update', 'PineTime-1', img, '--mode', 'sideways')
+    t.eq((rc, one_line(err)), (REFUSED, True), 'bad mode: refused: ' + err.strip())
+    rc, _, err = cli.run('update', 'PineTime-1')
+    t.eq(rc, USAGE, 'update without IMAGE: usage error')
+
+
+def test_rollouts(cli, img):
+    rc, out, err = cli.run('rollout', 'create', img, '--name', 'cli test', '--target', 'all',
+                           '--devices', 'PineTime-1', '--follow', timeout=150)
+    lines = out.strip().splitlines()
+    m = re.match(r'(ro-\d+) ', lines[0]) if lines else None
+    t.eq(rc, 0, 'rollout create --follow: exit 0 (%s)' % err.strip())
+    t.ok(m, 'create prints the rollout: %r' % lines[:1])
+    t.ok(lines and re.match(r'ro-\d+ completed: .*1 (updated|up_to_date)', lines[-1]),
+         'follow ends completed: %r' % lines[-1:])
+    t.ok(any(ln.startswith('PineTime-1 ') for ln in lines), 'a line per device outcome')
+    ro = m.group(1) if m else 'ro-1'
+    rc, out, _ = cli.run('rollout', 'show', ro)
+    t.ok(rc == 0 and ('Rollout %s' % ro) in out and 'PineTime-1' in out,
+         'rollout show prints the report')
+    rc, out, _ = cli.run('rollout', 'show')
+    t.ok(rc == 0 and out.startswith(ro), 'rollout show without ID lists rollouts')
+    # One that waits for a window that is not open now: pause, resume, cancel.
+    hour = (time.gmtime().tm_hour + 12) % 24
+    rc, out, err = cli.run('rollout', 'create', img, '--target', 'all', '--window',
+                           '%02d:00-%02d:30@UTC' % (hour, hour), '--json')
+    doc = json.loads(out) if rc == 0 else {}
+    t.eq(doc.get('state'), 'waiting', 'create --window: waiting (%s)' % err.strip())
+    ro2 = doc.get('id', 'ro-2')
+    for verb, state in (('pause', 'paused'), ('resume', 'waiting'), ('cancel', 'canceled')):
+        rc, out, err = cli.run('rollout', verb, ro2)
+        t.ok(rc == 0 and out.startswith('%s %s' % (ro2, state)),
+             'rollout %s: %s (%s%s)' % (verb, state, out.strip(), err.strip()))
+    rc, _, err = cli.run('rollout', 'pause', 'ro-999')
+    t.eq((rc, one_line(err)), (REFUSED, True), 'unknown rollout: refused: ' + err.strip())
+    rc, _, _ = cli.run('rollout', 'create', img, '--canary', 'many')
+    t.eq(rc, USAGE, 'a bad number: usage error')
+    rc, _, _ = cli.run('rollout', 'pause', ro2, '--canary', '3')
+    t.eq(rc, USAGE, 'a create option elsewhere: usage error')
+
+
+def test_events(cli, img):
+    p = subprocess.Popen([cli.exe, 'events', '--count', '2', '--timeout', '60', 'job.'],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         env=cli.env)
+    try:
+        time.sleep(1)  # connected before the job starts (no Last-Event-ID here)
+        rc, _, err = cli.run('update', 'PineTime-2', img, '--follow')
+        out, err = p.communicate(timeout=60)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    lines = out.strip().splitlines()
+    t.eq((p.returncode, len(lines)), (0, 2), 'events --count 2: two lines, exit 0 (%s)' %
+         err.strip())
+    t.ok(all(re.match(r'\d\d:\d\d:\d\d\.\d{3} job\.\S+ .*device=PineTime-\d+', ln)
+             for ln in lines), 'time, type and members: %r' % lines)
+    rc, out, _ = cli.run('events', '--json', '--timeout', '1', 'nothing.')
+    t.eq((rc, out), (0, ''), 'events --timeout: ends quietly')
+
+
+def test_unreachable(cli, port):
+    for url in ('http://127.0.0.1:%d' % port, 'http://127.0.0.1:%d/' % port):
+        rc, out, err = cli.run('--url', url, 'devices')
+        t.eq(rc, UNREACHABLE, 'smpgwd down: exit 4')
+        t.ok(err.startswith('smpgw: cannot reach smpgwd at http://127.0.0.1:%d:' % port),
+             'says so: ' + err.strip())
+    rc, _, err = cli.run('devices', env={'SMPGW_URL': 'ftp://127.0.0.1:1'})
+    t.eq((rc, one_line(err)), (USAGE, True), 'bad URL: usage error: ' + err.strip())
+    rc, _, err = cli.run('--url', 'http://no such host/', 'devices')
+    t.ok(rc in (USAGE, UNREACHABLE) and one_line(err),
+         'a malformed URL: one line: ' + err.strip())
+    rc, out, _ = cli.run('--help')
+    t.ok(rc == 0 and 'Exit status' in out and '4  cannot reach smpgwd' in out,
+         '--help documents the exit codes')
+
+
+def main():
+    if not Sim.available() or not os.environ.get('SMPGW_CLI'):
+        log('smpgw-sim or smpgw not built: skipping')
+        sys.exit(SKIP)
+    with Workdir() as wd, Running() as run:
+        tok = os.path.join(wd, 'gw-token')
+        with open(tok, 'w') as f:
+            f.write(TOKEN + '\n')
+        # Watch 0 (PineTime-10) writes flash slowly: its upload takes seconds,
+        # so the bar has time to move.
+        sim = run.add(Sim(wd, count=3, fleet={'devices': [
+            {'flash': {'erase_sector_us': 2000, 'program_page_us': 6000}}, {}, {}]}))
+        sim.start()
+        gw = run.add(Gateway(wd, sim, 'token_file = %s\n[request]\ntimeout = 2s\n'
+                             '[update]\nboot_timeout = 40s' % tok, devices=NAMES))
+        gw.start()
+        cli = Cli(gw.base)
+        test_devices(cli)
+        img = test_images(cli, wd)
+        if img:
+            test_update_plain(cli, sim, img)
+            test_update_pty(cli, sim)
+            test_update_errors(cli, img, wd)
+            test_rollouts(cli, img)
+            test_events(cli, img)
+        port = gw.port
+        t.eq(gw.stop(), 0, 'smpgwd exits cleanly')
+        test_unreachable(cli, port)
+    t.done()
+
+
+if __name__ == '__main__':
+    main()
