@@ -1,55 +1,103 @@
 #!/usr/bin/python3
 # SPDX-License-Identifier: MIT
-"""Starts smpgwd with a simulated fleet (smpgw-sim, or built-in UDP devices
-when the simulator is not built) and runs test-dashboard.js in headless
-Chromium. Exit 77 (skip) when Chromium or playwright-core is missing."""
+"""Starts smpgwd with a simulated fleet of 12 watches over BLE (smpgw-sim
+playing bluetoothd on a private D-Bus bus, so the watches advertise their
+firmware and battery) and runs test-dashboard.js in headless Chromium.
+Exit 77 (skip) when Chromium, playwright-core, the simulator or
+dbus-daemon is missing.
+
+    test-browser.py               run the test
+    test-browser.py --serve SEC   only start the fleet and print the URL
+                                  (to look at the dashboard by hand)
+
+With SCREENSHOTS=DIR the test saves one picture of every view there
+(scripts/dashboard-screenshots does that for docs/img/)."""
 import os
 import shutil
+import signal
 import subprocess
 import sys
-import tempfile
+import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, '..', 'integration'))
-import http_harness as H  # noqa: E402
+from rollout_fleet import SKIP, Fleet, Gateway, Workdir, executables, log, wait_for  # noqa: E402
 
-CONF_DIR = os.environ.get('CONFORMANCE_DIR', os.path.join(HERE, '..', 'data', 'conformance'))
+TOKEN = 'browser-token-0123456789'
+N = 12
+AWAY = 'PineTime-11'   # leaves the range once discovered
+
+
+def fleet_devices():
+    """Per-watch settings: fast BLE links, batteries from full to nearly
+    empty, a third of the fleet already on 1.1.0, one charging."""
+    fast = {'link': {'conn_interval_us': 7500, 'phy': 2},
+            'flash': {'erase_sector_us': 2000, 'program_page_us': 20,
+                      'progressive_erase': True}}
+    out = []
+    for i in range(1, N + 1):
+        d = dict(fast, battery_pct=max(5, 100 - 8 * i), rssi=-50 - 3 * i)
+        if i % 3 == 0:
+            d['version'] = '1.1.0'
+        out.append(d)
+    return out
 
 
 def main():
-    if not os.path.exists('/usr/bin/chromium'):
+    exes = executables()
+    serve = int(sys.argv[2]) if len(sys.argv) > 2 and sys.argv[1] == '--serve' else 0
+    if not serve and not os.path.exists('/usr/bin/chromium'):
         print('SKIP: /usr/bin/chromium missing (apt-get install chromium)')
-        return 77
-    if not os.path.isdir(os.path.join(HERE, 'node_modules', 'playwright-core')):
+        return SKIP
+    if not serve and not os.path.isdir(os.path.join(HERE, 'node_modules', 'playwright-core')):
         print('SKIP: run npm ci in tests/browser')
-        return 77
-    sim = H.SimFleet({'count': 3}) if H.SimFleet.available() else None
-    devs = sim.devices if sim else [H.FakeDevice('PineTime-%d' % i) for i in (1, 2, 3)]
-    d = H.Daemon(devs)
-    profile = tempfile.mkdtemp(prefix='smpgw-chromium-')
-    try:
-        env = dict(os.environ, SMPGW=d.base, TOKEN=H.TOKEN, PROFILE=profile,
-                   DEVICES=','.join(x.name for x in devs),
-                   IMAGE=os.path.join(CONF_DIR, 'images', 'app-1.2.3+4-ecdsa-p256.bin'))
+        return SKIP
+    if not exes or not shutil.which('dbus-daemon'):
+        print('SKIP: smpgwd, smpgw-sim, CONFORMANCE_DIR or dbus-daemon missing')
+        return SKIP
+    gw_exe, sim_exe, conf_dir = exes
+    with Workdir() as wd:
+        token_path = os.path.join(wd, 'token')
+        with open(token_path, 'w') as f:
+            f.write(TOKEN + '\n')
+        fleet = Fleet(wd, sim_exe, N, per_device=fleet_devices(), transport='ble')
+        gw = None
         try:
-            p = subprocess.run(['node', os.path.join(HERE, 'test-dashboard.js')], env=env,
-                               timeout=180, cwd=HERE)
-            rc = p.returncode
-        except subprocess.TimeoutExpired:
-            print('not ok - browser test timed out')
-            rc = 1
-    finally:
-        drc, log = d.close()
-        if sim:
-            sim.close()
-        else:
-            for x in devs:
-                x.close()
-        shutil.rmtree(profile, ignore_errors=True)
-    if drc != 0:
-        print(log)
-        return 1
-    return rc
+            fleet.start()
+            gw = Gateway(wd, gw_exe, fleet, extra_conf=['[http]', 'token_file = ' + token_path])
+            gw.start()
+            wait_for('the watches discovered', lambda: len(
+                gw.get('/api/v1/devices')['devices']) >= N, timeout=60, step=0.3)
+            fleet.range(AWAY, False)  # the gateway knows it; a rollout will wait for it
+            devs = gw.get('/api/v1/devices')['devices']
+            names = {d.get('name') or d['id']: d['id'] for d in devs}
+            if serve:
+                print('dashboard: %s/  token: %s' % (gw.base, TOKEN), flush=True)
+                signal.signal(signal.SIGTERM, lambda *a: sys.exit(0))  # clean up on kill
+                time.sleep(serve)
+                return 0
+            env = dict(os.environ, SMPGW=gw.base, TOKEN=TOKEN,
+                       PROFILE=os.path.join(wd, 'chromium'),
+                       DEVICES=','.join('%s=%s' % (n, i) for n, i in names.items()),
+                       AWAY=AWAY,
+                       IMAGE=os.path.join(conf_dir, 'images', 'app-1.2.3+4-ecdsa-p256.bin'))
+            try:
+                rc = subprocess.run(['node', os.path.join(HERE, 'test-dashboard.js')], env=env,
+                                    timeout=300, cwd=HERE).returncode
+            except subprocess.TimeoutExpired:
+                print('not ok - browser test timed out')
+                rc = 1
+            if rc:
+                log('smpgwd log tail:\n# ' + gw.read_log()[-6000:].replace('\n', '\n# '))
+        finally:
+            drc = gw.stop() if gw else 0
+            if gw:
+                gw.logf.close()
+            fleet.stop()
+        if drc != 0:
+            print('smpgwd exit status %r' % drc)
+            return 1
+        return rc
 
 
 if __name__ == '__main__':

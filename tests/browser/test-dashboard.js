@@ -1,17 +1,24 @@
 // SPDX-License-Identifier: MIT
 // The dashboard in headless Chromium (Debian's /usr/bin/chromium, driven by
-// playwright-core) against a running smpgwd with a simulated fleet. Started
-// by test-browser.py, which passes SMPGW (base URL), TOKEN, DEVICES (comma-
-// separated ids), IMAGE (an MCUboot file) and PROFILE (a temp directory).
-// Every wait is bounded. Prints TAP and a closing "N passed, N failed".
+// playwright-core) against a running smpgwd with a simulated BLE fleet.
+// Started by test-browser.py, which passes SMPGW (base URL), TOKEN, DEVICES
+// (comma-separated name=id), AWAY (a watch out of range), IMAGE (an MCUboot
+// file), PROFILE (a temp directory) and optionally SCREENSHOTS (a directory
+// that receives dashboard-<view>.png). Every view is used with real clicks;
+// every wait is bounded. Prints TAP and a closing "N passed, N failed".
 'use strict';
 
+const path = require('path');
 const { chromium } = require('playwright-core');
 
 const BASE = process.env.SMPGW;
 const TOKEN = process.env.TOKEN;
-const DEVICES = (process.env.DEVICES || '').split(',').filter(Boolean);
+const DEVICES = new Map((process.env.DEVICES || '').split(',').filter(Boolean).map((x) => x.split('=')));
+const AWAY = process.env.AWAY;
 const IMAGE = process.env.IMAGE;
+const SHOTS = process.env.SCREENSHOTS;
+const id = (name) => DEVICES.get(name);
+const natural = new Intl.Collator(undefined, { numeric: true }).compare;
 
 let n = 0;
 let failed = 0;
@@ -21,8 +28,8 @@ function check(cond, name) {
   console.log(`${cond ? '' : 'not '}ok ${n} - ${name}`);
 }
 
-async function api(method, path, body) {
-  const rsp = await fetch(BASE + '/api/v1' + path, {
+async function api(method, p, body) {
+  const rsp = await fetch(BASE + '/api/v1' + p, {
     method,
     headers: { Authorization: 'Bearer ' + TOKEN, 'Content-Type': 'application/json' },
     body: body === undefined ? undefined : JSON.stringify(body),
@@ -32,40 +39,74 @@ async function api(method, path, body) {
   return { status: rsp.status, data };
 }
 
-async function deviceList(page) {
-  await page.waitForSelector('#devices tbody tr', { timeout: 15000 });
-  return page.$$eval('#devices tbody tr', (rows) => rows.map((r) => r.getAttribute('data-id')));
+// Waits for fn (run in the page) to be true; false after the timeout.
+function until(page, fn, arg, timeout) {
+  return page.waitForFunction(fn, arg, { timeout: timeout || 15000, polling: 100 }).then(() => true, () => false);
 }
 
-async function testDeviceList(page) {
+async function shot(page, name) {
+  if (!SHOTS) return;
+  await page.waitForTimeout(300); // let the last render land
+  await page.screenshot({ path: path.join(SHOTS, `dashboard-${name}.png`), fullPage: true });
+}
+
+const cells = (page, sel) => page.$$eval(sel, (t) => t.map((x) => x.textContent.trim()));
+
+async function testFleet(page) {
   await page.goto(BASE + '/', { timeout: 15000 });
   check((await page.title()) === 'smpgw', 'dashboard loads');
-  const ids = await deviceList(page);
-  check(DEVICES.every((d) => ids.includes(d)) && ids.length === DEVICES.length,
-    `lists the ${DEVICES.length} devices (${ids.join(', ')})`);
-  const links = await page.$$eval('#devices tbody .badge.link', (b) => b.map((x) => x.textContent));
-  check(links.length === DEVICES.length && links.every((l) => ['down', 'connecting', 'up'].includes(l)),
-    'link state shown: ' + links.join(', '));
-  const cols = await page.$$eval('#devices thead th', (h) => h.map((x) => x.textContent));
-  check(['Link', 'RSSI', 'Firmware'].every((c) => cols.includes(c)), 'link state, RSSI and firmware columns');
+  // The Events panel shows the history before anything new happens.
+  const history = await until(page, () => document.querySelectorAll('#events li').length > 0);
+  const logged = (await cells(page, '#events li')).join('\n');
+  check(history && /device\.added/.test(logged), 'events panel shows the recent history on load');
+  await page.waitForSelector('#devices tbody tr', { timeout: 15000 });
+  await until(page, (k) => document.querySelectorAll('#devices tbody tr').length === k, DEVICES.size);
+  const names = await cells(page, '#devices tbody td.name');
+  const want = [...DEVICES.keys()].sort(natural);
+  check(JSON.stringify(names) === JSON.stringify(want), 'natural order: ' + names.join(', '));
+  const i2 = names.indexOf('PineTime-2');
+  const i10 = names.indexOf('PineTime-10');
+  check(i2 >= 0 && i10 > i2, 'PineTime-2 before PineTime-10');
+  const links = await cells(page, '#devices tbody .badge.link');
+  check(links.every((l) => ['down', 'connecting', 'up'].includes(l)), 'link state shown: ' + links.join(', '));
+  // Battery and firmware for every watch, none connected: from advertising.
+  const ok = await until(page, () => [...document.querySelectorAll('#devices tbody tr')].every((r) =>
+    /\d+ %/.test(r.querySelector('td.battery').textContent) && /^\d+\.\d+\.\d+/.test(r.querySelector('td.fw').textContent)));
+  const bats = await cells(page, '#devices tbody td.battery');
+  const fws = await cells(page, '#devices tbody td.fw');
+  check(ok, 'battery for every watch: ' + bats.join(', '));
+  check(ok, 'firmware for every watch: ' + fws.join(', '));
+  const rest = (await api('GET', '/devices')).data.devices;
+  check(rest.every((d) => d.link_state !== 'up'), 'none of them connected');
+  // The summary: counts and the version chart agree with the table.
+  const total = await page.textContent('#sum-total');
+  check(+total === DEVICES.size, 'summary: ' + total + ' watches');
+  const up = +(await page.textContent('#sum-up'));
+  const down = +(await page.textContent('#sum-down'));
+  check(up + down === DEVICES.size, `summary: ${up} connected, ${down} not`);
+  const range = +(await page.textContent('#sum-range'));
+  check(range >= 1 && range <= DEVICES.size, `summary: ${range} in range`);
+  const bars = await page.$$eval('#version-chart rect.bar', (r) => r.map((x) => [x.getAttribute('data-version'), +x.getAttribute('data-count')]));
+  const perVersion = {};
+  for (const f of fws) { const v = f.replace(/\s*(adv|conn)$/, ''); perVersion[v] = (perVersion[v] || 0) + 1; }
+  check(bars.length >= 2 && bars.every(([v, c]) => perVersion[v] === c),
+    'version chart: ' + bars.map(([v, c]) => `${v}×${c}`).join(', '));
+  check(await page.$eval('#sum-jobs', (e) => e.textContent) === '0', 'summary: no jobs running yet');
+  await shot(page, 'fleet');
 }
 
 async function testLiveUpdate(page) {
-  // The stream comes up, then a request to a device makes its link come up:
-  // the table follows without a reload.
-  await page.waitForFunction(() => document.querySelector('#stream').textContent === 'live',
-    null, { timeout: 15000 });
-  check(true, 'event stream connected');
-  const id = DEVICES[0];
-  const rsp = await api('POST', `/devices/${encodeURIComponent(id)}/image-state/confirm`, {});
-  check(rsp.status === 200 || rsp.status === 422, `request to ${id} answered (${rsp.status})`);
-  const up = await page.waitForFunction((dev) => {
-    const row = document.querySelector(`#devices tr[data-id="${dev}"] .badge.link`);
-    return row && row.textContent === 'up';
-  }, id, { timeout: 15000 }).then(() => true, () => false);
-  check(up, `${id} shows link up from the live event stream`);
-  const logged = await page.$$eval('#events li', (l) => l.map((x) => x.textContent).join('\n'));
-  check(/device\./.test(logged), 'device events appear in the event log');
+  check(await until(page, () => document.querySelector('#stream').textContent === 'live'), 'event stream connected');
+  const dev = id('PineTime-1');
+  const rsp = await api('POST', `/devices/${encodeURIComponent(dev)}/image-state/confirm`, {});
+  check(rsp.status === 200 || rsp.status === 422, `request to PineTime-1 answered (${rsp.status})`);
+  const up = await until(page, (d) => {
+    const b = document.querySelector(`#devices tr[data-id="${d}"] .badge.link`);
+    return b && b.textContent === 'up';
+  }, dev);
+  check(up, 'PineTime-1 shows link up from the live event stream');
+  const logged = (await cells(page, '#events li')).join('\n');
+  check(/device\.connected/.test(logged), 'new events appear in the event log');
 }
 
 async function testUpload(page) {
@@ -73,49 +114,145 @@ async function testUpload(page) {
   await page.click('#token-form button');
   await page.setInputFiles('#upload-file', IMAGE);
   await page.click('#upload-form button');
-  const ok = await page.waitForFunction(() => /^(Stored|Already stored)/.test(
-    document.querySelector('#upload-status').textContent), null, { timeout: 20000 }).then(() => true, () => false);
+  const ok = await until(page, () => /^(Stored|Already stored)/.test(document.querySelector('#upload-status').textContent), null, 20000);
   check(ok, 'image upload from the page: ' + await page.textContent('#upload-status'));
   check(await page.$eval('#upload-progress', (p) => p.value) === 100, 'upload progress bar reaches 100');
-  const versions = await page.$$eval('#images tbody tr td:first-child', (t) => t.map((x) => x.textContent));
-  check(versions.length >= 1, 'image listed: ' + versions.join(', '));
-  const opts = await page.$$eval('#update-image option', (o) => o.length);
-  check(opts >= 1, 'image offered for update');
+  const versions = await cells(page, '#images tbody tr td:first-child');
+  check(versions.includes('1.2.3+4'), 'image listed: ' + versions.join(', '));
+  check(await page.$$eval('#update-image option', (o) => o.length) >= 1, 'image offered for update');
 }
 
 async function testUpdate(page) {
-  // The update route comes with the upload engine; until then this part is
-  // skipped (reported, not failed).
-  const probe = await api('POST', '/devices/' + encodeURIComponent(DEVICES[0]) + '/update', {});
-  if (probe.status === 404 && probe.data && /no resource/.test(probe.data.detail || '')) {
-    console.log('ok ' + (++n) + ' - update from the page # SKIP no /devices/{id}/update route yet');
-    return;
-  }
-  const id = DEVICES[0];
-  await page.check(`#devices tr[data-id="${id}"] input.sel`);
+  const dev = id('PineTime-2');
+  await page.check(`#devices tr[data-id="${dev}"] input.sel`);
   await page.selectOption('#update-mode', 'test-confirm');
   await page.click('#update-form button');
-  const started = await page.waitForSelector(`#devices tr[data-id="${id}"] progress.job-progress`,
+  const started = await page.waitForSelector(`#devices tr[data-id="${dev}"] progress.job-progress`,
     { timeout: 15000 }).then(() => true, () => false);
   check(started, 'update started from the page shows a progress bar');
-  const done = await page.waitForFunction((dev) => {
-    const b = document.querySelector(`#devices tr[data-id="${dev}"] .job .badge`);
+  // Rate and ETA while it uploads.
+  const meta = await until(page, (d) => {
+    const m = document.querySelector(`#devices tr[data-id="${d}"] .job-meta`);
+    return m && /B\/s/.test(m.textContent) && /ETA \d+:\d\d/.test(m.textContent);
+  }, dev, 60000);
+  const metaText = await page.textContent(`#devices tr[data-id="${dev}"] .job`).catch(() => '');
+  check(meta, 'job progress with rate and ETA: ' + metaText);
+  check(+(await page.textContent('#sum-jobs')) >= 0, 'jobs running counted');
+  await shot(page, 'job');
+  const done = await until(page, (d) => {
+    const b = document.querySelector(`#devices tr[data-id="${d}"] .job .badge`);
     return b && /done|failed|rolled_back|lost|canceled/.test(b.textContent);
-  }, id, { timeout: 90000 }).then(() => true, () => false);
-  const result = await page.textContent(`#devices tr[data-id="${id}"] .job .badge`).catch(() => '');
+  }, dev, 120000);
+  const result = await page.textContent(`#devices tr[data-id="${dev}"] .job .badge`).catch(() => '');
   check(done && /done/.test(result), 'update ends: ' + result);
-  await page.waitForFunction((dev) => {
-    const td = document.querySelector(`#devices tr[data-id="${dev}"] td.fw`);
+  await until(page, (d) => {
+    const td = document.querySelector(`#devices tr[data-id="${d}"] td.fw`);
     return td && td.textContent.startsWith('1.2.3');
-  }, id, { timeout: 10000 }).catch(() => {});
-  const fw = await page.textContent(`#devices tr[data-id="${id}"] td.fw`);
+  }, dev, 15000);
+  const fw = await page.textContent(`#devices tr[data-id="${dev}"] td.fw`);
   check(fw && fw.startsWith('1.2.3'), 'firmware column shows the new version: ' + fw);
   await page.reload({ timeout: 15000 });
-  const kept = await page.waitForFunction((dev) => {
-    const b = document.querySelector(`#devices tr[data-id="${dev}"] .job .badge`);
+  const kept = await until(page, (d) => {
+    const b = document.querySelector(`#devices tr[data-id="${d}"] .job .badge`);
     return b && b.textContent === 'done';
-  }, id, { timeout: 10000 }).then(() => true, () => false);
+  }, dev);
   check(kept, 'the finished job is shown again after a reload');
+}
+
+async function testDevicePage(page) {
+  const dev = id('PineTime-2');
+  await page.click(`#devices tr[data-id="${dev}"] a.dev-link`);
+  const shown = await until(page, () => !document.querySelector('#view-device').hidden &&
+    /PineTime-2/.test(document.querySelector('#dev-title').textContent));
+  check(shown && page.url().endsWith('#/device/' + encodeURIComponent(dev)), 'device page opens: ' + page.url());
+  const slots = await until(page, () => [...document.querySelectorAll('#dev-slots tbody tr')].some((r) => /1\.2\.3/.test(r.textContent) && /active/.test(r.textContent)));
+  check(slots, 'slots: 1.2.3 active: ' + (await cells(page, '#dev-slots tbody tr')).join(' | '));
+  const jobs = await until(page, () => [...document.querySelectorAll('#dev-jobs tbody tr')].some((r) => /done/.test(r.textContent)));
+  check(jobs, 'job history shows the done job');
+  const counters = await cells(page, '#dev-counters tbody th');
+  check(counters.includes('requests') && counters.includes('responses'), 'counters: ' + counters.join(', '));
+  const info = (await cells(page, '#dev-info tbody tr')).join(' | ');
+  check(/battery\d+ %/.test(info) && /firmware1\.2\.3/.test(info), 'state: ' + info);
+  const evs = await until(page, () => document.querySelectorAll('#dev-events li').length > 0);
+  const evText = (await cells(page, '#dev-events li')).join('\n');
+  check(evs && /job\.|device\./.test(evText), 'recent events of the device');
+  await page.fill('#echo-text', 'ping from the dashboard');
+  await page.click('#echo-button');
+  const echoed = await until(page, () => /came back in \d+ ms/.test(document.querySelector('#echo-result').textContent), null, 20000);
+  check(echoed && /ping from the dashboard/.test(await page.textContent('#echo-result')),
+    'SMP echo: ' + await page.textContent('#echo-result'));
+  await shot(page, 'device');
+  await page.click('a[href="#/"]');
+  check(await until(page, () => !document.querySelector('#view-fleet').hidden), 'back to the fleet');
+}
+
+async function rolloutState(page, re, timeout) {
+  return until(page, (s) => new RegExp(s).test(document.querySelector('#ro-state').textContent), re, timeout);
+}
+
+async function testRollout(page) {
+  await page.click('#nav-rollouts');
+  check(await until(page, () => !document.querySelector('#view-rollouts').hidden), 'rollouts page opens');
+  await page.fill('#ro-name', 'dashboard test');
+  await page.selectOption('#ro-target', 'name');
+  await page.fill('#ro-pattern', 'PineTime-1*');
+  await page.fill('#ro-canary', '1');
+  await page.fill('#ro-wave', '2');
+  await page.fill('#ro-success', '50');
+  await page.click('#rollout-form button[type=submit]');
+  const opened = await until(page, () => !document.querySelector('#view-rollout').hidden &&
+    document.querySelectorAll('#ro-devices tbody tr').length > 0);
+  check(opened && /#\/rollout\//.test(page.url()), 'rollout created from the page: ' + page.url());
+  const rid = decodeURIComponent(page.url().split('#/rollout/')[1]);
+  const devs = await page.$$eval('#ro-devices tbody tr', (r) => r.map((x) => x.getAttribute('data-device')));
+  const want = ['PineTime-1', 'PineTime-10', 'PineTime-11', 'PineTime-12'].map(id);
+  check(JSON.stringify(devs) === JSON.stringify(want), 'targets PineTime-1* in natural order');
+  const waves = await page.$$eval('#ro-waves tbody tr', (r) => r.length);
+  check(waves === 3, 'waves: canary 1, then 2 and 1 (' + waves + ' rows)');
+  check(await rolloutState(page, '^(running|waiting)$'), 'rollout runs: ' + await page.textContent('#ro-state'));
+
+  await page.click('#ro-pause');
+  check(await rolloutState(page, '^paused$'), 'paused from the page');
+  check((await api('GET', '/rollouts/' + rid)).data.state === 'paused', 'the daemon agrees: paused');
+  check(await page.$eval('#ro-resume', (b) => !b.disabled), 'resume offered while paused');
+  await page.click('#ro-resume');
+  check(await rolloutState(page, '^(running|waiting)$'), 'resumed from the page: ' + await page.textContent('#ro-state'));
+
+  // Three watches updated, the one out of range still pending.
+  const progressed = await until(page, (ids) => ids.every((d) => {
+    const b = document.querySelector(`#ro-devices tr[data-device="${d}"] .badge`);
+    return b && /^(updated|up_to_date)$/.test(b.textContent);
+  }), [want[0], want[1], want[3]], 150000);
+  const states = await cells(page, '#ro-devices tbody .badge');
+  check(progressed, 'waves progress: ' + states.join(', '));
+  const waveProg = await page.$$eval('#ro-waves progress.wave-progress', (p) => p.map((x) => `${x.value}/${x.max}`));
+  check(waveProg[0] === '1/1', 'wave progress bars: ' + waveProg.join(', '));
+  const away = await page.textContent(`#ro-devices tr[data-device="${id(AWAY)}"] .badge`);
+  check(/pending|running|submitting/.test(away), AWAY + ' (out of range) waits: ' + away);
+  const report = await page.textContent('#ro-report');
+  check(/dashboard test/.test(report) && /updated/.test(report), 'the report is shown');
+  await shot(page, 'rollout');
+
+  await page.click('#ro-cancel');
+  check(await rolloutState(page, '^canceled$'), 'canceled from the page');
+  const r = (await api('GET', '/rollouts/' + rid)).data;
+  check(r.state === 'canceled', 'the daemon agrees: canceled');
+  const canceledDev = await until(page, (d) => {
+    const b = document.querySelector(`#ro-devices tr[data-device="${d}"] .badge`);
+    return b && b.textContent === 'canceled';
+  }, id(AWAY));
+  check(canceledDev, AWAY + ' canceled');
+  check(await until(page, () => /canceled/.test(document.querySelector('#ro-report').textContent)), 'report says canceled');
+  check(await page.$eval('#ro-pause', (b) => b.disabled) && await page.$eval('#ro-cancel', (b) => b.disabled),
+    'no pause or cancel on a canceled rollout');
+
+  await page.click('a[href="#/rollouts"]');
+  const listed = await until(page, (x) => {
+    const row = document.querySelector(`#rollouts tr[data-id="${x}"]`);
+    return row && /canceled/.test(row.textContent);
+  }, rid);
+  check(listed, 'rollout listed as canceled');
+  await shot(page, 'rollouts');
 }
 
 async function main() {
@@ -123,22 +260,26 @@ async function main() {
     executablePath: '/usr/bin/chromium',
     headless: true,
     timeout: 30000,
+    viewport: { width: 1280, height: 900 },
     args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
       '--disable-background-networking', '--disable-component-update', '--disable-sync'],
   });
   const page = ctx.pages()[0] || await ctx.newPage();
   const errors = [];
   page.on('pageerror', (e) => errors.push(String(e)));
+  page.on('console', (m) => { if (/Content Security Policy/.test(m.text())) errors.push(m.text().slice(0, 120)); });
   page.on('request', (r) => { if (!r.url().startsWith(BASE)) errors.push('external request: ' + r.url()); });
   try {
-    await testDeviceList(page);
+    await testFleet(page);
     await testLiveUpdate(page);
     await testUpload(page);
     await testUpdate(page);
+    await testDevicePage(page);
+    await testRollout(page);
   } catch (e) {
     check(false, 'unexpected: ' + e.message);
   } finally {
-    check(errors.length === 0, 'no page errors, no requests outside the daemon ' + errors.join('; '));
+    check(errors.length === 0, 'no page errors, no CSP violations, no requests outside the daemon ' + errors.join('; '));
     await ctx.close();
   }
   console.log(`1..${n}`);
@@ -146,6 +287,6 @@ async function main() {
   process.exit(failed ? 1 : 0);
 }
 
-const guard = setTimeout(() => { console.log('not ok - timed out'); process.exit(1); }, 170000);
+const guard = setTimeout(() => { console.log('not ok - timed out'); process.exit(1); }, 290000);
 guard.unref();
 main();
