@@ -695,8 +695,13 @@ async function start() {
   route();
 }
 
+const MODES = [['test-confirm', 'test, then confirm'], ['test', 'test only'], ['upload', 'upload only']];
+
 function init() {
   $('#token').value = token();
+  for (const sel of document.querySelectorAll('select.mode-select')) {
+    for (const [v, text] of MODES) sel.append(el('option', { value: v, text }));
+  }
   $('#token-form').onsubmit = (e) => {
     e.preventDefault();
     localStorage.setItem('smpgw-token', $('#token').value.trim());
