@@ -124,6 +124,15 @@ async function testUpload(page) {
 
 async function testUpdate(page) {
   const dev = id('PineTime-2');
+  // Every progress text the row shows, however briefly (a fast upload
+  // may be over between two polls).
+  await page.evaluate((d) => {
+    window.seenMeta = [];
+    new MutationObserver(() => {
+      const m = document.querySelector(`#devices tr[data-id="${d}"] .job-meta`);
+      if (m) window.seenMeta.push(m.textContent);
+    }).observe(document.querySelector('#devices tbody'), { childList: true, subtree: true });
+  }, dev);
   await page.check(`#devices tr[data-id="${dev}"] input.sel`);
   await page.selectOption('#update-mode', 'test-confirm');
   await page.click('#update-form button');
@@ -131,11 +140,8 @@ async function testUpdate(page) {
     { timeout: 15000 }).then(() => true, () => false);
   check(started, 'update started from the page shows a progress bar');
   // Rate and ETA while it uploads.
-  const meta = await until(page, (d) => {
-    const m = document.querySelector(`#devices tr[data-id="${d}"] .job-meta`);
-    return m && /B\/s/.test(m.textContent) && /ETA \d+:\d\d/.test(m.textContent);
-  }, dev, 60000);
-  const metaText = await page.textContent(`#devices tr[data-id="${dev}"] .job`).catch(() => '');
+  const meta = await until(page, () => window.seenMeta.some((t) => /B\/s/.test(t) && /ETA \d+:\d\d/.test(t)), null, 60000);
+  const metaText = await page.evaluate(() => window.seenMeta.find((t) => /ETA/.test(t)) || window.seenMeta.join(' | '));
   check(meta, 'job progress with rate and ETA: ' + metaText);
   check(+(await page.textContent('#sum-jobs')) >= 0, 'jobs running counted');
   await shot(page, 'job');
