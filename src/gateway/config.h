@@ -76,6 +76,7 @@ struct gw_config {
 		uint32_t chunk_timeout_ms;  /* 0: [request] timeout */
 		uint32_t boot_timeout_ms;   /* reset -> back, else LOST; default 120 s */
 		uint32_t retry_timeout_ms;  /* unreachable this long -> FAILED; default 300 s */
+		uint32_t stall_timeout_ms;  /* no progress this long -> FAILED; default 180 s, 0 off */
 	} update;
 	/* [images]: the image store's signature policy (src/gateway/images.c). */
 	struct {

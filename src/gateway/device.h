@@ -92,7 +92,8 @@ void gw_device_release(struct gw_device *dev);
  * cached "images" array), advertising (null or {adapter, manufacturer:
  * {company, data hex}, service_data hex}), counters {requests, responses,
  * timeouts, link_resets, not_connected, dropped_responses,
- * malformed_responses, malformed_requests, too_big, connects}. */
+ * malformed_responses, malformed_requests, too_big, connects,
+ * timeout_resets (links reset because requests went unanswered)}. */
 json_t *gw_device_to_json(const struct gw_device *dev);
 /* Caches the last image state read (the "images" array of an img state
  * response, converted to JSON); shown in gw_device_to_json(). */

@@ -91,6 +91,24 @@ void gw_smp_result_str(const struct gw_smp_result *r, char *buf, size_t size);
 
 /* ---- upload.c: one pipelined upload ---- */
 
+/*
+ * What the link has proven it carries: frames in flight and frame size,
+ * adapted by upload.c (additive increase, multiplicative decrease; the rule
+ * and its numbers are in upload.c and docs/updates.md). Owned by the job so
+ * that it outlives the link resets and upload attempts of that job. All
+ * zero: not started (the upload fills it in).
+ */
+struct gw_upload_ctl {
+	unsigned window;      /* frames in flight allowed now, >= 1 */
+	size_t frame;         /* whole-frame size now (header included) */
+	unsigned good;        /* chunks acknowledged since the last change */
+	unsigned grow_after;  /* acknowledged chunks that earn one step up */
+	unsigned losses;      /* lost or unanswered frames */
+	unsigned max_window;  /* the largest window used */
+	unsigned min_window;  /* the smallest window after a loss */
+	size_t max_frame, min_frame; /* frame sizes used */
+};
+
 struct gw_upload_params {
 	struct event_base *base;
 	struct gw_device *dev;
@@ -99,7 +117,11 @@ struct gw_upload_params {
 	uint8_t sha[32];        /* SHA-256 of the whole file: the session id */
 	size_t start_off;       /* where we believe the device is (resume) */
 	size_t frame_max;       /* whole SMP frame limit (header included) */
+	size_t write_len;       /* one link write (BLE: ATT MTU - 3) when frames
+				 * span several; frames shrink in whole writes.
+				 * 0: frames do not shrink (UDP, serial) */
 	unsigned max_inflight;  /* pipeline depth, >= 1 */
+	struct gw_upload_ctl *ctl; /* adapted in place; NULL: the upload's own */
 	uint32_t chunk_timeout_ms;
 	bool state_checked;     /* a state read just showed the image absent */
 	uint8_t hash[GW_IMG_HASH_LEN]; /* MCUboot SHA-256 TLV: slot check */
@@ -195,6 +217,13 @@ struct job {
 	size_t up_start_off;
 	unsigned last_pct;
 	double rate;
+	/* loss recovery and the stall bound (docs/updates.md) */
+	struct gw_upload_ctl ctl; /* window and frame size, across attempts */
+	unsigned ctl_losses_seen; /* ctl.losses already counted in metrics */
+	struct event *stall_ev;
+	uint64_t advanced_ms;     /* last progress: phase, or a chunk acknowledged */
+	unsigned link_errors;     /* attempts that ended in a link error */
+	int64_t resets_base;      /* device's timeout_resets at start */
 };
 TAILQ_HEAD(job_list, job);
 

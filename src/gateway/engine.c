@@ -75,6 +75,8 @@ static void emit(struct job *job, const char *type, json_t *data)
 
 static void set_phase(struct job *job, enum phase phase)
 {
+	if (phase != job->phase)
+		job->advanced_ms = gw_now_ms(job->eng->gw);
 	job->phase = phase;
 	if (phase == PHASE_RESET || phase == PHASE_WAIT)
 		job->did_reset = true;
@@ -101,10 +103,13 @@ static void progress_event(struct job *job, bool force)
 		eta = (double)(job->size - job->offset) / job->rate;
 	job->last_progress_ms = now;
 	job->last_pct = pct;
-	d = json_pack("{s:I, s:s, s:s, s:I, s:I, s:i, s:f}", "id", (json_int_t)job->id,
+	d = json_pack("{s:I, s:s, s:s, s:I, s:I, s:i, s:f, s:i, s:I, s:i}",
+		      "id", (json_int_t)job->id,
 		      "device", job->device_id, "phase", engine_phase_names[job->phase],
 		      "bytes", (json_int_t)job->offset, "total", (json_int_t)job->size,
-		      "percent", (int)pct, "rate", job->rate);
+		      "percent", (int)pct, "rate", job->rate,
+		      "window", (int)job->ctl.window, "frame", (json_int_t)job->ctl.frame,
+		      "lost_frames", (int)job->ctl.losses);
 	json_object_set_new(d, "eta_s", eta >= 0 ? json_real(eta) : json_null());
 	emit(job, "job.progress", d);
 	if (now - job->last_persist_ms >= PERSIST_OFFSET_MS)
@@ -230,6 +235,7 @@ static void job_finish(struct job *job, enum gw_job_state state, const char *fmt
 	json_t *d;
 
 	job_stop_io(job);
+	evtimer_del(job->stall_ev);
 	radio_release(job);
 	job_release_device(job);
 	engine_image_put(job->img);
@@ -400,6 +406,7 @@ static void job_transport_error(struct job *job, int err, const char *what)
 	uint64_t now = gw_now_ms(job->eng->gw);
 
 	job_stop_io(job);
+	job->link_errors++;
 	if (err == -ECANCELED) /* the device was removed */
 		job_release_device(job);
 	if (!job->retry_deadline_ms)
@@ -576,6 +583,21 @@ static unsigned pipeline_depth(struct job *job)
 	return depth;
 }
 
+/* Lost frames into the metrics as the upload reports them. */
+static void count_losses(struct job *job)
+{
+	struct gw_metrics *m = gw_metrics(job->eng->gw);
+
+	if (m && job->ctl.losses > job->ctl_losses_seen) {
+		char *l = metric_labels(job);
+
+		gw_metrics_add(m, GW_M_UPLOAD_LOSSES, l,
+			       (double)(job->ctl.losses - job->ctl_losses_seen));
+		free(l);
+	}
+	job->ctl_losses_seen = job->ctl.losses;
+}
+
 static void upload_progress(const struct gw_upload_stats *st, void *user_data)
 {
 	struct job *job = user_data;
@@ -590,8 +612,11 @@ static void upload_progress(const struct gw_upload_stats *st, void *user_data)
 		free(l);
 	}
 	job->bytes_sent = sent;
+	if (st->acked > job->offset || st->acked < job->up_start_off)
+		job->advanced_ms = gw_now_ms(job->eng->gw);
 	job->offset = st->acked;
 	job_progressed(job);
+	count_losses(job);
 	progress_event(job, false);
 }
 
@@ -625,8 +650,10 @@ static void upload_done(int err, const char *msg, const struct gw_upload_stats *
 	job->offset = job->size;
 	progress_event(job, true);
 	log_info("job %lld (%s): upload finished: %zu bytes, %.0f B/s, %u timeouts,"
-		 " %u mismatches, %u restarts", (long long)job->id, job->device_id,
-		 job->size, job->rate, st->timeouts, st->mismatches, st->restarts);
+		 " %u mismatches, %u restarts; %u frames lost, ended at %u in flight,"
+		 " frames of %zu bytes", (long long)job->id, job->device_id,
+		 job->size, job->rate, st->timeouts, st->mismatches, st->restarts,
+		 job->ctl.losses, job->ctl.window, job->ctl.frame);
 	set_phase(job, PHASE_VERIFY);
 	if (gw_smp_img_state_read(&frame, &len) < 0)
 		return job_finish(job, GW_JOB_STATE_FAILED, "cannot build a request");
@@ -652,6 +679,7 @@ static void start_upload(struct job *job)
 		.start_off = 0,
 		.frame_max = frame_limit(job),
 		.max_inflight = pipeline_depth(job),
+		.ctl = &job->ctl,
 		.chunk_timeout_ms = cfg->update.chunk_timeout_ms,
 		.state_checked = true,
 	};
@@ -659,13 +687,15 @@ static void start_upload(struct job *job)
 
 	memcpy(p.sha, job->img->sha, sizeof(p.sha));
 	memcpy(p.hash, job->hash, sizeof(p.hash));
+	p.write_len = gw_device_mtu(job->dev);
 	job->up_start_ms = gw_now_ms(job->eng->gw);
 	job->up_start_off = job->offset < job->size ? job->offset : 0;
 	job->sent_base = job->bytes_sent; /* counts across attempts */
-	log_info("job %lld (%s): uploading %zu bytes from %zu: frames of %zu bytes,"
-		 " %u in flight", (long long)job->id, job->device_id, job->size,
-		 job->up_start_off, p.frame_max, p.max_inflight);
 	job->up = gw_upload_start(&p, &cbs, job);
+	log_info("job %lld (%s): uploading %zu bytes from %zu: frames of %zu bytes"
+		 " (at most %zu), %u in flight (at most %u)", (long long)job->id,
+		 job->device_id, job->size, job->up_start_off, job->ctl.frame,
+		 p.frame_max, job->ctl.window, p.max_inflight);
 }
 
 /* Nothing says whether a watch reassembles a frame written in several
@@ -896,6 +926,61 @@ static void job_step_confirm(struct job *job)
 	job_request(job, frame, len, 0, confirm_rsp);
 }
 
+/* ---- the stall bound: [update] stall_timeout without progress ---- */
+
+static int64_t device_timeout_resets(struct gw_device *dev)
+{
+	json_t *j = dev ? gw_device_to_json(dev) : NULL;
+	int64_t v = json_integer_value(json_object_get(json_object_get(j, "counters"),
+						       "timeout_resets"));
+
+	json_decref(j);
+	return v;
+}
+
+static void stall_arm(struct job *job, uint32_t ms)
+{
+	struct timeval tv = { ms / 1000, (ms % 1000) * 1000 };
+
+	evtimer_add(job->stall_ev, &tv);
+}
+
+/* What was tried, for the error: so an operator sees a lossy link from a
+ * dead watch. */
+static void stall_fail(struct job *job, uint32_t stall_ms)
+{
+	const struct gw_upload_ctl *c = &job->ctl;
+	int64_t resets = device_timeout_resets(job->dev) - job->resets_base;
+	char tried[192] = "no upload chunk was sent";
+
+	if (c->frame)
+		snprintf(tried, sizeof(tried), "frames of %zu to %zu bytes, %u to %u in "
+			 "flight, %u frames lost", c->min_frame, c->max_frame,
+			 c->min_window, c->max_window, c->losses);
+	job_finish(job, GW_JOB_STATE_FAILED,
+		   "stalled: no progress for %u s ([update] stall_timeout) in phase %s "
+		   "at %zu of %zu bytes; tried %s, %lld link resets after unanswered "
+		   "requests, %u attempts ended in a link error",
+		   stall_ms / 1000, engine_phase_names[job->phase], job->offset, job->size,
+		   tried, (long long)MAX(resets, 0), job->link_errors);
+}
+
+static void stall_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct job *job = arg;
+	uint32_t stall = gw_config(job->eng->gw)->update.stall_timeout_ms;
+	uint64_t now = gw_now_ms(job->eng->gw), idle = now - job->advanced_ms;
+
+	if (!stall || job->state != GW_JOB_STATE_RUNNING)
+		return;
+	/* Rebooting has its own bound ([update] boot_timeout: lost). */
+	if (job->phase == PHASE_WAIT || idle < stall) {
+		stall_arm(job, job->phase == PHASE_WAIT ? stall : (uint32_t)(stall - idle));
+		return;
+	}
+	stall_fail(job, stall);
+}
+
 /* ---- dispatch: one job per device, in id order ---- */
 
 static bool device_busy(struct gw_engine *eng, const char *device_id)
@@ -923,6 +1008,13 @@ static void job_start(struct job *job)
 	if (!job->started_ms)
 		job->started_ms = gw_now_ms(job->eng->gw);
 	job->retry_ms = RETRY_FIRST_MS;
+	job->advanced_ms = gw_now_ms(job->eng->gw);
+	job->ctl = (struct gw_upload_ctl){ 0 };
+	job->ctl_losses_seen = 0;
+	job->link_errors = 0;
+	job->resets_base = device_timeout_resets(job_device(job));
+	if (gw_config(job->eng->gw)->update.stall_timeout_ms)
+		stall_arm(job, gw_config(job->eng->gw)->update.stall_timeout_ms);
 	log_info("job %lld: %s %s on %s%s", (long long)job->id, gw_job_mode_str(job->mode),
 		 job->image_id, job->device_id,
 		 job->phase > PHASE_QUEUED ? " (resumed after a restart)" : "");
@@ -1016,6 +1108,7 @@ struct job *engine_job_new(struct gw_engine *eng)
 
 	job->eng = eng;
 	job->timer = evtimer_new(gw_base(eng->gw), timer_cb, job);
+	job->stall_ev = evtimer_new(gw_base(eng->gw), stall_cb, job);
 	return job;
 }
 
@@ -1026,6 +1119,7 @@ static void job_free(struct job *job)
 	job_release_device(job);
 	engine_image_put(job->img);
 	event_free(job->timer);
+	event_free(job->stall_ev);
 	free(job->device_id);
 	free(job->image_id);
 	free(job->rollout_id);
@@ -1112,11 +1206,14 @@ static json_t *job_json(const struct job *job)
 	json_object_set_new(o, "skipped_upload", json_boolean(job->skipped_upload));
 	json_object_set_new(o, "up_to_date", json_boolean(job->up_to_date));
 	json_object_set_new(o, "progress",
-			    json_pack("{s:I, s:I, s:i, s:f, s:I}",
+			    json_pack("{s:I, s:I, s:i, s:f, s:I, s:i, s:I, s:i}",
 				      "bytes", (json_int_t)job->offset,
 				      "total", (json_int_t)job->size, "percent", (int)pct,
 				      "rate", job->rate,
-				      "bytes_sent", (json_int_t)job->bytes_sent));
+				      "bytes_sent", (json_int_t)job->bytes_sent,
+				      "window", (int)job->ctl.window,
+				      "frame", (json_int_t)job->ctl.frame,
+				      "lost_frames", (int)job->ctl.losses));
 	if (!job->error)
 		json_object_set_new(o, "error", json_null());
 	return o;

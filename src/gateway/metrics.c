@@ -65,6 +65,8 @@ static const struct known {
 	{ GW_M_REQ_LATENCY, GW_METRIC_HISTOGRAM, "SMP request round-trip time." },
 	{ GW_M_UPLOAD_BYTES, GW_METRIC_COUNTER, "Image bytes acknowledged by devices." },
 	{ GW_M_UPLOAD_RATE, GW_METRIC_HISTOGRAM, "Throughput of finished image uploads." },
+	{ GW_M_UPLOAD_LOSSES, GW_METRIC_COUNTER,
+	  "Upload frames lost or unanswered (each shrinks what is in flight)." },
 	{ GW_M_ERRORS, GW_METRIC_COUNTER, "Errors by kind." },
 	{ GW_M_DEVICES, GW_METRIC_GAUGE, "Managed devices by link state." },
 	{ GW_M_HTTP_REQS, GW_METRIC_COUNTER, "HTTP requests by method and status." },

@@ -33,6 +33,7 @@ enum gw_metric_type {
 #define GW_M_REQ_LATENCY   "smpgw_request_duration_seconds" /* histogram; transport */
 #define GW_M_UPLOAD_BYTES  "smpgw_upload_bytes_total"    /* bytes of image sent */
 #define GW_M_UPLOAD_RATE   "smpgw_upload_throughput_bytes_per_second" /* histogram */
+#define GW_M_UPLOAD_LOSSES "smpgw_upload_lost_frames_total" /* transport */
 #define GW_M_ERRORS        "smpgw_errors_total"          /* kind */
 #define GW_M_DEVICES       "smpgw_devices"               /* gauge; state */
 #define GW_M_HTTP_REQS     "smpgw_http_requests_total"   /* method, code */

@@ -3,10 +3,19 @@
  * One pipelined image upload to one device (engine-int.h). Owns the chunks
  * in flight, the device offset it trusts, and the recovery rules:
  *
- * - Chunks fill the frame limit the engine computed (buf_size, or one
- *   write when the watch does not reassemble) to the byte.
- * - Up to max_inflight chunks are in flight; the window restarts at one
- *   after any trouble and grows by one per acknowledged chunk.
+ * - Chunks fill the current frame size to the byte: at most the limit the
+ *   engine computed (buf_size in whole writes, or one write when the watch
+ *   does not reassemble).
+ * - How much goes out at once adapts (struct gw_upload_ctl, kept by the
+ *   job across link resets): up to "window" chunks in flight, each of
+ *   "frame" bytes. A lost frame (a chunk unanswered, or an answer whose
+ *   "off" shows a write was dropped) halves the window; at a window of one
+ *   it halves the frame instead, in whole writes (5 writes -> 2 -> 1). Every
+ *   grow_after chunks acknowledged in a row earn one step back up: one
+ *   write more per frame until the limit, then one frame more in flight.
+ *   grow_after starts at 1 (a clean link ramps up at once) and each loss
+ *   raises it to 8 then doubles it, up to 256, so a link that loses at a
+ *   given size is probed there less and less often.
  * - A response whose "off" is not the end of its chunk (a write was
  *   dropped silently, or the device resumed by sha), or a chunk that timed
  *   out, stops the stream: every other chunk still queued or in flight is
@@ -38,6 +47,9 @@
 /* Timeouts in a row without the device acknowledging anything: the link
  * is not carrying our writes; let the engine reconnect and resume. */
 #define MAX_STALLED_TIMEOUTS 6
+/* The adaptation (header comment, docs/updates.md). */
+#define GROW_AFTER_LOSS 8
+#define GROW_AFTER_MAX 256
 
 struct chunk {
 	TAILQ_ENTRY(chunk) entry;
@@ -57,7 +69,7 @@ struct gw_upload {
 	size_t dev_off;      /* the device's offset, as it reported last */
 	bool first_in_flight;
 	bool started;        /* a first chunk went out in this upload */
-	unsigned window;
+	struct gw_upload_ctl own, *ctl;
 	unsigned stalled;    /* timeouts since the last acknowledged chunk */
 	int64_t state_req;   /* img state read before a restart, or 0 */
 	struct event *kick;  /* deferred start */
@@ -102,7 +114,7 @@ static int send_chunk(struct gw_upload *up, size_t off)
 {
 	bool first = off == 0;
 	size_t n = gw_upload_chunk_max(off, up->p.len, first ? sizeof(up->p.sha) : 0,
-				       up->p.frame_max);
+				       up->ctl->frame);
 	struct gw_req_opts opts = { .timeout_ms = up->p.chunk_timeout_ms,
 				    .pipelined = !first };
 	struct chunk *c;
@@ -143,7 +155,7 @@ static void pump(struct gw_upload *up)
 {
 	/* Bounded by the window. */
 	while (!up->first_in_flight &&
-	       up->n_inflight < up->window && up->next_off < up->p.len) {
+	       up->n_inflight < up->ctl->window && up->next_off < up->p.len) {
 		int r = send_chunk(up, up->next_off);
 
 		if (r == -EBUSY && up->n_inflight)
@@ -210,7 +222,6 @@ static void restart_from_zero(struct gw_upload *up)
 static void resume(struct gw_upload *up)
 {
 	cancel_all(up);
-	up->window = 1;
 	if (up->dev_off >= up->p.len) {
 		finish(up, 0, NULL);
 		return;
@@ -221,6 +232,74 @@ static void resume(struct gw_upload *up)
 	}
 	up->next_off = up->dev_off;
 	pump(up);
+}
+
+/* ---- adaptation: what the link has proven it carries ---- */
+
+static void ctl_init(struct gw_upload *up)
+{
+	struct gw_upload_ctl *ctl = up->ctl;
+
+	if (!ctl->frame) {
+		*ctl = (struct gw_upload_ctl){ .window = 1, .frame = up->p.frame_max,
+					       .grow_after = 1 };
+		ctl->min_window = ctl->max_window = 1;
+		ctl->min_frame = ctl->max_frame = ctl->frame;
+	}
+	/* The limits may have changed since (params read again, a setting). */
+	ctl->frame = MIN(ctl->frame, up->p.frame_max);
+	ctl->window = MAX(1, MIN(ctl->window, up->p.max_inflight));
+}
+
+static size_t write_unit(const struct gw_upload *up)
+{
+	size_t w = up->p.write_len;
+
+	return w && w < up->p.frame_max ? w : 0;
+}
+
+/* A frame was lost: fewer in flight, or smaller frames at one in flight. */
+static void ctl_loss(struct gw_upload *up, const char *why)
+{
+	struct gw_upload_ctl *ctl = up->ctl;
+	size_t unit = write_unit(up);
+	unsigned w = ctl->window;
+	size_t f = ctl->frame;
+
+	ctl->losses++;
+	ctl->good = 0;
+	ctl->grow_after = ctl->grow_after < GROW_AFTER_LOSS ? GROW_AFTER_LOSS :
+			  MIN(ctl->grow_after * 2, GROW_AFTER_MAX);
+	if (ctl->window > 1)
+		ctl->window /= 2;
+	else if (unit && ctl->frame > unit)
+		ctl->frame = MAX(unit, ctl->frame / unit / 2 * unit);
+	ctl->min_window = MIN(ctl->min_window, ctl->window);
+	ctl->min_frame = MIN(ctl->min_frame, ctl->frame);
+	log_info("%s: upload: %s: %u in flight -> %u, frames of %zu -> %zu bytes; "
+		 "one step back up per %u chunks answered", gw_device_id(up->p.dev),
+		 why, w, ctl->window, f, ctl->frame, ctl->grow_after);
+}
+
+/* A chunk was acknowledged: every grow_after in a row earn a step up. */
+static void ctl_good(struct gw_upload *up)
+{
+	struct gw_upload_ctl *ctl = up->ctl;
+	size_t unit = write_unit(up);
+
+	if (++ctl->good < ctl->grow_after)
+		return;
+	ctl->good = 0;
+	if (unit && ctl->frame < up->p.frame_max)
+		ctl->frame = MIN(up->p.frame_max, ctl->frame + unit);
+	else if (ctl->window < up->p.max_inflight)
+		ctl->window++;
+	else
+		return;
+	ctl->max_window = MAX(ctl->max_window, ctl->window);
+	ctl->max_frame = MAX(ctl->max_frame, ctl->frame);
+	log_debug("%s: upload: %u in flight, frames of %zu bytes",
+		  gw_device_id(up->p.dev), ctl->window, ctl->frame);
 }
 
 static struct chunk *take_chunk(struct chunk *c)
@@ -242,6 +321,7 @@ static int chunk_error(struct gw_upload *up, int err)
 		return err;
 	}
 	up->st.timeouts++;
+	ctl_loss(up, "a chunk went unanswered");
 	if (++up->stalled >= MAX_STALLED_TIMEOUTS) {
 		finish(up, -ETIMEDOUT, "the device stopped answering upload chunks");
 		return -ETIMEDOUT;
@@ -294,14 +374,17 @@ static int chunk_answer(struct gw_upload *up, const struct chunk *c,
 		/* Max: a datagram transport may reorder answers. */
 		up->dev_off = MAX(up->dev_off, (size_t)off);
 		up->st.acked = up->dev_off;
-		if (up->window < up->p.max_inflight)
-			up->window++;
+		ctl_good(up);
 		if (up->cbs.progress)
 			up->cbs.progress(&up->st, up->user_data);
 		return 1;
 	}
-	/* The device's word wins: dropped write, lost session (0), resume. */
+	/* The device's word wins: dropped write, lost session (0), resume.
+	 * Only a device behind the chunk that is not starting over lost
+	 * something on the way (a first chunk's answer may resume a session). */
 	up->st.mismatches++;
+	if (c->off && off && off < c->off + c->len)
+		ctl_loss(up, "the watch missed a write");
 	log_debug("%s: upload: device at %llu, chunk was %zu+%zu",
 		  gw_device_id(up->p.dev), (unsigned long long)off, c->off, c->len);
 	up->dev_off = (size_t)off;
@@ -363,7 +446,8 @@ struct gw_upload *gw_upload_start(const struct gw_upload_params *p,
 		up->p.max_inflight = 1;
 	up->cbs = *cbs;
 	up->user_data = user_data;
-	up->window = 1;
+	up->ctl = p->ctl ? p->ctl : &up->own;
+	ctl_init(up);
 	TAILQ_INIT(&up->inflight);
 	up->kick = event_new(p->base, -1, 0, kick_cb, up);
 	event_active(up->kick, 0, 0);

@@ -41,7 +41,7 @@ static void count_state(struct gw_device *dev, void *user_data)
  * rules see the series from the start. */
 static const char *const error_kinds[] = {
 	"timeouts", "link_resets", "not_connected", "malformed_responses",
-	"malformed_requests", "too_big", "dropped_responses",
+	"malformed_requests", "too_big", "dropped_responses", "timeout_resets",
 };
 
 static void zero_series(struct gw_device *dev, void *user_data)

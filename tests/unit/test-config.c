@@ -44,6 +44,7 @@ static void test_defaults(void)
 	is_str(cfg->http.listen, "127.0.0.1:8080", "http on loopback");
 	is_int(cfg->request.timeout_ms, 5000, "default timeout");
 	is_int(cfg->request.first_chunk_timeout_ms, 30000, "first chunk timeout");
+	is_int(cfg->update.stall_timeout_ms, 180000, "default stall timeout");
 	is_int(cfg->n_devices, 0, "no devices");
 	gw_config_free(cfg);
 }
@@ -77,6 +78,8 @@ static const char full[] =
 	"timeout = 2\n"
 	"first_chunk_timeout = 45s\n"
 	"connect_timeout = 500ms\n"
+	"[update]\n"
+	"stall_timeout = 4m\n"
 	"[device \"bench-1\"]\n"
 	"transport = udp\n"
 	"address = 127.0.0.1:1337\n"
@@ -119,6 +122,7 @@ static void test_full(void)
 	is_int(cfg->http.max_connections, 8, "max_connections");
 	is_int(cfg->request.timeout_ms, 2000, "bare seconds");
 	is_int(cfg->request.first_chunk_timeout_ms, 45000, "s suffix");
+	is_int(cfg->update.stall_timeout_ms, 240000, "[update] stall_timeout");
 	is_int(cfg->request.connect_timeout_ms, 500, "connect timeout");
 	is_int(cfg->n_devices, 3, "three devices");
 	d = gw_config_find_device(cfg, "bench-1");

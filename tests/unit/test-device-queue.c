@@ -501,6 +501,65 @@ static void test_metrics(void)
 	gw_metrics_free(m);
 }
 
+static int64_t counter(struct env *e, const char *name)
+{
+	json_t *j = gw_device_to_json(e->dev);
+	int64_t v = json_integer_value(json_object_get(json_object_get(j, "counters"),
+						       name));
+
+	json_decref(j);
+	return v;
+}
+
+static void timeout_once(struct env *e, const uint8_t *fr, size_t n)
+{
+	struct result r = { 0 };
+
+	gw_device_request(e->dev, fr, n, NULL, rsp_cb, &r);
+	run_until(e->base, &r.calls, 1, 3000);
+	is_int(r.err, -ETIMEDOUT, "unanswered request times out");
+}
+
+/* Three timeouts in a row reset a link that only carried one-write frames;
+ * one is enough once a frame spanning several writes went out on it (the
+ * watch's reassembly may hold part of a frame and swallow what follows). */
+static void test_timeout_resets(void)
+{
+	struct env e;
+	struct result r = { 0 };
+	uint8_t fr[16], big[400];
+	size_t n = echo_frame(fr, 5, 0, 0, SMP_OP_READ);
+	struct smp_hdr h = { .op = SMP_OP_WRITE, .ver = SMP_VER_2,
+			     .len = sizeof(big) - SMP_HDR_LEN, .group = 0, .id = 0 };
+
+	env_init(&e, true);
+	e.f->buf_size = 1024; /* frames up to 1024 bytes, writes of 244 */
+	warm_up(&e);
+	e.f->answer = false;
+	timeout_once(&e, fr, n);
+	timeout_once(&e, fr, n);
+	is_int(counter(&e, "timeout_resets"), 0, "two one-write timeouts: link kept");
+	timeout_once(&e, fr, n);
+	is_int(counter(&e, "timeout_resets"), 1, "the third resets the link");
+	e.f->answer = true;
+	memset(big, 0x61, sizeof(big));
+	smp_hdr_encode(&h, big);
+	gw_device_request(e.dev, big, sizeof(big), NULL, rsp_cb, &r);
+	run_until(e.base, &r.calls, 1, 3000);
+	is_int(r.err, 0, "a 400-byte frame (two writes) answered after the reconnect");
+	e.f->answer = false;
+	timeout_once(&e, fr, n);
+	is_int(counter(&e, "timeout_resets"), 2,
+	       "after a split frame one timeout resets the link");
+	e.f->answer = true;
+	warm_up(&e);
+	e.f->answer = false;
+	timeout_once(&e, fr, n);
+	is_int(counter(&e, "timeout_resets"), 2,
+	       "a new link starts with three strikes again");
+	env_free(&e);
+}
+
 int main(void)
 {
 	gw_log_set_level(GW_LOG_WARNING);
@@ -513,5 +572,6 @@ int main(void)
 	test_link_loss_and_unreachable();
 	test_unsolicited();
 	test_metrics();
+	test_timeout_resets();
 	return tap_done();
 }

@@ -181,6 +181,13 @@ struct fake {
 	unsigned violations;   /* sent data the device did not ask for */
 	const uint8_t *running; /* hash of the image it runs, or NULL */
 	unsigned upload_frames;
+	/* the lossy watch: frames span writes of mtu bytes; more than
+	 * lossy_burst writes arriving while it is busy lose one, and a frame
+	 * that lost a write leaves its reassembly swallowing every later
+	 * write until the link drops (Zephyr smp_svr short of ACL buffers) */
+	size_t mtu;
+	unsigned lossy_burst, burst, desyncs, disconnects;
+	bool desync;
 };
 
 struct answer {
@@ -274,6 +281,21 @@ static int fake_send(struct link *link, const uint8_t *frame, size_t len)
 		f->too_big++;
 		return 0;
 	}
+	if (f->lossy_burst) {
+		size_t writes = (len + f->mtu - 1) / f->mtu;
+
+		if (f->busy == 0)
+			f->burst = 0; /* idle: its buffers are free again */
+		f->burst += (unsigned)writes;
+		if (!f->desync && f->burst > f->lossy_burst && writes > 1) {
+			f->desync = true;
+			f->desyncs++;
+		}
+		if (f->desync || f->burst > f->lossy_burst) {
+			f->drops++;
+			return 0;
+		}
+	}
 	smp_frame_check(frame, len, &h);
 	/* All buffers busy, or the chosen victim: dropped without a word. */
 	if (f->busy >= f->real_bufs || (h.group == SMP_GROUP_IMG && f->drop_frame &&
@@ -321,12 +343,18 @@ static int fake_connect(struct link *link)
 
 static void fake_disconnect(struct link *link)
 {
+	struct fake *f = link_priv(link);
+
+	f->desync = false; /* the watch drops its reassembly with the link */
+	f->disconnects++;
 	link_set_state(link, LINK_STATE_DOWN, 0);
 }
 
 static size_t fake_mtu(const struct link *link)
 {
-	return 65535;
+	struct fake *f = link_priv(link);
+
+	return f->mtu ? f->mtu : 65535;
 }
 
 static void fake_destroy(struct link *link)
@@ -358,28 +386,39 @@ static void up_done(int err, const char *msg, const struct gw_upload_stats *st,
 	event_base_loopbreak(r->base);
 }
 
-static void run_upload(const char *name, int drop_frame, int off0_at_frame,
-		       unsigned depth, unsigned real_bufs)
+struct run_opts {
+	const char *name;
+	int drop_frame, off0_at_frame;
+	unsigned depth, real_bufs;
+	size_t mtu;             /* 0: one write carries any frame */
+	unsigned lossy_burst;   /* the lossy watch above, 0: off */
+};
+
+static void run_upload_opts(const struct run_opts *o, struct gw_upload_ctl *ctl,
+			    struct fake *f, struct result *res)
 {
 	struct event_base *base = event_base_new();
 	struct gw_config *cfg = gw_config_new_default();
 	struct gw *gw;
-	struct fake *f = xnew(struct fake);
 	struct gw_device *dev;
-	struct result res = { .base = base };
 	static const struct gw_upload_cbs cbs = { NULL, up_done };
 	struct gw_upload_params p = { 0 };
 	struct timeval limit = { 20, 0 };
 	uint8_t *image = xmalloc(FAKE_IMAGE);
+	const char *name = o->name;
 
 	cfg->request.timeout_ms = 100;
+	cfg->request.first_chunk_timeout_ms = 300;
 	gw = gw_new(base, cfg, NULL);
 	for (size_t i = 0; i < FAKE_IMAGE; i++)
 		image[i] = (uint8_t)(i * 7 + i / 251);
+	res->base = base;
 	f->base = base;
-	f->drop_frame = drop_frame;
-	f->real_bufs = real_bufs;
-	f->off0_at_frame = off0_at_frame;
+	f->drop_frame = o->drop_frame;
+	f->real_bufs = o->real_bufs;
+	f->off0_at_frame = o->off0_at_frame;
+	f->mtu = o->mtu;
+	f->lossy_burst = o->lossy_burst;
 	f->link = link_new(&fake_ops, base, f);
 	dev = gw_registry_add(gw_registry_of(gw), "fake", "fake", f->link, true, 0);
 	gw_device_set_params(dev, BUF_SIZE, BUF_COUNT);
@@ -387,29 +426,74 @@ static void run_upload(const char *name, int drop_frame, int off0_at_frame,
 	p.dev = dev;
 	p.image = image;
 	p.len = FAKE_IMAGE;
-	p.frame_max = BUF_SIZE;
-	p.max_inflight = depth;
+	p.frame_max = o->mtu ? BUF_SIZE / o->mtu * o->mtu : BUF_SIZE;
+	p.write_len = o->mtu;
+	p.max_inflight = o->depth;
 	p.chunk_timeout_ms = 100;
 	p.state_checked = true;
-	gw_upload_start(&p, &cbs, &res);
+	p.ctl = ctl;
+	gw_upload_start(&p, &cbs, res);
 	event_base_loopexit(base, &limit);
 	event_base_dispatch(base);
-	ok(res.done && res.err == 0, "%s: upload finished (done %d err %d)", name, res.done, res.err);
+	ok(res->done && res->err == 0, "%s: upload finished (done %d err %d)", name,
+	   res->done, res->err);
 	ok(!memcmp(f->slot, image, FAKE_IMAGE), "%s: the watch holds the image", name);
 	ok(f->too_big == 0, "%s: no frame over buf_size", name);
 	ok(f->violations == 0, "%s: only the asked offset after a mismatch (%u)", name,
 	   f->violations);
 	tap_diag("%s: %u frames, %u drops, %u timeouts, %u mismatches, %u restarts",
-		 name, f->frames, f->drops, res.st.timeouts, res.st.mismatches,
-		 res.st.restarts);
+		 name, f->frames, f->drops, res->st.timeouts, res->st.mismatches,
+		 res->st.restarts);
+	gw_free(gw);
+	free(image);
+	event_base_free(base);
+}
+
+static void run_upload(const char *name, int drop_frame, int off0_at_frame,
+		       unsigned depth, unsigned real_bufs)
+{
+	struct run_opts o = { .name = name, .drop_frame = drop_frame,
+			      .off0_at_frame = off0_at_frame, .depth = depth,
+			      .real_bufs = real_bufs };
+	struct fake *f = xnew(struct fake);
+	struct result res = { 0 };
+
+	run_upload_opts(&o, NULL, f, &res);
 	if (drop_frame || real_bufs < BUF_COUNT)
 		ok(res.st.timeouts + res.st.mismatches > 0, "%s: the drop was noticed", name);
 	if (off0_at_frame)
 		ok(res.st.restarts == 1, "%s: restarted from zero once", name);
-	gw_free(gw);
-	free(image);
 	free(f);
-	event_base_free(base);
+}
+
+/* The lossy watch: 5-write frames and pipelining desynchronise it. The
+ * upload must converge by shrinking the window, then the frame, each
+ * desync costing one timeout and one link reset (not three timeouts). */
+static void test_lossy_upload(void)
+{
+	struct run_opts o = { .name = "lossy watch", .depth = 3, .real_bufs = BUF_COUNT,
+			      .mtu = 120, .lossy_burst = 3 };
+	struct gw_upload_ctl ctl = { 0 };
+	struct fake *f = xnew(struct fake);
+	struct result res = { 0 };
+
+	run_upload_opts(&o, &ctl, f, &res);
+	tap_diag("lossy watch: %u desyncs, %u disconnects, %u losses, window %u..%u, "
+		 "frames %zu..%zu, now %u x %zu", f->desyncs, f->disconnects, ctl.losses,
+		 ctl.min_window, ctl.max_window, ctl.min_frame, ctl.max_frame, ctl.window,
+		 ctl.frame);
+	ok(f->desyncs >= 1, "the watch desynchronised");
+	ok(ctl.losses >= f->desyncs, "every desync counted as a lost frame (%u >= %u)",
+	   ctl.losses, f->desyncs);
+	is_int(f->disconnects, f->desyncs, "one link reset per desync");
+	is_int(res.st.timeouts, f->desyncs, "one timeout per desync, not three");
+	is_int(ctl.min_window, 1, "the window shrank to one frame");
+	ok(ctl.min_frame <= 3 * 120, "frames shrank to what the watch takes (%zu)",
+	   ctl.min_frame);
+	ok(ctl.max_frame == 600, "frames started at the limit");
+	ok(f->desyncs <= 8, "the probing stays rare (%u desyncs for %u chunks)",
+	   f->desyncs, f->frames);
+	free(f);
 }
 
 /* ---- the engine: queue, up-to-date jobs, cancel, memory bound ---- */
@@ -519,6 +603,7 @@ int main(void)
 	run_upload("buffers full", 0, 0, 3, 1);
 	run_upload("dropped write", 10, 0, 3, BUF_COUNT);
 	run_upload("off 0 mid-upload", 0, 30, 3, BUF_COUNT);
+	test_lossy_upload();
 	test_engine_jobs();
 	return tap_done();
 }

@@ -33,8 +33,14 @@
 #include "util/util.h"
 
 /* After this many consecutive timeouts the link is torn down, so the next
- * request reconnects (a BLE link that stopped answering usually needs it). */
+ * request reconnects (a BLE link that stopped answering usually needs it).
+ * A watch that was sent a frame spanning several writes on this connection
+ * gets one: its SMP reassembly may hold part of a frame whose other writes
+ * were lost, and then swallows every later request until the link drops
+ * (Zephyr's smp_bt keeps the partial frame until disconnect; seen with
+ * smp_svr short of ACL buffers, docs/ble.md "Lost writes"). */
 #define MAX_CONSECUTIVE_TIMEOUTS 3
+#define MAX_TIMEOUTS_REASSEMBLING 1
 /* The params read must not hold the user's first request back for long. */
 #define PARAMS_TIMEOUT_MS 3000
 #define RECONNECT_DELAY_MS 500
@@ -73,6 +79,7 @@ TAILQ_HEAD(req_list, gw_req);
 struct gw_device_counters {
 	uint64_t requests, responses, timeouts, link_resets, not_connected;
 	uint64_t dropped_rsp, malformed_rsp, malformed_req, too_big, connects;
+	uint64_t timeout_resets;  /* links reset because requests timed out */
 };
 
 struct gw_device {
@@ -91,6 +98,7 @@ struct gw_device {
 	unsigned n_queued, n_inflight;
 	uint8_t next_seq;
 	unsigned consecutive_timeouts;
+	bool split_sent;         /* a frame spanning writes went out on this link */
 	int holds;
 	bool present;            /* BLE: currently advertising / known */
 	int rssi;
@@ -241,6 +249,28 @@ static void metric_latency(struct gw_device *dev, const struct gw_req *req)
 
 static void arm_timer(struct gw_req *req, uint32_t ms);
 
+/* A request in flight timed out: reset the link after enough of them in a
+ * row (MAX_TIMEOUTS_REASSEMBLING above for why one can be enough). */
+static void timeout_strike(struct gw_device *dev)
+{
+	unsigned max = dev->split_sent ? MAX_TIMEOUTS_REASSEMBLING :
+		       MAX_CONSECUTIVE_TIMEOUTS;
+
+	if (dev->consecutive_timeouts < max || dev->dying ||
+	    link_state(dev->link) == LINK_STATE_DOWN)
+		return;
+	if (dev->split_sent)
+		log_info("%s: a request timed out after frames spanning several "
+			 "writes: the watch's reassembly may be out of step, "
+			 "resetting the link", dev->id);
+	else
+		log_info("%s: %u requests timed out in a row, resetting the link",
+			 dev->id, dev->consecutive_timeouts);
+	COUNT_ERR(dev, timeout_resets, "timeout_resets");
+	dev->consecutive_timeouts = 0;
+	link_disconnect(dev->link);
+}
+
 static void req_timeout_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct gw_req *req = arg;
@@ -253,13 +283,7 @@ static void req_timeout_cb(evutil_socket_t fd, short what, void *arg)
 		log_debug("%s: request %lld (group %u id %u) timed out", dev->id,
 			  (long long)req->id, req->hdr.group, req->hdr.id);
 		req_finish(req, -ETIMEDOUT, NULL, 0);
-		if (dev->consecutive_timeouts >= MAX_CONSECUTIVE_TIMEOUTS &&
-		    !dev->dying && link_state(dev->link) != LINK_STATE_DOWN) {
-			log_info("%s: %u requests timed out in a row, resetting the link",
-				 dev->id, dev->consecutive_timeouts);
-			dev->consecutive_timeouts = 0;
-			link_disconnect(dev->link);
-		}
+		timeout_strike(dev);
 		return;
 	}
 	/* Still queued. The link came up late: one response time more, once
@@ -360,6 +384,8 @@ static int send_one(struct gw_device *dev, struct gw_req *req)
 	r = link_send(dev->link, req->frame, req->len);
 	if (r == 0)
 		metric_frame(dev, "tx", req->len);
+	if (r == 0 && link_mtu(dev->link) && req->len > link_mtu(dev->link))
+		dev->split_sent = true;
 	if (!dev->sending)
 		return r == 0 ? 0 : -ECONNRESET; /* answered or failed already */
 	dev->sending = NULL;
@@ -677,6 +703,7 @@ static void on_state(struct link *link, enum link_state state, int err,
 		touch(dev);
 		dev->params = PARAMS_UNKNOWN;
 		dev->consecutive_timeouts = 0;
+		dev->split_sent = false; /* a new link: the watch's reassembly is empty */
 		emit(dev, "device.connected", json_pack("{s:s}", "transport",
 							 link_transport(link)));
 		store_device(dev);
@@ -991,7 +1018,7 @@ void gw_device_set_absent(struct gw_device *dev)
 
 static json_t *counters_json(const struct gw_device_counters *c)
 {
-	return json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}",
+	return json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}",
 			 "requests", (json_int_t)c->requests,
 			 "responses", (json_int_t)c->responses,
 			 "timeouts", (json_int_t)c->timeouts,
@@ -1001,7 +1028,8 @@ static json_t *counters_json(const struct gw_device_counters *c)
 			 "malformed_responses", (json_int_t)c->malformed_rsp,
 			 "malformed_requests", (json_int_t)c->malformed_req,
 			 "too_big", (json_int_t)c->too_big,
-			 "connects", (json_int_t)c->connects);
+			 "connects", (json_int_t)c->connects,
+			 "timeout_resets", (json_int_t)c->timeout_resets);
 }
 
 /* BLE: the id is the address; config devices: their address or tty. */
