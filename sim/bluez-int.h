@@ -114,6 +114,9 @@ struct bz_dev {
 	struct bz_notify_client *notify_clients;
 	uint8_t *rx;               /* reassembly buffer */
 	size_t rx_len, rx_want, rx_cap;
+	unsigned smp_pending;      /* frames handed to the watch, not answered yet */
+	unsigned burst;            /* writes since the watch was last idle (lossy fault) */
+	bool desync;               /* lossy fault: reassembly swallows until disconnect */
 	struct bz_pdu *up_head, *up_tail, *dn_head, *dn_tail;
 	unsigned up_n, dn_n;
 	struct event *up_ev, *dn_ev;

@@ -452,6 +452,8 @@ static void deliver_frame(struct bz_dev *d, const uint8_t *frame, size_t len)
 	int r = sim_device_rx_frame(d->sim, frame, len, reply_cb, d);
 
 	d->bz->counters.frames++;
+	if (r == 0)
+		d->smp_pending++;
 	if (r == -ENOBUFS)
 		d->bz->counters.drops_busy++; /* Zephyr drops it silently */
 	else if (r < 0)
@@ -498,6 +500,41 @@ static void reassemble(struct bz_dev *d, const uint8_t *buf, size_t len)
 	}
 }
 
+/*
+ * The lossy_burst fault: a Zephyr smp_svr with few ACL RX buffers behind a
+ * controller that ignores host flow control (docs/simulator.md). Its
+ * buffers come free only when it has caught up: a write arriving when more
+ * than lossy_burst came since it was last idle (no frame being reassembled
+ * or processed) is lost. A lost write that belonged to a frame spanning
+ * several writes leaves smp_bt's reassembly holding a partial frame, and
+ * from then on every write is swallowed until the link drops. True when
+ * this write is lost.
+ */
+static bool lossy_drop(struct bz_dev *d, const uint8_t *buf, size_t len)
+{
+	int32_t n = sim_device_faults(d->sim)->lossy_burst;
+	bool partial;
+
+	if (n < 0)
+		return false;
+	if (d->desync) {
+		d->bz->counters.drops_lossy++;
+		return true;
+	}
+	if (d->smp_pending == 0 && d->rx_len == 0)
+		d->burst = 0;
+	if (++d->burst <= (unsigned)n)
+		return false;
+	partial = d->rx_len > 0 ||
+		  (len >= SMP_HDR_LEN && SMP_HDR_LEN + ((size_t)buf[2] << 8 | buf[3]) > len);
+	d->bz->counters.drops_lossy++;
+	if (partial) {
+		d->desync = true;
+		d->bz->counters.lossy_desyncs++;
+	}
+	return true;
+}
+
 static void fd_watch(struct bz_dev *d);
 
 static void up_cb(evutil_socket_t fd, short what, void *arg)
@@ -512,7 +549,7 @@ static void up_cb(evutil_socket_t fd, short what, void *arg)
 		/* a watch that demands encryption ignores unencrypted writes */
 		if (sim_device_faults(d->sim)->pairing_required && !d->paired)
 			d->bz->counters.drops_link++;
-		else
+		else if (!lossy_drop(d, p->data, p->len))
 			reassemble(d, p->data, p->len);
 		free(p);
 		if (!linked(d))
@@ -573,13 +610,48 @@ static void dn_cb(evutil_socket_t fd, short what, void *arg)
 	arm_delivery(d);
 }
 
+static void queue_notifications(struct bz_dev *d, const uint8_t *frame, size_t len);
+
+/* Bad input for the client, before a reply (faults garbage_notification,
+ * unsolicited_answer): a notification that cannot start an SMP response,
+ * and a well-formed copy of the reply under a sequence number nobody used. */
+static void inject_before_reply(struct bz_dev *d, const uint8_t *frame, size_t len)
+{
+	static const uint8_t garbage[] = { 0xde, 0xad, 0xbe, 0xef, 0x07, 0x00, 0xff, 0xff,
+					   0x55, 0xaa, 0x00, 0x13 };
+	struct sim_faults f = *sim_device_faults(d->sim);
+
+	if (f.garbage_notifications) {
+		f.garbage_notifications--;
+		queue_notifications(d, garbage, sizeof(garbage));
+	}
+	if (f.unsolicited_answers && len >= SMP_HDR_LEN) {
+		uint8_t *copy = xmemdup(frame, len);
+
+		f.unsolicited_answers--;
+		copy[6] ^= 0x80;
+		queue_notifications(d, copy, len);
+		free(copy);
+	}
+	sim_device_set_faults(d->sim, &f);
+}
+
 static void reply_cb(struct sim_device *dev, const uint8_t *frame, size_t len, void *user_data)
 {
 	struct bz_dev *d = user_data;
-	size_t chunk = att_mtu(d) - 3u;
 
 	if (!linked(d))
 		return;
+	if (d->smp_pending)
+		d->smp_pending--;
+	inject_before_reply(d, frame, len);
+	queue_notifications(d, frame, len);
+}
+
+static void queue_notifications(struct bz_dev *d, const uint8_t *frame, size_t len)
+{
+	size_t chunk = att_mtu(d) - 3u;
+
 	for (size_t off = 0; off < len; off += chunk) {
 		size_t n = len - off < chunk ? len - off : chunk;
 		struct bz_pdu *p;
@@ -858,6 +930,8 @@ void bz_link_up(struct bz_dev *d)
 		d->ce_ev = event_new(d->bz->base, -1, 0, ce_cb, d);
 	}
 	d->rx_len = 0;
+	d->smp_pending = d->burst = 0;
+	d->desync = false; /* smp_bt drops its partial frame at disconnect */
 	d->anchor_us = now_usec();
 	d->ce_next = 0;
 	d->up_send = d->dn_send = NULL;
@@ -879,6 +953,8 @@ void bz_link_down(struct bz_dev *d)
 	d->up_left = d->dn_left = 0;
 	d->up_n = d->dn_n = 0;
 	d->rx_len = 0;
+	d->smp_pending = d->burst = 0;
+	d->desync = false;
 	if (d->up_ev) {
 		event_free(d->up_ev);
 		event_free(d->dn_ev);

@@ -29,6 +29,8 @@ struct sim_bluez_counters {
 	uint64_t drops_link;       /* writes dropped by the link: too long, bad
 	                            * reassembly, encryption missing, device down */
 	uint64_t drops_notify;     /* notifications nobody subscribed to / socket full */
+	uint64_t drops_lossy;      /* writes lost by the lossy_burst fault (lost or swallowed) */
+	uint64_t lossy_desyncs;    /* frames that lost a write: reassembly stuck until disconnect */
 	uint64_t connects, disconnects, connect_failures;
 };
 

@@ -95,13 +95,15 @@ static json_t *bluez_counters_json(const struct sim_bluez *bz)
 
 	if (!c)
 		return json_null();
-	return json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}",
+	return json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}",
 			 "writes", (json_int_t)c->writes,
 			 "notifications", (json_int_t)c->notifications,
 			 "frames", (json_int_t)c->frames,
 			 "drops_busy", (json_int_t)c->drops_busy,
 			 "drops_link", (json_int_t)c->drops_link,
 			 "drops_notify", (json_int_t)c->drops_notify,
+			 "drops_lossy", (json_int_t)c->drops_lossy,
+			 "lossy_desyncs", (json_int_t)c->lossy_desyncs,
 			 "connects", (json_int_t)c->connects,
 			 "disconnects", (json_int_t)c->disconnects,
 			 "connect_failures", (json_int_t)c->connect_failures);
@@ -109,7 +111,7 @@ static json_t *bluez_counters_json(const struct sim_bluez *bz)
 
 static json_t *faults_json(const struct sim_faults *f)
 {
-	return json_pack("{s:I, s:I, s:I, s:I, s:b, s:b, s:b, s:I, s:I, s:I}",
+	return json_pack("{s:I, s:I, s:I, s:I, s:b, s:b, s:b, s:I, s:I, s:I, s:I, s:I, s:I}",
 			 "corrupt_notifications", (json_int_t)f->corrupt_notifications,
 			 "truncate_notifications", (json_int_t)f->truncate_notifications,
 			 "answer_twice", (json_int_t)f->answer_twice,
@@ -117,7 +119,10 @@ static json_t *faults_json(const struct sim_faults *f)
 			 "refuse_pairing", f->refuse_pairing, "pairing_required", f->pairing_required,
 			 "disconnect_at_offset", (json_int_t)f->disconnect_at_offset,
 			 "disconnect_after_frames", (json_int_t)f->disconnect_after_frames,
-			 "flash_slow_factor", (json_int_t)f->flash_slow_factor);
+			 "flash_slow_factor", (json_int_t)f->flash_slow_factor,
+			 "lossy_burst", (json_int_t)f->lossy_burst,
+			 "garbage_notifications", (json_int_t)f->garbage_notifications,
+			 "unsolicited_answers", (json_int_t)f->unsolicited_answers);
 }
 
 static json_t *link_json(const struct sim_link_model *m)
@@ -290,6 +295,10 @@ static int apply_fault(const char *name, const json_t *req, struct sim_faults *f
 		if (arg_uint(req, "frames", 1, INT32_MAX, &v, err, esz) < 0)
 			return -EINVAL;
 		f->disconnect_after_frames = v ? v : 1;
+	} else if (!strcmp(name, "lossy_burst")) {
+		if (arg_uint(req, "writes", 3, 1000, &v, err, esz) < 0)
+			return -EINVAL;
+		f->lossy_burst = b ? (int32_t)v : -1;
 	} else if (!strcmp(name, "slow_flash")) {
 		if (arg_uint(req, "factor", 10, 1000, &v, err, esz) < 0)
 			return -EINVAL;
@@ -298,7 +307,9 @@ static int apply_fault(const char *name, const json_t *req, struct sim_faults *f
 		uint32_t *cnt = !strcmp(name, "corrupt_notification") ? &f->corrupt_notifications :
 				!strcmp(name, "truncate_notification") ? &f->truncate_notifications :
 				!strcmp(name, "answer_twice") ? &f->answer_twice :
-				!strcmp(name, "wrong_seq") ? &f->wrong_seq : NULL;
+				!strcmp(name, "wrong_seq") ? &f->wrong_seq :
+				!strcmp(name, "garbage_notification") ? &f->garbage_notifications :
+				!strcmp(name, "unsolicited_answer") ? &f->unsolicited_answers : NULL;
 		if (!cnt) {
 			snprintf(err, esz, "unknown fault \"%s\" (see docs/simulator.md)", name);
 			return -EINVAL;
@@ -391,7 +402,7 @@ static const struct {
 	{ "range", cmd_range, "move in or out of range: {device|*, in_range}" },
 	{ "rssi", cmd_rssi, "set the advertised RSSI: {device|*, rssi}" },
 	{ "reboot", cmd_reboot, "reset now (MCUboot runs): {device|*}" },
-	{ "fault", cmd_fault, "inject a fault: {device|*, fault, count|offset|frames|factor|on}" },
+	{ "fault", cmd_fault, "inject a fault: {device|*, fault, count|offset|frames|factor|writes|on}" },
 	{ "counters", cmd_counters, "frames, bytes, drops, erases: {device|* optional}; "
 	  "bluez: the fake org.bluez's writes, notifications, drops, connects (null without --bus)" },
 	{ "link", cmd_link, "read or set the link model: {device|*, link: {...}}" },

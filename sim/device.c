@@ -43,6 +43,7 @@ void sim_faults_default(struct sim_faults *ret)
 	ret->disconnect_at_offset = -1;
 	ret->disconnect_after_frames = -1;
 	ret->flash_slow_factor = 1;
+	ret->lossy_burst = -1;
 }
 
 static void work_cb(evutil_socket_t fd, short what, void *arg);

@@ -128,11 +128,18 @@ struct sim_faults {
 	int64_t disconnect_at_offset;    /* >= 0: observers' disconnect once an upload reaches it */
 	int64_t disconnect_after_frames; /* >= 0: disconnect after N more request frames */
 	uint32_t flash_slow_factor;      /* multiplies flash times, 1 = normal */
+	/* BLE face only (sim/bluez-link.c): */
+	int32_t lossy_burst;             /* >= 0: a write arriving when more than this many
+	                                  * came since the watch was last idle is lost; a
+	                                  * frame that lost a write leaves the reassembly
+	                                  * swallowing every write until the link drops */
+	uint32_t garbage_notifications;  /* the next N replies follow a garbage notification */
+	uint32_t unsolicited_answers;    /* the next N replies follow one to a request never sent */
 };
 
 const struct sim_faults *sim_device_faults(const struct sim_device *dev);
 void sim_device_set_faults(struct sim_device *dev, const struct sim_faults *f);
-void sim_faults_default(struct sim_faults *ret); /* all off, offsets -1, factor 1 */
+void sim_faults_default(struct sim_faults *ret); /* all off, offsets and lossy -1, factor 1 */
 
 /* ---- actions (control interface, tests) --------------------------------- */
 

@@ -95,6 +95,9 @@ int main(void)
 		"{\"cmd\":\"fault\",\"device\":0,\"fault\":\"disconnect_at_offset\",\"offset\":4096}",
 		"{\"cmd\":\"fault\",\"device\":0,\"fault\":\"disconnect_after_frames\",\"frames\":5}",
 		"{\"cmd\":\"fault\",\"device\":0,\"fault\":\"slow_flash\",\"factor\":4}",
+		"{\"cmd\":\"fault\",\"device\":0,\"fault\":\"lossy_burst\",\"writes\":2}",
+		"{\"cmd\":\"fault\",\"device\":0,\"fault\":\"garbage_notification\",\"count\":2}",
+		"{\"cmd\":\"fault\",\"device\":0,\"fault\":\"unsolicited_answer\"}",
 		"{\"cmd\":\"fault\",\"device\":0,\"fault\":\"hang\"}",
 	};
 	for (size_t i = 0; i < ARRAY_SIZE(faults); i++)
@@ -103,10 +106,16 @@ int main(void)
 	ok(f->corrupt_notifications == 2 && f->truncate_notifications == 1 && f->answer_twice == 3 &&
 	   f->wrong_seq == 1 && f->refuse_pairing && f->pairing_required &&
 	   f->disconnect_at_offset == 4096 && f->disconnect_after_frames == 5 &&
-	   f->flash_slow_factor == 4 && f->hang, "every fault landed on the device");
+	   f->flash_slow_factor == 4 && f->hang && f->lossy_burst == 2 &&
+	   f->garbage_notifications == 2 && f->unsolicited_answers == 1,
+	   "every fault landed on the device");
 	ok(!sim_device_is_up(d0), "hung device is not up");
 	ok(call_ok("{\"cmd\":\"fault\",\"device\":0,\"fault\":\"clear\"}") && !f->hang &&
-	   f->disconnect_at_offset == -1, "clear");
+	   f->disconnect_at_offset == -1 && f->lossy_burst == -1, "clear");
+	ok(call_ok("{\"cmd\":\"fault\",\"device\":0,\"fault\":\"lossy_burst\",\"writes\":0}") &&
+	   f->lossy_burst == 0, "lossy_burst 0: every write lost");
+	ok(call_ok("{\"cmd\":\"fault\",\"device\":0,\"fault\":\"lossy_burst\",\"on\":false}") &&
+	   f->lossy_burst == -1, "lossy_burst off");
 	ok(call_ok("{\"cmd\":\"fault\",\"device\":\"*\",\"fault\":\"out_of_range\"}") &&
 	   !sim_device_in_range(sim_fleet_device(fleet, 2)), "all out of range");
 	ok(call_ok("{\"cmd\":\"range\",\"device\":\"*\",\"in_range\":true}") && sim_device_in_range(d0),
