@@ -571,8 +571,20 @@ static void rx_chunk(struct ble_link *bl, const uint8_t *buf, size_t len)
 {
 	uint64_t now = now_usec();
 
+	uint64_t partials = bl->rx.partials_dropped;
+	bool up = bl->phase == BLE_PHASE_UP;
+	int r;
+
 	bl->last_activity_us = now;
-	ble_rx_push(&bl->rx, buf, len, now, rx_frame, bl);
+	r = ble_rx_push(&bl->rx, buf, len, now, rx_frame, bl);
+	/* Reported after the frames: the link may have gone down in them. */
+	if (!up || bl->phase != BLE_PHASE_UP)
+		return;
+	if (bl->rx.partials_dropped != partials)
+		link_report_bad_input(bl->link, "a response cut short or missing a "
+				      "notification");
+	if (r == -EBADMSG && bl->phase == BLE_PHASE_UP)
+		link_report_bad_input(bl->link, "a notification that is no SMP response");
 }
 
 static void nev_cb(evutil_socket_t fd, short what, void *arg)

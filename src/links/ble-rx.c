@@ -71,10 +71,14 @@ int ble_rx_push(struct ble_rx *rx, const uint8_t *buf, size_t len,
 	int frames = 0;
 
 	if (rx->len && (now_us - rx->last_us > BLE_RX_STALE_US ||
-			(start && !continues(rx, len))))
+			(start && !continues(rx, len)))) {
 		rx->len = 0;
+		rx->partials_dropped++;
+	}
 	rx->last_us = now_us;
 	if ((!rx->len && !start) || rx->len + len > BLE_RX_FRAME_MAX) {
+		if (rx->len)
+			rx->partials_dropped++;
 		rx->len = 0;
 		return -EBADMSG;
 	}
@@ -95,8 +99,10 @@ int ble_rx_push(struct ble_rx *rx, const uint8_t *buf, size_t len,
 		rx->first_len = rest;
 		/* Bytes after a frame in the same notification: another frame
 		 * if they look like one, else garbage. */
-		if (rest && !ble_rx_starts_frame(rx->buf, rest))
+		if (rest && !ble_rx_starts_frame(rx->buf, rest)) {
 			rx->len = 0;
+			rx->partials_dropped++;
+		}
 	}
 	return frames;
 }

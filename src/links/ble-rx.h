@@ -22,6 +22,7 @@ struct ble_rx {
 	size_t len, cap;
 	size_t first_len;  /* size of the partial frame's first notification */
 	uint64_t last_us;
+	uint64_t partials_dropped; /* partial frames given up (lost or cut notifications) */
 };
 
 /* A whole frame (borrowed); return false to stop (the link went down:
@@ -44,7 +45,7 @@ bool ble_rx_starts_frame(const uint8_t *buf, size_t len);
  * truncated) when it went stale, or when a notification that starts a frame
  * cannot be its continuation: it would overrun it, or its size is neither
  * the first notification's (the sender fills each to MTU - 3) nor what is
- * missing.
+ * missing. Each partial frame given up counts in rx->partials_dropped.
  */
 int ble_rx_push(struct ble_rx *rx, const uint8_t *buf, size_t len,
 		uint64_t now_us, ble_rx_frame_cb cb, void *user_data);

@@ -44,6 +44,12 @@ void link_deliver_frame(struct link *link, const uint8_t *frame, size_t len)
 		link->cbs.frame(link, frame, len, link->user_data);
 }
 
+void link_report_bad_input(struct link *link, const char *what)
+{
+	if (link->cbs.bad_input)
+		link->cbs.bad_input(link, what, link->user_data);
+}
+
 void link_set_state(struct link *link, enum link_state state, int err)
 {
 	if (link->state == state && !err)

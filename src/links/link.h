@@ -47,6 +47,9 @@ struct link_callbacks {
 	/* State changed; err is 0 or the negative errno that caused DOWN. */
 	void (*state)(struct link *link, enum link_state state, int err,
 		      void *user_data);
+	/* Bytes that are no frame were dropped (what: a short reason, static);
+	 * the owner counts and logs them. Optional. */
+	void (*bad_input)(struct link *link, const char *what, void *user_data);
 };
 
 /* For transports: create the generic part around private state. */
@@ -57,6 +60,7 @@ struct event_base *link_base(const struct link *link);
 /* For transports: report a frame / a state change to the owner. */
 void link_deliver_frame(struct link *link, const uint8_t *frame, size_t len);
 void link_set_state(struct link *link, enum link_state state, int err);
+void link_report_bad_input(struct link *link, const char *what);
 
 /* For the gateway. */
 void link_set_callbacks(struct link *link, const struct link_callbacks *cbs,

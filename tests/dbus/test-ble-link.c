@@ -366,7 +366,7 @@ static void on_state(struct link *link, enum link_state state, int err, void *ud
 	max_up_hci1 = MAX(max_up_hci1, count_up_on("hci1"));
 }
 
-static const struct link_callbacks link_cbs = { on_frame, on_state };
+static const struct link_callbacks link_cbs = { .frame = on_frame, .state = on_state };
 
 static const char *adapters_opt; /* --system: the central's adapter */
 static uint32_t connect_ms = 5000; /* --system: real stacks (under TCG) are slower */

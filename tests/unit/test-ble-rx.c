@@ -163,12 +163,14 @@ static void test_resync(void)
 	is_int(ble_rx_push(&rx, f2, len2, 10000 + BLE_RX_STALE_US + 1, on_frame, g), 1,
 	       "stale partial dropped, new frame whole");
 	ok(g->last[6] == 5 && g->last_len == len2, "it is the new frame");
+	is_int(rx.partials_dropped, 2, "both partial frames counted as dropped");
 
 	/* A continuation that fits is appended (no false resync). */
 	is_int(ble_rx_push(&rx, f, 495, 20000000, on_frame, g), 0, "first part");
 	is_int(ble_rx_push(&rx, f + 495, 495, 20000001, on_frame, g), 0, "second part");
 	is_int(ble_rx_push(&rx, f + 990, len - 990, 20000002, on_frame, g), 1, "third part: frame");
 	ok(g->last_len == len && !memcmp(g->last, f, len), "continuations reassembled");
+	is_int(rx.partials_dropped, 2, "a reassembled frame drops nothing");
 
 	/* The callback stops delivery (link went down). */
 	g->stop = true;

@@ -99,6 +99,7 @@ struct gw_device {
 	uint8_t next_seq;
 	unsigned consecutive_timeouts;
 	bool split_sent;         /* a frame spanning writes went out on this link */
+	bool bad_input_logged;   /* on this connection */
 	int holds;
 	bool present;            /* BLE: currently advertising / known */
 	int rssi;
@@ -649,6 +650,25 @@ static struct gw_req *match_rsp(struct gw_device *dev, const struct smp_hdr *h)
 	return NULL;
 }
 
+/* Bad input from the watch: counted always, logged at info once per
+ * connection (a watch sending garbage must not flood the log), then at
+ * debug level. */
+static void bad_input(struct gw_device *dev, const char *what)
+{
+	COUNT_ERR(dev, malformed_rsp, "malformed_responses");
+	if (!dev->bad_input_logged)
+		log_info("%s: dropped %s (counted in malformed_responses; further ones "
+			 "on this connection at debug level)", dev->id, what);
+	else
+		log_debug("%s: dropped %s", dev->id, what);
+	dev->bad_input_logged = true;
+}
+
+static void on_bad_input(struct link *link, const char *what, void *user_data)
+{
+	bad_input(user_data, what);
+}
+
 static void on_frame(struct link *link, const uint8_t *frame, size_t len,
 		     void *user_data)
 {
@@ -660,8 +680,7 @@ static void on_frame(struct link *link, const uint8_t *frame, size_t len,
 
 	metric_frame(dev, "rx", len);
 	if (r < 0 || (size_t)r != len || smp_op_is_request(hdr.op)) {
-		COUNT_ERR(dev, malformed_rsp, "malformed_responses");
-		log_debug("%s: dropped a malformed frame from the device", dev->id);
+		bad_input(dev, "a malformed frame");
 		return;
 	}
 	touch(dev);
@@ -669,7 +688,8 @@ static void on_frame(struct link *link, const uint8_t *frame, size_t len,
 	if (!req) {
 		/* Duplicate, late (timed out/cancelled) or unsolicited. */
 		COUNT_ERR(dev, dropped_rsp, "dropped_responses");
-		log_debug("%s: dropped unmatched response seq %u group %u id %u",
+		log_debug("%s: dropped a response to no request in flight (late, "
+			  "duplicate or unsolicited): seq %u group %u id %u",
 			  dev->id, hdr.seq, hdr.group, hdr.id);
 		return;
 	}
@@ -704,6 +724,7 @@ static void on_state(struct link *link, enum link_state state, int err,
 		dev->params = PARAMS_UNKNOWN;
 		dev->consecutive_timeouts = 0;
 		dev->split_sent = false; /* a new link: the watch's reassembly is empty */
+		dev->bad_input_logged = false;
 		emit(dev, "device.connected", json_pack("{s:s}", "transport",
 							 link_transport(link)));
 		store_device(dev);
@@ -812,7 +833,8 @@ struct gw_device *gw_registry_add(struct gw_registry *reg, const char *id,
 				  bool owns_link, uint16_t pinned_port)
 {
 	static const struct link_callbacks cbs = { .frame = on_frame,
-						   .state = on_state };
+						   .state = on_state,
+						   .bad_input = on_bad_input };
 	struct event_base *base = gw_base(reg->gw);
 	struct gw_device *dev;
 
