@@ -299,6 +299,7 @@ static void reply(struct bz_dev *d, DBusMessage **pending, DBusMessage *r)
 }
 
 static void pair_fail(struct bz_dev *d, const char *name, const char *text);
+static void secure_end(struct bz_dev *d, const char *name, const char *text);
 
 static void connect_failed(struct bz_dev *d, const char *text)
 {
@@ -360,6 +361,7 @@ static void link_gone(struct bz_dev *d)
 	bz_dev_expire_arm(d);
 	if (d->pair_msg)
 		pair_fail(d, "org.bluez.Error.AuthenticationCanceled", "Authentication Canceled");
+	secure_end(d, "org.bluez.Error.Failed", "Not connected");
 }
 
 static bool reachable(const struct bz_dev *d)
@@ -376,7 +378,11 @@ static void connecting(struct bz_dev *d)
 	if (d->ad->n_connections > d->ad->max_connections) {
 		connect_failed(d, "le-connection-concurrent-connection-limit");
 	} else if (reachable(d)) {
-		if (d->establishing) {
+		if (d->establishing && d->paired && !d->watch_keys) {
+			/* BlueZ encrypts with the old key, the watch has none:
+			 * the link ends with 0x05 (authentication failure) */
+			connect_failed(d, "le-connection-abort-by-local");
+		} else if (d->establishing) {
 			connected(d);
 		} else {
 			d->establishing = true;
@@ -532,7 +538,8 @@ static void pair_fail(struct bz_dev *d, const char *name, const char *text)
 static void pair_ok(struct bz_dev *d)
 {
 	pair_done(d);
-	d->paired = d->bonded = true;
+	d->paired = d->bonded = d->watch_keys = true;
+	d->bz->counters.pairings++;
 	bz_dev_props_changed(d, "Paired");
 	bz_dev_props_changed(d, "Bonded");
 	if (d->pair_msg)
@@ -543,7 +550,9 @@ static void pair_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct bz_dev *d = arg;
 
-	if (sim_device_faults(d->sim)->refuse_pairing)
+	/* bluetoothd 5.66 needs an agent even for Just Works ("No agent
+	 * available"), so Pair() without any agent fails */
+	if (sim_device_faults(d->sim)->refuse_pairing || d->pair_no_agent)
 		pair_fail(d, "org.bluez.Error.AuthenticationFailed", "Authentication Failed");
 	else
 		pair_ok(d);
@@ -615,9 +624,101 @@ static bool ask_agent(struct bz_dev *d, const char *sender)
 
 static void pair_start(struct bz_dev *d)
 {
-	if (sim_device_faults(d->sim)->refuse_pairing ||
+	const char *owner, *path, *cap;
+
+	d->pair_no_agent = !bz_agent_for(d->bz, dbus_message_get_sender(d->pair_msg),
+					 &owner, &path, &cap);
+	if (sim_device_faults(d->sim)->refuse_pairing || d->pair_no_agent ||
 	    !ask_agent(d, dbus_message_get_sender(d->pair_msg)))
 		arm(d->pair_ev, PAIRING_MS);
+}
+
+/* ---- bluetoothd's own pairing (an ATT security error on a GATT call) ------------ */
+
+/* Ends it: the waiting call gets name/text, or its result when NULL. */
+static void secure_end(struct bz_dev *d, const char *name, const char *text)
+{
+	DBusMessage *msg = d->secure_msg, *r;
+
+	if (!msg)
+		return;
+	d->secure_msg = NULL;
+	event_del(d->secure_ev);
+	if (d->secure_call) {
+		dbus_pending_call_cancel(d->secure_call);
+		dbus_pending_call_unref(d->secure_call);
+		d->secure_call = NULL;
+	}
+	r = name ? bz_error(msg, name, text) : bz_gatt_secured(d->secure_g, msg, d->secure_acquire);
+	if (r)
+		bz_bus_send(d->bz->bus, r);
+	dbus_message_unref(msg);
+}
+
+/* The pairing ran (agent said yes), or the ATT timeout hit (it did not). */
+static void secure_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct bz_dev *d = arg;
+
+	if (!d->secure_agreed) {
+		/* pairing failed on our side (no agent, agent said no): the
+		 * retried ATT request waits on a suspended socket until the
+		 * ATT timeout, and bluetoothd drops the link */
+		bz_dev_link_lost(d);
+		return;
+	}
+	if (sim_device_faults(d->sim)->refuse_pairing) {
+		/* the watch answers Pairing Failed: the kernel disconnects (0x05) */
+		bz_dev_link_lost(d);
+		return;
+	}
+	d->paired = d->bonded = d->watch_keys = true;
+	d->bz->counters.pairings++;
+	bz_dev_props_changed(d, "Paired");
+	bz_dev_props_changed(d, "Bonded");
+	secure_end(d, NULL, NULL);
+}
+
+static void secure_agent_cb(DBusPendingCall *call, void *arg)
+{
+	struct bz_dev *d = arg;
+	DBusMessage *r = dbus_pending_call_steal_reply(call);
+
+	dbus_pending_call_unref(d->secure_call);
+	d->secure_call = NULL;
+	d->secure_agreed = r && dbus_message_get_type(r) == DBUS_MESSAGE_TYPE_METHOD_RETURN;
+	if (r)
+		dbus_message_unref(r);
+	if (d->secure_agreed)
+		arm(d->secure_ev, PAIRING_MS);
+}
+
+DBusMessage *bz_dev_auto_pair(struct bz_dev *d, struct bz_gatt *g, DBusMessage *msg,
+			      bool acquire)
+{
+	const char *owner, *path, *cap;
+	DBusMessage *call;
+
+	if (d->secure_msg)
+		return bz_error(msg, "org.bluez.Error.InProgress", "In Progress");
+	d->secure_msg = dbus_message_ref(msg);
+	d->secure_g = g;
+	d->secure_acquire = acquire;
+	d->secure_agreed = false;
+	/* until the agent agrees, the ATT timeout runs */
+	arm(d->secure_ev, d->bz->att_timeout_ms);
+	/* Just Works without a Pair() caller: the default agent authorizes */
+	if (!bz_agent_for(d->bz, "", &owner, &path, &cap))
+		return NULL;
+	call = dbus_message_new_method_call(owner, path, "org.bluez.Agent1",
+					    "RequestAuthorization");
+	dbus_message_append_args(call, DBUS_TYPE_OBJECT_PATH, &(const char *){ d->path },
+				 DBUS_TYPE_INVALID);
+	if (dbus_connection_send_with_reply(d->bz->conn, call, &d->secure_call,
+					    (int)d->bz->agent_timeout_ms) && d->secure_call)
+		dbus_pending_call_set_notify(d->secure_call, secure_agent_cb, d, NULL);
+	dbus_message_unref(call);
+	return NULL;
 }
 
 static DBusMessage *dev_pair(void *data, DBusMessage *msg)
@@ -814,6 +915,10 @@ static void obs_reset(struct sim_device *dev, void *user_data)
 {
 	struct bz_dev *d = user_data;
 
+	/* bonds kept in RAM (the Zephyr peer without settings) die with it */
+	if (sim_device_faults(d->sim)->volatile_bonds)
+		d->watch_keys = false;
+
 	if (established(d))
 		arm(d->drop_ev, SUPERVISION_TIMEOUT_MS);
 }
@@ -851,6 +956,7 @@ void bz_dev_init(struct bz_dev *d)
 	d->wfd = d->nfd = -1;
 	d->conn_ev = event_new(base, -1, 0, conn_cb, d);
 	d->pair_ev = event_new(base, -1, 0, pair_cb, d);
+	d->secure_ev = event_new(base, -1, 0, secure_cb, d);
 	d->drop_ev = event_new(base, -1, 0, drop_cb, d);
 	d->expire_ev = event_new(base, -1, 0, expire_cb, d);
 	/* a six-digit passkey per watch, stable across runs */
@@ -867,6 +973,12 @@ void bz_dev_fini(struct bz_dev *d)
 		return;
 	sim_device_unobserve(d->sim, d->obs_id);
 	pair_done(d);
+	if (d->secure_call) {
+		dbus_pending_call_cancel(d->secure_call);
+		dbus_pending_call_unref(d->secure_call);
+	}
+	if (d->secure_msg)
+		dbus_message_unref(d->secure_msg);
 	if (d->connect_msg)
 		dbus_message_unref(d->connect_msg);
 	if (d->disconnect_msg)
@@ -876,6 +988,7 @@ void bz_dev_fini(struct bz_dev *d)
 	bz_link_down(d);
 	event_free(d->conn_ev);
 	event_free(d->pair_ev);
+	event_free(d->secure_ev);
 	event_free(d->drop_ev);
 	event_free(d->expire_ev);
 	free(d->alias);

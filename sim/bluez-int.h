@@ -89,6 +89,15 @@ struct bz_dev {
 	int16_t rssi;
 	char *alias;
 	bool trusted, blocked, paired, bonded, wake_allowed;
+	bool watch_keys;           /* the watch holds the bond (lost on a reset with volatile_bonds) */
+	bool pair_no_agent;        /* Pair() with no agent at all: fails, as bluetoothd 5.66 */
+	/* bluetoothd's own pairing after an ATT security error (the GATT call
+	 * that hit it waits: AcquireNotify or StartNotify) */
+	DBusMessage *secure_msg;
+	struct bz_gatt *secure_g;
+	bool secure_acquire, secure_agreed;
+	DBusPendingCall *secure_call;
+	struct event *secure_ev;
 	bool services_known;       /* GATT objects exported (cached afterwards) */
 	enum bz_conn_state state;
 	bool resolved;
@@ -145,6 +154,7 @@ struct sim_bluez {
 	uint32_t le_conn_timeout_ms;
 	uint32_t temp_timeout_ms;
 	uint32_t agent_timeout_ms;
+	uint32_t att_timeout_ms;   /* a GATT request never answered: the link drops */
 	struct sim_bluez_counters counters;
 };
 
@@ -164,6 +174,11 @@ void bz_dev_link_lost(struct bz_dev *d);
 void bz_dev_props_changed(struct bz_dev *d, const char *prop);
 void bz_dev_client_gone(struct bz_dev *d, const char *name);
 struct bz_object *bz_dev_smp_char(struct bz_dev *d);
+/* A GATT call that needs an encrypted link on an unpaired watch: pairs as
+ * bluetoothd does on its own (the default agent's RequestAuthorization);
+ * the call's reply waits (NULL) or is an error. */
+DBusMessage *bz_dev_auto_pair(struct bz_dev *d, struct bz_gatt *g, DBusMessage *msg,
+			      bool acquire);
 
 /* bluez-link.c */
 extern const struct bz_iface *const bz_gatt_service_ifaces[];
@@ -180,4 +195,6 @@ struct bz_gatt_desc {
 };
 extern const struct bz_gatt_desc bz_gatt_table[BZ_N_GATT];
 void bz_link_up(struct bz_dev *d);
+/* Runs AcquireNotify (acquire) or StartNotify again once paired. */
+DBusMessage *bz_gatt_secured(struct bz_gatt *g, DBusMessage *msg, bool acquire);
 void bz_link_down(struct bz_dev *d);

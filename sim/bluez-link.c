@@ -771,7 +771,7 @@ static DBusMessage *acquire(struct bz_gatt *g, DBusMessage *msg, bool write)
 	if (!write && d->notify_clients)
 		return bz_error(msg, "org.bluez.Error.InProgress", "In Progress");
 	if (!write && sim_device_faults(d->sim)->pairing_required && !d->paired)
-		return bz_error(msg, "org.bluez.Error.NotPermitted", "Not paired");
+		return bz_dev_auto_pair(d, g, msg, true); /* the CCC write is refused */
 	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, fds) < 0)
 		return bz_error_failed(msg, "Failed to create socket pair");
 	if (write) {
@@ -891,7 +891,7 @@ static DBusMessage *start_notify(void *data, DBusMessage *msg)
 	if (!is_smp_char(g) || notify_find(d, sender))
 		return dbus_message_new_method_return(msg);
 	if (sim_device_faults(d->sim)->pairing_required && !d->paired)
-		return bz_error(msg, "org.bluez.Error.NotPermitted", "Not paired");
+		return bz_dev_auto_pair(d, g, msg, false); /* the CCC write is refused */
 	c = xnew(struct bz_notify_client);
 	c->owner = xstrdup(sender);
 	c->next = d->notify_clients;
@@ -899,6 +899,11 @@ static DBusMessage *start_notify(void *data, DBusMessage *msg)
 		char_changed(d, "Notifying");
 	d->notify_clients = c;
 	return dbus_message_new_method_return(msg);
+}
+
+DBusMessage *bz_gatt_secured(struct bz_gatt *g, DBusMessage *msg, bool acquire_fd)
+{
+	return acquire_fd ? acquire(g, msg, false) : start_notify(g, msg);
 }
 
 static DBusMessage *stop_notify(void *data, DBusMessage *msg)

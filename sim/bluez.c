@@ -929,6 +929,8 @@ struct sim_bluez *sim_bluez_new(struct event_base *base, struct sim_fleet *fleet
 	env = getenv("SMPGW_SIM_TEMP_TIMEOUT_MS");
 	bz->temp_timeout_ms = env && atoi(env) > 0 ? (uint32_t)atoi(env) : 30000;
 	bz->agent_timeout_ms = 60000; /* BlueZ's agent request timeout */
+	env = getenv("SMPGW_SIM_ATT_TIMEOUT_MS");
+	bz->att_timeout_ms = env && atoi(env) > 0 ? (uint32_t)atoi(env) : 30000; /* ATT's 30 s */
 	dbus_error_init(&err);
 	bz->conn = dbus_loop_connect(bus_address, &err);
 	if (!bz->conn) {

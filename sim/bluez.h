@@ -32,6 +32,7 @@ struct sim_bluez_counters {
 	uint64_t drops_lossy;      /* writes lost by the lossy_burst fault (lost or swallowed) */
 	uint64_t lossy_desyncs;    /* frames that lost a write: reassembly stuck until disconnect */
 	uint64_t connects, disconnects, connect_failures;
+	uint64_t pairings;         /* bonds made (Pair() or bluetoothd's own pairing) */
 };
 
 /*

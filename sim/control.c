@@ -95,7 +95,7 @@ static json_t *bluez_counters_json(const struct sim_bluez *bz)
 
 	if (!c)
 		return json_null();
-	return json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}",
+	return json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}",
 			 "writes", (json_int_t)c->writes,
 			 "notifications", (json_int_t)c->notifications,
 			 "frames", (json_int_t)c->frames,
@@ -106,17 +106,19 @@ static json_t *bluez_counters_json(const struct sim_bluez *bz)
 			 "lossy_desyncs", (json_int_t)c->lossy_desyncs,
 			 "connects", (json_int_t)c->connects,
 			 "disconnects", (json_int_t)c->disconnects,
-			 "connect_failures", (json_int_t)c->connect_failures);
+			 "connect_failures", (json_int_t)c->connect_failures,
+			 "pairings", (json_int_t)c->pairings);
 }
 
 static json_t *faults_json(const struct sim_faults *f)
 {
-	return json_pack("{s:I, s:I, s:I, s:I, s:b, s:b, s:b, s:I, s:I, s:I, s:I, s:I, s:I}",
+	return json_pack("{s:I, s:I, s:I, s:I, s:b, s:b, s:b, s:b, s:I, s:I, s:I, s:I, s:I, s:I}",
 			 "corrupt_notifications", (json_int_t)f->corrupt_notifications,
 			 "truncate_notifications", (json_int_t)f->truncate_notifications,
 			 "answer_twice", (json_int_t)f->answer_twice,
 			 "wrong_seq", (json_int_t)f->wrong_seq, "hang", f->hang,
 			 "refuse_pairing", f->refuse_pairing, "pairing_required", f->pairing_required,
+			 "volatile_bonds", f->volatile_bonds,
 			 "disconnect_at_offset", (json_int_t)f->disconnect_at_offset,
 			 "disconnect_after_frames", (json_int_t)f->disconnect_after_frames,
 			 "flash_slow_factor", (json_int_t)f->flash_slow_factor,
@@ -281,6 +283,8 @@ static int apply_fault(const char *name, const json_t *req, struct sim_faults *f
 		f->refuse_pairing = b;
 	else if (!strcmp(name, "pairing_required"))
 		f->pairing_required = b;
+	else if (!strcmp(name, "volatile_bonds"))
+		f->volatile_bonds = b;
 	else if (!strcmp(name, "clear"))
 		sim_faults_default(f);
 	else if (!strcmp(name, "disconnect_at_offset")) {

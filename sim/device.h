@@ -125,6 +125,7 @@ struct sim_faults {
 	bool hang;                       /* accepts nothing, answers nothing (-ENETDOWN) */
 	bool refuse_pairing;             /* BLE face: Pair() fails with org.bluez.Error.AuthenticationFailed */
 	bool pairing_required;           /* BLE face: SMP characteristic needs an encrypted link */
+	bool volatile_bonds;             /* BLE face: a reset loses the watch's bonds (keys in RAM) */
 	int64_t disconnect_at_offset;    /* >= 0: observers' disconnect once an upload reaches it */
 	int64_t disconnect_after_frames; /* >= 0: disconnect after N more request frames */
 	uint32_t flash_slow_factor;      /* multiplies flash times, 1 = normal */

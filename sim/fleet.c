@@ -34,7 +34,7 @@ struct dev_spec {
 	bool adapter_set;
 	uint16_t udp_port;
 	bool serial;
-	bool pairing_required, refuse_pairing;
+	bool pairing_required, refuse_pairing, volatile_bonds;
 };
 
 struct adapter_spec {
@@ -307,6 +307,8 @@ static int parse_device_key(struct perr *e, const char *p, const char *key, cons
 		return get_bool(e, p, v, &d->pairing_required);
 	if (!strcmp(key, "refuse_pairing"))
 		return get_bool(e, p, v, &d->refuse_pairing);
+	if (!strcmp(key, "volatile_bonds"))
+		return get_bool(e, p, v, &d->volatile_bonds);
 	if (!strcmp(key, "image_check"))
 		return get_bool(e, p, v, &d->cfg.image_check);
 	if (!strcmp(key, "link"))
@@ -688,6 +690,7 @@ struct sim_fleet *sim_fleet_new(struct event_base *base, const struct sim_fleet_
 		faults = *sim_device_faults(f->devs[i]);
 		faults.pairing_required = d->pairing_required;
 		faults.refuse_pairing = d->refuse_pairing;
+		faults.volatile_bonds = d->volatile_bonds;
 		sim_device_set_faults(f->devs[i], &faults);
 		f->udp[i] = spec->udp_base ? (uint16_t)(spec->udp_base + i) : d->udp_port;
 		f->serial[i] = spec->serial_all || d->serial;

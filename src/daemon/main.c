@@ -283,6 +283,18 @@ static void unmanaged_clear(struct daemon *d)
 	d->unmanaged = NULL;
 }
 
+/* The pairing policy of a managed watch ([ble] pairing, pair_allow,
+ * pair_first, rebond); name globs match the name it advertises. */
+static void apply_pairing(struct daemon *d, struct link *link,
+			  const char *address, const char *name)
+{
+	const struct gw_config *cfg = gw_config(d->gw);
+	bool allowed, first;
+
+	gw_config_ble_pairing(cfg, address, name, &allowed, &first);
+	ble_link_set_pairing(link, allowed, first, cfg->ble.rebond);
+}
+
 /* Registers a BLE watch the allowlist admits; NULL when it may not be. */
 static struct gw_device *manage_ble(struct daemon *d, const char *address,
 				    const char *name)
@@ -295,6 +307,7 @@ static struct gw_device *manage_ble(struct daemon *d, const char *address,
 	link = ble_manager_link(d->ble, address);
 	if (!link)
 		return NULL;
+	apply_pairing(d, link, address, name);
 	dev = gw_registry_add(gw_registry_of(d->gw), address, name, link, false,
 			      pinned_ble_port(gw_config(d->gw), address));
 	if (dev)
@@ -316,6 +329,8 @@ static void ble_seen(struct ble_manager *mgr, const struct ble_device_info *info
 		}
 		log_info("ble: managing %s (%s)", info->address,
 			 info->name ? info->name : "no name");
+	} else if (info->name) {
+		apply_pairing(d, gw_device_link(dev), info->address, info->name);
 	}
 	gw_device_seen(dev, info->name, info->rssi, adv_json(info));
 }
@@ -517,9 +532,13 @@ static void release_ble(struct gw_device *dev, void *user_data)
 	const struct gw_config *cfg = gw_config(d->gw);
 	char *id, *name;
 
-	if (strcmp(gw_device_transport(dev), "ble") ||
-	    gw_config_ble_allowed(cfg, gw_device_id(dev), gw_device_name(dev)))
+	if (strcmp(gw_device_transport(dev), "ble"))
 		return;
+	if (gw_config_ble_allowed(cfg, gw_device_id(dev), gw_device_name(dev))) {
+		apply_pairing(d, gw_device_link(dev), gw_device_id(dev),
+			      gw_device_name(dev));
+		return;
+	}
 	id = xstrdup(gw_device_id(dev));
 	name = xstrdup(gw_device_name(dev));
 	log_notice("ble: %s (%s) is no longer allowed: released", id, name);

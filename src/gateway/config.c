@@ -38,6 +38,7 @@ struct gw_config *gw_config_new_default(void)
 	cfg->ble.connect_timeout_ms = 10000;
 	cfg->ble.manage_all = true;
 	cfg->ble.prefer_acquire = true;
+	cfg->ble.rebond = true;
 	cfg->udp.bind = xstrdup("127.0.0.1");
 	cfg->udp.base_port = 17001;
 	cfg->http.listen = xstrdup("127.0.0.1:8080");
@@ -56,6 +57,13 @@ struct gw_config *gw_config_new_default(void)
 	return cfg;
 }
 
+static void strv_free(char **v, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		free(v[i]);
+	free(v);
+}
+
 static void device_conf_clear(struct gw_device_conf *d)
 {
 	free(d->name);
@@ -70,9 +78,9 @@ struct gw_config *gw_config_free(struct gw_config *cfg)
 	free(cfg->general.state_dir);
 	free(cfg->ble.bus);
 	free(cfg->ble.adapters);
-	for (size_t i = 0; i < cfg->ble.n_allow; i++)
-		free(cfg->ble.allow[i]);
-	free(cfg->ble.allow);
+	strv_free(cfg->ble.allow, cfg->ble.n_allow);
+	strv_free(cfg->ble.pair_allow, cfg->ble.n_pair_allow);
+	strv_free(cfg->ble.pair_first, cfg->ble.n_pair_first);
 	free(cfg->udp.bind);
 	free(cfg->http.listen);
 	free(cfg->http.token_file);
@@ -179,16 +187,15 @@ static int set_unsigned(unsigned *dst, const char *value, unsigned max)
 	return r;
 }
 
-static void add_allow(struct gw_config *cfg, const char *value)
+/* Addresses or name globs, comma- or space-separated; repeated keys append. */
+static void add_patterns(char ***v, size_t *n, const char *value)
 {
 	char *copy = xstrdup(value), *save = NULL;
 
-	/* Comma- or space-separated; repeated keys append. */
 	for (char *tok = strtok_r(copy, ", \t", &save); tok;
 	     tok = strtok_r(NULL, ", \t", &save)) {
-		cfg->ble.allow = xrealloc(cfg->ble.allow,
-					  (cfg->ble.n_allow + 1) * sizeof(char *));
-		cfg->ble.allow[cfg->ble.n_allow++] = xstrdup(tok);
+		*v = xrealloc(*v, (*n + 1) * sizeof(char *));
+		(*v)[(*n)++] = xstrdup(tok);
 	}
 	free(copy);
 }
@@ -209,6 +216,32 @@ static int set_general(struct gw_config *cfg, const char *key, const char *value
 		cfg->general.log_level = l;
 		return 0;
 	}
+	return -ENOENT;
+}
+
+static int set_ble_pairing(struct gw_config *cfg, const char *key, const char *value)
+{
+	if (!strcmp(key, "pairing")) {
+		if (!strcmp(value, "all"))
+			cfg->ble.pairing = GW_BLE_PAIRING_ALL;
+		else if (!strcmp(value, "allowlist"))
+			cfg->ble.pairing = GW_BLE_PAIRING_ALLOWLIST;
+		else if (!strcmp(value, "off"))
+			cfg->ble.pairing = GW_BLE_PAIRING_OFF;
+		else
+			return -EINVAL;
+		return 0;
+	}
+	if (!strcmp(key, "pair_allow")) {
+		add_patterns(&cfg->ble.pair_allow, &cfg->ble.n_pair_allow, value);
+		return 0;
+	}
+	if (!strcmp(key, "pair_first")) {
+		add_patterns(&cfg->ble.pair_first, &cfg->ble.n_pair_first, value);
+		return 0;
+	}
+	if (!strcmp(key, "rebond"))
+		return parse_bool(value, &cfg->ble.rebond);
 	return -ENOENT;
 }
 
@@ -247,10 +280,10 @@ static int set_ble(struct gw_config *cfg, const char *key, const char *value)
 		return 0;
 	}
 	if (!strcmp(key, "allow")) {
-		add_allow(cfg, value);
+		add_patterns(&cfg->ble.allow, &cfg->ble.n_allow, value);
 		return 0;
 	}
-	return -ENOENT;
+	return set_ble_pairing(cfg, key, value);
 }
 
 static int set_udp(struct gw_config *cfg, const char *key, const char *value)
@@ -656,19 +689,46 @@ int gw_config_load(const char *path, struct gw_config **ret, char **errmsg)
 	return r;
 }
 
+static bool patterns_match(char *const *pats, size_t n, const char *address,
+			   const char *name)
+{
+	for (size_t i = 0; i < n; i++) {
+		if (address && !strcasecmp(pats[i], address))
+			return true;
+		if (name && fnmatch(pats[i], name, 0) == 0)
+			return true;
+	}
+	return false;
+}
+
+void gw_config_ble_pairing(const struct gw_config *cfg, const char *address,
+			   const char *name, bool *allowed, bool *first)
+{
+	bool f = patterns_match(cfg->ble.pair_first, cfg->ble.n_pair_first,
+				address, name);
+
+	switch (cfg->ble.pairing) {
+	case GW_BLE_PAIRING_ALLOWLIST:
+		*allowed = f || patterns_match(cfg->ble.pair_allow,
+					       cfg->ble.n_pair_allow, address, name);
+		break;
+	case GW_BLE_PAIRING_OFF:
+		*allowed = false;
+		break;
+	default:
+		*allowed = true;
+		break;
+	}
+	*first = f && *allowed;
+}
+
 bool gw_config_ble_allowed(const struct gw_config *cfg, const char *address,
 			   const char *name)
 {
 	if (cfg->ble.manage_all)
 		return true;
-	for (size_t i = 0; i < cfg->ble.n_allow; i++) {
-		const char *pat = cfg->ble.allow[i];
-
-		if (address && !strcasecmp(pat, address))
-			return true;
-		if (name && fnmatch(pat, name, 0) == 0)
-			return true;
-	}
+	if (patterns_match(cfg->ble.allow, cfg->ble.n_allow, address, name))
+		return true;
 	/* BLE devices declared in a [device] section are always managed. */
 	for (size_t i = 0; i < cfg->n_devices; i++)
 		if (cfg->devices[i].transport == GW_TRANSPORT_BLE && address &&

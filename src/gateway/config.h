@@ -28,6 +28,12 @@ struct gw_device_conf {
 	uint16_t udp_port; /* pinned local UDP port; 0: from the port map */
 };
 
+enum gw_ble_pairing {
+	GW_BLE_PAIRING_ALL = 0,     /* any managed watch that asks for it */
+	GW_BLE_PAIRING_ALLOWLIST,   /* only pair_allow / pair_first matches */
+	GW_BLE_PAIRING_OFF,         /* never */
+};
+
 struct gw_config {
 	struct {
 		char *state_dir;   /* default /var/lib/smpgw */
@@ -48,6 +54,15 @@ struct gw_config {
 		bool manage_all;            /* manage = all (default) | allowlist */
 		char **allow;               /* addresses or name globs */
 		size_t n_allow;
+		/* Pairing (docs/ble.md "Pairing"): with which managed watches
+		 * the agent may bond, which to pair before subscribing, and
+		 * whether a bond the watch lost is replaced. */
+		int pairing;                /* enum gw_ble_pairing; default ALL */
+		char **pair_allow;          /* pairing = allowlist: addresses or name globs */
+		size_t n_pair_allow;
+		char **pair_first;          /* pair before subscribing (bond required) */
+		size_t n_pair_first;
+		bool rebond;                /* bond lost: remove it and pair again; default true */
 	} ble;
 	struct {
 		char *bind;         /* default 127.0.0.1 */
@@ -111,5 +126,9 @@ int gw_config_set(struct gw_config *cfg, const char *section, const char *key,
 /* True when the BLE device (address, name may be NULL) is to be managed. */
 bool gw_config_ble_allowed(const struct gw_config *cfg, const char *address,
 			   const char *name);
+/* Whether the gateway may pair with a managed BLE watch, and whether it
+ * pairs before subscribing (the watch is configured as needing a bond). */
+void gw_config_ble_pairing(const struct gw_config *cfg, const char *address,
+			   const char *name, bool *allowed, bool *first);
 const struct gw_device_conf *gw_config_find_device(const struct gw_config *cfg,
 						   const char *name);

@@ -79,6 +79,11 @@ void gw_device_params(const struct gw_device *dev, uint32_t *buf_size,
 		      uint32_t *buf_count);
 void gw_device_set_params(struct gw_device *dev, uint32_t buf_size,
 			  uint32_t buf_count);
+/* BLE pairing trouble as a request error (0: none): -EKEYEXPIRED the watch
+ * refused pairing, -ENOLINK pairing with it is not allowed, -EKEYREVOKED
+ * its bond is lost and not replaced. Requests fail with it at once while
+ * the link is down for that reason. */
+int gw_device_pairing_errno(const struct gw_device *dev);
 /* Asks the link to connect now (e.g. before an upload) / allows the idle
  * policy to close it again. */
 void gw_device_hold(struct gw_device *dev);
@@ -87,7 +92,9 @@ void gw_device_release(struct gw_device *dev);
 /* Full JSON description for the REST API. New reference. Keys: id, name,
  * address (BLE address, UDP host:port or tty), transport, link_state
  * ("down"/"connecting"/"up"), present (BLE: advertising), rssi (null when
- * unknown), mtu, udp_port, last_seen (ms since epoch or null), buf_size,
+ * unknown), mtu, udp_port, last_seen (ms since epoch or null), pairing (BLE:
+ * "none", "pairing", "paired", "pairing_refused", "not_allowed",
+ * "bond_lost"; null otherwise), buf_size,
  * buf_count, params_from_device, queued, in_flight, slots (null or the
  * cached "images" array), advertising (null or {adapter, manufacturer:
  * {company, data hex}, service_data hex}), counters {requests, responses,

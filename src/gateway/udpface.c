@@ -79,6 +79,10 @@ int gw_udpface_errno_to_rc(int err)
 		return SMP_RC_EMSGSIZE;
 	case EBUSY:
 		return SMP_RC_EBUSY;
+	case EKEYEXPIRED: /* BLE pairing refused, not allowed, bond lost */
+	case ENOLINK:
+	case EKEYREVOKED:
+		return SMP_RC_EACCESSDENIED;
 	default:
 		return SMP_RC_EUNKNOWN;
 	}

@@ -10,7 +10,10 @@
 /*
  * Some errnos are borrowed for HTTP-only meanings so that one table covers
  * everything: EMEDIUMTYPE is "unsupported media type", ENOEXEC "not an
- * image we accept", EREMOTEIO "the device answered with an SMP error".
+ * image we accept", EREMOTEIO "the device answered with an SMP error",
+ * and for BLE pairing (gw_device_pairing_errno) EKEYEXPIRED "the watch
+ * refused pairing", ENOLINK "pairing with it is not allowed", EKEYREVOKED
+ * "the watch lost its bond".
  */
 static const struct http_error table[] = {
 	{ EINVAL, 400, "invalid-request", "Invalid request" },
@@ -34,6 +37,9 @@ static const struct http_error table[] = {
 	{ ENOSYS, 501, "not-implemented", "Not implemented" },
 	{ ECONNRESET, 502, "link-lost", "Link to the device lost" },
 	{ EPROTO, 502, "bad-device-response", "Malformed response from the device" },
+	{ ENOLINK, 403, "pairing-not-allowed", "The watch needs a bond and pairing with it is not allowed" },
+	{ EKEYEXPIRED, 503, "pairing-refused", "The watch refused pairing" },
+	{ EKEYREVOKED, 503, "bond-lost", "The watch lost its bond with the gateway" },
 	{ ENOTCONN, 503, "device-unreachable", "Device unreachable" },
 	{ EAGAIN, 503, "overloaded", "Too many requests, try again" },
 	{ ECANCELED, 503, "canceled", "Request canceled (device removed or shutting down)" },

@@ -122,6 +122,20 @@ static void on_rsp(int err, const uint8_t *frame, size_t len, void *user_data)
 		http_reply_problem(call->req, err, "the request is larger than "
 				   "device %s's SMP buffer", id);
 		break;
+	case -EKEYEXPIRED:
+		http_reply_problem(call->req, err, "watch %s refused to pair: open "
+				   "its pairing window; the gateway retries with backoff", id);
+		break;
+	case -ENOLINK:
+		http_reply_problem(call->req, err, "watch %s needs a bond and the "
+				   "configuration does not allow pairing with it "
+				   "([ble] pairing, pair_allow)", id);
+		break;
+	case -EKEYREVOKED:
+		http_reply_problem(call->req, err, "watch %s lost its bond and the "
+				   "gateway may not pair again ([ble] rebond, pairing); "
+				   "remove the bond (bluetoothctl remove) to retry", id);
+		break;
 	default:
 		http_reply_problem(call->req, err, "request to device %s failed: %s",
 				   id, strerror(-err));

@@ -2,18 +2,51 @@
 /*
  * The pairing agent (org.bluez.Agent1) the BLE manager registers with
  * BlueZ. Capability NoInputNoOutput: the watches pair "Just Works" (LE
- * Secure Connections without a passkey), so every confirmation is accepted
- * and every request for a PIN or passkey is rejected. Only bluetoothd
+ * Secure Connections without a passkey). A confirmation or authorization
+ * (bluetoothd pairing on its own after an ATT security error) is accepted
+ * only for a watch the gateway manages and may pair with (the link's
+ * policy, ble_link_set_pairing); a refusal also ends that link's attempt
+ * at once. Requests for a PIN or passkey are rejected. Only bluetoothd
  * itself may call it.
  */
 #include <string.h>
 
 #include "links/ble-internal.h"
+#include "util/util.h"
 
 static const char *const accept_methods[] = {
-	"Release", "DisplayPinCode", "DisplayPasskey", "RequestConfirmation",
-	"RequestAuthorization", "AuthorizeService", "Cancel",
+	"Release", "DisplayPinCode", "DisplayPasskey", "Cancel",
 };
+
+/* Methods whose first argument is the device asking to pair. */
+static const char *const policy_methods[] = {
+	"RequestConfirmation", "RequestAuthorization", "AuthorizeService",
+};
+
+static bool in_list(const char *member, const char *const *list, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		if (!strcmp(member, list[i]))
+			return true;
+	return false;
+}
+
+static DBusMessage *policy_reply(struct ble_manager *mgr, DBusMessage *msg)
+{
+	const char *path = NULL;
+	struct ble_link *bl;
+	DBusMessageIter it;
+
+	if (dbus_message_iter_init(msg, &it) &&
+	    dbus_message_iter_get_arg_type(&it) == DBUS_TYPE_OBJECT_PATH)
+		dbus_message_iter_get_basic(&it, &path);
+	bl = ble_mgr_link_by_dev_path(mgr, path);
+	if (bl && ble_link_agent_request(bl))
+		return dbus_message_new_method_return(msg);
+	return dbus_message_new_error(msg, "org.bluez.Error.Rejected",
+				      bl ? "Pairing with this watch is not allowed"
+					 : "Not a watch this gateway manages");
+}
 
 static DBusHandlerResult agent_msg(DBusConnection *conn, DBusMessage *msg,
 				   void *data)
@@ -29,13 +62,13 @@ static DBusHandlerResult agent_msg(DBusConnection *conn, DBusMessage *msg,
 	if (!mgr->owner || !sender || strcmp(sender, mgr->owner)) {
 		reply = dbus_message_new_error(msg, "org.bluez.Error.Rejected",
 					       "Not bluetoothd");
+	} else if (in_list(member, accept_methods, ARRAY_SIZE(accept_methods))) {
+		reply = dbus_message_new_method_return(msg);
+	} else if (in_list(member, policy_methods, ARRAY_SIZE(policy_methods))) {
+		reply = policy_reply(mgr, msg);
 	} else {
-		for (size_t i = 0; i < sizeof(accept_methods) / sizeof(accept_methods[0]); i++)
-			if (!strcmp(member, accept_methods[i]))
-				reply = dbus_message_new_method_return(msg);
-		if (!reply)
-			reply = dbus_message_new_error(msg, "org.bluez.Error.Rejected",
-						       "No input, no output");
+		reply = dbus_message_new_error(msg, "org.bluez.Error.Rejected",
+					       "No input, no output");
 	}
 	if (reply && !dbus_message_get_no_reply(msg))
 		dbus_connection_send(conn, reply, NULL);

@@ -36,7 +36,12 @@ struct dbus_loop;
 #define BLE_TXQ_MAX (256 * 1024)
 /* Short D-Bus calls (GetManagedObjects, Acquire*, StartNotify, ...). */
 #define BLE_CALL_TIMEOUT_MS 10000
-#define BLE_PAIR_TIMEOUT_MS 30000
+/* Pair(): Just Works takes ~0.5 s on a real radio, plus the connection
+ * when Pair() has to connect first. */
+#define BLE_PAIR_TIMEOUT_MS 10000
+/* Failed attempts on a paired watch that look like its bond is gone (the
+ * connection ends before the link is up) before the bond is declared lost. */
+#define BLE_BOND_SUSPECTS 2
 #define BLE_DEFAULT_ATT_MTU 23
 #define BLE_LIMIT_MEMORY_US (60ULL * 1000000)
 
@@ -105,6 +110,12 @@ struct ble_link {
 	bool fallback;          /* WriteValue/StartNotify path in use */
 	bool mark;              /* manager's scratch: visit pending */
 	bool connect_seen;      /* Connected true seen in this attempt */
+	/* Pairing policy (ble_link_set_pairing) and what was learned. */
+	bool pair_allowed, pair_first, rebond;
+	bool needs_bond;        /* the watch asked for a bond once: pair first */
+	bool paired_at_start;   /* BlueZ held a bond when the attempt began */
+	unsigned bond_suspects; /* consecutive attempts that look like bond loss */
+	enum ble_pairing pairing;
 	enum ble_link_phase phase;
 	struct ble_adapter *slot; /* adapter whose budget this link holds */
 	char *dev_path, *char_path; /* of the current attempt */
@@ -218,6 +229,12 @@ enum ble_release ble_link_releasable(const struct ble_link *bl, uint64_t now_us,
 				     uint64_t idle_us, uint64_t slice_us);
 /* UP with nothing in flight, being sent or being received. */
 bool ble_link_between_requests(const struct ble_link *bl);
+
+/* Pairing as the agent sees it: bluetoothd's own pairing for a managed
+ * watch started (allowed) or was refused by the agent (not allowed). */
+struct ble_link *ble_mgr_link_by_dev_path(struct ble_manager *mgr,
+					  const char *path);
+bool ble_link_agent_request(struct ble_link *bl);
 
 /* ---- ble-agent.c ---- */
 int ble_agent_export(struct ble_manager *mgr);

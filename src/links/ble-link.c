@@ -172,10 +172,70 @@ static void device_call_noreply(struct ble_link *bl, const char *method)
 
 /* ---- failure, backoff, disconnect ---- */
 
+static bool attempt_phase(enum ble_link_phase p)
+{
+	return p == BLE_PHASE_CONNECTING || p == BLE_PHASE_PAIRING ||
+	       p == BLE_PHASE_ACQUIRING;
+}
+
+/* Tells BlueZ to forget the watch's bond (Adapter1.RemoveDevice): the
+ * device object goes away and comes back with the next advertisement,
+ * unpaired; the link then pairs first. */
+static void remove_bond(struct ble_link *bl)
+{
+	struct ble_dev *dev = ble_mgr_dev_by_addr(bl->mgr, bl->address);
+	const char *path = bl->dev_path;
+	DBusMessage *m;
+
+	if (!dev || !path || !bl->mgr->owner || !bl->mgr->conn)
+		return;
+	m = ble_method(dev->adapter_path, BLUEZ_ADAPTER, "RemoveDevice");
+	dbus_message_append_args(m, DBUS_TYPE_OBJECT_PATH, &path, DBUS_TYPE_INVALID);
+	dbus_message_set_no_reply(m, TRUE);
+	dbus_connection_send(bl->mgr->conn, m, NULL);
+	dbus_message_unref(m);
+}
+
+/*
+ * A paired watch whose connection ends before the link is up, twice in a
+ * row, has lost its bond (a real watch: its keys were erased or kept in
+ * RAM; BlueZ's encryption with the old key fails, reason 0x05, and Connect
+ * fails with "le-connection-abort-by-local"). Out of range is a timeout
+ * instead, and does not count. Returns the error to report.
+ */
+static int check_bond_lost(struct ble_link *bl, int err)
+{
+	bool suspect = attempt_phase(bl->phase) && bl->paired_at_start &&
+		       (err == -ECONNABORTED || err == -ECONNRESET ||
+			err == -ECONNREFUSED || err == -EACCES);
+
+	if (!suspect) {
+		if (attempt_phase(bl->phase))
+			bl->bond_suspects = 0;
+		return err;
+	}
+	if (++bl->bond_suspects < BLE_BOND_SUSPECTS)
+		return err;
+	bl->bond_suspects = 0;
+	bl->needs_bond = true;
+	if (!bl->rebond || !bl->pair_allowed) {
+		bl->pairing = BLE_PAIRING_BOND_LOST;
+		return -EKEYREVOKED;
+	}
+	remove_bond(bl);
+	bl->pairing = BLE_PAIRING_NONE;
+	bl->paired_at_start = false;
+	bl->attempts = 0; /* pair again soon */
+	return -ECONNRESET;
+}
+
 /* The attempt or the connection ended with err: release everything, then
  * back off and retry if the gateway still wants the link. Reports DOWN. */
 static void link_fail(struct ble_link *bl, int err)
 {
+	err = check_bond_lost(bl, err);
+	if (bl->pairing == BLE_PAIRING_PAIRING)
+		bl->pairing = BLE_PAIRING_NONE;
 	/* Cancel BlueZ's side too: a pending Connect (Disconnect aborts the
 	 * LE connection attempt) or a connection we will not use. */
 	if (phase_active(bl->phase))
@@ -258,7 +318,11 @@ static void timer_cb(evutil_socket_t fd, short what, void *arg)
 
 static void go_up(struct ble_link *bl)
 {
+	struct ble_dev *dev = ble_mgr_dev_by_addr(bl->mgr, bl->address);
+
 	evtimer_del(bl->timer_ev);
+	bl->bond_suspects = 0;
+	bl->pairing = dev && dev->paired ? BLE_PAIRING_PAIRED : BLE_PAIRING_NONE;
 	bl->phase = BLE_PHASE_UP;
 	bl->attempts = 0;
 	bl->yield = false;
@@ -281,6 +345,22 @@ static void check_ready(struct ble_link *bl)
 	}
 }
 
+static void pair_failed(struct ble_link *bl, int err)
+{
+	/* Authentication* errors: the watch said no (outside its pairing
+	 * window); anything else: the connection Pair() made failed. */
+	if (err == -EACCES) {
+		bl->pairing = BLE_PAIRING_REFUSED;
+	} else {
+		if (err == -ETIMEDOUT) /* do not leave bluetoothd pairing */
+			device_call_noreply(bl, "CancelPairing");
+		bl->pairing = BLE_PAIRING_NONE;
+		if (err != -ETIMEDOUT && err != -ENODEV)
+			err = -ECONNREFUSED;
+	}
+	link_fail(bl, err);
+}
+
 static void pair_reply(DBusPendingCall *pc, void *data)
 {
 	struct ble_link *bl = data;
@@ -291,9 +371,11 @@ static void pair_reply(DBusPendingCall *pc, void *data)
 		err = 0;
 	dbus_message_unref(reply);
 	if (err) {
-		link_fail(bl, err == -ETIMEDOUT ? err : -EACCES);
+		pair_failed(bl, err);
 		return;
 	}
+	bl->pairing = BLE_PAIRING_PAIRED;
+	bl->needs_bond = true;
 	/* Paired: start over (Connect on a connected device returns at once). */
 	send_connect(bl);
 }
@@ -304,24 +386,47 @@ static void pair(struct ble_link *bl)
 	 * acquiring it again right away would fail with "Write acquired". */
 	bl->paired_once = true;
 	bl->phase = BLE_PHASE_PAIRING;
-	timer_arm(bl, BLE_PAIR_TIMEOUT_MS + bl->mgr->opts.connect_timeout_ms);
+	bl->pairing = BLE_PAIRING_PAIRING;
+	evtimer_del(bl->timer_ev);
+	timer_arm(bl, BLE_PAIR_TIMEOUT_MS + 1000);
 	bl->pc = ble_call(bl->mgr, ble_method(bl->dev_path, BLUEZ_DEVICE, "Pair"),
 			  BLE_PAIR_TIMEOUT_MS, pair_reply, bl);
 	if (!bl->pc)
 		link_fail(bl, -ECONNRESET);
 }
 
-/* A security error: pair once per attempt, then give up with -EACCES. */
+/* A security error: pair once per attempt when allowed, else give up:
+ * -EPERM (not allowed), -EACCES (paired and still refused). */
 static bool maybe_pair(struct ble_link *bl, DBusMessage *reply)
 {
 	if (!ble_error_is_auth(reply))
 		return false;
-	if (bl->paired_once) {
+	bl->needs_bond = true;
+	if (!bl->pair_allowed) {
+		bl->pairing = BLE_PAIRING_NOT_ALLOWED;
+		link_fail(bl, -EPERM);
+	} else if (bl->paired_once) {
 		link_fail(bl, -EACCES);
+	} else {
+		pair(bl);
+	}
+	return true;
+}
+
+bool ble_link_agent_request(struct ble_link *bl)
+{
+	bl->needs_bond = true;
+	if (bl->pair_allowed) {
+		if (bl->pairing != BLE_PAIRING_PAIRED)
+			bl->pairing = BLE_PAIRING_PAIRING;
 		return true;
 	}
-	pair(bl);
-	return true;
+	bl->pairing = BLE_PAIRING_NOT_ALLOWED;
+	/* bluetoothd's pairing fails locally now, and the GATT call that
+	 * started it would hang until the ATT timeout (30 s): give up now. */
+	if (phase_active(bl->phase))
+		link_fail(bl, -EPERM);
+	return false;
 }
 
 static void connect_reply(DBusPendingCall *pc, void *data)
@@ -394,9 +499,19 @@ void ble_link_start(struct ble_link *bl, struct ble_adapter *ad)
 	bl->paired_once = false;
 	bl->connect_seen = false;
 	bl->fallback = !bl->mgr->opts.prefer_acquire;
+	bl->paired_at_start = dev->paired;
+	if (dev->paired && bl->pairing == BLE_PAIRING_NONE)
+		bl->pairing = BLE_PAIRING_PAIRED;
 	free(bl->dev_path);
 	bl->dev_path = xstrdup(dev->path);
 	timer_arm(bl, bl->mgr->opts.connect_timeout_ms);
+	if (!dev->paired && bl->pair_allowed && (bl->pair_first || bl->needs_bond)) {
+		/* A watch that needs a bond: pair before subscribing, so that
+		 * a refusal is a clear Pair() error rather than a subscription
+		 * bluetoothd leaves hanging. Pair() connects first. */
+		pair(bl);
+		return;
+	}
 	if (dev->connected && dev->resolved && dev->char_path) {
 		/* Connected already (kept by BlueZ across our restart, or by
 		 * another program): no Connect needed. */
@@ -629,8 +744,10 @@ static void wv_reply(DBusPendingCall *pc, void *data)
 	int err = ble_error_errno(reply);
 	struct ble_chunk *c = STAILQ_FIRST(&bl->txq);
 
-	if (err && ble_error_is_auth(reply))
+	if (err && ble_error_is_auth(reply)) {
 		err = -EACCES;
+		bl->needs_bond = true; /* the retry pairs first */
+	}
 	dbus_message_unref(reply);
 	if (err) {
 		link_fail(bl, err);
@@ -752,8 +869,19 @@ void ble_link_dev_changed(struct ble_link *bl, struct ble_dev *dev)
 		break;
 	case BLE_PHASE_ACQUIRING:
 	case BLE_PHASE_UP:
-		if (!dev->connected)
+		if (dev->paired && bl->pairing == BLE_PAIRING_PAIRING)
+			bl->pairing = BLE_PAIRING_PAIRED;
+		if (dev->connected)
+			break;
+		/* Dropped while bluetoothd paired on its own (the agent said
+		 * yes): the watch refused, and the kernel disconnected. */
+		if (bl->phase == BLE_PHASE_ACQUIRING &&
+		    bl->pairing == BLE_PAIRING_PAIRING) {
+			bl->pairing = BLE_PAIRING_REFUSED;
+			link_fail(bl, -EACCES);
+		} else {
 			link_fail(bl, -ECONNRESET);
+		}
 		break;
 	case BLE_PHASE_IDLE:
 	case BLE_PHASE_QUEUED:
@@ -922,6 +1050,7 @@ struct ble_link *ble_link_create(struct ble_manager *mgr, const char *address)
 	bl->mgr = mgr;
 	bl->address = xstrdup(address);
 	bl->reassembly = true;
+	bl->pair_allowed = bl->rebond = true;
 	bl->wfd = bl->nfd = -1;
 	bl->hci_rssi = 127;
 	bl->rand_state = (uint32_t)now_usec() ^ (uint32_t)(uintptr_t)bl;
@@ -1048,4 +1177,44 @@ int ble_link_set_fast(struct link *link, bool fast)
 	 * (what Zephyr's smp_bt asks for itself); slow: 30-50 ms. */
 	return fast ? ble_hci_conn_update(ad, bl->address, 6, 12, 0, 400)
 		    : ble_hci_conn_update(ad, bl->address, 24, 40, 0, 400);
+}
+
+/* ---- pairing ---- */
+
+void ble_link_set_pairing(struct link *link, bool allowed, bool first,
+			  bool rebond)
+{
+	struct ble_link *bl = ble_of(link);
+
+	if (!bl)
+		return;
+	if (allowed && !bl->pair_allowed &&
+	    (bl->pairing == BLE_PAIRING_NOT_ALLOWED ||
+	     bl->pairing == BLE_PAIRING_BOND_LOST)) {
+		bl->pairing = BLE_PAIRING_NONE;
+		bl->attempts = 0;
+	}
+	bl->pair_allowed = allowed;
+	bl->pair_first = first;
+	bl->rebond = rebond;
+}
+
+enum ble_pairing ble_link_pairing(const struct link *link)
+{
+	struct ble_link *bl = ble_of(link);
+
+	return bl ? bl->pairing : BLE_PAIRING_NONE;
+}
+
+const char *ble_pairing_str(enum ble_pairing p)
+{
+	switch (p) {
+	case BLE_PAIRING_NONE: return "none";
+	case BLE_PAIRING_PAIRING: return "pairing";
+	case BLE_PAIRING_PAIRED: return "paired";
+	case BLE_PAIRING_REFUSED: return "pairing_refused";
+	case BLE_PAIRING_NOT_ALLOWED: return "not_allowed";
+	case BLE_PAIRING_BOND_LOST: return "bond_lost";
+	}
+	return "none";
 }

@@ -86,6 +86,14 @@ static struct ble_link *link_by_addr(struct ble_manager *mgr, const char *addr)
 	return NULL;
 }
 
+struct ble_link *ble_mgr_link_by_dev_path(struct ble_manager *mgr,
+					  const char *path)
+{
+	struct ble_dev *dev = path ? dev_by_path(mgr, path) : NULL;
+
+	return dev && dev->address ? link_by_addr(mgr, dev->address) : NULL;
+}
+
 unsigned ble_mgr_capacity(const struct ble_manager *mgr,
 			  const struct ble_adapter *ad)
 {

@@ -125,6 +125,32 @@ void ble_manager_forget(struct ble_manager *mgr, const char *address);
 void ble_link_set_use(struct link *link, unsigned in_flight, unsigned queued,
 		      bool held);
 
+/*
+ * Pairing (docs/ble.md "Pairing"). Per link: whether the gateway may bond
+ * with the watch (the agent refuses bluetoothd's own pairing requests and
+ * the link never calls Pair() otherwise), whether to pair before
+ * subscribing (a watch known to need a bond), and whether a bond the watch
+ * lost is removed and made again. Default: allowed, not first, rebond.
+ * DOWN errors of pairing: -EACCES the watch refused (its pairing window is
+ * closed; retried with the backoff), -EPERM a bond is needed and pairing is
+ * not allowed, -EKEYREVOKED the watch lost its bond and rebonding is off
+ * or not allowed. A rebond in progress reports DOWN with -ECONNRESET.
+ */
+enum ble_pairing {
+	BLE_PAIRING_NONE = 0,      /* not paired, none needed so far */
+	BLE_PAIRING_PAIRING,       /* Pair() or bluetoothd's own pairing running */
+	BLE_PAIRING_PAIRED,        /* bonded */
+	BLE_PAIRING_REFUSED,       /* the watch refused pairing */
+	BLE_PAIRING_NOT_ALLOWED,   /* needs a bond, configuration says no */
+	BLE_PAIRING_BOND_LOST,     /* the watch lost its bond, not rebonded */
+};
+void ble_link_set_pairing(struct link *link, bool allowed, bool first,
+			  bool rebond);
+/* BLE_PAIRING_NONE for other transports. */
+enum ble_pairing ble_link_pairing(const struct link *link);
+/* "none", "pairing", "paired", "pairing_refused", "not_allowed", "bond_lost". */
+const char *ble_pairing_str(enum ble_pairing p);
+
 /* Link facts BlueZ exposes: -1 / 0 when unknown. RSSI: the last HCI
  * reading while connected, else the last advertised value. */
 int ble_link_rssi(const struct link *link);

@@ -36,10 +36,13 @@
 #define MAX_WATCHES 8
 
 #define FLEET_3 "{\"count\": 3}"
-#define FLEET_PAIRING "{\"count\": 2, \"devices\": [" \
+#define FLEET_PAIRING "{\"count\": 4, \"devices\": [" \
 	"{\"address\": \"C0:FF:EE:00:00:01\", \"pairing_required\": true}, " \
 	"{\"address\": \"C0:FF:EE:00:00:02\", \"pairing_required\": true, " \
-	"\"refuse_pairing\": true}]}"
+	"\"refuse_pairing\": true}, " \
+	"{\"address\": \"C0:FF:EE:00:00:03\", \"pairing_required\": true, " \
+	"\"volatile_bonds\": true}, " \
+	"{\"address\": \"C0:FF:EE:00:00:04\", \"pairing_required\": true}]}"
 #define FLEET_LIMIT "{\"count\": 4, \"adapters\": [{\"max_connections\": 2}]}"
 #define FLEET_BUDGET "{\"count\": 6, \"adapters\": [{\"max_connections\": 2}, " \
 	"{\"max_connections\": 2}]}"
@@ -232,6 +235,10 @@ static int sim_cmd(const char *fmt, ...)
 		snprintf(json, sizeof(json),
 			 "{\"cmd\":\"fault\",\"device\":\"%s\",\"fault\":\"%s\"}", addr,
 			 atoi(key) ? "in_range" : "out_of_range");
+	else if (!strcmp(cmd, "fault") && n == 4 && !strcmp(key, "refuse_pairing"))
+		snprintf(json, sizeof(json),
+			 "{\"cmd\":\"fault\",\"device\":\"%s\",\"fault\":\"%s\",\"on\":%s}",
+			 addr, key, v ? "true" : "false");
 	else if (!strcmp(cmd, "fault") && n == 4 && !strcmp(key, "disconnect_after_frames"))
 		snprintf(json, sizeof(json),
 			 "{\"cmd\":\"fault\",\"device\":\"%s\",\"fault\":\"%s\",\"frames\":%ld}",
@@ -818,27 +825,106 @@ static bool settled(void *arg)
 {
 	struct watch *w0 = watch_find("C0:FF:EE:00:00:01");
 	struct watch *w1 = watch_find("C0:FF:EE:00:00:02");
+	struct watch *w2 = watch_find("C0:FF:EE:00:00:03");
+	struct watch *w3 = watch_find("C0:FF:EE:00:00:04");
 
-	return w0 && w1 && w0->state == LINK_STATE_UP && w1->downs > 0;
+	return w0 && w1 && w2 && w3 && w0->state == LINK_STATE_UP &&
+	       w2->state == LINK_STATE_UP && w1->downs > 0 && w3->downs > 0;
 }
 
-/* Watch 0 demands an encrypted link; watch 1 also refuses to pair. */
+static bool is_up(void *arg)
+{
+	return ((struct watch *)arg)->state == LINK_STATE_UP;
+}
+
+static bool pairing_is(struct watch *w, enum ble_pairing p)
+{
+	return ble_link_pairing(w->link) == p;
+}
+
+static bool refused_again(void *arg)
+{
+	struct watch *w = arg;
+
+	return w->state == LINK_STATE_DOWN && pairing_is(w, BLE_PAIRING_REFUSED);
+}
+
+/*
+ * Watch 1 demands an encrypted link; watch 2 also refuses to pair (its
+ * pairing window is closed) until it opens; watch 3 keeps its bonds in RAM
+ * (a reset loses them); watch 4 may not be paired (policy). Watch 1 goes
+ * through BlueZ's own pairing (the agent is asked), watch 3 is paired
+ * first (bond required).
+ */
 static void test_pairing(void)
 {
 	struct ble_manager *mgr = manager(true, 0, 0);
-	unsigned count = 2;
+	unsigned count = 4, downs;
+	uint64_t t0;
 
 	ok(run_until(seen_n, &count, 10000), "pairing: watches discovered");
-	connect_all(mgr);
-	ok(run_until(settled, NULL, 20000), "pairing: one up, one refused");
 	struct watch *w0 = watch_find("C0:FF:EE:00:00:01");
 	struct watch *w1 = watch_find("C0:FF:EE:00:00:02");
+	struct watch *w2 = watch_find("C0:FF:EE:00:00:03");
+	struct watch *w3 = watch_find("C0:FF:EE:00:00:04");
 
-	if (!w0 || !w1)
+	if (!w0 || !w1 || !w2 || !w3)
 		die("pairing: watches not found");
+	for (unsigned i = 0; i < n_watches; i++)
+		watches[i].link = ble_manager_link(mgr, watches[i].address);
+	ble_link_set_pairing(w2->link, true, true, true);
+	ble_link_set_pairing(w3->link, false, false, true);
+	t0 = now_usec();
+	connect_all(mgr);
+	ok(run_until(settled, NULL, 20000), "pairing: two up, one refused, one not allowed");
 	ok(w0->state == LINK_STATE_UP, "pairing: Just Works pairing, then up");
+	ok(pairing_is(w0, BLE_PAIRING_PAIRED), "pairing: state paired");
 	ok(w0->state == LINK_STATE_UP && echo(w0, 10, 5000), "pairing: echo over the encrypted link");
 	is_int(w1->last_err, -EACCES, "pairing refused: DOWN with -EACCES");
+	ok(pairing_is(w1, BLE_PAIRING_REFUSED), "pairing refused: state pairing_refused");
+	ok(w2->state == LINK_STATE_UP && pairing_is(w2, BLE_PAIRING_PAIRED),
+	   "pair first: paired before subscribing, up");
+	is_int(w3->last_err, -EPERM, "not allowed: DOWN with -EPERM");
+	ok(pairing_is(w3, BLE_PAIRING_NOT_ALLOWED), "not allowed: state not_allowed");
+	/* Without the agent's refusal ending the attempt, bluetoothd would
+	 * leave the subscription hanging for the 30 s ATT timeout. */
+	ok(now_usec() - t0 < 8000000, "not allowed and refused: known within seconds (%.1f s)",
+	   (double)(now_usec() - t0) / 1e6);
+
+	/* The wearer opens the pairing window: the retries (backoff) pair. */
+	downs = w1->downs;
+	ok(run_until(refused_again, w1, 5000) && w1->downs >= downs,
+	   "pairing refused: retried with backoff, refused again");
+	ok(sim_cmd("fault %s refuse_pairing 0", w1->address) == 0, "window opens");
+	ok(run_until(is_up, w1, 10000), "pairing window open: paired on the next retry, up");
+	ok(pairing_is(w1, BLE_PAIRING_PAIRED) && echo(w1, 10, 5000), "and echoes");
+
+	/* Watch 3 restarts and forgets its bond: detected, removed, paired again. */
+	link_disconnect(w2->link);
+	run_for(300);
+	ok(sim_cmd("reset %s", w2->address) == 0, "bond loss: the watch restarts");
+	run_for(1500);
+	link_connect(w2->link);
+	ok(run_until(is_up, w2, 15000), "bond lost: the stale bond removed, paired again, up");
+	ok(pairing_is(w2, BLE_PAIRING_PAIRED) && echo(w2, 10, 5000), "bond lost: echo after rebonding");
+
+	/* The same without rebonding: bond_lost, -EKEYREVOKED. */
+	ble_link_set_pairing(w2->link, true, true, false);
+	link_disconnect(w2->link);
+	run_for(300);
+	ok(sim_cmd("reset %s", w2->address) == 0, "bond loss again: the watch restarts");
+	run_for(1500);
+	link_connect(w2->link);
+	{
+		bool lost = false;
+		uint64_t end = now_usec() + 10000000;
+
+		while (!lost && now_usec() < end) {
+			run_for(100);
+			lost = pairing_is(w2, BLE_PAIRING_BOND_LOST);
+		}
+		ok(lost && w2->last_err == -EKEYREVOKED, "rebond off: state bond_lost, DOWN -EKEYREVOKED");
+	}
 	ble_manager_free(mgr);
 	run_for(100);
 }

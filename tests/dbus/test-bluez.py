@@ -612,6 +612,7 @@ class Agent(dbus.service.Object):
         super().__init__(bus, path)
         self.calls = []
         self.answer = answer  # None: accept, "hold": never answer, else an error name
+        self.authorize = None  # RequestAuthorization: None accepts, else an error name
         self.passkey = 0
 
     @dbus.service.method("org.bluez.Agent1", in_signature="ou", out_signature="",
@@ -622,6 +623,15 @@ class Agent(dbus.service.Object):
             reply()
         elif self.answer != "hold":
             error(dbus.exceptions.DBusException("no", name=self.answer))
+
+    @dbus.service.method("org.bluez.Agent1", in_signature="o", out_signature="",
+                         async_callbacks=("reply", "error"))
+    def RequestAuthorization(self, device, reply, error):
+        self.calls.append(("RequestAuthorization", str(device)))
+        if self.authorize is None:
+            reply()
+        else:
+            error(dbus.exceptions.DBusException("no", name=self.authorize))
 
     @dbus.service.method("org.bluez.Agent1", in_signature="o", out_signature="u")
     def RequestPasskey(self, device):
@@ -647,10 +657,20 @@ def pair(env, dev, timeout=10):
     return res[0]
 
 
+def gatt_call(method, *args, timeout=20):
+    res = []
+    method(*args, reply_handler=lambda *a: res.append((None, a)),
+           error_handler=lambda e: res.append((e.get_dbus_name(), e.get_dbus_message())),
+           timeout=timeout)
+    return res
+
+
 def case_pairing():
-    f = fleet(4, pairing_required=True)
+    f = fleet(5, pairing_required=True)
     f["devices"][1]["refuse_pairing"] = True
-    with Env(fleet=f) as env:
+    f["devices"][4]["refuse_pairing"] = True
+    f["devices"][3]["volatile_bonds"] = True  # keys in RAM: a reset loses them
+    with Env(fleet=f, env={"SMPGW_SIM_ATT_TIMEOUT_MS": "1500"}) as env:
         mgr = env.iface("/org/bluez", "org.bluez.AgentManager1")
         eq(dbus_error(mgr.RegisterAgent, dbus.ObjectPath("/test/agent"), "Telepathy")[0],
            "org.bluez.Error.InvalidArguments", "RegisterAgent with a bad capability")
@@ -661,11 +681,36 @@ def case_pairing():
         eq(dbus_error(mgr.RequestDefaultAgent, dbus.ObjectPath("/test/other")),
            ("org.bluez.Error.DoesNotExist", "Does Not Exist"), "RequestDefaultAgent unknown")
         mgr.RequestDefaultAgent(dbus.ObjectPath("/test/agent"))
-        devs = env.discover(count=4)
+        devs = env.discover(count=5)
+        # bluetoothd pairs by itself when the CCC write is refused for lack
+        # of encryption, asking the default agent RequestAuthorization
+        char = env.connect(devs[4])
+        agent.authorize = "org.bluez.Error.Rejected"
+        since = env.mark()
+        res = gatt_call(env.iface(char, "org.bluez.GattCharacteristic1").AcquireNotify, OPTS())
+        env.wait_for(lambda: res, 10, "AcquireNotify reply")
+        eq(res[0], ("org.bluez.Error.Failed", "Not connected"),
+           "agent refuses bluetoothd's own pairing: AcquireNotify hangs until the ATT timeout drops the link")
+        ok(("RequestAuthorization", devs[4]) in agent.calls, "the default agent was asked RequestAuthorization")
+        env.wait_prop(devs[4], "Connected", False, since, 5)
+        agent.authorize = None
+        char = env.connect(devs[4])
+        res = gatt_call(env.iface(char, "org.bluez.GattCharacteristic1").AcquireNotify, OPTS())
+        env.wait_for(lambda: res, 10, "AcquireNotify reply")
+        eq(res[0], ("org.bluez.Error.Failed", "Not connected"),
+           "the watch refuses bluetoothd's own pairing: the link drops at once")
+        ok(not env.prop(devs[4], "org.bluez.Device1", "Paired"), "not paired after the refusal")
         char = env.connect(devs[0])
         c = env.iface(char, "org.bluez.GattCharacteristic1")
-        eq(dbus_error(c.AcquireNotify, OPTS()), ("org.bluez.Error.NotPermitted", "Not paired"),
-           "encrypted link required: AcquireNotify before pairing")
+        res = gatt_call(c.StartNotify)
+        env.wait_for(lambda: res, 10, "StartNotify reply")
+        eq(res[0], (None, ()), "agent agrees: bluetoothd pairs by itself, then StartNotify succeeds")
+        ok(env.prop(devs[0], "org.bluez.Device1", "Paired"), "Paired after bluetoothd's own pairing")
+        c.StopNotify()
+        env.iface(AD, "org.bluez.Adapter1").RemoveDevice(devs[0])
+        [devs[0]] = [d for d in env.discover(count=5) if d == devs[0]]
+        char = env.connect(devs[0])
+        agent.calls.clear()
         since = env.mark()
         eq(pair(env, devs[0]), (None, None), "Pair through the agent")
         eq([x[:2] for x in agent.calls], [("RequestConfirmation", devs[0])],
@@ -708,13 +753,28 @@ def case_pairing():
         eq(dbus_error(mgr.UnregisterAgent, dbus.ObjectPath("/test/agent")),
            ("org.bluez.Error.DoesNotExist", "Does Not Exist"), "UnregisterAgent twice")
         n = len(agent.calls)
-        eq(pair(env, devs[3]), (None, None), "Pair without an agent: Just Works")
+        eq(pair(env, devs[3]), ("org.bluez.Error.AuthenticationFailed", "Authentication Failed"),
+           "Pair without any agent fails (bluetoothd 5.66: no agent for Just Works)")
+        env.iface(devs[3], "org.bluez.Device1").Disconnect()
+        mgr.RegisterAgent(dbus.ObjectPath("/test/agent"), "NoInputNoOutput")
+        eq(pair(env, devs[3]), (None, None), "Pair with a NoInputNoOutput agent: Just Works")
         eq(len(agent.calls), n, "no agent asked for Just Works")
+        mgr.UnregisterAgent(dbus.ObjectPath("/test/agent"))
+        # a watch whose bonds live in RAM loses them on a reset: BlueZ's
+        # key no longer works, Connect fails (reason 0x05)
+        env.iface(devs[3], "org.bluez.Device1").Disconnect()
+        if not os.environ.get("SMPGW_SIM"):  # the reset needs bluez-host's stdin
+            env.cmd("reset C0:00:00:00:00:04")
+            time.sleep(1.0)
+            eq(dbus_error(env.iface(devs[3], "org.bluez.Device1").Connect),
+               ("org.bluez.Error.Failed", "le-connection-abort-by-local"),
+               "bond lost on the watch: Connect fails")
+            ok(env.prop(devs[3], "org.bluez.Device1", "Paired"), "BlueZ still holds the stale bond")
         # a keyboard-only agent types the passkey the watch displays
         mgr.RegisterAgent(dbus.ObjectPath("/test/agent"), "KeyboardOnly")
         mgr.RequestDefaultAgent(dbus.ObjectPath("/test/agent"))
         env.iface(AD, "org.bluez.Adapter1").RemoveDevice(devs[2])
-        [dev2] = [d for d in env.discover(count=4) if d == devs[2]]
+        [dev2] = [d for d in env.discover(count=5) if d == devs[2]]
         shown = [c[2] for c in agent.calls if c[0] == "RequestConfirmation" and c[1] == devs[2]][0]
         agent.passkey = (shown + 1) % 1000000
         eq(pair(env, dev2), ("org.bluez.Error.AuthenticationFailed", "Authentication Failed"),

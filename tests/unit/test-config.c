@@ -204,9 +204,47 @@ static void test_load_example(void)
 	free(err);
 }
 
+static void test_pairing(void)
+{
+	static const char text[] =
+		"[ble]\n"
+		"pairing = allowlist\n"
+		"pair_allow = AA:BB:CC:DD:EE:01, Pine*\n"
+		"pair_first = InfiniTime-*\n"
+		"rebond = no\n";
+	struct gw_config *cfg = NULL, *def = gw_config_new_default();
+	char *err = NULL;
+	bool allowed = false, first = true;
+
+	gw_config_ble_pairing(def, "AA:BB:CC:DD:EE:09", NULL, &allowed, &first);
+	ok(allowed && !first && def->ble.rebond, "default: pair any watch on demand, rebond");
+	is_int(gw_config_parse((const uint8_t *)text, sizeof(text) - 1, &cfg, &err), 0,
+	       "pairing keys parse");
+	if (!cfg)
+		return;
+	ok(!cfg->ble.rebond, "rebond = no");
+	gw_config_ble_pairing(cfg, "aa:bb:cc:dd:ee:01", NULL, &allowed, &first);
+	ok(allowed && !first, "pair_allow by address");
+	gw_config_ble_pairing(cfg, "AA:BB:CC:DD:EE:02", "PineTime", &allowed, &first);
+	ok(allowed && !first, "pair_allow by name glob");
+	gw_config_ble_pairing(cfg, "AA:BB:CC:DD:EE:03", "InfiniTime-2", &allowed, &first);
+	ok(allowed && first, "pair_first: allowed and paired first");
+	gw_config_ble_pairing(cfg, "AA:BB:CC:DD:EE:04", "Other", &allowed, &first);
+	ok(!allowed && !first, "not in the pairing allowlist");
+	is_int(gw_config_set(cfg, "ble", "pairing", "off"), 0, "pairing = off");
+	gw_config_ble_pairing(cfg, "AA:BB:CC:DD:EE:03", "InfiniTime-2", &allowed, &first);
+	ok(!allowed && !first, "off: never, not even pair_first");
+	is_int(gw_config_set(cfg, "ble", "pairing", "sometimes"), -EINVAL, "bad pairing value");
+	is_int(gw_config_set(cfg, "ble", "rebond", "maybe"), -EINVAL, "bad rebond value");
+	gw_config_free(cfg);
+	gw_config_free(def);
+	free(err);
+}
+
 int main(void)
 {
 	test_defaults();
+	test_pairing();
 	test_full();
 	test_errors();
 	test_nul();

@@ -409,6 +409,40 @@ static int send_one(struct gw_device *dev, struct gw_req *req)
 
 static void queue_params_read(struct gw_device *dev);
 
+/*
+ * A BLE watch the link cannot use until something changes (the watch
+ * refused pairing, pairing with it is not allowed, or its bond is lost and
+ * not replaced): the request error that says so, 0 otherwise. Requests
+ * then fail at once instead of waiting their connect timeout.
+ */
+int gw_device_pairing_errno(const struct gw_device *dev)
+{
+	switch (ble_link_pairing(dev->link)) {
+	case BLE_PAIRING_REFUSED:
+		return -EKEYEXPIRED;
+	case BLE_PAIRING_NOT_ALLOWED:
+		return -ENOLINK;
+	case BLE_PAIRING_BOND_LOST:
+		return -EKEYREVOKED;
+	case BLE_PAIRING_NONE:
+	case BLE_PAIRING_PAIRING:
+	case BLE_PAIRING_PAIRED:
+		break;
+	}
+	return 0;
+}
+
+/* Fails every queued request with err (pairing: see above). */
+static void fail_queued(struct gw_device *dev, int err)
+{
+	/* Bounded by n_queued; callbacks only add to the tail after the
+	 * ones failed here, and those are failed by the next pump. */
+	for (unsigned n = dev->n_queued; n && !TAILQ_EMPTY(&dev->queue); n--) {
+		COUNT_ERR(dev, not_connected, "not_connected");
+		req_finish(TAILQ_FIRST(&dev->queue), err, NULL, 0);
+	}
+}
+
 static void ensure_connecting(struct gw_device *dev)
 {
 	int r;
@@ -431,6 +465,13 @@ static void pump(struct gw_device *dev)
 	if (dev->dying)
 		return;
 	if (link_state(dev->link) != LINK_STATE_UP) {
+		int perr = link_state(dev->link) == LINK_STATE_DOWN ?
+			   gw_device_pairing_errno(dev) : 0;
+
+		/* The link retries by itself (with its backoff); requests
+		 * do not wait for that. */
+		if (perr && dev->n_queued)
+			fail_queued(dev, perr);
 		if (dev->n_queued || dev->holds)
 			ensure_connecting(dev);
 		return;
@@ -732,10 +773,14 @@ static void on_state(struct link *link, enum link_state state, int err,
 	case LINK_STATE_DOWN:
 		if (dev->n_inflight)
 			COUNT_ERR(dev, link_resets, "link_resets");
-		log_info("%s: disconnected%s%s", dev->id, err ? ": " : "",
-			 err ? strerror(-err) : "");
+		log_info("%s: disconnected%s%s%s%s", dev->id, err ? ": " : "",
+			 err ? strerror(-err) : "", gw_device_pairing_errno(dev) ?
+			 ", pairing: " : "", gw_device_pairing_errno(dev) ?
+			 ble_pairing_str(ble_link_pairing(link)) : "");
 		emit(dev, "device.disconnected",
-		     json_pack("{s:s?}", "error", err ? strerror(-err) : NULL));
+		     json_pack("{s:s?, s:s?}", "error", err ? strerror(-err) : NULL,
+			       "pairing", strcmp(link_transport(link), "ble") ? NULL :
+			       ble_pairing_str(ble_link_pairing(link))));
 		fail_inflight(dev, -ECONNRESET);
 		if (dev->n_queued) {
 			struct timeval tv = { 0, RECONNECT_DELAY_MS * 1000 };
@@ -1084,6 +1129,9 @@ json_t *gw_device_to_json(const struct gw_device *dev)
 			      "in_flight", (int)dev->n_inflight);
 
 	json_object_set_new(o, "address", json_string(device_address(dev)));
+	json_object_set_new(o, "pairing", strcmp(gw_device_transport(dev), "ble") ?
+			    json_null() :
+			    json_string(ble_pairing_str(ble_link_pairing(dev->link))));
 	json_object_set_new(o, "rssi", dev->rssi == 127 ? json_null() :
 			    json_integer(dev->rssi));
 	json_object_set_new(o, "last_seen", dev->last_seen_ms ?
