@@ -5,7 +5,10 @@
  *
  * - Chunks fill the current frame size to the byte: at most the limit the
  *   engine computed (buf_size in whole writes, or one write when the watch
- *   does not reassemble).
+ *   does not reassemble). A first chunk (off 0) fills one write only: its
+ *   answer waits for the slot erase, so its timeout is long, and a lost
+ *   write of a frame spanning several would leave the watch's reassembly
+ *   out of step for all that time.
  * - How much goes out at once adapts (struct gw_upload_ctl, kept by the
  *   job across link resets): up to "window" chunks in flight, each of
  *   "frame" bytes. A lost frame (a chunk unanswered, or an answer whose
@@ -110,11 +113,17 @@ static void finish(struct gw_upload *up, int err, const char *msg)
 
 static void chunk_cb(int err, const uint8_t *frame, size_t len, void *user_data);
 
+static size_t write_unit(const struct gw_upload *up);
+
 static int send_chunk(struct gw_upload *up, size_t off)
 {
 	bool first = off == 0;
+	/* A first chunk spans no writes: it waits for the slot erase (a long
+	 * timeout), and a lost write there would cost all of it. */
+	size_t limit = first && write_unit(up) ? MIN(up->ctl->frame, write_unit(up)) :
+		       up->ctl->frame;
 	size_t n = gw_upload_chunk_max(off, up->p.len, first ? sizeof(up->p.sha) : 0,
-				       up->ctl->frame);
+				       limit);
 	struct gw_req_opts opts = { .timeout_ms = up->p.chunk_timeout_ms,
 				    .pipelined = !first };
 	struct chunk *c;

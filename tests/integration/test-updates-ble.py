@@ -6,12 +6,10 @@ an upload (the job reconnects and resumes from the watch's offset); a
 watch without SMP reassembly (the engine finds out and sends one write per
 frame); the reset drops the link and the job waits for the reconnection."""
 import os
-import shutil
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from updates_harness import (SKIP, Bus, Gateway, Sim, Tap, Workdir, conformance_image, log,
-                             wait_for)
+from updates_harness import Tap, Workdir, ble_rig, conformance_image, require_ble_sim
 
 IMG = conformance_image('app-1.2.3+4-ecdsa-p256.bin')
 CONF = '\n'.join(['[ble]', 'connect_timeout = 20s', 'idle_timeout = 30s',
@@ -27,62 +25,37 @@ t = Tap()
 
 
 def main():
-    if not Sim.available() or not shutil.which('dbus-daemon'):
-        log('smpgw-sim or dbus-daemon missing: skipping')
-        sys.exit(SKIP)
-    with Workdir() as wd:
-        bus = Bus()
-        bus.start()
-        sim = Sim(wd, fleet=FLEET, count=3, bus=bus.address)
-        gw = None
-        try:
-            sim.start()
-            gw = Gateway(wd, sim, CONF, bus=bus.address)
-            gw.start()
-            img = gw.add_image(IMG)
-            addrs = [d['address'] for d in sim.ctl({'cmd': 'list'})['devices']]
+    require_ble_sim()
+    with Workdir() as wd, ble_rig(wd, FLEET, CONF, t) as (sim, gw, addrs):
+        img = gw.add_image(IMG)
+        st, job = gw.update(addrs[0], img)
+        t.eq(st, 202, 'BLE: job queued')
+        j = gw.wait_job(job['id'], timeout=120)
+        t.eq(j['state'], 'done', 'BLE: test-confirm done (%s)' % j.get('error'))
+        s0 = sim.slots(0)[0]
+        t.eq((s0['hash'], s0['confirmed']), (img, True), 'BLE: new image confirmed')
+        logtext = gw.read_log()
+        t.ok('SMP reassembly works' in logtext, 'BLE: reassembly probed')
+        t.eq(sim.device(0)['counters']['drops'], 0,
+             'BLE: the watch dropped no frame (none over buf_size, split over writes)')
 
-            def seen():
-                st, d = gw.request('GET', '/api/v1/devices')
-                return st == 200 and len(d['devices']) >= 3
-            wait_for('the watches discovered', seen, timeout=60, step=0.3)
+        size = os.path.getsize(IMG)
+        sim.ctl({'cmd': 'fault', 'device': 1, 'fault': 'disconnect_at_offset',
+                 'offset': 50000})
+        st, job = gw.update(addrs[1], img, mode='upload')
+        j = gw.wait_job(job['id'], timeout=120)
+        t.eq(j['state'], 'done', 'BLE: link dropped mid-upload, done (%s)' % j.get('error'))
+        t.eq(sim.slots(1)[1]['hash'], img, 'BLE: image complete after the drop')
+        t.ok(j['progress']['bytes_sent'] < size * 1.3,
+             'BLE: resumed from the watch offset (%d sent for %d)' %
+             (j['progress']['bytes_sent'], size))
 
-            st, job = gw.update(addrs[0], img)
-            t.eq(st, 202, 'BLE: job queued')
-            j = gw.wait_job(job['id'], timeout=120)
-            t.eq(j['state'], 'done', 'BLE: test-confirm done (%s)' % j.get('error'))
-            s0 = sim.slots(0)[0]
-            t.eq((s0['hash'], s0['confirmed']), (img, True), 'BLE: new image confirmed')
-            logtext = gw.read_log()
-            t.ok('SMP reassembly works' in logtext, 'BLE: reassembly probed')
-            t.eq(sim.device(0)['counters']['drops'], 0,
-                 'BLE: the watch dropped no frame (none over buf_size, split over writes)')
-
-            size = os.path.getsize(IMG)
-            sim.ctl({'cmd': 'fault', 'device': 1, 'fault': 'disconnect_at_offset',
-                     'offset': 50000})
-            st, job = gw.update(addrs[1], img, mode='upload')
-            j = gw.wait_job(job['id'], timeout=120)
-            t.eq(j['state'], 'done', 'BLE: link dropped mid-upload, done (%s)' % j.get('error'))
-            t.eq(sim.slots(1)[1]['hash'], img, 'BLE: image complete after the drop')
-            t.ok(j['progress']['bytes_sent'] < size * 1.3,
-                 'BLE: resumed from the watch offset (%d sent for %d)' %
-                 (j['progress']['bytes_sent'], size))
-
-            st, job = gw.update(addrs[2], img, mode='upload')
-            j = gw.wait_job(job['id'], timeout=240)
-            t.eq(j['state'], 'done', 'BLE without reassembly: done (%s)' % j.get('error'))
-            t.eq(sim.slots(2)[1]['hash'], img, 'BLE without reassembly: image complete')
-            t.ok('does not answer: one write per frame' in gw.read_log(),
-                 'BLE without reassembly: found out, one write per frame')
-        finally:
-            rc = gw.stop() if gw else None
-            t.eq(rc, 0, 'smpgwd exits cleanly')
-            sim.stop()
-            bus.stop()
-            if t.failed and gw:
-                log('\n'.join(l for l in gw.read_log().splitlines()
-                              if 'http:' not in l)[-8000:])
+        st, job = gw.update(addrs[2], img, mode='upload')
+        j = gw.wait_job(job['id'], timeout=240)
+        t.eq(j['state'], 'done', 'BLE without reassembly: done (%s)' % j.get('error'))
+        t.eq(sim.slots(2)[1]['hash'], img, 'BLE without reassembly: image complete')
+        t.ok('does not answer: one write per frame' in gw.read_log(),
+             'BLE without reassembly: found out, one write per frame')
     t.done()
 
 

@@ -16,14 +16,13 @@ ACL buffers). smpgwd talks to smpgw-sim playing bluetoothd on a private bus.
   [update] stall_timeout with an error naming what was tried, and the
   rollout it belongs to counts it as failed; the store keeps every job."""
 import os
-import shutil
 import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from smp_udp_client import Client, SmpError  # noqa: E402
-from updates_harness import (SKIP, Bus, Gateway, Sim, Tap, Workdir,  # noqa: E402
-                             conformance_image, log, wait_for)
+from updates_harness import (Tap, Workdir, ble_rig, conformance_image,  # noqa: E402
+                             log, require_ble_sim, wait_for)
 
 IMG = conformance_image('app-3.1.0+7-350k-ecdsa-p256.bin')
 STALL_S = 15
@@ -184,40 +183,16 @@ def stall(gw, sim, addr, img):
 
 
 def main():
-    if not Sim.available() or not shutil.which('dbus-daemon'):
-        log('smpgw-sim or dbus-daemon missing: skipping')
-        sys.exit(SKIP)
-    with Workdir() as wd:
-        bus = Bus()
-        bus.start()
-        sim = Sim(wd, fleet=FLEET, count=3, bus=bus.address)
-        gw = None
-        try:
-            sim.start()
-            gw = Gateway(wd, sim, CONF, bus=bus.address)
-            gw.start()
-            img = gw.add_image(IMG)
-            addrs = [d['address'] for d in sim.ctl({'cmd': 'list'})['devices']]
-
-            def seen():
-                st, d = gw.request('GET', '/api/v1/devices')
-                return st == 200 and len(d['devices']) >= 3
-            wait_for('the watches discovered', seen, timeout=60, step=0.3)
-            converge(gw, sim, addrs[0], img)
-            udp_face(gw, sim, addrs[1])
-            bad_input(gw, sim, addrs[1])
-            stall(gw, sim, addrs[2], img)
-            st, jobs = gw.request('GET', '/api/v1/jobs')
-            t.eq(sorted(j['state'] for j in jobs['jobs']), ['done', 'failed'],
-                 'the store lists both jobs, done and failed')
-        finally:
-            rc = gw.stop() if gw else None
-            t.eq(rc, 0, 'smpgwd exits cleanly')
-            sim.stop()
-            bus.stop()
-            if t.failed and gw:
-                log('\n'.join(l for l in gw.read_log().splitlines()
-                              if 'http:' not in l)[-8000:])
+    require_ble_sim()
+    with Workdir() as wd, ble_rig(wd, FLEET, CONF, t) as (sim, gw, addrs):
+        img = gw.add_image(IMG)
+        converge(gw, sim, addrs[0], img)
+        udp_face(gw, sim, addrs[1])
+        bad_input(gw, sim, addrs[1])
+        stall(gw, sim, addrs[2], img)
+        st, jobs = gw.request('GET', '/api/v1/jobs')
+        t.eq(sorted(j['state'] for j in jobs['jobs']), ['done', 'failed'],
+             'the store lists both jobs, done and failed')
     t.done()
 
 

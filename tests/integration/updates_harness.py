@@ -4,12 +4,15 @@ upload benchmark: the real smpgw-sim (UDP faces, control socket) and the
 real smpgwd (REST on an OS-chosen port) in a temporary directory, every
 process reaped, every wait bounded.
 """
+import contextlib
 import functools
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
+import sys
 import urllib.error
 import urllib.request
 
@@ -204,3 +207,41 @@ class Gateway:
         if self.logf and not self.logf.closed:
             self.logf.close()
         return self.proc.returncode
+
+
+def require_ble_sim():
+    """Exits with SKIP when smpgw-sim or dbus-daemon is missing."""
+    if not Sim.available() or not shutil.which('dbus-daemon'):
+        log('smpgw-sim or dbus-daemon missing: skipping')
+        sys.exit(SKIP)
+
+
+@contextlib.contextmanager
+def ble_rig(workdir, fleet, conf, tap):
+    """The BLE path: a private bus, smpgw-sim playing bluetoothd with fleet,
+    smpgwd on that bus with conf, every watch discovered. Yields (sim, gw,
+    addresses). At the end smpgwd must exit cleanly (checked on tap), all is
+    stopped, and smpgwd's log is printed when a check failed."""
+    bus = Bus()
+    bus.start()
+    sim = Sim(workdir, fleet=fleet, count=fleet['count'], bus=bus.address)
+    gw = None
+    try:
+        sim.start()
+        gw = Gateway(workdir, sim, conf, bus=bus.address)
+        gw.start()
+        addrs = [d['address'] for d in sim.ctl({'cmd': 'list'})['devices']]
+
+        def seen():
+            st, d = gw.request('GET', '/api/v1/devices')
+            return st == 200 and len(d['devices']) >= len(addrs)
+        wait_for('the watches discovered', seen, timeout=60, step=0.3)
+        yield sim, gw, addrs
+    finally:
+        rc = gw.stop() if gw else None
+        tap.eq(rc, 0, 'smpgwd exits cleanly')
+        sim.stop()
+        bus.stop()
+        if tap.failed and gw:
+            log('\n'.join(l for l in gw.read_log().splitlines()
+                          if 'http:' not in l)[-8000:])
