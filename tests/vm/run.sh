@@ -4,7 +4,9 @@
 # over 9p), with real kernel Bluetooth, btvirt virtual LE controllers and a
 # real bluetoothd, and runs SCENARIO (a shell script on this machine) inside.
 # Usage: run.sh SCENARIO [CONTROLLERS] ; env VM_TIMEOUT (s, default 240),
-# VM_VERBOSE=1 (print every guest log), VM_KEEP=1 (keep the results dir).
+# VM_VERBOSE=1 (print every guest log), VM_KEEP=1 (keep the results dir),
+# VM_BTVIRT=stock (Debian's btvirt instead of the project's patched one,
+# which btvirt/build.sh builds once and caches).
 # SMPGW_* variables are passed into the guest (e.g. SMPGW_BUILD, the build
 # directory whose smpgwd and smpgw-sim the scenario runs).
 # Exit status: the scenario's; 124 on timeout, 2 when this machine cannot
@@ -59,8 +61,18 @@ for p in "$top" "${SMPGW_BUILD:-}"; do
 	n=$((n + 1))
 done
 
+# The project's patched btvirt (several links per controller, resets end the
+# peer's links, optional host flow control): built once, cached; the guest
+# finds it in the results share. Without it the guest runs Debian's btvirt.
+btvirt=
+if [ "${VM_BTVIRT:-}" != stock ]; then
+	btvirt=$(VM_CACHE=$cache "$here/btvirt/build.sh") ||
+		echo "run.sh: the patched btvirt could not be built: the guest uses the stock one"
+fi
+
 out=$(mktemp -d "${TMPDIR:-/tmp}/smpgw-vm-out.XXXXXX")
 chmod 777 "$out"
+[ -n "$btvirt" ] && cp "$btvirt" "$out/btvirt"
 export -p | grep -E '^export SMPGW_[A-Z0-9_]*=' >"$out/env"
 start=$(date +%s)
 timeout -k 5 "$timeout_s" qemu-system-x86_64 \
@@ -95,7 +107,8 @@ else
 fi
 [ -f "$out/scenario.log" ] && cat "$out/scenario.log"
 if [ "$rc" != 0 ] || [ -n "${VM_VERBOSE:-}" ]; then
-	for f in console.log guest.log dmesg.log bluetoothd.log btvirt.log sim.log smpgwd.log; do
+	for f in console.log guest.log dmesg.log bluetoothd.log btvirt.log sim.log smpgwd.log \
+		$(cd "$out" && ls zephyr-*.log 2>/dev/null); do
 		[ -f "$out/$f" ] || continue
 		echo "----- $f"
 		tail -n 80 "$out/$f"

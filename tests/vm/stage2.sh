@@ -41,10 +41,22 @@ mgmt_ready() {
 		echo "$l" | grep -q "^hci$n:" || return 1
 	done
 }
+# The project's patched btvirt when run.sh put it in the share
+# (tests/vm/btvirt/), else Debian's. SMPGW_VM_HOST_FLOW=1: the patched one
+# honours controller-to-host flow control (Host_Buffer_Size); off by
+# default, as stock btvirt (the lossy Zephyr watch needs the loss).
+btvirt=btvirt
+export SMPGW_VM_BTVIRT=stock
+if [ -x $out/btvirt ] && cp $out/btvirt /tmp/btvirt; then
+	btvirt=/tmp/btvirt
+	SMPGW_VM_BTVIRT=patched
+	[ -n "${SMPGW_VM_HOST_FLOW:-}" ] && export BTVIRT_HOST_FLOW=1
+fi
+log "btvirt: $SMPGW_VM_BTVIRT${BTVIRT_HOST_FLOW:+, host flow control on}"
 setup_failed() { [ "$(dmesg | grep -c 'Opcode .* failed')" -gt "$fails_before" ]; }
 for attempt in 1 2 3 4 5 6; do
 	fails_before=$(dmesg | grep -c 'Opcode .* failed')
-	btvirt -L -l"$ncontrollers" >>$out/btvirt.log 2>&1 &
+	$btvirt -L -l"$ncontrollers" >>$out/btvirt.log 2>&1 &
 	btvirt_pid=$!
 	deadline=$(($(uptime_s) + 60))
 	until mgmt_ready || setup_failed || [ "$(uptime_s)" -ge $deadline ]; do
