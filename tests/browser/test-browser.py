@@ -30,7 +30,7 @@ AWAY = 'PineTime-11'   # leaves the range once discovered
 
 def fleet_devices():
     """Per-watch settings: fast BLE links, batteries from full to nearly
-    empty, a third of the fleet already on 1.1.0, one charging."""
+    empty, a third of the fleet already on 1.1.0."""
     fast = {'link': {'conn_interval_us': 7500, 'phy': 2},
             'flash': {'erase_sector_us': 2000, 'program_page_us': 20,
                       'progressive_erase': True}}
