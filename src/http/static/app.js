@@ -457,7 +457,7 @@ function renderDevice() {
     RSSI: d.rssi == null ? null : d.rssi + ' dBm', battery: battery(d) == null ? null : battery(d) + ' %' + (a && a.charging ? ' (charging)' : ''),
     firmware: fw ? `${fw.version} (from ${fw.source}${fw.age_s != null ? ', ' + age(fw.age_s) + ' old' : ''})` : null,
     'advertised': a ? `${a.version || '?'}, hash ${a.hash_prefix || '?'}…, ${a.update_state}${a.self_check_ok ? ', self-check ok' : ''}` : null,
-    'last seen': ago(d.last_seen), 'UDP port': d.udp_port, MTU: d.mtu,
+    pairing: d.pairing, 'last seen': ago(d.last_seen), 'UDP port': d.udp_port, MTU: d.mtu,
     'queue': `${d.queued || 0} queued, ${d.in_flight || 0} in flight`,
   }));
   fill('#dev-counters tbody', kvRows(d.counters || {}));
