@@ -235,6 +235,76 @@ void mcuboot_version_str(const struct mcuboot_version *v, char *out, size_t size
 	snprintf(out, size, "%u.%u.%u+%u", v->major, v->minor, v->revision, v->build);
 }
 
+void mcuboot_version_text(const struct mcuboot_version *v, char *out, size_t size)
+{
+	if (v->build)
+		snprintf(out, size, "%u.%u.%u.%u", v->major, v->minor, v->revision,
+			 v->build);
+	else
+		snprintf(out, size, "%u.%u.%u", v->major, v->minor, v->revision);
+}
+
+/* One decimal part of at most 10 digits, no sign, no leading blanks. */
+static int version_part(const char *s, size_t len, size_t *pos, uint64_t max,
+			uint64_t *ret)
+{
+	uint64_t v = 0;
+	size_t i = *pos, start = i;
+
+	while (i < len && s[i] >= '0' && s[i] <= '9' && i - start < 10)
+		v = v * 10 + (uint64_t)(s[i++] - '0');
+	if (i == start || v > max || (i < len && s[i] >= '0' && s[i] <= '9'))
+		return -EBADMSG;
+	*pos = i;
+	*ret = v;
+	return 0;
+}
+
+int mcuboot_version_parse(const char *s, size_t len, struct mcuboot_version *ret)
+{
+	static const uint64_t max[4] = { UINT8_MAX, UINT8_MAX, UINT16_MAX, UINT32_MAX };
+	uint64_t p[4] = { 0 };
+	size_t pos = 0;
+	int n;
+
+	if (!s)
+		return -EBADMSG;
+	for (n = 0; n < 4; n++) {
+		if (version_part(s, len, &pos, max[n], &p[n]) < 0)
+			return -EBADMSG;
+		if (pos == len)
+			break;
+		/* '.' between parts; before the build also MCUboot's '+' */
+		if (n == 3 || !(s[pos] == '.' || (n == 2 && s[pos] == '+')))
+			return -EBADMSG;
+		if (++pos == len)
+			return -EBADMSG;
+	}
+	if (n < 2)
+		return -EBADMSG;
+	*ret = (struct mcuboot_version){ .major = (uint8_t)p[0], .minor = (uint8_t)p[1],
+					 .revision = (uint16_t)p[2],
+					 .build = (uint32_t)p[3] };
+	return 0;
+}
+
+bool mcuboot_version_equal(const struct mcuboot_version *a,
+			   const struct mcuboot_version *b)
+{
+	return a->major == b->major && a->minor == b->minor &&
+	       a->revision == b->revision && a->build == b->build;
+}
+
+int mcuboot_version_canonical(const char *s, char *out, size_t size)
+{
+	struct mcuboot_version v;
+
+	if (!s || mcuboot_version_parse(s, strlen(s), &v) < 0)
+		return -EBADMSG;
+	mcuboot_version_str(&v, out, size);
+	return 0;
+}
+
 void mcuboot_hash_hex(const struct mcuboot_image *img, char out[2 * MCUBOOT_HASH_LEN + 1])
 {
 	hex_encode(img->hash, MCUBOOT_HASH_LEN, out);

@@ -107,9 +107,24 @@ int mcuboot_image_parse_status(const uint8_t *buf, size_t len,
 			       struct mcuboot_image *ret,
 			       enum mcuboot_status *ret_status);
 
-/* "1.2.3+4" into out (at least MCUBOOT_VERSION_STR_LEN bytes). */
+/* "1.2.3+4" into out (at least MCUBOOT_VERSION_STR_LEN bytes): the one
+ * canonical form of a version in every typed REST answer (build 0 is
+ * written too: "1.2.3+0"). */
 #define MCUBOOT_VERSION_STR_LEN 32
 void mcuboot_version_str(const struct mcuboot_version *v, char *out, size_t size);
+/* Zephyr img_mgmt's text: "1.2.3.4", or "1.2.3" when the build is 0. */
+void mcuboot_version_text(const struct mcuboot_version *v, char *out, size_t size);
+/* Parses a version in any form people and watches write it: "1.2.3",
+ * "1.2.3+4" (MCUboot, imgtool) or "1.2.3.4" (Zephyr img_mgmt); decimal,
+ * each part within its field's range (u8.u8.u16, build u32). len is the
+ * text's length (no terminator needed). Returns 0, or -EBADMSG (*ret
+ * untouched). */
+int mcuboot_version_parse(const char *s, size_t len, struct mcuboot_version *ret);
+bool mcuboot_version_equal(const struct mcuboot_version *a,
+			   const struct mcuboot_version *b);
+/* Canonical form of a version text into out (MCUBOOT_VERSION_STR_LEN):
+ * 0, or -EBADMSG when s does not parse (out then untouched). */
+int mcuboot_version_canonical(const char *s, char *out, size_t size);
 /* Lower-case hex of the SHA-256 TLV into out (65 bytes). */
 void mcuboot_hash_hex(const struct mcuboot_image *img, char out[2 * MCUBOOT_HASH_LEN + 1]);
 

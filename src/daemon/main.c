@@ -28,6 +28,7 @@
 #include "gateway/store.h"
 #include "gateway/udpface.h"
 #include "util/util.h"
+#include "smpgw/adv.h"
 
 #ifdef SMPGW_HAVE_BLE
 #include "links/ble.h"
@@ -225,6 +226,18 @@ static json_t *adv_json(const struct ble_device_info *info)
 	return o;
 }
 
+/* The smpgw advertising record in the manufacturer data, decoded into
+ * *rec; NULL when there is none or it is malformed (the raw bytes stay in
+ * the advertising JSON). */
+static const struct smpgw_adv *adv_record(const struct ble_device_info *info,
+					  struct smpgw_adv *rec)
+{
+	if (!info->mfr_data || info->mfr_id != SMPGW_ADV_COMPANY_ID ||
+	    smpgw_adv_decode(info->mfr_data, info->mfr_len, rec) < 0)
+		return NULL;
+	return rec;
+}
+
 /* Bounded: a crowd of foreign watches must not grow the daemon forever. */
 #define MAX_UNMANAGED 1024
 
@@ -320,6 +333,7 @@ static void ble_seen(struct ble_manager *mgr, const struct ble_device_info *info
 {
 	struct daemon *d = user_data;
 	struct gw_device *dev = gw_device_find(d->gw, info->address);
+	struct smpgw_adv rec;
 
 	if (!dev) {
 		dev = manage_ble(d, info->address, info->name);
@@ -332,7 +346,8 @@ static void ble_seen(struct ble_manager *mgr, const struct ble_device_info *info
 	} else if (info->name) {
 		apply_pairing(d, gw_device_link(dev), info->address, info->name);
 	}
-	gw_device_seen(dev, info->name, info->rssi, adv_json(info));
+	gw_device_seen(dev, info->name, info->rssi, adv_json(info),
+		       adv_record(info, &rec));
 }
 
 static void ble_lost(struct ble_manager *mgr, const char *address, void *user_data)
@@ -574,7 +589,7 @@ static void reload_ble(struct daemon *d)
 		log_notice("ble: managing %s (%s): allowed by the reload", gw_device_id(dev),
 			   gw_device_name(dev));
 		if (list[i].rssi != 127)
-			gw_device_seen(dev, NULL, list[i].rssi, NULL);
+			gw_device_seen(dev, NULL, list[i].rssi, NULL, NULL);
 		else
 			gw_device_set_absent(dev);
 	}

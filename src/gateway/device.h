@@ -100,8 +100,22 @@ void gw_device_release(struct gw_device *dev);
  * {company, data hex}, service_data hex}), counters {requests, responses,
  * timeouts, link_resets, not_connected, dropped_responses,
  * malformed_responses, malformed_requests, too_big, connects,
- * timeout_resets (links reset because requests went unanswered)}. */
+ * timeout_resets (links reset because requests went unanswered)}; and the
+ * typed model of devmodel.h: slots (typed), slots_age_s, advertised (null
+ * or the decoded record), battery (from advertising, null when unknown),
+ * firmware (null or the freshest of connection and advertising). */
 json_t *gw_device_to_json(const struct gw_device *dev);
 /* Caches the last image state read (the "images" array of an img state
- * response, converted to JSON); shown in gw_device_to_json(). */
+ * response, converted to JSON, hashes as {"$bytes"} or hex; borrowed) in
+ * the typed form (gw_slots_typed()); shown in gw_device_to_json(). */
 void gw_device_set_slots(struct gw_device *dev, json_t *images);
+/* The cached typed slots (borrowed) or NULL. */
+const json_t *gw_device_slots(const struct gw_device *dev);
+/* The last advertising record (borrowed) and when it was seen, or NULL
+ * when the watch never advertised one. */
+struct smpgw_adv;
+const struct smpgw_adv *gw_device_adv_record(const struct gw_device *dev,
+					     uint64_t *seen_ms);
+/* RSSI in dBm (127 when unknown) and last_seen (ms epoch, 0 unknown). */
+int gw_device_rssi(const struct gw_device *dev);
+uint64_t gw_device_last_seen(const struct gw_device *dev);

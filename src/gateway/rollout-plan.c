@@ -13,6 +13,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "codec/mcuboot.h"
 #include "util/util.h"
 
 /* ---- names ---- */
@@ -442,28 +443,11 @@ bool rollout_glob_match(const char *pattern, const char *s)
 	return s && fnmatch(pattern, s, 0) == 0;
 }
 
-/* "maj.min.rev", then optionally "+build" or ".build"; all decimal. */
-static bool version_parse(const char *s, unsigned long v[4])
-{
-	char *end;
-
-	v[3] = 0;
-	for (int i = 0; i < 4; i++) {
-		if (!s || !isdigit((unsigned char)*s))
-			return false;
-		v[i] = strtoul(s, &end, 10);
-		if (!*end)
-			return i >= 2;
-		if (i == 3 || (*end != '.' && !(i == 2 && *end == '+')))
-			return false;
-		s = end + 1;
-	}
-	return false;
-}
-
 bool rollout_version_equal(const char *a, const char *b)
 {
-	unsigned long x[4], y[4];
+	struct mcuboot_version x, y;
 
-	return version_parse(a, x) && version_parse(b, y) && !memcmp(x, y, sizeof(x));
+	return a && b && mcuboot_version_parse(a, strlen(a), &x) == 0 &&
+	       mcuboot_version_parse(b, strlen(b), &y) == 0 &&
+	       mcuboot_version_equal(&x, &y);
 }

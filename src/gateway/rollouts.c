@@ -22,6 +22,7 @@
 #include <event2/event.h>
 
 #include "codec/cbor-util.h"
+#include "codec/mcuboot.h"
 #include "codec/smp.h"
 #include "gateway/device.h"
 #include "gateway/events.h"
@@ -320,14 +321,23 @@ static void decide(struct ro_dev *d, const struct slot_view *v)
 	struct rollout *r = d->ro;
 	bool confirm = r->spec.mode == GW_JOB_MODE_TEST_CONFIRM;
 
+	char canon[MCUBOOT_VERSION_STR_LEN];
+
+	/* The report speaks the one canonical form ("1.0.0+0"), like
+	 * GET /images and the device model; an odd text stays as sent. */
 	if (v->found && !d->from_version)
-		set_str(&d->from_version, v->version);
+		set_str(&d->from_version, mcuboot_version_canonical(v->version, canon,
+								    sizeof(canon)) == 0 ?
+			canon : v->version);
 	if (v->found && hash_is(v->hash, r->image_id) && (v->confirmed || !confirm)) {
 		dev_outcome(d, ROLLOUT_DEV_UP_TO_DATE, NULL);
 		return;
 	}
+	/* The glob may be written in either form ("1.0.*" or "1.0.0+*"). */
 	if (r->spec.version_glob && v->found &&
-	    !rollout_glob_match(r->spec.version_glob, v->version)) {
+	    !rollout_glob_match(r->spec.version_glob, v->version) &&
+	    !(mcuboot_version_canonical(v->version, canon, sizeof(canon)) == 0 &&
+	      rollout_glob_match(r->spec.version_glob, canon))) {
 		dev_outcome(d, ROLLOUT_DEV_EXCLUDED, NULL);
 		return;
 	}

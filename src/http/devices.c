@@ -4,17 +4,19 @@
  * device operations (echo, reset, image state/test/confirm, erase, params,
  * info, datetime, stats). Each typed operation validates its JSON body,
  * builds the SMP request data and shapes the response: byte strings come
- * back as plain hex strings (hashes), unlike the passthrough which keeps
- * the lossless {"$bytes": ...} form.
+ * back as plain hex strings (hashes) and image versions in the canonical
+ * "1.2.3+4" form with the watch's text as "version_text" (devmodel.h),
+ * unlike the passthrough which keeps the lossless {"$bytes": ...} form.
  */
 #include <errno.h>
-#include <fnmatch.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "codec/smp.h"
+#include "gateway/devmodel.h"
 #include "gateway/device.h"
 #include "gateway/gateway.h"
+#include "http/devfilter.h"
 #include "http/handlers.h"
 #include "http/http.h"
 #include "util/util.h"
@@ -22,63 +24,36 @@
 /* ---- registry ---- */
 
 struct list_ctx {
-	const char *state, *name, *version;
+	struct devices_filter f;
 	json_t *out;
 };
-
-static bool has_version(json_t *dev, const char *version)
-{
-	json_t *slots = json_object_get(dev, "slots"), *s;
-	size_t i;
-
-	json_array_foreach(slots, i, s) {
-		const char *v = json_string_value(json_object_get(s, "version"));
-
-		if (v && (!strcmp(v, version) ||
-			  /* "1.2.3" matches "1.2.3+0" as img state reports it */
-			  (!strncmp(v, version, strlen(version)) &&
-			   !strcmp(v + strlen(version), "+0"))))
-			return true;
-	}
-	return false;
-}
 
 static void list_one(struct gw_device *dev, void *user_data)
 {
 	struct list_ctx *c = user_data;
-	const char *name = gw_device_name(dev);
-	json_t *j;
+	json_t *j = gw_device_to_json(dev);
 
-	if (c->state && strcmp(c->state, link_state_str(gw_device_link_state(dev))))
-		return;
-	if (c->name && (!name || fnmatch(c->name, name, 0)))
-		return;
-	j = gw_device_to_json(dev);
-	if (!j)
-		return;
-	if (c->version && !has_version(j, c->version)) {
-		json_decref(j);
-		return;
-	}
-	json_array_append_new(c->out, j);
+	if (j && devices_filter_match(&c->f, j))
+		json_array_append(c->out, j);
+	json_decref(j);
 }
+
+/* Most query parameters looked at; more is a client bug anyway. */
+#define MAX_QUERY 16
 
 int devices_list(struct http_req *req)
 {
-	struct list_ctx c = {
-		.state = http_req_query(req, "state"),
-		.name = http_req_query(req, "name"),
-		.version = http_req_query(req, "version"),
-		.out = json_array(),
-	};
+	const char *keys[MAX_QUERY], *values[MAX_QUERY];
+	size_t n = http_req_query_all(req, keys, values, MAX_QUERY);
+	struct list_ctx c;
+	char err[256];
 
-	if (c.state && strcmp(c.state, "down") && strcmp(c.state, "connecting") &&
-	    strcmp(c.state, "up")) {
-		json_decref(c.out);
-		http_reply_problem(req, -EDOM, "state must be one of down, "
-				   "connecting, up (got '%s')", c.state);
-		return 0;
-	}
+	if (n > MAX_QUERY)
+		return http_reply_problem(req, -EDOM, "too many query parameters "
+					  "(%zu, at most %d)", n, MAX_QUERY), 0;
+	if (devices_filter_parse(keys, values, n, &c.f, err, sizeof(err)) < 0)
+		return http_reply_problem(req, -EDOM, "%s", err), 0;
+	c.out = json_array();
 	gw_device_foreach(http_req_gw(req), list_one, &c);
 	http_reply_json(req, 200, json_pack("{s:o, s:I}", "devices", c.out,
 					    "count", (json_int_t)json_array_size(c.out)));
@@ -140,12 +115,10 @@ static json_t *image_state_shape(struct http_req *req, json_t *data, int *err)
 		*err = -EPROTO;
 		return NULL;
 	}
-	if (dev) {
-		json_t *copy = json_deep_copy(images);
-
-		gw_device_set_slots(dev, copy); /* takes its own reference */
-		json_decref(copy);
-	}
+	if (dev)
+		gw_device_set_slots(dev, images); /* keeps a typed copy */
+	/* The typed model: canonical version beside the watch's text. */
+	json_object_set_new(out, "images", gw_slots_typed(images));
 	return out;
 }
 

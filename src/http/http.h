@@ -90,6 +90,10 @@ const char *http_req_path(struct http_req *req);
 unsigned http_req_method(struct http_req *req);
 const char *http_req_param(struct http_req *req, const char *name);
 const char *http_req_query(struct http_req *req, const char *name);
+/* Every query parameter, in order, up to max (values NULL for "?k"
+ * without "="); returns how many there are (may exceed max). */
+size_t http_req_query_all(struct http_req *req, const char **keys,
+			  const char **values, size_t max);
 const char *http_req_header(struct http_req *req, const char *name);
 /* Parsed JSON body (HTTP_BODY_JSON): NULL when the body was empty. */
 json_t *http_req_json(struct http_req *req);

@@ -197,6 +197,33 @@ const char *http_req_query(struct http_req *req, const char *name)
 	return MHD_lookup_connection_value(req->conn, MHD_GET_ARGUMENT_KIND, name);
 }
 
+struct query_all {
+	const char **keys, **values;
+	size_t max, n;
+};
+
+static enum MHD_Result query_one(void *cls, enum MHD_ValueKind kind,
+				 const char *key, const char *value)
+{
+	struct query_all *q = cls;
+
+	if (q->n < q->max) {
+		q->keys[q->n] = key;
+		q->values[q->n] = value;
+	}
+	q->n++;
+	return MHD_YES;
+}
+
+size_t http_req_query_all(struct http_req *req, const char **keys,
+			  const char **values, size_t max)
+{
+	struct query_all q = { keys, values, max, 0 };
+
+	MHD_get_connection_values(req->conn, MHD_GET_ARGUMENT_KIND, query_one, &q);
+	return q.n;
+}
+
 const char *http_req_header(struct http_req *req, const char *name)
 {
 	return MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND, name);

@@ -100,6 +100,17 @@ class Api(unittest.TestCase):
                      'invalid-parameter', 'sideways')
         st, _, d = self.d.json('GET', '/api/v1/devices?state=down')
         self.assertEqual(st, 200)
+        # bad filters: a clear 400 naming the parameter, never an empty list
+        for q, part in (('frobnicate=1', "unknown query parameter 'frobnicate'"),
+                        ('version=1.2', 'version'), ('version=latest', 'version'),
+                        ('battery_below=102', 'battery_below'),
+                        ('battery_below=x', 'battery_below'), ('hash=xyz', 'hash')):
+            self.problem(self.req('GET', '/api/v1/devices?' + q), 400,
+                         'invalid-parameter', part)
+        # well-formed filters on watches never read: nothing known, no match
+        for q in ('version=1.0.0', 'battery_below=101', 'hash=ab'):
+            st, _, d = self.d.json('GET', '/api/v1/devices?name=watch-2&' + q)
+            self.assertEqual((st, d['count']), (200, 0), q)
 
     def test_device_get(self):
         st, _, d = self.d.json('GET', '/api/v1/devices/watch-1')
@@ -136,9 +147,14 @@ class Api(unittest.TestCase):
         st, _, d = self.d.json('GET', '/api/v1/devices/watch-1/image-state')
         self.assertEqual(st, 200)
         self.assertEqual(d['images'][0]['hash'], 'ab' * 32)
-        self.assertEqual(d['images'][0]['version'], '1.0.0')
+        self.assertEqual(d['images'][0]['version'], '1.0.0+0', 'canonical, as GET /images')
+        self.assertEqual(d['images'][0]['version_text'], '1.0.0', "the watch's own text")
         st, _, dev = self.d.json('GET', '/api/v1/devices/watch-1')
         self.assertEqual(dev['slots'][0]['hash'], 'ab' * 32, 'slots cached')
+        self.assertEqual(dev['slots'][0]['version'], '1.0.0+0')
+        self.assertEqual(dev['firmware']['source'], 'connection')
+        self.assertIsNotNone(dev['slots_age_s'])
+        self.assertIsNone(dev['advertised'], 'UDP: no advertising')
         st, _, d = self.d.json('POST', '/api/v1/devices/watch-1/image-state/test',
                                {'hash': 'AB' * 32})
         self.assertEqual(st, 200)
@@ -536,7 +552,8 @@ class Simulator(unittest.TestCase):
         self.assertIsInstance(d['images'], list)
         active = [i for i in d['images'] if i.get('active')]
         if active:  # the simulator boots the fleet file's image (when it does)
-            self.assertEqual(active[0]['version'], '1.0.0')
+            self.assertEqual(active[0]['version'], '1.0.0+0')
+            self.assertEqual(active[0]['version_text'], '1.0.0')
             self.assertEqual(active[0]['hash'], MANIFEST['app-1.0.0-hash.bin']['sha256_tlv'])
             st, _, d = self.d.json('GET', '/api/v1/devices?version=1.0.0')
             self.assertIn('PineTime-1', [x['id'] for x in d['devices']])

@@ -127,7 +127,7 @@ def test_report(gw, rid):
     bad = [d for d in rep['device_report'] if d['outcome'] in FAILURES]
     check(len(bad) == 3 and all(d['reason'] for d in bad), 'every failure has a reason')
     good = [d for d in rep['device_report'] if d['outcome'] == 'updated']
-    check(all(d['from_version'] == '1.0.0' and d['duration_s'] is not None for d in good),
+    check(all(d['from_version'] == '1.0.0+0' and d['duration_s'] is not None for d in good),
           'updated devices: from 1.0.0, with timings')
     status, text = gw.request('GET', '/api/v1/rollouts/%s/report?format=text' % rid, raw=True)
     check(status == 200 and '47 updated' in text and

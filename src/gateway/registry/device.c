@@ -24,6 +24,7 @@
 
 #include "codec/cbor-util.h"
 #include "gateway/config.h"
+#include "gateway/devmodel.h"
 #include "gateway/events.h"
 #include "gateway/gateway.h"
 #include "gateway/log.h"
@@ -104,7 +105,11 @@ struct gw_device {
 	bool present;            /* BLE: currently advertising / known */
 	int rssi;
 	uint64_t last_seen_ms, last_store_ms;
-	json_t *slots, *adv;
+	json_t *slots, *adv;     /* slots: typed (devmodel.h) */
+	uint64_t slots_ms;       /* when the slots were read */
+	struct smpgw_adv rec;    /* the advertising record, when has_rec */
+	bool has_rec;
+	uint64_t rec_ms;         /* when it was last advertised */
 	struct event *pump_ev, *reconnect_ev;
 	struct gw_req *sending; /* the request inside link_send(), if any */
 	struct gw_device_counters c;
@@ -1044,13 +1049,61 @@ void gw_device_count_malformed(struct gw_device *dev)
 void gw_device_set_slots(struct gw_device *dev, json_t *images)
 {
 	json_decref(dev->slots);
-	dev->slots = images ? json_incref(images) : NULL;
+	dev->slots = images ? gw_slots_typed(images) : NULL;
+	dev->slots_ms = dev->slots ? gw_now_ms(dev->reg->gw) : 0;
+}
+
+const json_t *gw_device_slots(const struct gw_device *dev)
+{
+	return dev->slots;
+}
+
+const struct smpgw_adv *gw_device_adv_record(const struct gw_device *dev,
+					     uint64_t *seen_ms)
+{
+	if (!dev->has_rec)
+		return NULL;
+	if (seen_ms)
+		*seen_ms = dev->rec_ms;
+	return &dev->rec;
+}
+
+int gw_device_rssi(const struct gw_device *dev)
+{
+	return dev->rssi;
+}
+
+uint64_t gw_device_last_seen(const struct gw_device *dev)
+{
+	return dev->last_seen_ms;
+}
+
+/* A new record (first, or different from the last): worth a store write
+ * and an event at once, unlike the same record seen again. */
+static bool note_record(struct gw_device *dev, const struct smpgw_adv *rec)
+{
+	bool changed;
+
+	if (!rec)
+		return false;
+	/* Field by field: the struct has padding. */
+	changed = !dev->has_rec || dev->rec.fw.major != rec->fw.major ||
+		  dev->rec.fw.minor != rec->fw.minor ||
+		  dev->rec.fw.revision != rec->fw.revision ||
+		  dev->rec.fw.build != rec->fw.build ||
+		  memcmp(dev->rec.hash, rec->hash, sizeof(rec->hash)) ||
+		  dev->rec.battery != rec->battery || dev->rec.flags != rec->flags;
+	dev->rec = *rec;
+	dev->has_rec = true;
+	dev->rec_ms = gw_now_ms(dev->reg->gw);
+	return changed;
 }
 
 void gw_device_seen(struct gw_device *dev, const char *name, int rssi,
-		    json_t *adv)
+		    json_t *adv, const struct smpgw_adv *rec)
 {
 	bool was_present = dev->present;
+	bool changed = note_record(dev, rec);
 
 	if (name && (!dev->name || strcmp(dev->name, name))) {
 		free(dev->name);
@@ -1063,7 +1116,9 @@ void gw_device_seen(struct gw_device *dev, const char *name, int rssi,
 	}
 	dev->present = true;
 	touch(dev);
-	if (!was_present || dev->last_seen_ms - dev->last_store_ms >=
+	/* Memory moves per advertisement; the store at most every
+	 * STORE_SEEN_INTERVAL_MS per watch (or when the record changed). */
+	if (!was_present || changed || dev->last_seen_ms - dev->last_store_ms >=
 	    STORE_SEEN_INTERVAL_MS) {
 		store_device(dev);
 		emit(dev, "device.seen", json_pack("{s:i}", "rssi", rssi));
@@ -1112,6 +1167,25 @@ static const char *device_address(const struct gw_device *dev)
 	return dev->id;
 }
 
+/* What devmodel.h makes of the slots and the advertising record. */
+static void typed_state(const struct gw_device *dev, json_t *o)
+{
+	uint64_t now = gw_now_ms(dev->reg->gw);
+	json_t *fw = gw_firmware_typed(dev->slots, dev->slots_ms,
+				       dev->has_rec ? &dev->rec : NULL, dev->rec_ms, now);
+
+	json_object_set_new(o, "slots_age_s", dev->slots ?
+			    json_real(now > dev->slots_ms ?
+				      (double)(now - dev->slots_ms) / 1000.0 : 0.0) :
+			    json_null());
+	json_object_set_new(o, "advertised", dev->has_rec ?
+			    gw_adv_typed(&dev->rec, dev->rec_ms, now) : json_null());
+	json_object_set_new(o, "battery", dev->has_rec &&
+			    dev->rec.battery != SMPGW_ADV_BATTERY_UNKNOWN ?
+			    json_integer(dev->rec.battery) : json_null());
+	json_object_set_new(o, "firmware", fw ? fw : json_null());
+}
+
 json_t *gw_device_to_json(const struct gw_device *dev)
 {
 	json_t *o = json_pack("{s:s, s:s, s:s, s:s, s:i, s:I, s:b, s:i, s:i, s:b, s:i, s:i}",
@@ -1141,5 +1215,6 @@ json_t *gw_device_to_json(const struct gw_device *dev)
 	json_object_set_new(o, "advertising", dev->adv ? json_incref(dev->adv) :
 			    json_null());
 	json_object_set_new(o, "counters", counters_json(&dev->c));
+	typed_state(dev, o);
 	return o;
 }

@@ -41,10 +41,13 @@ struct gw_device *gw_registry_add(struct gw_registry *reg, const char *id,
 void gw_registry_remove(struct gw_registry *reg, struct gw_device *dev);
 
 void gw_device_set_udp_port(struct gw_device *dev, uint16_t port);
-/* BLE discovery: advertising seen (adv: new reference or NULL; consumed).
- * Updates last_seen and emits device.seen. */
+/* BLE discovery: advertising seen (adv: the raw advertising JSON, new
+ * reference or NULL, consumed; rec: the decoded smpgw record or NULL,
+ * borrowed). Called per advertisement: last_seen, RSSI and the record move
+ * in memory every time; the store is written (and device.seen emitted) at
+ * most once a minute per watch, or when the record changed. */
 void gw_device_seen(struct gw_device *dev, const char *name, int rssi,
-		    json_t *adv);
+		    json_t *adv, const struct smpgw_adv *rec);
 /* BLE discovery: the device went away; emits device.lost. */
 void gw_device_lost(struct gw_device *dev);
 /* Restored from the store at start, not seen yet: no event. */
