@@ -858,7 +858,7 @@ static void adv_check(struct bz_dev *d)
 	d->svc_digest = s;
 }
 
-void bz_dev_seen(struct bz_dev *d)
+void bz_dev_seen(struct bz_dev *d, bool every)
 {
 	int rssi = sim_device_rssi(d->sim);
 
@@ -874,7 +874,7 @@ void bz_dev_seen(struct bz_dev *d)
 		return;
 	}
 	adv_check(d);
-	if (!d->has_rssi || abs(rssi - d->rssi) >= RSSI_THRESHOLD) {
+	if (!d->has_rssi || every || abs(rssi - d->rssi) >= RSSI_THRESHOLD) {
 		d->has_rssi = true;
 		d->rssi = (int16_t)rssi;
 		bz_dev_props_changed(d, "RSSI");

@@ -167,7 +167,9 @@ bool bz_agent_for(struct sim_bluez *bz, const char *sender, const char **owner,
 extern const struct bz_iface *const bz_device_ifaces[];
 void bz_dev_init(struct bz_dev *d);
 void bz_dev_fini(struct bz_dev *d);
-void bz_dev_seen(struct bz_dev *d);
+/* One advertisement received; every: report it even with an unchanged
+ * RSSI (see bz_session_every()). */
+void bz_dev_seen(struct bz_dev *d, bool every);
 void bz_dev_expire_arm(struct bz_dev *d);
 void bz_dev_remove(struct bz_dev *d);
 void bz_dev_link_lost(struct bz_dev *d);

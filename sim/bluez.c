@@ -244,10 +244,23 @@ static bool bz_session_wants(const struct bz_adapter *ad, const struct bz_dev *d
 	return false;
 }
 
+/* bluetoothd reports every advertisement (an RSSI PropertiesChanged even
+ * when the value did not move) when a client's discovery filter is set
+ * (RSSI delta threshold 0) and asks for DuplicateData (the controller's
+ * duplicate filter off); otherwise only RSSI moves of 8 dBm or more. */
+static bool bz_session_every(const struct bz_adapter *ad)
+{
+	for (const struct bz_session *s = ad->sessions; s; s = s->next)
+		if (s->started && s->has_filter && s->duplicate)
+			return true;
+	return false;
+}
+
 static void scan_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct bz_adapter *ad = arg;
 	struct timeval tv = { SCAN_PERIOD_MS / 1000, (SCAN_PERIOD_MS % 1000) * 1000 };
+	bool every = bz_session_every(ad);
 
 	for (size_t i = 0; i < ad->bz->n_devs; i++) {
 		struct bz_dev *d = &ad->bz->devs[i];
@@ -257,7 +270,7 @@ static void scan_cb(evutil_socket_t fd, short what, void *arg)
 		    !sim_device_in_range(d->sim) || !sim_device_is_up(d->sim))
 			continue;
 		if (bz_session_wants(ad, d))
-			bz_dev_seen(d);
+			bz_dev_seen(d, every);
 	}
 	event_add(ad->scan_ev, &tv);
 }

@@ -495,9 +495,13 @@ static DBusMessage *msg_filter(struct ble_adapter *ad)
 {
 	DBusMessage *m = ble_method(ad->path, BLUEZ_ADAPTER, "SetDiscoveryFilter");
 	const char *uuid = SMP_BLE_SERVICE_UUID, *transport = "le";
-	/* DuplicateData off: a fleet of watches advertising every 100 ms
-	 * would otherwise flood the bus with RSSI updates. */
-	dbus_bool_t dup = FALSE;
+	/* DuplicateData on: with a filter set, bluetoothd then reports every
+	 * advertisement (an RSSI change with threshold 0), which is how
+	 * last_seen and RSSI follow a watch that keeps advertising. The
+	 * daemon keeps that in memory and writes its store at most once a
+	 * minute per watch (registry.h); a watch advertising every second is
+	 * one small D-Bus signal a second. */
+	dbus_bool_t dup = TRUE;
 	DBusMessageIter it, dict;
 
 	dbus_message_iter_init_append(m, &it);
