@@ -73,6 +73,17 @@ static const struct known {
 	{ GW_M_HTTP_LATENCY, GW_METRIC_HISTOGRAM, "HTTP request handling time." },
 	{ GW_M_SSE_CLIENTS, GW_METRIC_GAUGE, "Connected event-stream clients." },
 	{ GW_M_IMAGES, GW_METRIC_GAUGE, "Images in the image store." },
+	{ GW_M_DEV_INFO, GW_METRIC_GAUGE,
+	  "Managed watch (always 1), with its name and firmware version." },
+	{ GW_M_DEV_BATTERY, GW_METRIC_GAUGE, "Battery percent a watch advertises." },
+	{ GW_M_DEV_RSSI, GW_METRIC_GAUGE, "Last RSSI of a watch (dBm)." },
+	{ GW_M_DEV_SEEN, GW_METRIC_GAUGE,
+	  "When a watch was last heard (advertising or SMP), Unix seconds." },
+	{ GW_M_DEV_LINK, GW_METRIC_GAUGE,
+	  "Link state of a watch: 1 for its current state, 0 for the others." },
+	{ GW_M_JOBS, GW_METRIC_GAUGE, "Update jobs known to the daemon, by state." },
+	{ GW_M_ROLLOUT_DEVS, GW_METRIC_GAUGE,
+	  "Devices of a rollout by outcome (unfinished rollouts and the last finished)." },
 };
 
 struct gw_metrics *gw_metrics_new(void)

@@ -40,6 +40,16 @@ enum gw_metric_type {
 #define GW_M_HTTP_LATENCY  "smpgw_http_request_duration_seconds" /* histogram */
 #define GW_M_SSE_CLIENTS   "smpgw_sse_clients"           /* gauge */
 #define GW_M_IMAGES        "smpgw_images"                /* gauge */
+/* Fleet state, one series (or one per state) per managed watch: labels
+ * device (the id) and, for info, name and version (canonical firmware
+ * version, "unknown" when nothing is known). */
+#define GW_M_DEV_INFO      "smpgw_device_info"           /* gauge 1; device, name, version */
+#define GW_M_DEV_BATTERY   "smpgw_device_battery_percent" /* gauge; device (known only) */
+#define GW_M_DEV_RSSI      "smpgw_device_rssi_dbm"       /* gauge; device (known only) */
+#define GW_M_DEV_SEEN      "smpgw_device_last_seen_timestamp_seconds" /* gauge; device */
+#define GW_M_DEV_LINK      "smpgw_device_link_state"     /* gauge 0/1; device, state */
+#define GW_M_JOBS          "smpgw_jobs"                  /* gauge; state */
+#define GW_M_ROLLOUT_DEVS  "smpgw_rollout_devices"       /* gauge; rollout, outcome */
 
 struct gw_metrics *gw_metrics_new(void);
 struct gw_metrics *gw_metrics_free(struct gw_metrics *m);

@@ -1,9 +1,15 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * GET /metrics (and /api/v1/metrics): the metrics registry in Prometheus
- * text format. Point-in-time gauges (devices by link state, images stored)
+ * text format. Point-in-time gauges (devices by link state, images stored,
+ * the per-watch fleet state, jobs by state, rollout devices by outcome)
  * are refreshed here, just before rendering; the counters come from the
  * registry, which counts at the link.
+ *
+ * Cardinality: per watch one info series, battery, RSSI and last-seen
+ * when known, and three link-state series; jobs: one series per state;
+ * rollouts: the unfinished ones and the MAX_FINISHED_ROLLOUTS most
+ * recently finished, one series per outcome each.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -13,7 +19,9 @@
 #include "gateway/device.h"
 #include "gateway/gateway.h"
 #include "gateway/images.h"
+#include "gateway/jobs.h"
 #include "gateway/metrics.h"
+#include "gateway/rollouts.h"
 #include "http/handlers.h"
 #include "http/http.h"
 #include "util/util.h"
@@ -63,6 +71,135 @@ static void zero_series(struct gw_device *dev, void *user_data)
 	}
 }
 
+/* ---- fleet state ---- */
+
+#define MAX_FINISHED_ROLLOUTS 3
+
+static const char *const fleet_gauges[] = {
+	GW_M_DEV_INFO, GW_M_DEV_BATTERY, GW_M_DEV_RSSI, GW_M_DEV_SEEN, GW_M_DEV_LINK,
+	GW_M_JOBS, GW_M_ROLLOUT_DEVS,
+};
+
+static void set_dev(struct gw_metrics *m, const char *name, const char *dev_label,
+		    const json_t *v, double scale)
+{
+	if (json_is_number(v))
+		gw_metrics_set(m, name, dev_label, json_number_value(v) * scale);
+}
+
+/* One watch's series, from its typed JSON (the device model's view). */
+static void device_series(struct gw_device *dev, void *user_data)
+{
+	static const char *const states[] = { "down", "connecting", "up" };
+	struct gw_metrics *m = user_data;
+	json_t *j = gw_device_to_json(dev);
+	const char *ver = json_string_value(json_object_get(json_object_get(j, "firmware"),
+							    "version"));
+	char *id = gw_metrics_label_escape(gw_device_id(dev));
+	char *name = gw_metrics_label_escape(gw_device_name(dev));
+	const char *link = link_state_str(gw_device_link_state(dev));
+	char *l = xasprintf("device=\"%s\"", id);
+	char *info = xasprintf("device=\"%s\",name=\"%s\",version=\"%s\"", id, name,
+			       ver ? ver : "unknown");
+
+	gw_metrics_set(m, GW_M_DEV_INFO, info, 1);
+	set_dev(m, GW_M_DEV_BATTERY, l, json_object_get(j, "battery"), 1);
+	set_dev(m, GW_M_DEV_RSSI, l, json_object_get(j, "rssi"), 1);
+	set_dev(m, GW_M_DEV_SEEN, l, json_object_get(j, "last_seen"), 1e-3);
+	for (size_t i = 0; i < ARRAY_SIZE(states); i++) {
+		char *ls = xasprintf("device=\"%s\",state=\"%s\"", id, states[i]);
+
+		gw_metrics_set(m, GW_M_DEV_LINK, ls, !strcmp(link, states[i]));
+		free(ls);
+	}
+	free(info);
+	free(l);
+	free(name);
+	free(id);
+	json_decref(j);
+}
+
+static void job_series(struct gw_metrics *m, struct gw_engine *eng)
+{
+	json_t *jobs = gw_jobs_to_json(eng, NULL), *job;
+	size_t i;
+	char l[64];
+
+	for (int st = GW_JOB_STATE_QUEUED; st <= GW_JOB_STATE_CANCELED; st++) {
+		snprintf(l, sizeof(l), "state=\"%s\"", gw_job_state_str(st));
+		gw_metrics_set(m, GW_M_JOBS, l, 0);
+	}
+	json_array_foreach(jobs, i, job) {
+		const char *st = json_string_value(json_object_get(job, "state"));
+
+		if (!st)
+			continue;
+		snprintf(l, sizeof(l), "state=\"%s\"", st);
+		gw_metrics_set(m, GW_M_JOBS, l, gw_metrics_get(m, GW_M_JOBS, l) + 1);
+	}
+	json_decref(jobs);
+}
+
+static void rollout_one(struct gw_metrics *m, const json_t *r)
+{
+	char *id = gw_metrics_label_escape(json_string_value(json_object_get(r, "id")));
+	const char *k;
+	json_t *v;
+
+	json_object_foreach(json_object_get(r, "totals"), k, v) {
+		char *l;
+
+		if (!strcmp(k, "total") || !json_is_integer(v))
+			continue;
+		l = xasprintf("rollout=\"%s\",outcome=\"%s\"", id, k);
+		gw_metrics_set(m, GW_M_ROLLOUT_DEVS, l, (double)json_integer_value(v));
+		free(l);
+	}
+	free(id);
+}
+
+static json_int_t finished_at(const json_t *r)
+{
+	return json_integer_value(json_object_get(r, "finished_ms"));
+}
+
+/* Unfinished rollouts, and the few most recently finished. */
+static void rollout_series(struct gw_metrics *m, struct gw_rollouts *ro)
+{
+	json_t *list = gw_rollouts_list(ro), *r;
+	json_int_t cut = 0, top[MAX_FINISHED_ROLLOUTS] = { 0 };
+	size_t i;
+
+	json_array_foreach(list, i, r) {
+		json_int_t f = finished_at(r);
+
+		for (size_t k = 0; f && k < MAX_FINISHED_ROLLOUTS; k++)
+			if (f > top[k]) {
+				json_int_t t = top[k];
+
+				top[k] = f;
+				f = t;
+			}
+	}
+	cut = top[MAX_FINISHED_ROLLOUTS - 1];
+	json_array_foreach(list, i, r)
+		if (!json_is_integer(json_object_get(r, "finished_ms")) ||
+		    (finished_at(r) && finished_at(r) >= cut))
+			rollout_one(m, r);
+	json_decref(list);
+}
+
+static void fleet_series(struct gw *gw, struct gw_metrics *m)
+{
+	for (size_t i = 0; i < ARRAY_SIZE(fleet_gauges); i++)
+		gw_metrics_reset(m, fleet_gauges[i]);
+	gw_device_foreach(gw, device_series, m);
+	if (gw_engine(gw))
+		job_series(m, gw_engine(gw));
+	if (gw_rollouts(gw))
+		rollout_series(m, gw_rollouts(gw));
+}
+
 int metrics_get(struct http_req *req)
 {
 	struct gw *gw = http_req_gw(req);
@@ -80,6 +217,7 @@ int metrics_get(struct http_req *req)
 	if (im)
 		gw_metrics_set(m, GW_M_IMAGES, NULL, (double)gw_images_count(im));
 	gw_device_foreach(gw, zero_series, m);
+	fleet_series(gw, m);
 	text = gw_metrics_render(m);
 	http_reply_buf(req, 200, "text/plain; version=0.0.4; charset=utf-8", text,
 		       strlen(text));

@@ -184,9 +184,12 @@ class Running:
         self.gw = None
         self.tail_lines = tail_lines
 
-    def add(self, item):
-        self.items.append(item.stop)
-        if isinstance(item, Gateway):
+    def add(self, item, stop=None):
+        """stop: what ends it (default item.stop); an item with a log
+        (read_log: this Gateway, rollout_fleet's) is the one whose tail
+        a failure prints."""
+        self.items.append(stop or item.stop)
+        if isinstance(item, Gateway) or hasattr(item, 'read_log'):
             self.gw = item
         return item
 
