@@ -10,6 +10,8 @@
 #include <jansson.h>
 #include <stdbool.h>
 
+#include "cli/format.h"
+
 /* Exit status, documented in `smpgw --help`, docs/cli.md and smpgw(1). */
 #define EXIT_FAILED 1      /* the operation ran and failed (job, bad image file) */
 #define EXIT_USAGE 2       /* bad command line */
@@ -42,12 +44,6 @@ int cli_usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 /* o's string member key, or dflt. */
 const char *cli_str(const json_t *o, const char *key, const char *dflt);
-/* Natural order ("PineTime-2" before "PineTime-10"), for qsort of strings. */
-int cli_natcmp(const char *a, const char *b);
-/* "3s ago", "5m ago", "2h ago", "4d ago" for a ms epoch time; "-" for 0. */
-void cli_age(long long ms_epoch, char *buf, size_t size);
-/* Human size: 1.5 MiB, 320 KiB, 12 B. */
-void cli_size(double bytes, char *buf, size_t size);
 /* True when the file exists and is a regular file. */
 bool cli_is_file(const char *path);
 /* The image argument (stored id, id prefix, file name or version; or a

@@ -20,9 +20,6 @@ struct events {
 	bool json;
 	long count;   /* stop after this many events; 0: never */
 	long printed;
-	struct buf_data {
-		char *text; /* the event's data lines, joined */
-	} data;
 };
 
 static bool wanted(const struct events *ev, const char *type)
@@ -71,44 +68,24 @@ static void print_event(json_t *e)
 	putchar('\n');
 }
 
-/* A complete event (its data lines joined): printed if wanted. Nonzero
- * when --count is reached. */
-static int dispatch(struct events *ev)
+/* A complete event: printed if wanted. Nonzero when --count is reached. */
+static int on_event(const char *type, const char *id, const char *data, void *ud)
 {
-	json_t *e = json_loads(ev->data.text, 0, NULL);
-	const char *type = cli_str(e, "type", "");
+	struct events *ev = ud;
+	json_t *e = json_loads(data, 0, NULL);
 
 	if (!e) {
-		fprintf(stderr, "smpgw: an event that is not JSON: %s\n", ev->data.text);
-	} else if (wanted(ev, type)) {
+		fprintf(stderr, "smpgw: an event that is not JSON: %s\n", data);
+	} else if (wanted(ev, cli_str(e, "type", type))) {
 		if (ev->json)
-			puts(ev->data.text);
+			puts(data);
 		else
 			print_event(e);
 		fflush(stdout);
 		ev->printed++;
 	}
 	json_decref(e);
-	free(ev->data.text);
-	ev->data.text = NULL;
 	return ev->count && ev->printed >= ev->count;
-}
-
-/* One line of the stream (text/event-stream framing). */
-static int on_line(const char *line, void *ud)
-{
-	struct events *ev = ud;
-	char *t;
-
-	if (!line[0])
-		return ev->data.text ? dispatch(ev) : 0;
-	if (strncmp(line, "data:", 5) != 0)
-		return 0; /* id:, event:, retry: and : comments */
-	line += line[5] == ' ' ? 6 : 5;
-	t = ev->data.text ? xasprintf("%s\n%s", ev->data.text, line) : xstrdup(line);
-	free(ev->data.text);
-	ev->data.text = t;
-	return 0;
 }
 
 int cmd_events(int argc, char **argv)
@@ -151,7 +128,5 @@ int cmd_events(int argc, char **argv)
 	ev.ntypes = argc - optind;
 	if ((r = cli_load_token()))
 		return r;
-	r = rest_stream("/api/v1/events", (long)(timeout_s * 1000), on_line, &ev);
-	free(ev.data.text);
-	return r;
+	return rest_stream("/api/v1/events", (long)(timeout_s * 1000), on_event, &ev);
 }

@@ -1,17 +1,15 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * Helpers the smpgw tool's commands share: the connection settings and
- * their options, the token, natural order, ages and sizes for tables, and
- * finding a stored image from what a person typed.
+ * their options, the token, and finding a stored image from what a person
+ * typed. (Text formats are format.c.)
  */
-#include <ctype.h>
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <time.h>
 
 #include "cli/cli.h"
 #include "cli/rest.h"
@@ -104,67 +102,6 @@ const char *cli_str(const json_t *o, const char *key, const char *dflt)
 	const char *s = json_string_value(json_object_get(o, key));
 
 	return s ? s : dflt;
-}
-
-int cli_natcmp(const char *a, const char *b)
-{
-	while (*a && *b) {
-		if (isdigit((unsigned char)*a) && isdigit((unsigned char)*b)) {
-			const char *ea = a, *eb = b;
-
-			while (*a == '0')
-				a++;
-			while (*b == '0')
-				b++;
-			for (ea = a; isdigit((unsigned char)*ea); ea++)
-				;
-			for (eb = b; isdigit((unsigned char)*eb); eb++)
-				;
-			if (ea - a != eb - b)
-				return ea - a < eb - b ? -1 : 1;
-			for (; a < ea; a++, b++)
-				if (*a != *b)
-					return *a < *b ? -1 : 1;
-			continue;
-		}
-		if (tolower((unsigned char)*a) != tolower((unsigned char)*b))
-			return tolower((unsigned char)*a) < tolower((unsigned char)*b) ? -1 : 1;
-		a++;
-		b++;
-	}
-	return *a ? 1 : *b ? -1 : 0;
-}
-
-void cli_age(long long ms, char *buf, size_t size)
-{
-	struct timespec ts;
-	long long now, s;
-
-	if (ms <= 0) {
-		snprintf(buf, size, "-");
-		return;
-	}
-	clock_gettime(CLOCK_REALTIME, &ts);
-	now = (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-	s = now > ms ? (now - ms) / 1000 : 0;
-	if (s < 120)
-		snprintf(buf, size, "%llds ago", s);
-	else if (s < 7200)
-		snprintf(buf, size, "%lldm ago", s / 60);
-	else if (s < 172800)
-		snprintf(buf, size, "%lldh ago", s / 3600);
-	else
-		snprintf(buf, size, "%lldd ago", s / 86400);
-}
-
-void cli_size(double b, char *buf, size_t size)
-{
-	if (b < 1024)
-		snprintf(buf, size, "%.0f B", b);
-	else if (b < 1024 * 1024)
-		snprintf(buf, size, "%.1f KiB", b / 1024);
-	else
-		snprintf(buf, size, "%.1f MiB", b / (1024 * 1024));
 }
 
 bool cli_is_file(const char *path)

@@ -4,7 +4,6 @@
  * comes from TIOCGWINSZ (COLUMNS, 80 otherwise); the bar takes what the
  * text leaves.
  */
-#include <math.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -46,18 +45,6 @@ struct progress *progress_free(struct progress *p)
 	return NULL;
 }
 
-void progress_duration(double s, char *buf, size_t size)
-{
-	long t = s < 0 ? 0 : lround(s);
-
-	if (t < 60)
-		snprintf(buf, size, "%lds", t);
-	else if (t < 3600)
-		snprintf(buf, size, "%ld:%02ld", t / 60, t % 60);
-	else
-		snprintf(buf, size, "%ldh%02ldm", t / 3600, t / 60 % 60);
-}
-
 static int columns(const struct progress *p)
 {
 	struct winsize ws;
@@ -85,7 +72,7 @@ static void stats_text(double done, double total, double rate, bool bytes, char 
 	}
 	if (rate > 0 && total > done) {
 		strcpy(eta, "ETA ");
-		progress_duration((total - done) / rate, eta + 4, sizeof(eta) - 4);
+		cli_duration((total - done) / rate, eta + 4, sizeof(eta) - 4);
 	}
 	snprintf(buf, size, "%3d%%%s%s%s%s", pct > 100 ? 100 : pct, r[0] ? "  " : "", r,
 		 eta[0] ? "  " : "", eta);

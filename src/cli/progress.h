@@ -26,6 +26,3 @@ void progress_line(struct progress *p, const char *fmt, ...) __attribute__((form
 
 /* Ends the bar's line (it stays as drawn last). */
 void progress_done(struct progress *p);
-
-/* "1:05", "12s", "2h03m" */
-void progress_duration(double seconds, char *buf, size_t size);

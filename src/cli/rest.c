@@ -13,6 +13,7 @@
 
 #include "cli/cli.h"
 #include "cli/rest.h"
+#include "cli/sse.h"
 #include "util/util.h"
 
 #ifndef SMPGW_VERSION
@@ -32,11 +33,9 @@ struct buf {
 /* What a streaming request keeps between write callbacks. */
 struct stream {
 	CURL *curl;
-	struct buf line;  /* the unfinished line */
+	struct sse *sse;
 	struct buf error; /* the body of an error answer */
-	int (*line_cb)(const char *line, void *ud);
-	void *ud;
-	bool stopped;
+	int feed;         /* sse_feed's last result: 1 stopped, <0 broken stream */
 	long status;
 };
 
@@ -279,26 +278,6 @@ json_t *rest_upload(const char *path, const char *file, long *status, int *code)
 	return j;
 }
 
-/* Hands the complete lines of s->line to the callback. */
-static void stream_lines(struct stream *s)
-{
-	char *start = s->line.data, *nl;
-	size_t rest;
-
-	while (!s->stopped && (nl = memchr(start, '\n', s->line.len - (size_t)(start - s->line.data)))) {
-		*nl = '\0';
-		if (nl > start && nl[-1] == '\r')
-			nl[-1] = '\0';
-		if (s->line_cb(start, s->ud))
-			s->stopped = true;
-		start = nl + 1;
-	}
-	rest = s->line.len - (size_t)(start - s->line.data);
-	memmove(s->line.data, start, rest);
-	s->line.len = rest;
-	s->line.data[rest] = '\0';
-}
-
 static size_t stream_write(char *p, size_t size, size_t n, void *ud)
 {
 	struct stream *s = ud;
@@ -309,18 +288,21 @@ static size_t stream_write(char *p, size_t size, size_t n, void *ud)
 		buf_add(&s->error, p, size * n);
 		return size * n;
 	}
-	buf_add(&s->line, p, size * n);
-	if (s->line.too_big)
-		return 0; /* a line of 64 MiB is no event stream */
-	stream_lines(s);
-	return s->stopped ? 0 : size * n;
+	s->feed = sse_feed(s->sse, p, size * n);
+	return s->feed ? 0 : size * n; /* 0: curl stops with CURLE_WRITE_ERROR */
 }
 
-int rest_stream(const char *path, long timeout_ms,
-		int (*line_cb)(const char *line, void *ud), void *ud)
+static int stream_error(const char *path)
+{
+	fprintf(stderr, "smpgw: GET %s: not an event stream (a line or an event over "
+		"the size limit)\n", path);
+	return EXIT_REFUSED;
+}
+
+int rest_stream(const char *path, long timeout_ms, sse_event_fn event_cb, void *ud)
 {
 	char errbuf[CURL_ERROR_SIZE];
-	struct stream s = { .line_cb = line_cb, .ud = ud };
+	struct stream s = { .sse = sse_new(event_cb, ud) };
 	struct curl_slist *h = headers("text/event-stream", NULL);
 	CURLcode rc;
 	int code = 0;
@@ -334,15 +316,17 @@ int rest_stream(const char *path, long timeout_ms,
 	rc = curl_easy_perform(s.curl);
 	if (s.status && (s.status < 200 || s.status > 299))
 		code = problem_error(s.status, "GET", path, &s.error);
-	else if (rc == CURLE_WRITE_ERROR && s.stopped)
+	else if (rc == CURLE_WRITE_ERROR && s.feed > 0)
 		code = 0;
+	else if (rc == CURLE_WRITE_ERROR && s.feed < 0)
+		code = stream_error(path);
 	else if (rc == CURLE_OPERATION_TIMEDOUT && timeout_ms > 0 && s.status)
 		code = 0;
 	else if (rc != CURLE_OK)
 		code = transport_error(rc, errbuf);
 	curl_easy_cleanup(s.curl);
 	curl_slist_free_all(h);
-	free(s.line.data);
+	sse_free(s.sse);
 	free(s.error.data);
 	return code;
 }

@@ -10,6 +10,8 @@
 
 #include <jansson.h>
 
+#include "cli/sse.h"
+
 /* Once, before any call; rest_cleanup() at exit. */
 void rest_init(void);
 void rest_cleanup(void);
@@ -26,13 +28,12 @@ char *rest_text(const char *path, int *code);
  * memory): the decoded answer or NULL, *code set. */
 json_t *rest_upload(const char *path, const char *file, long *status, int *code);
 
-/* GET path as a server-sent event stream: line_cb gets each line (without
- * its newline) and returns nonzero to stop. timeout_ms 0: no limit (the
- * stream ending at the limit is not an error). Returns 0 (stopped by the
- * callback, the limit or the end of the stream) or an exit status with the
- * error printed. */
-int rest_stream(const char *path, long timeout_ms, int (*line_cb)(const char *line, void *ud),
-		void *ud);
+/* GET path as a server-sent event stream (sse.h): event_cb gets each
+ * event and returns nonzero to stop. timeout_ms 0: no limit (the stream
+ * ending at the limit is not an error). Returns 0 (stopped by the callback,
+ * the limit or the end of the stream) or an exit status with the error
+ * printed. */
+int rest_stream(const char *path, long timeout_ms, sse_event_fn event_cb, void *ud);
 
 /* A path segment or query value escaped for a URL (caller frees). */
 char *rest_escape(const char *s);
