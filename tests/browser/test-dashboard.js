@@ -78,6 +78,13 @@ async function testFleet(page) {
   check(ok, 'firmware for every watch: ' + fws.join(', '));
   const rest = (await api('GET', '/devices')).data.devices;
   check(rest.every((d) => d.link_state !== 'up'), 'none of them connected');
+  check(rest.every((d) => d.battery != null && d.firmware && d.firmware.source === 'advertising'),
+    'the daemon has battery and firmware of every watch from advertising');
+  const byName = new Map(rest.map((d) => [d.name, d]));
+  const rows = await page.$$eval('#devices tbody tr', (r) => r.map((x) => [x.querySelector('td.name').textContent,
+    x.querySelector('td.battery').textContent.trim(), x.querySelector('td.fw').textContent.trim()]));
+  check(rows.every(([nm, bat, fw]) => byName.get(nm) && bat === byName.get(nm).battery + ' %' &&
+    fw === byName.get(nm).firmware.version + ' adv'), 'table shows what the daemon says, marked as advertised');
   // The summary: counts and the version chart agree with the table.
   const total = await page.textContent('#sum-total');
   check(+total === DEVICES.size, 'summary: ' + total + ' watches');
@@ -153,10 +160,12 @@ async function testUpdate(page) {
   check(done && /done/.test(result), 'update ends: ' + result);
   await until(page, (d) => {
     const td = document.querySelector(`#devices tr[data-id="${d}"] td.fw`);
-    return td && td.textContent.startsWith('1.2.3');
+    return td && td.textContent.startsWith('1.2.3+4');
   }, dev, 15000);
   const fw = await page.textContent(`#devices tr[data-id="${dev}"] td.fw`);
-  check(fw && fw.startsWith('1.2.3'), 'firmware column shows the new version: ' + fw);
+  check(fw && fw.startsWith('1.2.3+4'), 'firmware column shows the new version: ' + fw);
+  const st = await page.textContent(`#devices tr[data-id="${dev}"] td.adv-state`);
+  check(st === 'idle', 'state column: confirmed, idle (' + st + ')');
   await page.reload({ timeout: 15000 });
   const kept = await until(page, (d) => {
     const b = document.querySelector(`#devices tr[data-id="${d}"] .job .badge`);
@@ -178,7 +187,8 @@ async function testDevicePage(page) {
   const counters = await cells(page, '#dev-counters tbody th');
   check(counters.includes('requests') && counters.includes('responses'), 'counters: ' + counters.join(', '));
   const info = (await cells(page, '#dev-info tbody tr')).join(' | ');
-  check(/battery\d+ %/.test(info) && /firmware1\.2\.3/.test(info), 'state: ' + info);
+  check(/battery\d+ %/.test(info) && /firmware1\.2\.3\+4 \(from connection/.test(info) &&
+    /advertised\d+\.\d+\.\d+\+\d+, hash [0-9a-f]{8}/.test(info), 'state: ' + info);
   const evs = await until(page, () => document.querySelectorAll('#dev-events li').length > 0);
   const evText = (await cells(page, '#dev-events li')).join('\n');
   check(evs && /job\.|device\./.test(evText), 'recent events of the device');

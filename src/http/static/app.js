@@ -61,55 +61,29 @@ function kvRows(obj) {
     el('td', {}, v instanceof Node ? v : String(v == null ? '—' : v))));
 }
 
-// ---- the device model, old and new fields alike ----
+// ---- the device model (docs/rest-api.md, Devices) ----
 
-function activeSlot(d) {
+// The advertising record, decoded by the gateway (null: none heard).
+function advertised(d) { return d.advertised || null; }
+
+// What the watch runs and where the gateway learned it ("connection" or
+// "advertising"), with its age.
+function firmware(d) { return d.firmware && d.firmware.version ? d.firmware : null; }
+
+function battery(d) { return d.battery == null ? null : d.battery; }
+
+// The watch's update state from whichever is fresher: the advertised
+// record, or the slots read over a connection (a connected watch does not
+// advertise, so its last record can be older than a confirm).
+function updateState(d) {
+  const a = advertised(d);
   const slots = Array.isArray(d.slots) ? d.slots : [];
-  return slots.find((s) => s.active) || slots[0] || null;
-}
-
-// The advertising record (firmware/include/smpgw/adv.h) from the raw
-// manufacturer data, for a gateway that does not decode it itself yet.
-function decodeAdv(d) {
-  const m = d.advertising && d.advertising.manufacturer;
-  if (!m || m.company !== 0xffff || typeof m.data !== 'string' || m.data.length < 30) return null;
-  const b = m.data.match(/../g).map((x) => parseInt(x, 16));
-  if (b[0] !== 1) return null;
-  const u16 = b[3] | (b[4] << 8);
-  const u32 = (b[5] | (b[6] << 8) | (b[7] << 16) | (b[8] << 24)) >>> 0;
-  const flags = b[14];
-  return {
-    record_version: 1, version: `${b[1]}.${b[2]}.${u16}` + (u32 ? '+' + u32 : ''),
-    hash_prefix: m.data.slice(18, 26), battery: b[13] <= 100 ? b[13] : null,
-    charging: !!(flags & 8), self_check_ok: !!(flags & 4),
-    update_state: flags & 2 ? 'updating' : flags & 16 ? 'pending' : flags & 1 ? 'unconfirmed' : 'idle',
-    flags, seen_at: d.last_seen, age_s: null,
-  };
-}
-
-function advertised(d) { return d.advertised || decodeAdv(d); }
-
-// Zephyr's text "1.2.3.4" in MCUboot's form "1.2.3+4" (newer gateways
-// answer in that form already).
-function canonVersion(v) {
-  const m = /^(\d+)\.(\d+)\.(\d+)\.(\d+)$/.exec(v || '');
-  return m ? `${m[1]}.${m[2]}.${m[3]}` + (m[4] !== '0' ? '+' + m[4] : '') : v;
-}
-
-// What the watch runs, and where the gateway learned it.
-function firmware(d) {
-  if (d.firmware && d.firmware.version) return d.firmware;
-  const s = activeSlot(d);
-  if (s && s.version) return { version: canonVersion(s.version), source: 'connection', age_s: d.slots_age_s };
-  const a = advertised(d);
-  if (a && a.version) return { version: a.version, source: 'advertising', age_s: a.age_s };
-  return null;
-}
-
-function battery(d) {
-  if (d.battery != null) return d.battery;
-  const a = advertised(d);
-  return a && a.battery != null ? a.battery : null;
+  if (slots.length && d.slots_age_s != null && !(a && a.age_s != null && a.age_s < d.slots_age_s)) {
+    const act = slots.find((x) => x.active);
+    if (slots.some((x) => x.pending)) return 'pending';
+    return act && !act.confirmed ? 'unconfirmed' : 'idle';
+  }
+  return a ? a.update_state : null;
 }
 
 function linkOf(d) { return d.link_state || d.state || 'down'; }
@@ -233,7 +207,6 @@ function renderDevices() {
   const devs = [...state.devices.values()].sort((a, b) => natural(a.name || a.id, b.name || b.id) || natural(a.id, b.id));
   const rows = devs.map((d) => {
     const fw = firmware(d);
-    const a = advertised(d);
     const job = state.jobs.get(d.id);
     const link = linkOf(d);
     const cb = el('input', { type: 'checkbox', class: 'sel', value: d.id });
@@ -248,7 +221,7 @@ function renderDevices() {
       batteryCell(d),
       el('td', { class: 'fw', title: fw ? 'from ' + fw.source + (fw.age_s != null ? ', ' + age(fw.age_s) + ' old' : '') : '' },
         fw ? fw.version : '—', fw ? el('small', { class: 'src ' + fw.source, text: fw.source === 'advertising' ? ' adv' : ' conn' }) : null),
-      el('td', { class: 'adv-state', text: a && a.update_state ? a.update_state : '—' }),
+      el('td', { class: 'adv-state', text: updateState(d) || '—' }),
       el('td', { class: 'seen', text: ago(d.last_seen) }),
       el('td', { class: 'update' }, job ? jobView(job) : ''));
   });
@@ -456,7 +429,8 @@ function renderDevice() {
     transport: d.transport, address: d.address, 'in range': inRange(d) ? 'yes' : 'no',
     RSSI: d.rssi == null ? null : d.rssi + ' dBm', battery: battery(d) == null ? null : battery(d) + ' %' + (a && a.charging ? ' (charging)' : ''),
     firmware: fw ? `${fw.version} (from ${fw.source}${fw.age_s != null ? ', ' + age(fw.age_s) + ' old' : ''})` : null,
-    'advertised': a ? `${a.version || '?'}, hash ${a.hash_prefix || '?'}…, ${a.update_state}${a.self_check_ok ? ', self-check ok' : ''}` : null,
+    advertised: a ? `${a.version || '?'}, hash ${a.hash_prefix || '?'}…, ${a.update_state}` +
+      `${a.self_check_ok ? ', self-check ok' : ''}${a.age_s != null ? ', heard ' + age(a.age_s) + ' ago' : ''}` : null,
     pairing: d.pairing, 'last seen': ago(d.last_seen), 'UDP port': d.udp_port, MTU: d.mtu,
     'queue': `${d.queued || 0} queued, ${d.in_flight || 0} in flight`,
   }));
@@ -464,9 +438,9 @@ function renderDevice() {
   const slots = Array.isArray(d.slots) ? d.slots : [];
   fill('#dev-slots tbody', slots.map((s) => {
     const flags = ['active', 'confirmed', 'pending', 'permanent', 'bootable'].filter((f) => s[f]);
-    const h = typeof s.hash === 'string' ? s.hash : s.hash && s.hash.$bytes ? s.hash.$bytes : '';
+    const h = s.hash || '';
     return el('tr', {}, el('td', { text: String(s.image == null ? 0 : s.image) }), el('td', { text: String(s.slot) }),
-      el('td', { text: canonVersion(s.version) + (s.version_text && s.version_text !== s.version ? ' (' + s.version_text + ')' : '') }),
+      el('td', { text: s.version + (s.version_text && s.version_text !== s.version ? ' (' + s.version_text + ')' : '') }),
       el('td', {}, el('code', { title: h, text: h.slice(0, 16) + (h.length > 16 ? '…' : '') })),
       el('td', {}, ...flags.map((f) => el('span', { class: 'flag ' + f, text: f }))));
   }));
