@@ -124,6 +124,7 @@ async function testUpload(page) {
   const ok = await until(page, () => /^(Stored|Already stored)/.test(document.querySelector('#upload-status').textContent), null, 20000);
   check(ok, 'image upload from the page: ' + await page.textContent('#upload-status'));
   check(await page.$eval('#upload-progress', (p) => p.value) === 100, 'upload progress bar reaches 100');
+  await until(page, () => document.querySelectorAll('#images tbody tr').length > 0);
   const versions = await cells(page, '#images tbody tr td:first-child');
   check(versions.includes('1.2.3+4'), 'image listed: ' + versions.join(', '));
   check(await page.$$eval('#update-image option', (o) => o.length) >= 1, 'image offered for update');

@@ -650,8 +650,8 @@ async function uploadImage(e) {
   st.textContent = 'Uploading ' + f.name + '…'; st.className = 'status';
   try {
     const im = await upload(f);
-    st.textContent = (im.created === false ? 'Already stored: ' : 'Stored: ') + im.version + ' ' + im.id.slice(0, 12);
     await loadImages();
+    st.textContent = (im.created === false ? 'Already stored: ' : 'Stored: ') + im.version + ' ' + im.id.slice(0, 12);
     for (const sel of document.querySelectorAll('select.image-select')) sel.value = im.id;
   } catch (err) { showError('#upload-status')(err); }
 }
