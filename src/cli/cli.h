@@ -34,9 +34,15 @@ struct cli {
 extern struct cli cli;
 extern const char cli_usage_text[];
 
-/* The common options (-U, -T, -h) of a command's getopt loop: 1 handled,
- * 0 not one of them, 2 help printed (exit 0). */
-int cli_common_opt(int c, const char *arg);
+/* getopt_long for a command whose options include CLI_COMMON_OPTS: those
+ * are handled here. The next option of the command's own, -1 at the end,
+ * or CLI_OPT_HELP when --help was printed (exit 0). The first call of a
+ * command sets optind = 0 before (glibc then re-reads the ordering: the
+ * options before the command stop at the first word, the command's do
+ * not). */
+#define CLI_OPT_HELP 0x100
+int cli_getopt(int argc, char **argv, const char *shortopts, const struct option *opts,
+	       int *longindex);
 /* Reads the token file named by --token-file (or the SMPGW_TOKEN
  * variable); 0 or an exit status. */
 int cli_load_token(void);

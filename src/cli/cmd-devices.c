@@ -121,15 +121,10 @@ static int parse(int argc, char **argv, struct query *q, bool *json)
 	};
 	int c;
 
-	optind = 0; /* 0: glibc re-reads the ordering (the global options used "+") */
-	while ((c = getopt_long(argc, argv, "j", opts, NULL)) != -1) {
-		int r = cli_common_opt(c, optarg);
-
-		if (r == 1)
-			continue;
-		if (r == 2)
-			return -1;
+	optind = 0;
+	while ((c = cli_getopt(argc, argv, "j", opts, NULL)) != -1) {
 		switch (c) {
+		case CLI_OPT_HELP: return -1;
 		case 'j': *json = true; break;
 		case 's': query_add(q, "state", optarg); break;
 		case 'n': query_add(q, "name", optarg); break;

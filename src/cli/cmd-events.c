@@ -102,14 +102,10 @@ int cmd_events(int argc, char **argv)
 	char *end;
 	int c, r;
 
-	optind = 0; /* 0: glibc re-reads the ordering (the global options used "+") */
-	while ((c = getopt_long(argc, argv, "jn:t:", opts, NULL)) != -1) {
-		r = cli_common_opt(c, optarg);
-		if (r == 1)
-			continue;
-		if (r == 2)
-			return 0;
+	optind = 0;
+	while ((c = cli_getopt(argc, argv, "jn:t:", opts, NULL)) != -1) {
 		switch (c) {
+		case CLI_OPT_HELP: return 0;
 		case 'j': ev.json = true; break;
 		case 'n':
 			ev.count = strtol(optarg, &end, 10);

@@ -22,14 +22,11 @@ static int parse_json_opt(int argc, char **argv, bool *json)
 		CLI_COMMON_OPTS,
 		{ 0 },
 	};
-	int c, r;
+	int c;
 
-	optind = 0; /* 0: glibc re-reads the ordering (the global options used "+") */
-	while ((c = getopt_long(argc, argv, "j", opts, NULL)) != -1) {
-		r = cli_common_opt(c, optarg);
-		if (r == 1)
-			continue;
-		if (r == 2)
+	optind = 0;
+	while ((c = cli_getopt(argc, argv, "j", opts, NULL)) != -1) {
+		if (c == CLI_OPT_HELP)
 			return -1;
 		if (c != 'j')
 			return EXIT_USAGE;

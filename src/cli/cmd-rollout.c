@@ -349,12 +349,9 @@ static int parse(int argc, char **argv, struct ro_opts *o, bool create)
 	};
 	int c, r, li = 0;
 
-	optind = 0; /* 0: glibc re-reads the ordering (the global options used "+") */
-	while ((c = getopt_long(argc, argv, "jf", opts, &li)) != -1) {
-		r = cli_common_opt(c, optarg);
-		if (r == 1)
-			continue;
-		if (r == 2)
+	optind = 0;
+	while ((c = cli_getopt(argc, argv, "jf", opts, &li)) != -1) {
+		if (c == CLI_OPT_HELP)
 			return -1;
 		if (c == 'j' || c == 'f') {
 			*(c == 'j' ? &o->json : &o->follow) = true;

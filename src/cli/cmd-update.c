@@ -111,16 +111,12 @@ static int parse(int argc, char **argv, struct update_opts *o)
 		CLI_COMMON_OPTS,
 		{ 0 },
 	};
-	int c, r;
+	int c;
 
-	optind = 0; /* 0: glibc re-reads the ordering (the global options used "+") */
-	while ((c = getopt_long(argc, argv, "m:f", opts, NULL)) != -1) {
-		r = cli_common_opt(c, optarg);
-		if (r == 1)
-			continue;
-		if (r == 2)
-			return -1;
+	optind = 0;
+	while ((c = cli_getopt(argc, argv, "m:f", opts, NULL)) != -1) {
 		switch (c) {
+		case CLI_OPT_HELP: return -1;
 		case 'm': o->mode = optarg; break;
 		case 'f': o->follow = true; break;
 		default: return EXIT_USAGE;

@@ -31,21 +31,27 @@ int cli_usage_error(const char *fmt, ...)
 	return EXIT_USAGE;
 }
 
-int cli_common_opt(int c, const char *arg)
+int cli_getopt(int argc, char **argv, const char *shortopts, const struct option *opts,
+	       int *longindex)
 {
-	switch (c) {
-	case 'U':
-		cli.url = arg;
-		return 1;
-	case 'T':
-		cli.token_file = arg;
-		return 1;
-	case 'h':
-		fputs(cli_usage_text, stdout);
-		return 2; /* exit 0, nothing more to do */
-	default:
-		return 0;
+	int c;
+
+	while ((c = getopt_long(argc, argv, shortopts, opts, longindex)) != -1) {
+		switch (c) {
+		case 'U':
+			cli.url = optarg;
+			break;
+		case 'T':
+			cli.token_file = optarg;
+			break;
+		case 'h':
+			fputs(cli_usage_text, stdout);
+			return CLI_OPT_HELP;
+		default:
+			return c;
+		}
 	}
+	return -1;
 }
 
 static int check_url(void)

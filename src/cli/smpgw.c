@@ -88,14 +88,11 @@ static int global_opts(int argc, char **argv)
 		{ "version", no_argument, NULL, 'V' },
 		{ 0 },
 	};
-	int c, r;
+	int c;
 
-	optind = 1;
-	while ((c = getopt_long(argc, argv, "+h", opts, NULL)) != -1) {
-		r = cli_common_opt(c, optarg);
-		if (r == 1)
-			continue;
-		if (r == 2)
+	optind = 0;
+	while ((c = cli_getopt(argc, argv, "+h", opts, NULL)) != -1) {
+		if (c == CLI_OPT_HELP)
 			return -1;
 		if (c == 'V') {
 			printf("smpgw %s\n", SMPGW_VERSION);
