@@ -242,6 +242,17 @@ def test_unreachable(cli, port):
     rc, out, _ = cli.run('--help')
     t.ok(rc == 0 and 'Exit status' in out and '4  cannot reach smpgwd' in out,
          '--help documents the exit codes')
+    # The same codes in --help, docs/cli.md and smpgw(1).
+    top = os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', '..')
+    with open(os.path.join(top, 'docs', 'cli.md')) as f:
+        doc = f.read()
+    with open(os.path.join(top, 'man', 'smpgw.1')) as f:
+        man = f.read()
+    codes = {'help': re.findall(r'^  (\d)  ', out.split('Exit status:')[1], re.M),
+             'docs/cli.md': re.findall(r'^\| (\d) \|', doc, re.M),
+             'smpgw.1': re.findall(r'^\.B (\d)$', man.split('.SH EXIT STATUS')[1], re.M)}
+    t.eq(codes, {k: ['0', '1', '2', '3', '4', '5'] for k in codes},
+         'exit codes 0-5 documented alike in --help, docs/cli.md and smpgw(1)')
 
 
 def main():
