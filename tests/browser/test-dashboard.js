@@ -136,9 +136,11 @@ async function testUpdate(page) {
   // may be over between two polls).
   await page.evaluate((d) => {
     window.seenMeta = [];
+    window.seenJobs = new Set();
     new MutationObserver(() => {
       const m = document.querySelector(`#devices tr[data-id="${d}"] .job-meta`);
       if (m) window.seenMeta.push(m.textContent);
+      window.seenJobs.add(document.querySelector('#sum-jobs').textContent);
     }).observe(document.querySelector('#devices tbody'), { childList: true, subtree: true });
   }, dev);
   await page.check(`#devices tr[data-id="${dev}"] input.sel`);
@@ -151,7 +153,7 @@ async function testUpdate(page) {
   const meta = await until(page, () => window.seenMeta.some((t) => /B\/s/.test(t) && /ETA \d+:\d\d/.test(t)), null, 60000);
   const metaText = await page.evaluate(() => window.seenMeta.find((t) => /ETA/.test(t)) || window.seenMeta.join(' | '));
   check(meta, 'job progress with rate and ETA: ' + metaText);
-  check(+(await page.textContent('#sum-jobs')) >= 0, 'jobs running counted');
+  check(await page.evaluate(() => window.seenJobs.has('1')), 'the summary counts the running job');
   await shot(page, 'job');
   const done = await until(page, (d) => {
     const b = document.querySelector(`#devices tr[data-id="${d}"] .job .badge`);
@@ -159,6 +161,7 @@ async function testUpdate(page) {
   }, dev, 120000);
   const result = await page.textContent(`#devices tr[data-id="${dev}"] .job .badge`).catch(() => '');
   check(done && /done/.test(result), 'update ends: ' + result);
+  check(await until(page, () => document.querySelector('#sum-jobs').textContent === '0'), 'and no job runs any more');
   await until(page, (d) => {
     const td = document.querySelector(`#devices tr[data-id="${d}"] td.fw`);
     return td && td.textContent.startsWith('1.2.3+4');
