@@ -168,8 +168,10 @@ async function testUpdate(page) {
   }, dev, 15000);
   const fw = await page.textContent(`#devices tr[data-id="${dev}"] td.fw`);
   check(fw && fw.startsWith('1.2.3+4'), 'firmware column shows the new version: ' + fw);
+  await until(page, (d) => document.querySelector(`#devices tr[data-id="${d}"] td.adv-state`).textContent === 'idle', dev);
   const st = await page.textContent(`#devices tr[data-id="${dev}"] td.adv-state`);
-  check(st === 'idle', 'state column: confirmed, idle (' + st + ')');
+  const fw2 = await page.textContent(`#devices tr[data-id="${dev}"] td.fw`);
+  check(st === 'idle', `state column: confirmed, idle (${st}; firmware ${fw2})`);
   await page.reload({ timeout: 15000 });
   const kept = await until(page, (d) => {
     const b = document.querySelector(`#devices tr[data-id="${d}"] .job .badge`);
