@@ -15,7 +15,7 @@ if [ "${1:-}" = "--test" ]; then
 	# NodeSource's build, whose nodejs conflicts with Debian's npm).
 	command -v npm >/dev/null || pkgs+=(nodejs npm)
 	# Package tier (tests/package): dpkg-buildpackage, lintian, man pages.
-	pkgs+=(dpkg-dev debhelper lintian man-db)
+	pkgs+=(build-essential dpkg-dev debhelper lintian man-db)
 	# VM tier (tests/vm): a qemu VM with the real bluetoothd over btvirt.
 	pkgs+=(qemu-system-x86 linux-image-amd64 bluez bluez-test-tools busybox-static)
 	# ... and the patched btvirt built from Debian's bluez source (tests/vm/btvirt).
