@@ -13,7 +13,6 @@ dbus-daemon is missing.
 With SCREENSHOTS=DIR the test saves one picture of every view there
 (scripts/dashboard-screenshots does that for docs/img/)."""
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -21,7 +20,8 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, '..', 'integration'))
-from rollout_fleet import SKIP, Fleet, Gateway, Workdir, executables, log, wait_for  # noqa: E402
+from rollout_fleet import (NEEDS, SKIP, Fleet, Gateway, executables, log, session,  # noqa: E402
+                           wait_for)
 
 TOKEN = 'browser-token-0123456789'
 N = 12
@@ -44,7 +44,6 @@ def fleet_devices():
 
 
 def main():
-    exes = executables()
     serve = int(sys.argv[2]) if len(sys.argv) > 2 and sys.argv[1] == '--serve' else 0
     if not serve and not os.path.exists('/usr/bin/chromium'):
         print('SKIP: /usr/bin/chromium missing (apt-get install chromium)')
@@ -52,53 +51,42 @@ def main():
     if not serve and not os.path.isdir(os.path.join(HERE, 'node_modules', 'playwright-core')):
         print('SKIP: run npm ci in tests/browser')
         return SKIP
-    if not exes or not shutil.which('dbus-daemon'):
-        print('SKIP: smpgwd, smpgw-sim, CONFORMANCE_DIR or dbus-daemon missing')
-        return SKIP
-    gw_exe, sim_exe, conf_dir = exes
-    with Workdir() as wd:
+    with session(need=NEEDS + ('dbus-daemon',)) as (wd, run):
+        gw_exe, sim_exe, conf_dir = executables()
         token_path = os.path.join(wd, 'token')
         with open(token_path, 'w') as f:
             f.write(TOKEN + '\n')
-        fleet = Fleet(wd, sim_exe, N, per_device=fleet_devices(), transport='ble')
-        gw = None
+        fleet = run.start(Fleet(wd, sim_exe, N, per_device=fleet_devices(), transport='ble'))
+        gw = run.start(Gateway(wd, gw_exe, fleet,
+                               extra_conf=['[http]', 'token_file = ' + token_path]))
+        wait_for('the watches discovered', lambda: len(
+            gw.get('/api/v1/devices')['devices']) >= N, timeout=60, step=0.3)
+        fleet.range(AWAY, False)  # the gateway knows it; a rollout will wait for it
+        devs = gw.get('/api/v1/devices')['devices']
+        names = {d.get('name') or d['id']: d['id'] for d in devs}
+        if serve:
+            print('dashboard: %s/  token: %s' % (gw.base, TOKEN), flush=True)
+            signal.signal(signal.SIGTERM, lambda *a: sys.exit(0))  # clean up on kill
+            time.sleep(serve)
+            return 0
+        env = dict(os.environ, SMPGW=gw.base, TOKEN=TOKEN,
+                   PROFILE=os.path.join(wd, 'chromium'),
+                   DEVICES=','.join('%s=%s' % (n, i) for n, i in names.items()),
+                   AWAY=AWAY,
+                   IMAGE=os.path.join(conf_dir, 'images', 'app-1.2.3+4-ecdsa-p256.bin'))
         try:
-            fleet.start()
-            gw = Gateway(wd, gw_exe, fleet, extra_conf=['[http]', 'token_file = ' + token_path])
-            gw.start()
-            wait_for('the watches discovered', lambda: len(
-                gw.get('/api/v1/devices')['devices']) >= N, timeout=60, step=0.3)
-            fleet.range(AWAY, False)  # the gateway knows it; a rollout will wait for it
-            devs = gw.get('/api/v1/devices')['devices']
-            names = {d.get('name') or d['id']: d['id'] for d in devs}
-            if serve:
-                print('dashboard: %s/  token: %s' % (gw.base, TOKEN), flush=True)
-                signal.signal(signal.SIGTERM, lambda *a: sys.exit(0))  # clean up on kill
-                time.sleep(serve)
-                return 0
-            env = dict(os.environ, SMPGW=gw.base, TOKEN=TOKEN,
-                       PROFILE=os.path.join(wd, 'chromium'),
-                       DEVICES=','.join('%s=%s' % (n, i) for n, i in names.items()),
-                       AWAY=AWAY,
-                       IMAGE=os.path.join(conf_dir, 'images', 'app-1.2.3+4-ecdsa-p256.bin'))
-            try:
-                rc = subprocess.run(['node', os.path.join(HERE, 'test-dashboard.js')], env=env,
-                                    timeout=300, cwd=HERE).returncode
-            except subprocess.TimeoutExpired:
-                print('not ok - browser test timed out')
-                rc = 1
-            if rc:
-                log('smpgwd log tail:\n# ' + gw.read_log()[-6000:].replace('\n', '\n# '))
-        finally:
-            drc = gw.stop() if gw else 0
-            if gw:
-                gw.logf.close()
-            fleet.stop()
-        if drc != 0:
-            print('smpgwd exit status %r' % drc)
-            return 1
-        return rc
-
+            rc = subprocess.run(['node', os.path.join(HERE, 'test-dashboard.js')], env=env,
+                                timeout=300, cwd=HERE).returncode
+        except subprocess.TimeoutExpired:
+            print('not ok - browser test timed out')
+            rc = 1
+        if rc:
+            log('smpgwd log tail:\n# ' + gw.read_log()[-6000:].replace('\n', '\n# '))
+        drc = gw.stop()
+    if drc != 0:
+        print('smpgwd exit status %r' % drc)
+        return 1
+    return rc
 
 if __name__ == '__main__':
     sys.exit(main())

@@ -709,23 +709,30 @@ static void test_device_lost(void)
 	run_for(100);
 }
 
-/* Two adapters with a budget of 2 each, 6 watches: idle links are parked
- * for the waiting ones, each adapter keeps its own budget. */
-static void test_budget(unsigned count)
+/* connect_all(), then, for up to 30 s, asks again every watch that is
+ * down and never was up (the gateway connects on demand: parked links get
+ * asked again) until every watch had a link. */
+static void connect_until_all_up(struct ble_manager *mgr)
 {
-	struct ble_manager *mgr = manager(true, 2, 300);
-	uint64_t end;
+	uint64_t end = now_usec() + 30000000;
 
-	ok(run_until(seen_n, &count, 10000), "budget: watches discovered");
 	connect_all(mgr);
-	/* The gateway connects on demand: parked links get asked again. */
-	end = now_usec() + 30000000;
 	while (!all_had_up(NULL) && now_usec() < end) {
 		run_for(100);
 		for (unsigned i = 0; i < n_watches; i++)
 			if (watches[i].state == LINK_STATE_DOWN && !watches[i].ups)
 				link_connect(watches[i].link);
 	}
+}
+
+/* Two adapters with a budget of 2 each, 6 watches: idle links are parked
+ * for the waiting ones, each adapter keeps its own budget. */
+static void test_budget(unsigned count)
+{
+	struct ble_manager *mgr = manager(true, 2, 300);
+
+	ok(run_until(seen_n, &count, 10000), "budget: watches discovered");
+	connect_until_all_up(mgr);
 	ok(all_had_up(NULL), "budget: every watch got a connection (fair)");
 	ok(max_up_hci0 <= 2 && max_up_hci1 <= 2,
 	   "budget: at most 2 links up per adapter (saw %u, %u)", max_up_hci0, max_up_hci1);
@@ -741,17 +748,9 @@ static void test_controller_limit(void)
 {
 	struct ble_manager *mgr = manager(true, 7, 300);
 	unsigned count = 4, errors = 0;
-	uint64_t end;
 
 	ok(run_until(seen_n, &count, 10000), "limit: watches discovered");
-	connect_all(mgr);
-	end = now_usec() + 30000000;
-	while (!all_had_up(NULL) && now_usec() < end) {
-		run_for(100);
-		for (unsigned i = 0; i < n_watches; i++)
-			if (watches[i].state == LINK_STATE_DOWN && !watches[i].ups)
-				link_connect(watches[i].link);
-	}
+	connect_until_all_up(mgr);
 	for (unsigned i = 0; i < n_watches; i++)
 		errors += watches[i].downs && watches[i].last_err;
 	ok(all_had_up(NULL), "limit: every watch got a connection");

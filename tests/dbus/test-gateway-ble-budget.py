@@ -14,8 +14,6 @@ the per-device UDP endpoints and the REST upload engine.
 """
 import os
 import re
-import shutil
-import socket
 import sys
 import threading
 import time
@@ -24,8 +22,9 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, '..', 'integration'))
 
 from smp_udp_client import Client, SmpError  # noqa: E402
-from updates_harness import (SKIP, Bus, Gateway, Sim, Tap, Workdir,  # noqa: E402
-                             conformance_image, log, wait_for)
+from smp_udp_client import echo_all as echo_ports  # noqa: E402
+from updates_harness import (BLE_NEEDS, Bus, Tap, conformance_image, log,  # noqa: E402
+                             session, sim_and_gateway, wait_for)
 
 COUNT = 20
 BUDGET = 3
@@ -55,26 +54,8 @@ def ports_of(gw):
 
 
 def echo_all(ports, addrs, timeout=45):
-    """One echo to every watch at once; returns (errors, seconds)."""
-    errors = []
-
-    def worker(addr):
-        c = Client(ports[addr], timeout=timeout)
-        try:
-            if c.echo('hi ' + addr) != 'hi ' + addr:
-                errors.append((addr, 'wrong answer'))
-        except (SmpError, OSError) as e:
-            errors.append((addr, repr(e)))
-        finally:
-            c.close()
-
-    t0 = time.monotonic()
-    threads = [threading.Thread(target=worker, args=(a,)) for a in addrs]
-    for th in threads:
-        th.start()
-    for th in threads:
-        th.join(timeout=timeout + 15)
-    return errors, time.monotonic() - t0
+    """One echo to each of addrs at once; returns (errors, seconds)."""
+    return echo_ports([ports[a] for a in addrs], timeout)
 
 
 def hammer(ports, groups, seconds):
@@ -228,26 +209,16 @@ def check_upload_kept(sim, gw, ports, addrs):
          sum(1 for n in polled.values() if n))
 
 
-def run(wd, adapters, checks):
-    bus = Bus()
-    bus.start()
-    sim = Sim(wd, fleet=fleet(adapters), count=COUNT, bus=bus.address)
-    gw = None
-    try:
-        sim.start()
-        gw = Gateway(wd, sim, CONF, bus=bus.address)
-        gw.start()
+def check_fleet(adapters, checks):
+    with session(need=BLE_NEEDS, tap=t) as (wd, run):
+        bus = run.start(Bus())
+        sim, gw = sim_and_gateway(run, wd, CONF, bus=bus.address, fleet=fleet(adapters),
+                                  count=COUNT)
         addrs = [d['address'] for d in sim.ctl({'cmd': 'list'})['devices']]
         ports = ports_of(gw)
         for check in checks:
             check(sim, gw, ports, addrs)
-    finally:
-        rc = gw.stop() if gw else None
-        t.eq(rc, 0, 'smpgwd exits cleanly')
-        if t.failed and gw:
-            log('\n'.join(gw.read_log().splitlines()[-80:]))
-        sim.stop()
-        bus.stop()
+        t.eq(gw.stop(), 0, 'smpgwd exits cleanly')
 
 
 def check_two_adapters(sim, gw, ports, addrs):
@@ -262,17 +233,11 @@ def check_two_adapters(sim, gw, ports, addrs):
 
 
 def main():
-    if not Sim.available() or not shutil.which('dbus-daemon'):
-        log('smpgw-sim or dbus-daemon missing: skipping')
-        sys.exit(SKIP)
-    with Workdir() as wd:
-        run(wd, 1, [lambda s, g, p, a: check_one_each(g, p, a),
+    check_fleet(1, [lambda s, g, p, a: check_one_each(g, p, a),
                     lambda s, g, p, a: check_hammer(p, a),
                     check_upload_kept])
-    with Workdir() as wd:
-        run(wd, 2, [check_two_adapters])
+    check_fleet(2, [check_two_adapters])
     t.done()
-
 
 if __name__ == '__main__':
     main()

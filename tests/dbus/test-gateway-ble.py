@@ -7,7 +7,6 @@ clients sharing one watch, faults (hang, garbage and duplicate
 notifications, wrong seq, disconnect mid-upload, out of range), and
 bluetoothd restarting.
 """
-import json
 import os
 import socket
 import sys
@@ -17,9 +16,10 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, '..', 'integration'))
 
-from gw_harness import (SKIP, Bus, Gateway, Running, Sim, Tap, Workdir,  # noqa: E402
-                        find_sim, free_udp_range, log, wait_for)
-from smp_udp_client import GROUP_OS, OP_WRITE, Client, SmpError  # noqa: E402
+from gw_harness import (BLE_NEEDS, Bus, Gateway, Sim, Tap, free_udp_range, log,  # noqa: E402
+                        session, wait_for)
+from smp_udp_client import (GROUP_OS, OP_WRITE, Client, SmpError,  # noqa: E402
+                            conformance_image, echo_all, slot)
 
 COUNT = 20
 IMAGE = 'app-1.2.3+4-ecdsa-p256.bin'
@@ -34,10 +34,6 @@ def conf_text(base):
         'first_chunk_timeout = 30s']) + '\n'
 
 
-def slot(images, n):
-    return next((im for im in images if im.get('slot') == n), None)
-
-
 def ok_echo(c, text):
     try:
         return c.echo(text) == text
@@ -49,26 +45,9 @@ def check_fleet(t, gw, addrs):
     ports = gw.ports()
     t.eq(sorted(ports), sorted(addrs), 'all %d watches discovered and managed' % COUNT)
     t.eq(len(set(ports.values())), COUNT, 'one port per watch')
-    errors = []
-
-    def worker(addr):
-        c = Client(ports[addr], timeout=40)
-        try:
-            if c.echo('hi ' + addr) != 'hi ' + addr:
-                errors.append(addr)
-        except Exception as e:  # noqa: BLE001
-            errors.append((addr, repr(e)))
-        finally:
-            c.close()
-
-    t0 = time.monotonic()
-    threads = [threading.Thread(target=worker, args=(a,)) for a in addrs]
-    for th in threads:
-        th.start()
-    for th in threads:
-        th.join(timeout=120)
+    errors, secs = echo_all([ports[a] for a in addrs], timeout=40)
     t.eq(errors, [], 'echo through every watch at once (connection budget, '
-         'idle links parked) in %.1f s' % (time.monotonic() - t0))
+         'idle links parked) in %.1f s' % secs)
     return ports
 
 
@@ -124,14 +103,7 @@ def check_update(t, sim, port, addr, image, want_hash):
          'complete image in slot 1 after resuming')
     c.image_test(want_hash)
     c.reset()
-
-    def booted():
-        try:
-            s0 = slot(c.image_state(), 0)
-        except (SmpError, TimeoutError, socket.timeout):
-            return None
-        return s0 if s0 and s0.get('hash') == want_hash else None
-    s0 = wait_for('the watch to boot the new image', booted, timeout=90, step=0.5)
+    s0 = c.wait_booted(want_hash, timeout=90, step=0.5)
     t.ok(s0.get('active') and not s0.get('confirmed'), 'new image running, not confirmed')
     c.image_confirm(want_hash)
     t.ok(slot(c.image_state(), 0).get('confirmed'), 'confirmed over BLE')
@@ -187,20 +159,11 @@ def check_bluetoothd_restart(t, sim, ports, addrs):
 
 
 def main():
-    if not find_sim():
-        print('1..0 # SKIP smpgw-sim not built (SMPGW_SIM unset)')
-        sys.exit(SKIP)
-    conformance = os.environ['CONFORMANCE_DIR']
-    with open(os.path.join(conformance, 'images', 'manifest.json')) as f:
-        want_hash = bytes.fromhex(json.load(f)[IMAGE]['sha256_tlv'])
-    with open(os.path.join(conformance, 'images', IMAGE), 'rb') as f:
-        image = f.read()
     t = Tap()
-    with Workdir() as wd, Running() as run:
-        bus = run.add(Bus(os.environ.get('BUS_CONF', os.path.join(HERE, 'bus.conf'))))
-        addr = bus.start()
-        sim = run.add(Sim(wd, COUNT, extra=['--bus', addr, '--seed', '7'], udp=False))
-        sim.start()
+    with session(need=BLE_NEEDS) as (wd, run):
+        image, want_hash = conformance_image(os.environ['CONFORMANCE_DIR'], IMAGE)
+        addr = run.add(Bus(os.environ.get('BUS_CONF', os.path.join(HERE, 'bus.conf')))).start()
+        sim = run.start(Sim(wd, COUNT, extra=['--bus', addr, '--seed', '7'], udp=False))
         addrs = [d['address'] for d in sim.ctl({'cmd': 'list'})['devices']]
         base = free_udp_range(COUNT + 4)
         gw = run.add(Gateway(wd, conf_text(base)))

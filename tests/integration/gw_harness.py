@@ -5,14 +5,22 @@ directory, with ports chosen by the OS, and reaps both.
 
 Every wait is bounded in time; every child is killed and reaped on exit.
 """
+import functools
 import json
 import os
 import signal
 import socket
 import subprocess
 
-from harness_common import (SKIP, Bus, Tap, Workdir, free_udp_range, log,  # noqa: F401
-                            reap, wait_for)
+from harness_common import (SKIP, Bus, Running, Tap, Workdir, free_udp_range,  # noqa: F401
+                            log, reap, require, wait_for)
+from harness_common import session as _session
+
+# What these tests need; with session() as (wd, run): harness_common.session
+# with need=NEEDS (pass need=BLE_NEEDS when the test uses a bus).
+NEEDS = ('SMPGWD', 'SMPGW_SIM', 'CONFORMANCE_DIR')
+BLE_NEEDS = NEEDS + ('dbus-daemon',)
+session = functools.partial(_session, need=NEEDS)
 
 def find_sim():
     exe = os.environ.get('SMPGW_SIM')
@@ -91,6 +99,7 @@ class Sim:
 
 class Gateway:
     """smpgwd with the given config text; state and ports in workdir."""
+    log_tail = True  # Running prints the end of its log when a test fails
 
     def __init__(self, workdir, conf_text, state_dir=None):
         self.exe = os.environ.get('SMPGWD', 'smpgwd')
@@ -171,40 +180,3 @@ class Gateway:
         rc = reap(self.proc, timeout, signal.SIGTERM)
         self.logf.close()
         return rc
-
-
-class Running:
-    """with Running() as run: what run.add() gets (Bus, Sim, Gateway...) is
-    stopped at the end, last added first, even on failure (and what
-    run.defer() gets is called); the log tail of the Gateway is printed
-    when the block fails."""
-
-    def __init__(self, tail_lines=60):
-        self.items = []
-        self.gw = None
-        self.tail_lines = tail_lines
-
-    def add(self, item, stop=None):
-        """stop: what ends it (default item.stop); an item with a log
-        (read_log: this Gateway, rollout_fleet's) is the one whose tail
-        a failure prints."""
-        self.items.append(stop or item.stop)
-        if isinstance(item, Gateway) or hasattr(item, 'read_log'):
-            self.gw = item
-        return item
-
-    def defer(self, fn):
-        """fn() at the end, in the same order as what add() got."""
-        self.items.append(fn)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, exc_type, exc, tb):
-        if exc_type is not None and self.gw and self.gw.proc:
-            log('smpgwd log tail:\n' +
-                '\n'.join(self.gw.read_log().splitlines()[-self.tail_lines:]))
-        for stop in reversed(self.items):
-            stop()
-        return False
-

@@ -2,11 +2,14 @@
 """What every Python test harness needs, in one place (gw_harness,
 updates_harness, rollout_fleet, http_harness and the tests, benchmarks and
 torture scripts built on them): TAP output, bounded waits, a free UDP port
-range, reaping a child, a temporary work directory, and a private D-Bus
-bus (never the system bus).
+range, reaping a child, a temporary work directory, a private D-Bus
+bus (never the system bus), and Running, the one teardown for "daemon +
+simulator + bus" that every integration, D-Bus, torture and rollout test
+uses.
 
 Every wait is bounded in time; every child is killed and reaped.
 """
+import contextlib
 import os
 import shutil
 import socket
@@ -153,3 +156,101 @@ class Bus:
         reap(self.proc)
         if self.proc:
             self.proc.stdout.close()
+
+
+class Running:
+    """with Running() as run: whatever run.add() gets (a Bus, a simulator,
+    a daemon, a helper thread...) is stopped when the block ends, however it
+    ends: last added first, through its close() if it has one, else its
+    stop() (both must be safe to call twice); what run.defer() gets is
+    called in the same order. run.start(x, ...) is run.add(x) then
+    x.start(...), so a half-started x is stopped too.
+
+    When the block raises, or when tap (a Tap) has failures at its end, the
+    last tail_lines lines of each daemon's log (an item whose class sets
+    log_tail = True and has read_log()) are printed first, leaving out
+    lines that contain one of skip."""
+
+    def __init__(self, tail_lines=60, tap=None, skip=()):
+        self.items = []
+        self.daemons = []
+        self.tail_lines = tail_lines
+        self.tap = tap
+        self.skip = tuple(skip)
+
+    def add(self, item, stop=None):
+        """stop: what ends item, when not its close() or stop()."""
+        self.items.append(stop or getattr(item, 'close', None) or item.stop)
+        if getattr(item, 'log_tail', False):
+            self.daemons.append(item)
+        return item
+
+    def start(self, item, *args, **kw):
+        self.add(item)
+        item.start(*args, **kw)
+        return item
+
+    def defer(self, fn):
+        """fn() at the end, in the same order as what add() got."""
+        self.items.append(fn)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is not None or (self.tap and self.tap.failed):
+            for d in self.daemons:
+                if getattr(d, 'proc', True) is None:
+                    continue
+                lines = [l for l in d.read_log().splitlines()
+                         if not any(s in l for s in self.skip)]
+                log('%s log tail:\n# ' % os.path.basename(getattr(d, 'exe', 'smpgwd')) +
+                    '\n# '.join(lines[-self.tail_lines:]))
+        failure = None
+        for stop in reversed(self.items):
+            try:
+                stop()
+            except Exception as e:  # stop the rest all the same
+                log('teardown: %r' % (e,))
+                failure = failure or e
+        if failure is not None and exc_type is None:
+            raise failure
+        return False
+
+
+def missing(need):
+    """The first of need that is not there: an environment variable (all
+    capitals) that must name an executable or a directory, or a program on
+    PATH."""
+    for n in need:
+        if n.isupper():
+            exe = os.environ.get(n)
+            if not (exe and os.access(exe, os.X_OK)):
+                return '$%s (unset, or not built)' % n
+        elif not shutil.which(n):
+            return n
+    return None
+
+
+def require(need):
+    """Exits with SKIP (77), saying why, when something in need (see
+    missing()) is not there."""
+    why = missing(need)
+    if why:
+        print('1..0 # SKIP missing: %s' % why, flush=True)
+        sys.exit(SKIP)
+
+
+@contextlib.contextmanager
+def session(need=('SMPGWD', 'SMPGW_SIM'), workdir=Workdir, timed=False, **running):
+    """with session() as (wd, run): the scaffolding of every test that runs
+    the daemon, the simulator or a bus, in one place: require(need); wd is
+    a temporary directory (workdir, e.g. Workdir); run is
+    Running(**running), which stops all it was given, whatever happens.
+    timed: logs how long the block took when it passed."""
+    require(need)
+    t0 = time.monotonic()
+    with workdir() as wd, Running(**running) as run:
+        yield wd, run
+    if timed:
+        log('passed in %.1f s' % (time.monotonic() - t0))

@@ -24,7 +24,7 @@ import urllib.request
 
 import cbor2
 
-from harness_common import reap
+from harness_common import Running, reap, session  # noqa: F401
 
 TOKEN = 'test-token-0123456789'
 
@@ -188,8 +188,11 @@ class SimFleet:
 
 
 class Daemon:
+    log_tail = True  # Running prints the end of its log when a test fails
+
     def __init__(self, devices=(), extra_conf='', max_body=None, token=True,
                  listen='127.0.0.1:0', tls=None, expect_fail=False):
+        self.closed = None
         self.dir = tempfile.mkdtemp(prefix='smpgw-http-')
         self.token_path = os.path.join(self.dir, 'token')
         with open(self.token_path, 'w') as f:
@@ -281,11 +284,30 @@ class Daemon:
             time.sleep(0.1)
         raise RuntimeError('device %s never came up' % name)
 
+    def read_log(self):
+        self.log.flush()
+        with open(self.log_path, errors='replace') as f:
+            return f.read()
+
     def close(self):
-        reap(self.proc, 10, signal.SIGTERM)
-        self.log.close()
-        rc = self.proc.returncode
-        with open(self.log_path) as f:
-            log = f.read()
-        shutil.rmtree(self.dir, ignore_errors=True)
-        return rc, log
+        """Stops smpgwd, removes its directory; (exit status, its log).
+        Again: the same answer."""
+        if self.closed is None:
+            reap(self.proc, 10, signal.SIGTERM)
+            self.log.close()
+            with open(self.log_path, errors='replace') as f:
+                log = f.read()
+            shutil.rmtree(self.dir, ignore_errors=True)
+            self.closed = (self.proc.returncode, log)
+        return self.closed
+
+
+def fleet_and_daemon(run, count, **daemon_kw):
+    """count watches named PineTime-1.. (smpgw-sim when it is built, else
+    FakeDevices) and a Daemon managing them, all given to run
+    (harness_common.Running) to stop. Returns (devices, daemon)."""
+    if SimFleet.available():
+        devs = run.add(SimFleet({'count': count})).devices
+    else:
+        devs = [run.add(FakeDevice('PineTime-%d' % (i + 1))) for i in range(count)]
+    return devs, run.add(Daemon(devs, **daemon_kw))

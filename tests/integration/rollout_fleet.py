@@ -21,12 +21,17 @@ import subprocess
 import urllib.error
 import urllib.request
 
-from harness_common import SKIP, Bus, log, reap, wait_for  # noqa: F401
+from harness_common import SKIP, Bus, Running, log, reap, wait_for  # noqa: F401
 from harness_common import Workdir as _Workdir
+from harness_common import session as _session
 
 IMAGE = 'app-0.9.0-3k-hash.bin'
 # Kept after a failure with KEEP_WORKDIR.
 Workdir = functools.partial(_Workdir, prefix='smpgw-rollout-', keep_env='KEEP_WORKDIR')
+NEEDS = ('SMPGWD', 'SMPGW_SIM', 'CONFORMANCE_DIR')
+# with session() as (wd, run): harness_common.session for the rollout tests
+# (SKIP without NEEDS; logs how long it took).
+session = functools.partial(_session, need=NEEDS, workdir=Workdir, timed=True, tail_lines=100)
 
 
 def executables():
@@ -154,6 +159,7 @@ class Fleet:
 class Gateway:
     """smpgwd managing the fleet; state in workdir/state (kept across
     restarts); REST on an OS-chosen loopback port."""
+    log_tail = True  # Running prints the end of its log when a test fails
 
     def __init__(self, workdir, gw_exe, fleet, extra_conf=()):
         self.dir = workdir

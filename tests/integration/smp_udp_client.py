@@ -7,8 +7,11 @@ payload; one datagram = one frame), not from the gateway's code, so a
 gateway bug cannot hide by living on both sides.
 """
 import hashlib
+import json
+import os
 import socket
 import struct
+import threading
 import time
 
 import cbor2
@@ -141,3 +144,59 @@ class Client:
                 raise RuntimeError('upload response without off: %r' % rsp)
             off = new
         return rounds
+
+    def wait_booted(self, want_hash, timeout, step=0.3):
+        """After a reset: asks, bounded by timeout seconds, until slot 0
+        runs want_hash (errors while the watch reboots are expected);
+        returns slot 0. TimeoutError when it does not."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                s0 = slot(self.image_state(), 0)
+                if s0 and s0.get('hash') == want_hash:
+                    return s0
+            except (SmpError, TimeoutError, socket.timeout):
+                pass
+            if time.monotonic() >= deadline:
+                raise TimeoutError('timed out waiting for the watch to boot the new image')
+            time.sleep(step)
+
+
+def slot(images, n):
+    """Slot n of image 0 in an image-state answer's list, or None."""
+    return next((im for im in images if im.get('slot') == n and im.get('image', 0) == 0),
+                None)
+
+
+def conformance_image(conformance, name):
+    """(the image's bytes, its SHA-256 TLV as bytes) from the conformance
+    data (images/manifest.json)."""
+    with open(os.path.join(conformance, 'images', 'manifest.json')) as f:
+        want_hash = bytes.fromhex(json.load(f)[name]['sha256_tlv'])
+    with open(os.path.join(conformance, 'images', name), 'rb') as f:
+        return f.read(), want_hash
+
+
+def echo_all(ports, timeout):
+    """One echo to every port at once (a thread each); returns (errors,
+    seconds): errors lists (port, why) for each wrong or missing answer."""
+    errors = []
+
+    def worker(port):
+        c = Client(port, timeout=timeout)
+        text = 'hi %d' % port
+        try:
+            if c.echo(text) != text:
+                errors.append((port, 'wrong answer'))
+        except (SmpError, OSError) as e:
+            errors.append((port, repr(e)))
+        finally:
+            c.close()
+
+    t0 = time.monotonic()
+    threads = [threading.Thread(target=worker, args=(p,)) for p in ports]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(timeout=timeout + 15)
+    return errors, time.monotonic() - t0

@@ -25,6 +25,15 @@ def image(name):
         return f.read()
 
 
+def daemon_with_env(name, value):
+    """A Daemon started with the environment variable name set to value."""
+    os.environ[name] = value
+    try:
+        return H.Daemon([])
+    finally:
+        del os.environ[name]
+
+
 class Api(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
@@ -609,11 +618,7 @@ class Listen(unittest.TestCase):
     def test_public_address_policy(self):
         """On a non-loopback address every call but the dashboard shell
         needs the token (checked on loopback with the test override)."""
-        os.environ['SMPGW_HTTP_ASSUME_PUBLIC'] = '1'
-        try:
-            d = H.Daemon([])
-        finally:
-            del os.environ['SMPGW_HTTP_ASSUME_PUBLIC']
+        d = daemon_with_env('SMPGW_HTTP_ASSUME_PUBLIC', '1')
         try:
             st, h, body = d.request('GET', '/api/v1/devices', token=None)
             self.assertEqual(st, 401, body)
@@ -645,11 +650,7 @@ class Listen(unittest.TestCase):
 
 class Keepalive(unittest.TestCase):
     def test_keepalive_comments(self):
-        os.environ['SMPGW_SSE_KEEPALIVE_MS'] = '200'
-        try:
-            d = H.Daemon([])
-        finally:
-            del os.environ['SMPGW_SSE_KEEPALIVE_MS']
+        d = daemon_with_env('SMPGW_SSE_KEEPALIVE_MS', '200')
         try:
             s = socket.create_connection(('127.0.0.1', d.port), timeout=5)
             s.sendall(b'GET /api/v1/events HTTP/1.1\r\nHost: x\r\n\r\n')

@@ -9,7 +9,6 @@ import re
 import shutil
 import subprocess
 import sys
-import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import http_harness as H  # noqa: E402
@@ -27,12 +26,9 @@ def main():
     with open(DOC) as f:
         sh = blocks(f.read())
     assert len(sh) >= 8, 'expected the doc to have its examples, found %d' % len(sh)
-    sim = H.SimFleet({'count': 2}) if H.SimFleet.available() else None
-    devs = sim.devices if sim else [H.FakeDevice('PineTime-1'), H.FakeDevice('PineTime-2')]
-    d = H.Daemon(devs)
-    work = tempfile.mkdtemp(prefix='smpgw-doc-')
     failed = 0
-    try:
+    with H.session(need=('SMPGWD',)) as (work, run):
+        devs, d = H.fleet_and_daemon(run, 2)
         shutil.copy(os.path.join(CONF_DIR, 'images', 'app-1.2.3+4-ecdsa-p256.bin'),
                     os.path.join(work, 'app.signed.bin'))
         env = dict(os.environ, SMPGW=d.base, TOKEN=H.TOKEN)
@@ -51,20 +47,12 @@ def main():
         if '401' not in p.stdout:
             failed = 1
             print('not ok: the reset example without a token did not print 401')
-    finally:
         rc, log = d.close()
-        if sim:
-            sim.close()
-        else:
-            for x in devs:
-                x.close()
-        shutil.rmtree(work, ignore_errors=True)
     if rc != 0:
         print(log)
         failed = 1
     print('%d passed, %d failed' % (1 - failed, failed))
     return failed
-
 
 if __name__ == '__main__':
     sys.exit(main())

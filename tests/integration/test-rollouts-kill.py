@@ -19,8 +19,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from rollout_fleet import (SKIP, Fleet, Gateway, Workdir, executables,  # noqa: E402
-                           log, wait_for)
+from rollout_fleet import Fleet, Gateway, executables, log, session, wait_for  # noqa: E402
 
 N = 30
 KILLS = 20
@@ -131,34 +130,17 @@ def crash_windows(fleet, gw, done):
 
 
 def main():
-    exes = executables()
-    if not exes:
-        log('SKIP: smpgwd, smpgw-sim or CONFORMANCE_DIR missing')
-        return SKIP
-    gw_exe, sim_exe, conf_dir = exes
     seed = int(os.environ.get('ROLLOUT_KILL_SEED', str(int(time.time()))))
     log('seed %d (ROLLOUT_KILL_SEED to replay)' % seed)
     rng = random.Random(seed)
-    t0 = time.monotonic()
-    with Workdir() as wd:
-        fleet = Fleet(wd, sim_exe, N, boot_ms=300)
-        gw = None
-        try:
-            fleet.start()
-            gw = Gateway(wd, gw_exe, fleet)
-            gw.start()
-            done, kills = kill_loop(gw, conf_dir, rng)
-            verify(fleet, gw, done, kills)
-            crash_windows(fleet, gw, done)
-        except BaseException:
-            if gw:
-                log('smpgwd log tail:\n# ' + gw.read_log()[-8000:].replace('\n', '\n# '))
-            raise
-        finally:
-            if gw:
-                gw.close()
-            fleet.stop()
-    log('passed in %.1f s' % (time.monotonic() - t0))
+    with session() as (wd, run):
+        gw_exe, sim_exe, conf_dir = executables()
+        fleet = run.start(Fleet(wd, sim_exe, N, boot_ms=300))
+        gw = run.add(Gateway(wd, gw_exe, fleet))
+        gw.start()
+        done, kills = kill_loop(gw, conf_dir, rng)
+        verify(fleet, gw, done, kills)
+        crash_windows(fleet, gw, done)
     return 0
 
 

@@ -16,8 +16,7 @@ import time
 from zoneinfo import ZoneInfo
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from rollout_fleet import (SKIP, Fleet, Gateway, Workdir, executables,  # noqa: E402
-                           log, wait_for)
+from rollout_fleet import Fleet, Gateway, executables, log, session, wait_for  # noqa: E402
 
 N = 8
 OUT = ['PineTime-6', 'PineTime-7', 'PineTime-8']
@@ -48,7 +47,7 @@ def state_is(gw, rid, state):
     return gw.rollout(rid)['state'] == state
 
 
-def run(fleet, gw, image, day):
+def window_run(fleet, gw, image, day):
     nxt = day + datetime.timedelta(days=1)
     start_at(gw, local_ms(day, 2, 0, 10))
     spec = {'name': 'nightly', 'image': image['id'], 'target': 'all',
@@ -136,36 +135,18 @@ def targets(fleet, gw, image, conf_dir):
 
 
 def main():
-    exes = executables()
-    if not exes:
-        log('SKIP: smpgwd, smpgw-sim or CONFORMANCE_DIR missing')
-        return SKIP
-    gw_exe, sim_exe, conf_dir = exes
-    t0 = time.monotonic()
     day = datetime.datetime.now(TZ).date() + datetime.timedelta(days=1)
-    with Workdir() as wd:
+    with session() as (wd, run):
+        gw_exe, sim_exe, conf_dir = executables()
         preloaded = {'image': os.path.join(conf_dir, 'images', 'app-0.9.0-3k-hash.bin')}
-        fleet = Fleet(wd, sim_exe, N, per_device=[{}, {}, {}, {}, preloaded])
-        gw = None
-        try:
-            fleet.start()
-            for name in OUT:
-                fleet.range(name, False)
-            gw = Gateway(wd, gw_exe, fleet)
-            gw.start()
-            image = gw.upload_image(conf_dir)
-            gw.stop()
-            run(fleet, gw, image, day)
-            targets(fleet, gw, image, conf_dir)
-        except BaseException:
-            if gw:
-                log('smpgwd log tail:\n# ' + gw.read_log()[-6000:].replace('\n', '\n# '))
-            raise
-        finally:
-            if gw:
-                gw.close()
-            fleet.stop()
-    log('passed in %.1f s' % (time.monotonic() - t0))
+        fleet = run.start(Fleet(wd, sim_exe, N, per_device=[{}, {}, {}, {}, preloaded]))
+        for name in OUT:
+            fleet.range(name, False)
+        gw = run.start(Gateway(wd, gw_exe, fleet))
+        image = gw.upload_image(conf_dir)
+        gw.stop()
+        window_run(fleet, gw, image, day)
+        targets(fleet, gw, image, conf_dir)
     return 0
 
 

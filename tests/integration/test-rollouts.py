@@ -13,8 +13,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from rollout_fleet import (SKIP, Events, Fleet, Gateway, Workdir, executables,  # noqa: E402
-                           log, wait_for)
+from rollout_fleet import Events, Fleet, Gateway, executables, log, session, wait_for  # noqa: E402
 
 N = 50
 BAD = ['PineTime-16', 'PineTime-17', 'PineTime-18']  # wave 2 (positions 15..17)
@@ -230,41 +229,24 @@ def test_events(ev, rid):
 
 
 def main():
-    exes = executables()
-    if not exes:
-        log('SKIP: smpgwd, smpgw-sim or CONFORMANCE_DIR missing')
-        return SKIP
-    gw_exe, sim_exe, conf_dir = exes
-    t0 = time.monotonic()
-    with Workdir() as wd:
-        fleet = Fleet(wd, sim_exe, N)
-        gw = None
+    with session() as (wd, run):
+        gw_exe, sim_exe, conf_dir = executables()
+        fleet = run.start(Fleet(wd, sim_exe, N))
+        gw = run.add(Gateway(wd, gw_exe, fleet))
+        gw.start()
+        image = gw.upload_image(conf_dir)
+        test_bad_requests(gw, image)
+        ev = Events(gw)
         try:
-            fleet.start()
-            gw = Gateway(wd, gw_exe, fleet)
-            gw.start()
-            image = gw.upload_image(conf_dir)
-            test_bad_requests(gw, image)
-            ev = Events(gw)
-            try:
-                rid = test_threshold(fleet, gw, image, ev)
-                time.sleep(0.5)
-            finally:
-                ev.stop()
-            test_events(ev, rid)
-            check_watches(fleet, gw, image, rid)
-            test_report(gw, rid)
-            test_retry(fleet, gw, rid)
-            test_cancel(fleet, gw, conf_dir)
-        except BaseException:
-            if gw:
-                log('smpgwd log tail:\n# ' + gw.read_log()[-6000:].replace('\n', '\n# '))
-            raise
+            rid = test_threshold(fleet, gw, image, ev)
+            time.sleep(0.5)
         finally:
-            if gw:
-                gw.close()
-            fleet.stop()
-    log('passed in %.1f s' % (time.monotonic() - t0))
+            ev.stop()
+        test_events(ev, rid)
+        check_watches(fleet, gw, image, rid)
+        test_report(gw, rid)
+        test_retry(fleet, gw, rid)
+        test_cancel(fleet, gw, conf_dir)
     return 0
 
 

@@ -16,10 +16,11 @@ import socket
 import struct
 import subprocess
 import sys
-import tempfile
 import time
 
 import cbor2
+
+from harness_common import reap, session
 
 SIM = os.environ.get('SMPGW_SIM')
 CONF = os.environ.get('CONFORMANCE_DIR', 'tests/data/conformance')
@@ -121,33 +122,27 @@ def start_count(tmp, n):
     return proc, sock, ports
 
 
-def check_thousand(tmp):
+def check_thousand(tmp, run):
     t0 = time.time()
     proc, sock, ports = start_count(tmp, 1000)
-    try:
-        ok(len(ports) == 1000, '1000 watches on UDP in %.1f s' % (time.time() - t0))
-        answered = 0
-        for port in ports[::97] + ports[-1:]:
-            u = Udp(port)
-            try:
-                _, rsp = u.req(2, 0, 0, {'d': 'hi'}, timeout=5)
-                answered += rsp == {'r': 'hi'}
-            finally:
-                u.s.close()
-        ok(answered == len(ports[::97]) + 1, 'a sample of them answers')
-        rss = 0
-        with open('/proc/%d/status' % proc.pid) as f:
-            for line in f:
-                if line.startswith('VmRSS:'):
-                    rss = int(line.split()[1])
-        ok(0 < rss < 200 * 1024, '1000 watches in %d MiB' % (rss // 1024))
-    finally:
-        proc.terminate()
+    run.defer(lambda: reap(proc, 10))
+    ok(len(ports) == 1000, '1000 watches on UDP in %.1f s' % (time.time() - t0))
+    answered = 0
+    for port in ports[::97] + ports[-1:]:
+        u = Udp(port)
         try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=5)
+            _, rsp = u.req(2, 0, 0, {'d': 'hi'}, timeout=5)
+            answered += rsp == {'r': 'hi'}
+        finally:
+            u.s.close()
+    ok(answered == len(ports[::97]) + 1, 'a sample of them answers')
+    rss = 0
+    with open('/proc/%d/status' % proc.pid) as f:
+        for line in f:
+            if line.startswith('VmRSS:'):
+                rss = int(line.split()[1])
+    ok(0 < rss < 200 * 1024, '1000 watches in %d MiB' % (rss // 1024))
+    reap(proc, 10)
 
 
 def start(tmp):
@@ -294,33 +289,22 @@ def check_control(sock, u, addr):
 
 
 def main():
-    if not SIM or not os.access(SIM, os.X_OK):
-        print('1..0 # SKIP smpgw-sim not built (SMPGW_SIM unset)')
-        return 0
-    manifest = json.load(open(os.path.join(CONF, 'images', 'manifest.json')))
-    with tempfile.TemporaryDirectory() as tmp:
+    with session(need=('SMPGW_SIM', 'CONFORMANCE_DIR')) as (tmp, run):
+        manifest = json.load(open(os.path.join(CONF, 'images', 'manifest.json')))
         proc, sock, info = start(tmp)
-        try:
-            ok(any(l.startswith('link ') and 'KB/s' in l for l in info['lines']),
-               'capacity printed')
-            u = Udp(info['udp']['Watch-1'])
-            check_udp(u)
-            check_update(u, manifest)
-            check_serial(info['pty']['Watch-2'])
-            check_control(sock, u, 'C0:FF:EE:00:00:01')
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=5)
-        ok(proc.returncode == 0, 'clean exit on SIGTERM')
+        run.defer(lambda: reap(proc))
+        ok(any(l.startswith('link ') and 'KB/s' in l for l in info['lines']),
+           'capacity printed')
+        u = Udp(info['udp']['Watch-1'])
+        check_udp(u)
+        check_update(u, manifest)
+        check_serial(info['pty']['Watch-2'])
+        check_control(sock, u, 'C0:FF:EE:00:00:01')
+        ok(reap(proc) == 0, 'clean exit on SIGTERM')
         ok(not os.path.exists(sock), 'control socket removed')
-        check_thousand(tmp)
+        check_thousand(tmp, run)
     print('1..%d' % n_test)
     return 1 if failed else 0
-
 
 if __name__ == '__main__':
     sys.exit(main())

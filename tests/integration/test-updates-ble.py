@@ -9,7 +9,8 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from updates_harness import Tap, Workdir, ble_rig, conformance_image, require_ble_sim
+from updates_harness import (BLE_NEEDS, Bus, Tap, conformance_image, session,
+                             sim_and_gateway, wait_for)
 
 IMG = conformance_image('app-1.2.3+4-ecdsa-p256.bin')
 CONF = '\n'.join(['[ble]', 'connect_timeout = 20s', 'idle_timeout = 30s',
@@ -25,9 +26,17 @@ t = Tap()
 
 
 def main():
-    require_ble_sim()
-    with Workdir() as wd, ble_rig(wd, FLEET, CONF, t) as (sim, gw, addrs):
+    with session(tap=t, need=BLE_NEEDS) as (wd, run):
+        bus = run.start(Bus())
+        sim, gw = sim_and_gateway(run, wd, CONF, bus=bus.address, fleet=FLEET, count=3)
         img = gw.add_image(IMG)
+        addrs = [d['address'] for d in sim.ctl({'cmd': 'list'})['devices']]
+
+        def seen():
+            st, d = gw.request('GET', '/api/v1/devices')
+            return st == 200 and len(d['devices']) >= 3
+        wait_for('the watches discovered', seen, timeout=60, step=0.3)
+
         st, job = gw.update(addrs[0], img)
         t.eq(st, 202, 'BLE: job queued')
         j = gw.wait_job(job['id'], timeout=120)
@@ -56,6 +65,7 @@ def main():
         t.eq(sim.slots(2)[1]['hash'], img, 'BLE without reassembly: image complete')
         t.ok('does not answer: one write per frame' in gw.read_log(),
              'BLE without reassembly: found out, one write per frame')
+        t.eq(gw.stop(), 0, 'smpgwd exits cleanly')
     t.done()
 
 

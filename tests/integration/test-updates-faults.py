@@ -9,7 +9,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from updates_harness import SKIP, Gateway, Sim, Tap, Workdir, conformance_image, log
+from updates_harness import Tap, conformance_image, session, sim_and_gateway
 
 IMG = conformance_image('app-1.2.3+4-ecdsa-p256.bin')
 CONF = '\n'.join(['[request]', 'timeout = 1s', 'first_chunk_timeout = 30s',
@@ -100,28 +100,15 @@ def test_erase(gw, sim, img):
 
 
 def main():
-    if not Sim.available():
-        log('smpgw-sim not built: skipping')
-        sys.exit(SKIP)
-    with Workdir() as wd:
-        sim = Sim(wd, count=6, fleet=FLEET)
-        sim.start()
-        gw = Gateway(wd, sim, CONF)
-        try:
-            gw.start()
-            img = gw.add_image(IMG)
-            test_silent_drop(gw, sim, img)
-            test_off0(gw, sim, img)
-            test_lost_reply(gw, sim, img)
-            test_hang_resume(gw, sim, img)
-            test_erase(gw, sim, img)
-        finally:
-            rc = gw.stop()
-            t.eq(rc, 0, 'smpgwd exits cleanly')
-            sim.stop()
-            if t.failed:
-                log('\n'.join(l for l in gw.read_log().splitlines()
-                              if 'http:' not in l)[-8000:])
+    with session(tap=t) as (wd, run):
+        sim, gw = sim_and_gateway(run, wd, CONF, count=6, fleet=FLEET)
+        img = gw.add_image(IMG)
+        test_silent_drop(gw, sim, img)
+        test_off0(gw, sim, img)
+        test_lost_reply(gw, sim, img)
+        test_hang_resume(gw, sim, img)
+        test_erase(gw, sim, img)
+        t.eq(gw.stop(), 0, 'smpgwd exits cleanly')
     t.done()
 
 

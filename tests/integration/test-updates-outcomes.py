@@ -10,7 +10,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from updates_harness import SKIP, Gateway, Sim, Tap, Workdir, conformance_image, log
+from updates_harness import Tap, conformance_image, session, sim_and_gateway
 
 IMG3K = conformance_image('app-0.9.0-3k-hash.bin')
 IMG350 = conformance_image('app-3.1.0+7-350k-ecdsa-p256.bin')
@@ -112,27 +112,13 @@ def test_cancel(gw, sim, img3k, img350):
 
 
 def main():
-    if not Sim.available():
-        log('smpgw-sim not built: skipping')
-        sys.exit(SKIP)
-    with Workdir() as wd:
-        sim = Sim(wd, count=4)
-        sim.start()
-        gw = Gateway(wd, sim, CONF)
-        try:
-            gw.start()
-            img3k = gw.add_image(IMG3K)
-            img350 = gw.add_image(IMG350)
-            test_rollback(gw, sim, wd)
-            test_lost(gw, sim, img3k)
-            test_cancel(gw, sim, img3k, img350)
-        finally:
-            rc = gw.stop()
-            t.eq(rc, 0, 'smpgwd exits cleanly')
-            sim.stop()
-            if t.failed:
-                log('\n'.join(l for l in gw.read_log().splitlines()
-                              if 'http:' not in l)[-8000:])
+    with session(tap=t) as (wd, run):
+        sim, gw = sim_and_gateway(run, wd, CONF, count=4)
+        img3k, img350 = map(gw.add_image, (IMG3K, IMG350))
+        test_rollback(gw, sim, wd)
+        test_lost(gw, sim, img3k)
+        test_cancel(gw, sim, img3k, img350)
+        t.eq(gw.stop(), 0, 'smpgwd exits cleanly')
     t.done()
 
 

@@ -8,8 +8,7 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from updates_harness import (SKIP, Gateway, Sim, Tap, Workdir, conformance_image, log,
-                             wait_for)
+from updates_harness import Tap, conformance_image, session, sim_and_gateway, wait_for
 import importlib.util
 
 IMG = conformance_image('app-1.2.3+4-ecdsa-p256.bin')
@@ -93,28 +92,15 @@ def test_rollback_while_dead(gw, sim, wd):
 
 
 def main():
-    if not Sim.available():
-        log('smpgw-sim not built: skipping')
-        sys.exit(SKIP)
-    with Workdir() as wd:
-        sim = Sim(wd, count=4)
-        sim.start()
-        gw = Gateway(wd, sim, CONF)
-        try:
-            gw.start()
-            img350 = gw.add_image(IMG350)
-            img = gw.add_image(IMG)
-            test_mid_upload(gw, sim, img350)
-            test_mid_test(gw, sim, img, 1, ('test', 'reset'))
-            test_mid_test(gw, sim, img, 3, ('wait',))
-            test_rollback_while_dead(gw, sim, wd)
-        finally:
-            rc = gw.stop()
-            t.eq(rc, 0, 'smpgwd exits cleanly')
-            sim.stop()
-            if t.failed:
-                log('\n'.join(l for l in gw.read_log().splitlines()
-                              if 'http:' not in l)[-8000:])
+    with session(tap=t) as (wd, run):
+        sim, gw = sim_and_gateway(run, wd, CONF, count=4)
+        img350 = gw.add_image(IMG350)
+        img = gw.add_image(IMG)
+        test_mid_upload(gw, sim, img350)
+        test_mid_test(gw, sim, img, 1, ('test', 'reset'))
+        test_mid_test(gw, sim, img, 3, ('wait',))
+        test_rollback_while_dead(gw, sim, wd)
+        t.eq(gw.stop(), 0, 'smpgwd exits cleanly')
     t.done()
 
 

@@ -7,11 +7,9 @@ rollback, a lost watch, cancel in each phase, kill -9 mid-upload and
 mid-test. See docs/updates.md."""
 import os
 import sys
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from updates_harness import (SKIP, Gateway, Sim, Tap, Workdir, conformance_image, log,
-                             wait_for)
+from updates_harness import Tap, conformance_image, session, sim_and_gateway
 
 IMG = conformance_image('app-1.2.3+4-ecdsa-p256.bin')
 IMG350 = conformance_image('app-3.1.0+7-350k-ecdsa-p256.bin')
@@ -86,30 +84,19 @@ def test_api_errors(gw, img):
 
 
 def main():
-    if not Sim.available():
-        log('smpgw-sim not built: skipping')
-        sys.exit(SKIP)
-    with Workdir() as wd:
+    with session(tap=t) as (wd, run):
         # w2 checks the whole image's SHA-256 on the last chunk ("match").
-        sim = Sim(wd, count=3, fleet={'count': 3, 'devices': [{}, {}, {'image_check': True}]})
-        sim.start()
-        gw = Gateway(wd, sim, CONF)
-        try:
-            gw.start()
-            img = gw.add_image(IMG)
-            test_api_errors(gw, img)
-            test_full_flow(gw, sim, img)
-            test_upload_only_and_skip(gw, sim, img)
-            st, job = gw.update('w2', img, mode='upload')
-            j = gw.wait_job(job['id'], timeout=60)
-            t.eq(j['state'], 'done', 'a watch that checks the image SHA-256 agrees (%s)'
-                 % j.get('error'))
-        finally:
-            rc = gw.stop()
-            t.eq(rc, 0, 'smpgwd exits cleanly')
-            sim.stop()
-            if t.failed:
-                log(gw.read_log()[-6000:])
+        sim, gw = sim_and_gateway(run, wd, CONF, count=3, fleet={
+            'count': 3, 'devices': [{}, {}, {'image_check': True}]})
+        img = gw.add_image(IMG)
+        test_api_errors(gw, img)
+        test_full_flow(gw, sim, img)
+        test_upload_only_and_skip(gw, sim, img)
+        st, job = gw.update('w2', img, mode='upload')
+        j = gw.wait_job(job['id'], timeout=60)
+        t.eq(j['state'], 'done', 'a watch that checks the image SHA-256 agrees (%s)'
+             % j.get('error'))
+        t.eq(gw.stop(), 0, 'smpgwd exits cleanly')
     t.done()
 
 

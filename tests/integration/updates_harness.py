@@ -4,25 +4,29 @@ upload benchmark: the real smpgw-sim (UDP faces, control socket) and the
 real smpgwd (REST on an OS-chosen port) in a temporary directory, every
 process reaped, every wait bounded.
 """
-import contextlib
 import functools
 import json
 import os
 import re
-import shutil
 import signal
 import subprocess
-import sys
 import urllib.error
 import urllib.request
 
-from harness_common import (HERE, SKIP, Bus, Tap, free_udp_range, log, reap,  # noqa: F401
-                            wait_for)
+from harness_common import (HERE, SKIP, Bus, Running, Tap, free_udp_range, log,  # noqa: F401
+                            reap, wait_for)
+from harness_common import session as _session
 from harness_common import Workdir as _Workdir
 
 free_udp_base = free_udp_range
 # Kept with SMPGW_KEEP whether the test passed or not.
 Workdir = functools.partial(_Workdir, prefix='smpgw-upd-', keep_passed=True)
+
+# with session(tap=t) as (wd, run): harness_common.session for these tests
+# (the daemon's log tail, without the REST lines, when the block raises or
+# the Tap has failures); need=BLE_NEEDS when the test uses a bus.
+session = functools.partial(_session, workdir=Workdir, tail_lines=100, skip=('http:',))
+BLE_NEEDS = ('SMPGWD', 'SMPGW_SIM', 'dbus-daemon')
 
 
 def conformance_image(name):
@@ -102,6 +106,7 @@ class Sim:
 
 class Gateway:
     """smpgwd driving the sim's watches over UDP; REST on an OS-chosen port."""
+    log_tail = True  # Running prints the end of its log when a test fails
 
     def __init__(self, workdir, sim, extra_conf='', devices=None, bus=None):
         self.exe = os.environ.get('SMPGWD', 'smpgwd')
@@ -209,39 +214,10 @@ class Gateway:
         return self.proc.returncode
 
 
-def require_ble_sim():
-    """Exits with SKIP when smpgw-sim or dbus-daemon is missing."""
-    if not Sim.available() or not shutil.which('dbus-daemon'):
-        log('smpgw-sim or dbus-daemon missing: skipping')
-        sys.exit(SKIP)
-
-
-@contextlib.contextmanager
-def ble_rig(workdir, fleet, conf, tap):
-    """The BLE path: a private bus, smpgw-sim playing bluetoothd with fleet,
-    smpgwd on that bus with conf, every watch discovered. Yields (sim, gw,
-    addresses). At the end smpgwd must exit cleanly (checked on tap), all is
-    stopped, and smpgwd's log is printed when a check failed."""
-    bus = Bus()
-    bus.start()
-    sim = Sim(workdir, fleet=fleet, count=fleet['count'], bus=bus.address)
-    gw = None
-    try:
-        sim.start()
-        gw = Gateway(workdir, sim, conf, bus=bus.address)
-        gw.start()
-        addrs = [d['address'] for d in sim.ctl({'cmd': 'list'})['devices']]
-
-        def seen():
-            st, d = gw.request('GET', '/api/v1/devices')
-            return st == 200 and len(d['devices']) >= len(addrs)
-        wait_for('the watches discovered', seen, timeout=60, step=0.3)
-        yield sim, gw, addrs
-    finally:
-        rc = gw.stop() if gw else None
-        tap.eq(rc, 0, 'smpgwd exits cleanly')
-        sim.stop()
-        bus.stop()
-        if tap.failed and gw:
-            log('\n'.join(l for l in gw.read_log().splitlines()
-                          if 'http:' not in l)[-8000:])
+def sim_and_gateway(run, wd, conf, bus=None, **sim_kw):
+    """smpgw-sim (Sim(wd, **sim_kw), on the bus at address bus if given)
+    and the smpgwd that manages its watches (Gateway(wd, sim, conf)), both
+    started and given to run (harness_common.Running) to stop. Returns
+    (sim, gw)."""
+    sim = run.start(Sim(wd, bus=bus, **sim_kw))
+    return sim, run.start(Gateway(wd, sim, conf, bus=bus))

@@ -8,16 +8,14 @@ Throughout, two bystander watches answer echoes: none may fail. At the end
 every job is done with the right image in the slot, and no watch runs a
 confirmed image it did not boot.
 """
-import json
 import os
 import sys
-import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from torture import (OFFSETS, SKIP, BleGateway, Bystanders, Client, Tap,  # noqa: E402
+from torture import (OFFSETS, BleGateway, Bystanders, Client, Tap,  # noqa: E402
                      image_path, log, seeded_random, wait_for)
-from gw_harness import Bus, Sim, Workdir, find_sim, free_udp_range  # noqa: E402
+from gw_harness import BLE_NEEDS, Bus, Sim, free_udp_range, session  # noqa: E402
 
 COUNT = 10
 UPLOADERS = [0, 1, 2, 3]  # disconnect offsets
@@ -241,51 +239,31 @@ def bystanders_ready(by_ports):
 
 
 def main():
-    if not find_sim():
-        print('1..0 # SKIP smpgw-sim not built')
-        sys.exit(SKIP)
-    with open(image_path(), 'rb') as f:
-        size = len(f.read())
-    with Workdir() as wd:
-        bus = Bus(os.environ['BUS_CONF'])
-        sim = gw = by = None
-        try:
-            addr = bus.start()
-            sim = Sim(wd, COUNT, extra=['--bus', addr], udp=False, fleet=FLEET)
-            sim.start()
-            addrs = [d['address'] for d in sim.ctl({'cmd': 'list'})['devices']]
-            gw = BleGateway(wd, conf_text(free_udp_range(COUNT + 4)))
-            ports = gw.start(addrs, bluez_bus=addr, timeout=60)
-            img = gw.add_image(image_path())
-            fleet = Fleet(sim, gw, addrs, ports, img, size)
-            by_ports = [ports[addrs[i]] for i in BYSTANDERS]
-            bystanders_ready(by_ports)
-            by = Bystanders(by_ports).start()
-            disconnect_offsets(fleet)
-            notification_faults(fleet)
-            mid_swap(fleet)
-            bluetoothd_restart(fleet, by)
-            by.stop()
-            t.ok(by.count > 0, 'bystanders answered %d echoes' % by.count)
-            t.eq(by.failures[:5], [], 'no bystander echo failed or took > 5 s')
-            t.ok(gw.proc.poll() is None, 'smpgwd alive at the end')
-            st, body = gw.request('GET', '/api/v1/jobs')
-            lst = body.get('jobs', body) if isinstance(body, dict) else body
-            t.ok(st == 200 and len(lst) >= len(fleet.jobs),
-                 'every job still listed (%d submitted)' % len(fleet.jobs))
-            t.eq(gw.stop(timeout=20), 0, 'smpgwd exits cleanly')
-        except Exception:
-            if gw:
-                log('smpgwd log tail:\n' + '\n'.join(gw.read_log().splitlines()[-80:]))
-            raise
-        finally:
-            if by:
-                by.stop()
-            if gw:
-                gw.stop()
-            if sim:
-                sim.stop()
-            bus.stop()
+    size = os.path.getsize(image_path())
+    with session(need=BLE_NEEDS, tail_lines=80) as (wd, run):
+        addr = run.add(Bus(os.environ['BUS_CONF'])).start()
+        sim = run.start(Sim(wd, COUNT, extra=['--bus', addr], udp=False, fleet=FLEET))
+        addrs = [d['address'] for d in sim.ctl({'cmd': 'list'})['devices']]
+        gw = run.add(BleGateway(wd, conf_text(free_udp_range(COUNT + 4))))
+        ports = gw.start(addrs, bluez_bus=addr, timeout=60)
+        img = gw.add_image(image_path())
+        fleet = Fleet(sim, gw, addrs, ports, img, size)
+        by_ports = [ports[addrs[i]] for i in BYSTANDERS]
+        bystanders_ready(by_ports)
+        by = run.start(Bystanders(by_ports))
+        disconnect_offsets(fleet)
+        notification_faults(fleet)
+        mid_swap(fleet)
+        bluetoothd_restart(fleet, by)
+        by.stop()
+        t.ok(by.count > 0, 'bystanders answered %d echoes' % by.count)
+        t.eq(by.failures[:5], [], 'no bystander echo failed or took > 5 s')
+        t.ok(gw.proc.poll() is None, 'smpgwd alive at the end')
+        st, body = gw.request('GET', '/api/v1/jobs')
+        lst = body.get('jobs', body) if isinstance(body, dict) else body
+        t.ok(st == 200 and len(lst) >= len(fleet.jobs),
+             'every job still listed (%d submitted)' % len(fleet.jobs))
+        t.eq(gw.stop(timeout=20), 0, 'smpgwd exits cleanly')
     t.done()
 
 

@@ -10,14 +10,13 @@ image may be lost, and no image may be confirmed without booting.
 import json
 import os
 import socket
-import subprocess
 import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from torture import (SKIP, Bystanders, Client, Tap, image_path, log,  # noqa: E402
+from torture import (Bystanders, Client, Tap, image_path, log,  # noqa: E402
                      seeded_random, wait_for)
-from updates_harness import Gateway, Sim, Workdir  # noqa: E402
+from updates_harness import Gateway, session, sim_and_gateway  # noqa: E402
 
 COUNT = 8
 FLOOD, VANISH, DISK = 0, 1, 5
@@ -264,41 +263,25 @@ def shutil_which(name):
 
 
 def main():
-    if not Sim.available():
-        print('1..0 # SKIP smpgw-sim not built')
-        sys.exit(SKIP)
     with open(image_path(), 'rb') as f:
         img_bytes = f.read()
-    with Workdir() as wd:
-        sim = Sim(wd, count=COUNT, fleet=FLEET)
-        sim.start()
-        gw = Gateway(wd, sim, CONF)
-        by = None
-        try:
-            gw.start()
-            img = gw.add_image(image_path())
-            ports = wait_for('ports.json', lambda: os.path.exists(
-                os.path.join(gw.state, 'ports.json')) and ports_of(gw), timeout=10)
-            by = Bystanders([ports['w%d' % i] for i in BYSTANDERS]).start()
-            flood(gw, ports)
-            vanish(gw, sim, ports)
-            by.stop()
-            t.ok(by.count > 0, 'bystanders answered %d echoes' % by.count)
-            t.eq(by.failures[:5], [], 'no bystander echo failed or took > 5 s')
-            kill9(gw, sim, img)
-            ports = wait_for('ports.json', lambda: ports_of(gw), timeout=10)
-            t.ok(all(echo_ok(ports['w%d' % i]) for i in BYSTANDERS),
-                 'after kill -9: the other watches answer on their new ports')
-            t.eq(gw.stop(), 0, 'smpgwd exits cleanly')
-            disk_full(wd, sim, img_bytes)
-        except Exception:
-            log('smpgwd log tail:\n' + '\n'.join(gw.read_log().splitlines()[-60:]))
-            raise
-        finally:
-            if by:
-                by.stop()
-            gw.stop()
-            sim.stop()
+    with session() as (wd, run):
+        sim, gw = sim_and_gateway(run, wd, CONF, count=COUNT, fleet=FLEET)
+        img = gw.add_image(image_path())
+        ports = wait_for('ports.json', lambda: os.path.exists(
+            os.path.join(gw.state, 'ports.json')) and ports_of(gw), timeout=10)
+        by = run.start(Bystanders([ports['w%d' % i] for i in BYSTANDERS]))
+        flood(gw, ports)
+        vanish(gw, sim, ports)
+        by.stop()
+        t.ok(by.count > 0, 'bystanders answered %d echoes' % by.count)
+        t.eq(by.failures[:5], [], 'no bystander echo failed or took > 5 s')
+        kill9(gw, sim, img)
+        ports = wait_for('ports.json', lambda: ports_of(gw), timeout=10)
+        t.ok(all(echo_ok(ports['w%d' % i]) for i in BYSTANDERS),
+             'after kill -9: the other watches answer on their new ports')
+        t.eq(gw.stop(), 0, 'smpgwd exits cleanly')
+        disk_full(wd, sim, img_bytes)
     t.done()
 
 

@@ -16,9 +16,9 @@ import time
 import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from torture import (SKIP, SOAK_SECONDS, Client, Tap, fd_count,  # noqa: E402
+from torture import (SOAK_SECONDS, Client, Tap, fd_count,  # noqa: E402
                      image_path, log, rss_kib, seeded_random, under_asan, wait_for)
-from updates_harness import Gateway, Sim, Workdir  # noqa: E402
+from updates_harness import session, sim_and_gateway  # noqa: E402
 
 COUNT = 8
 UPLOAD = [0, 1]
@@ -170,77 +170,62 @@ def median(v):
 
 
 def main():
-    if not Sim.available():
-        print('1..0 # SKIP smpgw-sim not built')
-        sys.exit(SKIP)
     # Under ASan, freed memory sits in a quarantine (256 MiB by default) that
     # fills for minutes and reads as growth: keep it small so RSS shows leaks.
     os.environ['ASAN_OPTIONS'] = ':'.join(filter(None, [
         os.environ.get('ASAN_OPTIONS', ''), 'quarantine_size_mb=8']))
-    with Workdir() as wd:
-        sim = Sim(wd, count=COUNT, fleet=FLEET)
-        sim.start()
-        gw = Gateway(wd, sim, CONF)
-        tr = None
-        try:
-            gw.start()
-            img = gw.add_image(image_path())
-            import json
-            ports = wait_for('ports.json', lambda: json.load(
-                open(os.path.join(gw.state, 'ports.json')))['devices'], timeout=10)
-            pid = gw.proc.pid
-            asan = under_asan(pid)
-            tr = Traffic(gw, sim, ports, img)
-            tr.start()
-            t0 = time.monotonic()
-            warm = SOAK_SECONDS / 4
-            samples = []
-            fds_warm = None
-            while time.monotonic() - t0 < SOAK_SECONDS:
-                time.sleep(2.0)
-                el = time.monotonic() - t0
-                if fds_warm is None and el >= warm:
-                    fds_warm = tr.quiet(pid)
-                samples.append((el, rss_kib(pid), fd_count(pid)))
-                if gw.proc.poll() is not None:
-                    break
-            tr.finish()
-            time.sleep(1.0)
-            fds_end = fd_count(pid)
-            t.ok(gw.proc.poll() is None, 'smpgwd alive after %.0f s of mixed traffic' %
-                 (time.monotonic() - t0))
-            log('traffic: %r' % (tr.n,))
-            log('RSS/fds samples: %s' % ' '.join('%.0f:%d/%d' % s for s in samples))
-            t.ok(tr.n.get('echo', 0) > 100 and tr.n.get('upload', 0) >= 2 and
-                 tr.n.get('rest', 0) > 10, 'traffic flowed (%d echoes, %d uploads, %d REST '
-                 'rounds)' % (tr.n.get('echo', 0), tr.n.get('upload', 0), tr.n.get('rest', 0)))
-            t.eq(tr.errors[:5], [], 'no client saw an error')
-            if tr.errors:
-                # Which requests the daemon gave up on (w%d: FAULTY's are expected).
-                log('%d errors; now %.1f s; smpgwd timeouts (not w%d):\n%s' % (
-                    len(tr.errors), time.monotonic(), FAULTY, '\n'.join(
-                        line for line in gw.read_log().splitlines()
-                        if 'timed out' in line and 'w%d:' % FAULTY not in line)[-4000:]))
-            t.eq([s for s in tr.jobs if s != 'done'], [], 'every upload job done (%d)'
-                 % len(tr.jobs))
-            n = len(samples)
-            q2 = [s[1] for s in samples[n // 4:n // 2]]
-            q4 = [s[1] for s in samples[3 * n // 4:]]
-            a, b = median(q2), median(q4)
-            limit = a * (1.5 if asan else 1.1) + (16384 if asan else 1024)
-            t.ok(b <= limit, 'RSS does not grow: %d KiB after warm-up, %d KiB at the end '
-                 '(limit %d%s)' % (a, b, limit, ', ASan' if asan else ''))
-            t.ok(fds_warm is not None and fds_end <= fds_warm + 2,
-                 'fds do not grow: %s quiet after warm-up, %d at the end' % (fds_warm, fds_end))
-            t.eq(gw.stop(timeout=20), 0, 'smpgwd exits cleanly')
-        except Exception:
-            log('smpgwd log tail:\n' + '\n'.join(gw.read_log().splitlines()[-60:]))
-            raise
-        finally:
-            if tr:
-                tr.finish()
-            gw.stop()
-            sim.stop()
+    with session() as (wd, run):
+        sim, gw = sim_and_gateway(run, wd, CONF, count=COUNT, fleet=FLEET)
+        img = gw.add_image(image_path())
+        import json
+        ports = wait_for('ports.json', lambda: json.load(
+            open(os.path.join(gw.state, 'ports.json')))['devices'], timeout=10)
+        pid = gw.proc.pid
+        asan = under_asan(pid)
+        tr = Traffic(gw, sim, ports, img)
+        run.defer(tr.finish)
+        tr.start()
+        t0 = time.monotonic()
+        warm = SOAK_SECONDS / 4
+        samples = []
+        fds_warm = None
+        while time.monotonic() - t0 < SOAK_SECONDS:
+            time.sleep(2.0)
+            el = time.monotonic() - t0
+            if fds_warm is None and el >= warm:
+                fds_warm = tr.quiet(pid)
+            samples.append((el, rss_kib(pid), fd_count(pid)))
+            if gw.proc.poll() is not None:
+                break
+        tr.finish()
+        time.sleep(1.0)
+        fds_end = fd_count(pid)
+        t.ok(gw.proc.poll() is None, 'smpgwd alive after %.0f s of mixed traffic' %
+             (time.monotonic() - t0))
+        log('traffic: %r' % (tr.n,))
+        log('RSS/fds samples: %s' % ' '.join('%.0f:%d/%d' % s for s in samples))
+        t.ok(tr.n.get('echo', 0) > 100 and tr.n.get('upload', 0) >= 2 and
+             tr.n.get('rest', 0) > 10, 'traffic flowed (%d echoes, %d uploads, %d REST '
+             'rounds)' % (tr.n.get('echo', 0), tr.n.get('upload', 0), tr.n.get('rest', 0)))
+        t.eq(tr.errors[:5], [], 'no client saw an error')
+        if tr.errors:
+            # Which requests the daemon gave up on (w%d: FAULTY's are expected).
+            log('%d errors; now %.1f s; smpgwd timeouts (not w%d):\n%s' % (
+                len(tr.errors), time.monotonic(), FAULTY, '\n'.join(
+                    line for line in gw.read_log().splitlines()
+                    if 'timed out' in line and 'w%d:' % FAULTY not in line)[-4000:]))
+        t.eq([s for s in tr.jobs if s != 'done'], [], 'every upload job done (%d)'
+             % len(tr.jobs))
+        n = len(samples)
+        q2 = [s[1] for s in samples[n // 4:n // 2]]
+        q4 = [s[1] for s in samples[3 * n // 4:]]
+        a, b = median(q2), median(q4)
+        limit = a * (1.5 if asan else 1.1) + (16384 if asan else 1024)
+        t.ok(b <= limit, 'RSS does not grow: %d KiB after warm-up, %d KiB at the end '
+             '(limit %d%s)' % (a, b, limit, ', ASan' if asan else ''))
+        t.ok(fds_warm is not None and fds_end <= fds_warm + 2,
+             'fds do not grow: %s quiet after warm-up, %d at the end' % (fds_warm, fds_end))
+        t.eq(gw.stop(timeout=20), 0, 'smpgwd exits cleanly')
     t.done()
 
 

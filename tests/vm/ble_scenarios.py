@@ -35,6 +35,7 @@ OUT = os.environ.get('SMPGW_VM_OUT', '/tmp')
 CONFORMANCE = (os.environ.get('SMPGW_CONFORMANCE') or
                os.path.join(SRC, 'tests', 'data', 'conformance'))
 sys.path.insert(0, os.path.join(SRC, 'tests', 'integration'))
+from harness_common import reap as reap_one  # noqa: E402
 from smp_udp_client import Client, SmpError, OP_WRITE, GROUP_IMG, encode  # noqa: E402
 
 SMP_SVC = '8d53dc1d-1db7-4cd3-868b-8a527460aa84'
@@ -104,15 +105,7 @@ def start(name, args):
 
 
 def stop(p, timeout=10):
-    if p.poll() is None:
-        p.send_signal(signal.SIGTERM)
-        try:
-            return p.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait(timeout=5)
-            return 'killed'
-    return p.returncode
+    return reap_one(p, timeout, signal.SIGTERM)
 
 
 @atexit.register
