@@ -29,8 +29,8 @@ import urllib.request
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, '..', 'integration'))
 
-from gw_harness import (SKIP, Bus, Gateway, Running, Sim, Tap, Workdir,  # noqa: E402
-                        find_sim, free_udp_range, log, wait_for)
+from gw_harness import (BLE_NEEDS, Gateway, Tap, bus_and_sim, free_udp_range, log,  # noqa: E402
+                        session, wait_for)
 from smp_udp_client import Client, SmpError  # noqa: E402
 
 A, B, C, D = ['C0:FF:EE:B0:00:%02X' % (i + 1) for i in range(4)]
@@ -117,68 +117,60 @@ def check_not_allowed(t, hport):
     t.ok(dt < 5, 'D: within seconds')
 
 
-def run(t, wd):
-    with Running() as r:
-        bus = r.add(Bus(os.environ.get('BUS_CONF', os.path.join(HERE, 'bus.conf'))))
-        address = bus.start()
-        sim = r.add(Sim(wd, 4, extra=['--bus', address, '--seed', '7'], udp=False,
-                        fleet=FLEET))
-        sim.start()
-        base = free_udp_range(8)
-        gw = r.add(Gateway(wd, conf_text(base)))
-        ports = gw.start([A, B, C, D], bluez_bus=address, timeout=40)
-        hport = gw.http_port()
+def run(t, wd, r):
+    address, sim = bus_and_sim(r, wd, 4, seed=7, fleet=FLEET)
+    base = free_udp_range(8)
+    gw = r.add(Gateway(wd, conf_text(base)))
+    ports = gw.start([A, B, C, D], bluez_bus=address, timeout=40)
+    hport = gw.http_port()
 
-        t.ok(echo_ok(hport, A, 'a'), 'A: paired on demand, echo over the encrypted link')
-        t.eq(device(hport, A)['pairing'], 'paired', 'A: device state paired')
-        t.ok(echo_ok(hport, C, 'c'), 'C: paired first, echo')
-        t.eq(device(hport, C)['pairing'], 'paired', 'C: device state paired')
-        echo(hport, B, 'b')
-        echo(hport, D, 'd')
-        check_refused(t, hport, ports)
-        check_not_allowed(t, hport)
+    t.ok(echo_ok(hport, A, 'a'), 'A: paired on demand, echo over the encrypted link')
+    t.eq(device(hport, A)['pairing'], 'paired', 'A: device state paired')
+    t.ok(echo_ok(hport, C, 'c'), 'C: paired first, echo')
+    t.eq(device(hport, C)['pairing'], 'paired', 'C: device state paired')
+    echo(hport, B, 'b')
+    echo(hport, D, 'd')
+    check_refused(t, hport, ports)
+    check_not_allowed(t, hport)
 
-        # The wearer opens B's pairing window: the retries pair it.
-        sim.ctl({'cmd': 'fault', 'device': B, 'fault': 'refuse_pairing', 'on': False})
-        t.ok(wait_for('B paired', lambda: echo_ok(hport, B, 'b'), timeout=90),
-             'B: window open, paired on a retry (backoff), echo')
-        t.eq(device(hport, B)['pairing'], 'paired', 'B: device state paired')
+    # The wearer opens B's pairing window: the retries pair it.
+    sim.ctl({'cmd': 'fault', 'device': B, 'fault': 'refuse_pairing', 'on': False})
+    t.ok(wait_for('B paired', lambda: echo_ok(hport, B, 'b'), timeout=90),
+         'B: window open, paired on a retry (backoff), echo')
+    t.eq(device(hport, B)['pairing'], 'paired', 'B: device state paired')
 
-        # The gateway restarts: BlueZ keeps the bonds, no pairing again.
-        pairings = sim.ctl({'cmd': 'counters'})['bluez']['pairings']
-        t.eq(pairings, 3, 'three bonds made (A, B, C)')
-        t.eq(gw.stop(), 0, 'gateway stopped')
-        wd2 = os.path.join(wd, 'restart')  # a log of its own, the same state
-        os.makedirs(wd2)
-        gw = r.add(Gateway(wd2, conf_text(base), state_dir=gw.state))
-        ports = gw.start([A, B, C, D], bluez_bus=address, timeout=40)
-        hport = gw.http_port()
-        t.ok(echo_ok(hport, A, 'a2') and echo_ok(hport, C, 'c2'),
-             'after a gateway restart: A and C answer')
-        t.eq([device(hport, x)['pairing'] for x in (A, C)], ['paired', 'paired'],
-             'after a gateway restart: still paired (the bond was kept)')
-        t.eq(sim.ctl({'cmd': 'counters'})['bluez']['pairings'], pairings,
-             'after a gateway restart: no new pairing')
+    # The gateway restarts: BlueZ keeps the bonds, no pairing again.
+    pairings = sim.ctl({'cmd': 'counters'})['bluez']['pairings']
+    t.eq(pairings, 3, 'three bonds made (A, B, C)')
+    t.eq(gw.stop(), 0, 'gateway stopped')
+    wd2 = os.path.join(wd, 'restart')  # a log of its own, the same state
+    os.makedirs(wd2)
+    gw = r.add(Gateway(wd2, conf_text(base), state_dir=gw.state))
+    ports = gw.start([A, B, C, D], bluez_bus=address, timeout=40)
+    hport = gw.http_port()
+    t.ok(echo_ok(hport, A, 'a2') and echo_ok(hport, C, 'c2'),
+         'after a gateway restart: A and C answer')
+    t.eq([device(hport, x)['pairing'] for x in (A, C)], ['paired', 'paired'],
+         'after a gateway restart: still paired (the bond was kept)')
+    t.eq(sim.ctl({'cmd': 'counters'})['bluez']['pairings'], pairings,
+         'after a gateway restart: no new pairing')
 
-        # C restarts and loses its keys: detected, removed, paired again.
-        sim.ctl({'cmd': 'fault', 'device': C, 'fault': 'reboot'})
-        time.sleep(1.5)
-        t.ok(wait_for('C rebonded', lambda: echo_ok(hport, C, 'c3'), timeout=60),
-             'C: bond lost (watch restarted), stale bond removed, paired again, echo')
-        t.eq(device(hport, C)['pairing'], 'paired', 'C: paired again')
-        t.eq(sim.ctl({'cmd': 'counters'})['bluez']['pairings'], pairings + 1,
-             'C: one new bond')
-        t.eq(gw.stop(), 0, 'clean exit')
+    # C restarts and loses its keys: detected, removed, paired again.
+    sim.ctl({'cmd': 'fault', 'device': C, 'fault': 'reboot'})
+    time.sleep(1.5)
+    t.ok(wait_for('C rebonded', lambda: echo_ok(hport, C, 'c3'), timeout=60),
+         'C: bond lost (watch restarted), stale bond removed, paired again, echo')
+    t.eq(device(hport, C)['pairing'], 'paired', 'C: paired again')
+    t.eq(sim.ctl({'cmd': 'counters'})['bluez']['pairings'], pairings + 1,
+         'C: one new bond')
+    t.eq(gw.stop(), 0, 'clean exit')
 
 
 def main():
-    if not find_sim():
-        print('1..0 # SKIP smpgw-sim not built (SMPGW_SIM unset)')
-        sys.exit(SKIP)
     t = Tap()
-    with Workdir() as wd:
+    with session(need=BLE_NEEDS) as (wd, r):
         log('pairing')
-        run(t, wd)
+        run(t, wd, r)
     t.done()
 
 

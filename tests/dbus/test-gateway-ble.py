@@ -16,7 +16,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, '..', 'integration'))
 
-from gw_harness import (BLE_NEEDS, Bus, Gateway, Sim, Tap, free_udp_range, log,  # noqa: E402
+from gw_harness import (BLE_NEEDS, Gateway, Tap, bus_and_sim, free_udp_range, log,  # noqa: E402
                         session, wait_for)
 from smp_udp_client import (GROUP_OS, OP_WRITE, Client, SmpError,  # noqa: E402
                             conformance_image, echo_all, slot)
@@ -162,8 +162,7 @@ def main():
     t = Tap()
     with session(need=BLE_NEEDS) as (wd, run):
         image, want_hash = conformance_image(os.environ['CONFORMANCE_DIR'], IMAGE)
-        addr = run.add(Bus(os.environ.get('BUS_CONF', os.path.join(HERE, 'bus.conf')))).start()
-        sim = run.start(Sim(wd, COUNT, extra=['--bus', addr, '--seed', '7'], udp=False))
+        addr, sim = bus_and_sim(run, wd, COUNT, seed=7)
         addrs = [d['address'] for d in sim.ctl({'cmd': 'list'})['devices']]
         base = free_udp_range(COUNT + 4)
         gw = run.add(Gateway(wd, conf_text(base)))

@@ -180,3 +180,12 @@ class Gateway:
         rc = reap(self.proc, timeout, signal.SIGTERM)
         self.logf.close()
         return rc
+
+
+def bus_and_sim(run, wd, count, seed=None, fleet=None):
+    """A private bus (harness_common.Bus) and smpgw-sim playing bluetoothd
+    for count watches on it, both started and given to run (Running) to
+    stop. Returns (the bus address, the Sim)."""
+    address = run.add(Bus()).start()
+    extra = ['--bus', address] + (['--seed', str(seed)] if seed is not None else [])
+    return address, run.start(Sim(wd, count, extra=extra, udp=False, fleet=fleet))

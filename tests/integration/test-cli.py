@@ -16,8 +16,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from gw_harness import Running
-from updates_harness import SKIP, Gateway, Sim, Tap, Workdir, conformance_image, log
+from updates_harness import Gateway, Sim, Tap, conformance_image, log, session
 
 IMG = conformance_image('app-1.2.3+4-ecdsa-p256.bin')
 IMG350 = conformance_image('app-3.1.0+7-350k-ecdsa-p256.bin')
@@ -256,21 +255,16 @@ def test_unreachable(cli, port):
 
 
 def main():
-    if not Sim.available() or not os.environ.get('SMPGW_CLI'):
-        log('smpgw-sim or smpgw not built: skipping')
-        sys.exit(SKIP)
-    with Workdir() as wd, Running() as run:
+    with session(need=('SMPGWD', 'SMPGW_SIM', 'SMPGW_CLI')) as (wd, run):
         tok = os.path.join(wd, 'gw-token')
         with open(tok, 'w') as f:
             f.write(TOKEN + '\n')
         # Watch 0 (PineTime-10) writes flash slowly: its upload takes seconds,
         # so the bar has time to move.
-        sim = run.add(Sim(wd, count=3, fleet={'devices': [
+        sim = run.start(Sim(wd, count=3, fleet={'devices': [
             {'flash': {'erase_sector_us': 2000, 'program_page_us': 6000}}, {}, {}]}))
-        sim.start()
-        gw = run.add(Gateway(wd, sim, 'token_file = %s\n[request]\ntimeout = 2s\n'
-                             '[update]\nboot_timeout = 40s' % tok, devices=NAMES))
-        gw.start()
+        gw = run.start(Gateway(wd, sim, 'token_file = %s\n[request]\ntimeout = 2s\n'
+                               '[update]\nboot_timeout = 40s' % tok, devices=NAMES))
         cli = Cli(gw.base)
         test_devices(cli)
         img = test_images(cli, wd)

@@ -9,8 +9,7 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from updates_harness import (BLE_NEEDS, Bus, Tap, conformance_image, session,
-                             sim_and_gateway, wait_for)
+from updates_harness import BLE_NEEDS, Tap, ble_sim_and_gateway, conformance_image, session
 
 IMG = conformance_image('app-1.2.3+4-ecdsa-p256.bin')
 CONF = '\n'.join(['[ble]', 'connect_timeout = 20s', 'idle_timeout = 30s',
@@ -27,15 +26,8 @@ t = Tap()
 
 def main():
     with session(tap=t, need=BLE_NEEDS) as (wd, run):
-        bus = run.start(Bus())
-        sim, gw = sim_and_gateway(run, wd, CONF, bus=bus.address, fleet=FLEET, count=3)
+        sim, gw, addrs = ble_sim_and_gateway(run, wd, CONF, 3, fleet=FLEET)
         img = gw.add_image(IMG)
-        addrs = [d['address'] for d in sim.ctl({'cmd': 'list'})['devices']]
-
-        def seen():
-            st, d = gw.request('GET', '/api/v1/devices')
-            return st == 200 and len(d['devices']) >= 3
-        wait_for('the watches discovered', seen, timeout=60, step=0.3)
 
         st, job = gw.update(addrs[0], img)
         t.eq(st, 202, 'BLE: job queued')

@@ -21,8 +21,8 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from smp_udp_client import Client, SmpError  # noqa: E402
-from updates_harness import (Tap, Workdir, ble_rig, conformance_image,  # noqa: E402
-                             log, require_ble_sim, wait_for)
+from updates_harness import (BLE_NEEDS, Tap, ble_sim_and_gateway, conformance_image,  # noqa: E402
+                             log, session, wait_for)
 
 IMG = conformance_image('app-3.1.0+7-350k-ecdsa-p256.bin')
 STALL_S = 15
@@ -183,8 +183,8 @@ def stall(gw, sim, addr, img):
 
 
 def main():
-    require_ble_sim()
-    with Workdir() as wd, ble_rig(wd, FLEET, CONF, t) as (sim, gw, addrs):
+    with session(tap=t, need=BLE_NEEDS) as (wd, run):
+        sim, gw, addrs = ble_sim_and_gateway(run, wd, CONF, 3, fleet=FLEET)
         img = gw.add_image(IMG)
         converge(gw, sim, addrs[0], img)
         udp_face(gw, sim, addrs[1])
@@ -193,6 +193,7 @@ def main():
         st, jobs = gw.request('GET', '/api/v1/jobs')
         t.eq(sorted(j['state'] for j in jobs['jobs']), ['done', 'failed'],
              'the store lists both jobs, done and failed')
+        t.eq(gw.stop(), 0, 'smpgwd exits cleanly')
     t.done()
 
 

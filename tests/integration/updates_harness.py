@@ -91,6 +91,10 @@ class Sim:
     def device(self, i):
         return self.ctl({'cmd': 'show', 'device': i})
 
+    def addresses(self):
+        """The watches' BLE addresses, in index order."""
+        return [d['address'] for d in self.ctl({'cmd': 'list'})['devices']]
+
     def slots(self, i):
         for d in self.ctl({'cmd': 'list'})['devices']:
             if d['index'] == i:
@@ -168,6 +172,13 @@ class Gateway:
             except ValueError:
                 return e.code, text
 
+    def wait_devices(self, n, timeout=60):
+        """Until the REST API lists n devices (BLE: discovered)."""
+        def seen():
+            st, d = self.request('GET', '/api/v1/devices')
+            return st == 200 and len(d['devices']) >= n
+        wait_for('%d watches discovered' % n, seen, timeout=timeout, step=0.3)
+
     def add_image(self, path):
         with open(path, 'rb') as f:
             st, d = self.request('POST', '/api/v1/images', raw=f.read())
@@ -221,3 +232,13 @@ def sim_and_gateway(run, wd, conf, bus=None, **sim_kw):
     (sim, gw)."""
     sim = run.start(Sim(wd, bus=bus, **sim_kw))
     return sim, run.start(Gateway(wd, sim, conf, bus=bus))
+
+
+def ble_sim_and_gateway(run, wd, conf, count, **sim_kw):
+    """sim_and_gateway over BLE: a private bus (given to run too), the
+    simulator playing bluetoothd on it, smpgwd discovering the watches;
+    waits until it lists all count. Returns (sim, gw, their addresses)."""
+    bus = run.start(Bus())
+    sim, gw = sim_and_gateway(run, wd, conf, bus=bus.address, count=count, **sim_kw)
+    gw.wait_devices(count)
+    return sim, gw, sim.addresses()

@@ -15,7 +15,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from torture import (OFFSETS, BleGateway, Bystanders, Client, Tap,  # noqa: E402
                      image_path, log, seeded_random, wait_for)
-from gw_harness import BLE_NEEDS, Bus, Sim, free_udp_range, session  # noqa: E402
+from gw_harness import BLE_NEEDS, bus_and_sim, free_udp_range, session  # noqa: E402
 
 COUNT = 10
 UPLOADERS = [0, 1, 2, 3]  # disconnect offsets
@@ -241,8 +241,7 @@ def bystanders_ready(by_ports):
 def main():
     size = os.path.getsize(image_path())
     with session(need=BLE_NEEDS, tail_lines=80) as (wd, run):
-        addr = run.add(Bus(os.environ['BUS_CONF'])).start()
-        sim = run.start(Sim(wd, COUNT, extra=['--bus', addr], udp=False, fleet=FLEET))
+        addr, sim = bus_and_sim(run, wd, COUNT, fleet=FLEET)
         addrs = [d['address'] for d in sim.ctl({'cmd': 'list'})['devices']]
         gw = run.add(BleGateway(wd, conf_text(free_udp_range(COUNT + 4))))
         ports = gw.start(addrs, bluez_bus=addr, timeout=60)
