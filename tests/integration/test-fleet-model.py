@@ -10,16 +10,13 @@ hex hashes and canonical versions; /metrics carries the per-watch series."""
 import json
 import os
 import re
-import shutil
 import sqlite3
 import sys
 import time
 import urllib.parse
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from gw_harness import Running  # noqa: E402
-from rollout_fleet import (SKIP, Fleet, Gateway, Workdir, executables,  # noqa: E402
-                           log, wait_for)
+from rollout_fleet import NEEDS, Fleet, Gateway, executables, log, session, wait_for  # noqa: E402
 
 N = 4
 BATTERY = [90, 15, 50, 100]
@@ -227,22 +224,14 @@ FLEET_SERIES = {'smpgw_device_info', 'smpgw_device_battery_percent', 'smpgw_devi
 
 
 def main():
-    exes = executables()
-    if not exes or not shutil.which('dbus-daemon'):
-        log('SKIP: smpgwd, smpgw-sim, CONFORMANCE_DIR or dbus-daemon missing')
-        return SKIP
-    gw_exe, sim_exe, conf_dir = exes
-    t0 = time.monotonic()
     fast = {'link': {'conn_interval_us': 7500, 'phy': 2},
             'flash': {'erase_sector_us': 2000, 'program_page_us': 20,
                       'progressive_erase': True}}
     per = [dict(fast, battery_pct=b) for b in BATTERY]
-    with Workdir() as wd, Running(tail_lines=80) as run:
-        fleet = run.add(Fleet(wd, sim_exe, N, per_device=per, transport='ble'))
-        fleet.start()
-        gw = Gateway(wd, gw_exe, fleet)
-        run.add(gw, gw.close)
-        gw.start()
+    with session(need=NEEDS + ('dbus-daemon',), tail_lines=80) as (wd, run):
+        gw_exe, sim_exe, conf_dir = executables()
+        fleet = run.start(Fleet(wd, sim_exe, N, per_device=per, transport='ble'))
+        gw = run.start(Gateway(wd, gw_exe, fleet))
         wait_for('the watches advertising', lambda: len([
             d for d in gw.get('/api/v1/devices')['devices'] if d['advertised']]) == N,
             timeout=60, step=0.3)
@@ -250,9 +239,7 @@ def main():
         seen_moves(gw)
         image = update_one(gw, fleet, conf_dir)
         metrics_check(gw, fleet, image)
-    log('passed in %.1f s' % (time.monotonic() - t0))
     return 0
-
 
 if __name__ == '__main__':
     sys.exit(main())

@@ -523,11 +523,17 @@ def main():
     return 1 if tap.failed else 0
 
 
-if __name__ == '__main__':
+def run_scenarios(main):
+    """sys.exit(main()); a bounded wait or a step that fails is reported as
+    a failed test, not a crash (zephyr_scenarios.py uses it too)."""
     try:
         rc = main()
-    except Exception as e:  # a bounded wait or a step failed: report, not crash
+    except Exception as e:
         tap.ok(False, 'scenario aborted: %r' % (e,))
         print('1..%d' % tap.n, flush=True)
         rc = 1
     sys.exit(rc)
+
+
+if __name__ == '__main__':
+    run_scenarios(main)

@@ -286,10 +286,4 @@ def main():
 
 
 if __name__ == '__main__':
-    try:
-        rc = main()
-    except Exception as e:  # a bounded wait or a step failed: report, not crash
-        tap.ok(False, 'scenario aborted: %r' % (e,))
-        print('1..%d' % tap.n, flush=True)
-        rc = 1
-    sys.exit(rc)
+    bs.run_scenarios(main)
