@@ -97,10 +97,12 @@ static void device_series(struct gw_device *dev, void *user_data)
 							    "version"));
 	char *id = gw_metrics_label_escape(gw_device_id(dev));
 	char *name = gw_metrics_label_escape(gw_device_name(dev));
+	/* a version the watch sent that does not parse is kept as sent */
+	char *version = gw_metrics_label_escape(ver ? ver : "unknown");
 	const char *link = link_state_str(gw_device_link_state(dev));
 	char *l = xasprintf("device=\"%s\"", id);
 	char *info = xasprintf("device=\"%s\",name=\"%s\",version=\"%s\"", id, name,
-			       ver ? ver : "unknown");
+			       version);
 
 	gw_metrics_set(m, GW_M_DEV_INFO, info, 1);
 	set_dev(m, GW_M_DEV_BATTERY, l, json_object_get(j, "battery"), 1);
@@ -114,6 +116,7 @@ static void device_series(struct gw_device *dev, void *user_data)
 	}
 	free(info);
 	free(l);
+	free(version);
 	free(name);
 	free(id);
 	json_decref(j);
@@ -142,10 +145,13 @@ static void job_series(struct gw_metrics *m, struct gw_engine *eng)
 
 static void rollout_one(struct gw_metrics *m, const json_t *r)
 {
-	char *id = gw_metrics_label_escape(json_string_value(json_object_get(r, "id")));
-	const char *k;
+	const char *rid = json_string_value(json_object_get(r, "id")), *k;
+	char *id;
 	json_t *v;
 
+	if (!rid)
+		return;
+	id = gw_metrics_label_escape(rid);
 	json_object_foreach(json_object_get(r, "totals"), k, v) {
 		char *l;
 

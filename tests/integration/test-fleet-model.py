@@ -106,7 +106,8 @@ def update_one(gw, fleet, conf_dir):
     # a connected watch does not advertise, and smpgwd keeps an idle link
     # while no other watch waits: a restarted smpgwd (no connection) learns
     # the new image from advertising alone
-    gw.stop()
+    rc = gw.stop()
+    check(rc == 0, 'smpgwd stopped cleanly (exit %r)' % rc)
     gw.start()
     wait_for('the new record advertised', lambda: (gw.get(
         '/api/v1/devices/PineTime-3').get('advertised') or {}).get('version') == '1.2.3+4',
@@ -239,7 +240,10 @@ def main():
         seen_moves(gw)
         image = update_one(gw, fleet, conf_dir)
         metrics_check(gw, fleet, image)
+        rc = gw.stop()
+        check(rc == 0, 'smpgwd stopped cleanly (exit %r)' % rc)
     return 0
+
 
 if __name__ == '__main__':
     sys.exit(main())
