@@ -107,6 +107,11 @@ struct gw_upload_ctl {
 	unsigned max_window;  /* the largest window used */
 	unsigned min_window;  /* the smallest window after a loss */
 	size_t max_frame, min_frame; /* frame sizes used */
+	/* where frames were lost: reached again only after probe_at_us */
+	unsigned ceil_window; /* 0: none */
+	size_t ceil_frame;    /* 0: none */
+	uint64_t hold_us;     /* how long the last loss keeps a ceiling */
+	uint64_t probe_at_us; /* monotonic */
 };
 
 struct gw_upload_params {

@@ -680,7 +680,9 @@ static void start_upload(struct job *job)
 		.frame_max = frame_limit(job),
 		.max_inflight = pipeline_depth(job),
 		.ctl = &job->ctl,
-		.chunk_timeout_ms = cfg->update.chunk_timeout_ms,
+		/* Effective: the loss recovery's hold is counted in it. */
+		.chunk_timeout_ms = cfg->update.chunk_timeout_ms ?
+				    cfg->update.chunk_timeout_ms : cfg->request.timeout_ms,
 		.state_checked = true,
 	};
 	static const struct gw_upload_cbs cbs = { upload_progress, upload_done };

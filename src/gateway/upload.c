@@ -13,12 +13,16 @@
  *   job across link resets): up to "window" chunks in flight, each of
  *   "frame" bytes. A lost frame (a chunk unanswered, or an answer whose
  *   "off" shows a write was dropped) halves the window; at a window of one
- *   it halves the frame instead, in whole writes (5 writes -> 2 -> 1). Every
- *   grow_after chunks acknowledged in a row earn one step back up: one
- *   write more per frame until the limit, then one frame more in flight.
- *   grow_after starts at 1 (a clean link ramps up at once) and each loss
- *   raises it to 8 then doubles it, up to 256, so a link that loses at a
- *   given size is probed there less and less often.
+ *   it halves the frame instead, in whole writes (5 writes -> 2 -> 1). The
+ *   level that lost becomes a ceiling. Every grow_after chunks acknowledged
+ *   in a row earn one step back up: one write more per frame until the
+ *   limit, then one frame more in flight. grow_after is 1 at the start (a
+ *   clean link ramps up at once) and 8 after a loss. A step that would
+ *   reach a ceiling waits until the loss's hold time has passed: 10 chunk
+ *   timeouts after the first loss, doubling with each loss (at most 64):
+ *   a lost frame costs about one chunk timeout and a reconnect, so probing
+ *   where frames were lost costs at most about a tenth of the time. A
+ *   level kept for grow_after chunks lifts the ceiling under it.
  * - A response whose "off" is not the end of its chunk (a write was
  *   dropped silently, or the device resumed by sha), or a chunk that timed
  *   out, stops the stream: every other chunk still queued or in flight is
@@ -52,7 +56,8 @@
 #define MAX_STALLED_TIMEOUTS 6
 /* The adaptation (header comment, docs/updates.md). */
 #define GROW_AFTER_LOSS 8
-#define GROW_AFTER_MAX 256
+#define HOLD_TIMEOUTS 10     /* first hold: chunk timeouts */
+#define HOLD_MAX_TIMEOUTS 640
 
 struct chunk {
 	TAILQ_ENTRY(chunk) entry;
@@ -267,27 +272,45 @@ static size_t write_unit(const struct gw_upload *up)
 	return w && w < up->p.frame_max ? w : 0;
 }
 
-/* A frame was lost: fewer in flight, or smaller frames at one in flight. */
+/* A frame was lost: fewer in flight, or smaller frames at one in flight;
+ * the level that lost becomes a ceiling for a while. */
 static void ctl_loss(struct gw_upload *up, const char *why)
 {
 	struct gw_upload_ctl *ctl = up->ctl;
+	uint64_t first = (uint64_t)HOLD_TIMEOUTS * MAX(up->p.chunk_timeout_ms, 100u) * 1000;
 	size_t unit = write_unit(up);
 	unsigned w = ctl->window;
 	size_t f = ctl->frame;
 
 	ctl->losses++;
 	ctl->good = 0;
-	ctl->grow_after = ctl->grow_after < GROW_AFTER_LOSS ? GROW_AFTER_LOSS :
-			  MIN(ctl->grow_after * 2, GROW_AFTER_MAX);
-	if (ctl->window > 1)
+	ctl->grow_after = GROW_AFTER_LOSS;
+	ctl->hold_us = ctl->hold_us ? MIN(ctl->hold_us * 2, first / HOLD_TIMEOUTS *
+					  HOLD_MAX_TIMEOUTS) : first;
+	ctl->probe_at_us = now_usec() + ctl->hold_us;
+	if (ctl->window > 1) {
+		ctl->ceil_window = ctl->window;
 		ctl->window /= 2;
-	else if (unit && ctl->frame > unit)
+	} else if (unit && ctl->frame > unit) {
+		ctl->ceil_frame = ctl->frame;
 		ctl->frame = MAX(unit, ctl->frame / unit / 2 * unit);
+	}
 	ctl->min_window = MIN(ctl->min_window, ctl->window);
 	ctl->min_frame = MIN(ctl->min_frame, ctl->frame);
 	log_info("%s: upload: %s: %u in flight -> %u, frames of %zu -> %zu bytes; "
-		 "one step back up per %u chunks answered", gw_device_id(up->p.dev),
-		 why, w, ctl->window, f, ctl->frame, ctl->grow_after);
+		 "back up one step per %u chunks answered, to where it was lost "
+		 "after %llu s", gw_device_id(up->p.dev), why, w, ctl->window, f,
+		 ctl->frame, ctl->grow_after,
+		 (unsigned long long)(ctl->hold_us / 1000000));
+}
+
+/* A step up to (w, f): not to a ceiling while its hold lasts. */
+static bool ctl_may_reach(const struct gw_upload_ctl *ctl, unsigned w, size_t f)
+{
+	bool ceiling = (ctl->ceil_frame && f >= ctl->ceil_frame) ||
+		       (ctl->ceil_window && w >= ctl->ceil_window);
+
+	return !ceiling || now_usec() >= ctl->probe_at_us;
 }
 
 /* A chunk was acknowledged: every grow_after in a row earn a step up. */
@@ -295,16 +318,27 @@ static void ctl_good(struct gw_upload *up)
 {
 	struct gw_upload_ctl *ctl = up->ctl;
 	size_t unit = write_unit(up);
+	unsigned w = ctl->window;
+	size_t f = ctl->frame;
 
 	if (++ctl->good < ctl->grow_after)
 		return;
 	ctl->good = 0;
-	if (unit && ctl->frame < up->p.frame_max)
-		ctl->frame = MIN(up->p.frame_max, ctl->frame + unit);
-	else if (ctl->window < up->p.max_inflight)
-		ctl->window++;
+	/* This level held: a ceiling at or under it is gone. */
+	if (ctl->ceil_frame && ctl->frame >= ctl->ceil_frame)
+		ctl->ceil_frame = 0;
+	if (ctl->ceil_window && ctl->window >= ctl->ceil_window)
+		ctl->ceil_window = 0;
+	if (unit && f < up->p.frame_max)
+		f = MIN(up->p.frame_max, f + unit);
+	else if (w < up->p.max_inflight)
+		w++;
 	else
 		return;
+	if (!ctl_may_reach(ctl, w, f))
+		return;
+	ctl->window = w;
+	ctl->frame = f;
 	ctl->max_window = MAX(ctl->max_window, ctl->window);
 	ctl->max_frame = MAX(ctl->max_frame, ctl->frame);
 	log_debug("%s: upload: %u in flight, frames of %zu bytes",

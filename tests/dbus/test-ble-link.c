@@ -279,6 +279,7 @@ struct watch {
 	uint8_t rsp[4096];
 	size_t rsp_len;
 	unsigned frames;
+	unsigned bad_input;   /* link_report_bad_input() calls */
 };
 
 static struct watch watches[MAX_WATCHES];
@@ -373,7 +374,13 @@ static void on_state(struct link *link, enum link_state state, int err, void *ud
 	max_up_hci1 = MAX(max_up_hci1, count_up_on("hci1"));
 }
 
-static const struct link_callbacks link_cbs = { .frame = on_frame, .state = on_state };
+static void on_bad_input(struct link *link, const char *what, void *ud)
+{
+	((struct watch *)ud)->bad_input++;
+}
+
+static const struct link_callbacks link_cbs = { .frame = on_frame, .state = on_state,
+						.bad_input = on_bad_input };
 
 static const char *adapters_opt; /* --system: the central's adapter */
 static uint32_t connect_ms = 5000; /* --system: real stacks (under TCG) are slower */
@@ -622,7 +629,7 @@ static void test_drop_and_restart(unsigned count)
 {
 	struct ble_manager *mgr = manager(true, 0, 0);
 	struct watch *w;
-	unsigned ups, downs;
+	unsigned ups, downs, bad;
 	int r, up = 1, down = 0;
 
 	ok(run_until(seen_n, &count, 10000), "drop: watches discovered");
@@ -647,9 +654,11 @@ static void test_drop_and_restart(unsigned count)
 
 	/* A truncated response: its frame never completes; the next one must
 	 * not be glued to the leftover. */
+	bad = w->bad_input;
 	is_int(sim_cmd("fault %s truncate 1", w->address), 0, "simulator: truncate fault set");
 	ok(!echo(w, 300, 1500), "truncated response not delivered");
 	ok(echo(w, 300, 5000), "next response delivered whole (resync)");
+	ok(w->bad_input > bad, "the cut response was reported as bad input");
 	is_int(sim_cmd("fault %s corrupt 1", w->address), 0, "simulator: corrupt fault set");
 	echo(w, 30, 1500);
 	ok(echo(w, 30, 5000), "after a corrupted response the link still works");
