@@ -38,10 +38,10 @@ static bool job_finished(const char *state)
 }
 
 /* The last line: what the watch now runs, or why not. */
-static int final_state(json_t *job, const char *version)
+static int final_state(json_t *job, const char *dev, const char *version)
 {
 	const char *state = cli_str(job, "state", "?"), *mode = cli_str(job, "mode", "");
-	const char *dev = cli_str(job, "device", "?"), *err = cli_str(job, "error", NULL);
+	const char *err = cli_str(job, "error", NULL);
 
 	if (strcmp(state, "done") != 0) {
 		printf("%s%s%s (job %lld on %s)\n", strcmp(state, "rolled_back") == 0 ?
@@ -61,14 +61,16 @@ static int final_state(json_t *job, const char *version)
 	return 0;
 }
 
-static void show_progress(struct progress *p, json_t *job)
+/* dev: the device as the user named it (the job names it by its id, a
+ * BLE address for watches found by discovery). */
+static void show_progress(struct progress *p, json_t *job, const char *dev)
 {
 	json_t *pr = json_object_get(job, "progress");
 	const char *phase = cli_str(job, "phase", "?");
 	double total = (double)json_integer_value(json_object_get(pr, "total"));
 	double done = (double)json_integer_value(json_object_get(pr, "bytes"));
 	double rate = json_number_value(json_object_get(pr, "rate"));
-	char *label = xasprintf("%s %-7s", cli_str(job, "device", "?"), phase);
+	char *label = xasprintf("%s %-7s", dev, phase);
 
 	/* The rate and ETA belong to the upload; other phases show where the
 	 * bar stopped. */
@@ -76,7 +78,7 @@ static void show_progress(struct progress *p, json_t *job)
 	free(label);
 }
 
-static int follow_job(long long id, const char *version)
+static int follow_job(long long id, const char *dev, const char *version)
 {
 	struct progress *p = progress_new(stdout, isatty(STDOUT_FILENO));
 	char *path = xasprintf("/api/v1/jobs/%lld", id);
@@ -88,13 +90,13 @@ static int follow_job(long long id, const char *version)
 		if (!job)
 			break;
 		if (job_finished(cli_str(job, "state", "queued"))) {
-			show_progress(p, job);
+			show_progress(p, job, dev);
 			progress_done(p);
-			code = final_state(job, version);
+			code = final_state(job, dev, version);
 			json_decref(job);
 			break;
 		}
-		show_progress(p, job);
+		show_progress(p, job, dev);
 		json_decref(job);
 		sleep_ms(POLL_MS);
 	}
@@ -157,7 +159,7 @@ int cmd_update(int argc, char **argv)
 		       cli_str(job, "state", "queued"));
 		fflush(stdout);
 		if (o.follow)
-			code = follow_job(id, version);
+			code = follow_job(id, o.device, version);
 	}
 	json_decref(job);
 	json_decref(im);

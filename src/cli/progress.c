@@ -22,6 +22,7 @@ struct progress {
 	bool tty;
 	bool drawn;        /* a bar is on the current line */
 	char *last_label;  /* plain mode: label of the last line */
+	char *last_bar;    /* tty mode: the line drawn last (not drawn again) */
 	int last_step;     /* plain mode: last percent step printed */
 };
 
@@ -41,6 +42,7 @@ struct progress *progress_free(struct progress *p)
 		return NULL;
 	progress_done(p);
 	free(p->last_label);
+	free(p->last_bar);
 	free(p);
 	return NULL;
 }
@@ -82,6 +84,7 @@ static void draw(struct progress *p, const char *label, double done, double tota
 		 const char *stats)
 {
 	int width = columns(p) - 1 - (int)strlen(label) - (int)strlen(stats) - 4;
+	char *line;
 	int fill;
 
 	if (width < MIN_BAR)
@@ -91,11 +94,17 @@ static void draw(struct progress *p, const char *label, double done, double tota
 	fill = total > 0 ? (int)(done * width / total) : 0;
 	if (fill > width)
 		fill = width;
-	fprintf(p->out, "\r\033[K%s [", label);
+	line = xasprintf("%s [%*s%*s] %s", label, fill, "", width - fill, "", stats);
 	for (int i = 0; i < width; i++)
-		fputc(i < fill ? '#' : '-', p->out);
-	fprintf(p->out, "] %s", stats);
+		line[strlen(label) + 2 + (size_t)i] = i < fill ? '#' : '-';
+	if (p->drawn && p->last_bar && strcmp(line, p->last_bar) == 0) {
+		free(line); /* nothing moved */
+		return;
+	}
+	fprintf(p->out, "\r\033[K%s", line);
 	fflush(p->out);
+	free(p->last_bar);
+	p->last_bar = line;
 	p->drawn = true;
 }
 
