@@ -8,66 +8,22 @@ the error paths with their exit codes (bad URL, smpgwd down, unknown device,
 bad image)."""
 import json
 import os
-import pty
 import re
-import select
 import subprocess
 import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from cli_harness import (CLI_NEEDS, FAILED, REFUSED, UNREACHABLE, USAGE, Cli, one_line,
+                         table_names, upload_bars)
 from updates_harness import Gateway, Sim, Tap, conformance_image, log, session
 
 IMG = conformance_image('app-1.2.3+4-ecdsa-p256.bin')
 IMG350 = conformance_image('app-3.1.0+7-350k-ecdsa-p256.bin')
 NAMES = ['PineTime-10', 'PineTime-2', 'PineTime-1']
 TOKEN = 'cli-test-token-1234'
-# Exit codes (smpgw --help, docs/cli.md).
-FAILED, USAGE, UNREACHABLE, REFUSED = 1, 2, 4, 5
 
 t = Tap()
-
-
-class Cli:
-    def __init__(self, url, token=TOKEN):
-        self.exe = os.environ['SMPGW_CLI']
-        self.env = dict(os.environ, SMPGW_URL=url, SMPGW_TOKEN=token, LC_ALL='C')
-
-    def run(self, *args, env=None, timeout=120):
-        p = subprocess.run([self.exe] + list(args), capture_output=True, text=True,
-                           timeout=timeout, env=dict(self.env, **(env or {})))
-        return p.returncode, p.stdout, p.stderr
-
-    def pty(self, *args, timeout=120):
-        """Runs under a pseudo-terminal: (exit status, everything written)."""
-        master, slave = pty.openpty()
-        p = subprocess.Popen([self.exe] + list(args), stdin=slave, stdout=slave,
-                             stderr=slave, env=dict(self.env, COLUMNS='100'))
-        os.close(slave)
-        out, deadline = b'', time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            r, _, _ = select.select([master], [], [], 0.5)
-            if r:
-                try:
-                    chunk = os.read(master, 65536)
-                except OSError:  # EIO: the child closed the terminal
-                    break
-                if not chunk:
-                    break
-                out += chunk
-            elif p.poll() is not None:
-                break
-        os.close(master)
-        try:
-            rc = p.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            rc = p.wait()
-        return rc, out.decode(errors='replace')
-
-
-def one_line(err):
-    return len(err.strip().splitlines()) == 1
 
 
 def test_devices(cli):
@@ -75,17 +31,17 @@ def test_devices(cli):
     rows = out.splitlines()
     t.eq(rc, 0, 'devices: exit 0 (%s)' % err.strip())
     t.eq(rows[0].split()[:3], ['NAME', 'LINK', 'FIRMWARE'], 'devices: a table header')
-    t.eq([r.split()[0] for r in rows[1:]], ['PineTime-1', 'PineTime-2', 'PineTime-10'],
+    t.eq(table_names(out), ['PineTime-1', 'PineTime-2', 'PineTime-10'],
          'devices: natural order')
     t.ok(all(len(r.split()) >= 6 for r in rows[1:]), 'devices: every column filled')
     rc, out, _ = cli.run('devices', '--json')
     t.eq(sorted(d['id'] for d in json.loads(out)['devices']), sorted(NAMES),
          'devices --json: the daemon\'s answer')
     rc, out, _ = cli.run('devices', '--name', 'PineTime-1*')
-    t.eq([r.split()[0] for r in out.splitlines()[1:]], ['PineTime-1', 'PineTime-10'],
+    t.eq(table_names(out), ['PineTime-1', 'PineTime-10'],
          'devices --name glob filters')
     rc, out, _ = cli.run('devices', 'name=PineTime-2')
-    t.eq([r.split()[0] for r in out.splitlines()[1:]], ['PineTime-2'],
+    t.eq(table_names(out), ['PineTime-2'],
          'devices KEY=VALUE filters')
     rc, out, err = cli.run('devices', '--state', 'sideways')
     t.eq((rc, one_line(err), out), (REFUSED, True, ''),
@@ -144,13 +100,13 @@ def test_update_plain(cli, sim, img):
 def test_update_pty(cli, sim):
     """The issue's "done when": a moving bar in a terminal, ending confirmed."""
     rc, out = cli.pty('update', 'PineTime-10', IMG350, '--follow', timeout=150)
-    bars = re.findall(r'\r\x1b\[KPineTime-10 upload\s+\[([#-]+)\]\s+(\d+)%([^\r\n]*)', out)
-    pcts = [int(b[1]) for b in bars]
+    bars = upload_bars(out, 'PineTime-10')
+    pcts = [b[1] for b in bars]
     t.eq(rc, 0, 'update under a pty: exit 0')
     t.ok(len(set(pcts)) >= 3 and pcts == sorted(pcts),
          'the bar moves forward (%s)' % sorted(set(pcts)))
     t.ok(any('/s' in b[2] and 'ETA' in b[2] for b in bars), 'rate and ETA shown')
-    fills = [b[0].count('#') for b in bars]
+    fills = [b[0] for b in bars]
     t.ok(fills and fills[-1] > fills[0], 'the bar fills')
     t.ok(out.rstrip().endswith('confirmed 3.1.0+7 on PineTime-10'),
          'ends confirmed: %r' % out[-120:])
@@ -255,7 +211,7 @@ def test_unreachable(cli, port):
 
 
 def main():
-    with session(need=('SMPGWD', 'SMPGW_SIM', 'SMPGW_CLI')) as (wd, run):
+    with session(tap=t, need=CLI_NEEDS + ('SMPGWD', 'SMPGW_SIM')) as (wd, run):
         tok = os.path.join(wd, 'gw-token')
         with open(tok, 'w') as f:
             f.write(TOKEN + '\n')
@@ -265,7 +221,7 @@ def main():
             {'flash': {'erase_sector_us': 2000, 'program_page_us': 6000}}, {}, {}]}))
         gw = run.start(Gateway(wd, sim, 'token_file = %s\n[request]\ntimeout = 2s\n'
                                '[update]\nboot_timeout = 40s' % tok, devices=NAMES))
-        cli = Cli(gw.base)
+        cli = Cli(gw.base, TOKEN)
         test_devices(cli)
         img = test_images(cli, wd)
         if img:
