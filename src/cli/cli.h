@@ -23,12 +23,14 @@
 #define CLI_COMMON_OPTS \
 	{ "url", required_argument, NULL, 'U' }, \
 	{ "token-file", required_argument, NULL, 'T' }, \
+	{ "cacert", required_argument, NULL, 'C' }, \
 	{ "help", no_argument, NULL, 'h' }
 
 struct cli {
 	const char *url;   /* without the trailing slash */
 	char *token;       /* NULL: none */
 	const char *token_file;
+	const char *cacert; /* PEM CA bundle for https (a self-signed daemon) */
 };
 
 extern struct cli cli;

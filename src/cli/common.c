@@ -44,6 +44,9 @@ int cli_getopt(int argc, char **argv, const char *shortopts, const struct option
 		case 'T':
 			cli.token_file = optarg;
 			break;
+		case 'C':
+			cli.cacert = optarg;
+			break;
 		case 'h':
 			fputs(cli_usage_text, stdout);
 			return CLI_OPT_HELP;
@@ -80,6 +83,8 @@ int cli_load_token(void)
 
 	if (check_url())
 		return EXIT_USAGE;
+	if (!cli.cacert && getenv("SMPGW_CACERT") && *getenv("SMPGW_CACERT"))
+		cli.cacert = getenv("SMPGW_CACERT");
 	if (!cli.token_file) {
 		if (env && *env)
 			cli.token = xstrdup(env);

@@ -111,6 +111,8 @@ static CURL *easy(const char *method, const char *path, char *errbuf)
 	curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
 	curl_easy_setopt(c, CURLOPT_ERRORBUFFER, errbuf);
 	curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
+	if (cli.cacert)
+		curl_easy_setopt(c, CURLOPT_CAINFO, cli.cacert);
 	errbuf[0] = '\0';
 	return c;
 }

@@ -18,7 +18,7 @@
 #endif
 
 const char cli_usage_text[] =
-	"Usage: smpgw [--url URL] [--token-file FILE] COMMAND ...\n"
+	"Usage: smpgw [--url URL] [--token-file FILE] [--cacert FILE] COMMAND ...\n"
 	"       smpgw --help | --version\n"
 	"\n"
 	"Commands:\n"
@@ -55,6 +55,8 @@ const char cli_usage_text[] =
 	"                     http://127.0.0.1:8080)\n"
 	"  --token-file FILE  file whose first line is the bearer token (default:\n"
 	"                     the token in $SMPGW_TOKEN)\n"
+	"  --cacert FILE      PEM certificate(s) to trust for an https URL (default:\n"
+	"                     $SMPGW_CACERT, else the system's CAs)\n"
 	"\n"
 	"Exit status:\n"
 	"  0  success\n"

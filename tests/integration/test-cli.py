@@ -16,6 +16,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from cli_harness import (CLI_NEEDS, FAILED, REFUSED, UNREACHABLE, USAGE, Cli, one_line,
                          table_names, upload_bars)
+from http_harness import Daemon
 from updates_harness import Gateway, Sim, Tap, conformance_image, log, session
 
 IMG = conformance_image('app-1.2.3+4-ecdsa-p256.bin')
@@ -210,6 +211,29 @@ def test_unreachable(cli, port):
          'exit codes 0-5 documented alike in --help, docs/cli.md and smpgw(1)')
 
 
+def test_tls(cli, wd):
+    """An https daemon with a self-signed certificate: refused (exit 4)
+    until the client is given that certificate."""
+    cert, key = os.path.join(wd, 'cert.pem'), os.path.join(wd, 'key.pem')
+    subprocess.run(['openssl', 'req', '-x509', '-newkey', 'ec', '-pkeyopt',
+                    'ec_paramgen_curve:P-256', '-nodes', '-days', '1', '-subj', '/CN=127.0.0.1',
+                    '-addext', 'subjectAltName=IP:127.0.0.1', '-keyout', key, '-out', cert],
+                   check=True, capture_output=True, timeout=30)
+    d = Daemon([], tls=(cert, key))
+    try:
+        rc, _, err = cli.run('--url', d.base, 'devices')
+        t.ok(rc == UNREACHABLE and one_line(err) and 'certificate' in err,
+             'https, untrusted certificate: exit 4 in one line: ' + err.strip())
+        rc, out, err = cli.run('--url', d.base, '--cacert', cert, 'devices')
+        t.eq((rc, out.split()[:2]), (0, ['NAME', 'LINK']), 'https with --cacert (%s)' %
+             err.strip())
+        rc, out, err = cli.run('devices', env={'SMPGW_URL': d.base, 'SMPGW_CACERT': cert})
+        t.eq(rc, 0, 'https with $SMPGW_CACERT (%s)' % err.strip())
+    finally:
+        rc, log_text = d.close()
+    t.eq(rc, 0, 'the https daemon exits cleanly')
+
+
 def main():
     with session(tap=t, need=CLI_NEEDS + ('SMPGWD', 'SMPGW_SIM')) as (wd, run):
         tok = os.path.join(wd, 'gw-token')
@@ -233,6 +257,7 @@ def main():
         port = gw.port
         t.eq(gw.stop(), 0, 'smpgwd exits cleanly')
         test_unreachable(cli, port)
+        test_tls(cli, wd)
     t.done()
 
 
