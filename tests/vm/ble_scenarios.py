@@ -517,7 +517,15 @@ def main():
         update(c, addr, 'app-0.9.0-3k-hash.bin')
         restart_bluetoothd(c, addr)
     c.close()
+    return finish(gw)
+
+
+def finish(gw, *others):
+    """The end of a scenario: smpgwd must exit cleanly on SIGTERM, others
+    (a watch...) are stopped, the TAP plan printed. Returns the exit status."""
     tap.ok(stop(gw) == 0, 'smpgwd exits cleanly on SIGTERM')
+    for o in others:
+        o.stop()
     print('1..%d' % tap.n, flush=True)
     log('done')
     return 1 if tap.failed else 0

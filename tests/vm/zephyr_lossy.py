@@ -107,11 +107,7 @@ def main():
     st, m = http('GET', '/api/v1/devices/%s' % watch.address)
     log('device counters: %r' % ((m or {}).get('counters'),))
     c.close()
-    tap.ok(bs.stop(gw) == 0, 'smpgwd exits cleanly on SIGTERM')
-    watch.stop()
-    print('1..%d' % tap.n, flush=True)
-    log('done')
-    return 1 if tap.failed else 0
+    return bs.finish(gw, watch)
 
 
 if __name__ == '__main__':

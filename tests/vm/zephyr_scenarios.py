@@ -278,11 +278,7 @@ def main():
         what_test_does(c, watch, want)
         reboot_mid_upload(c, watch, image, want)
     c.close()
-    tap.ok(bs.stop(gw) == 0, 'smpgwd exits cleanly on SIGTERM')
-    watch.stop()
-    print('1..%d' % tap.n, flush=True)
-    log('done')
-    return 1 if tap.failed else 0
+    return bs.finish(gw, watch)
 
 
 if __name__ == '__main__':
