@@ -5,10 +5,12 @@
 set -euo pipefail
 
 pkgs=(meson ninja-build pkg-config gcc libevent-dev libcbor-dev libjansson-dev
-      libmicrohttpd-dev libdbus-1-dev libbluetooth-dev libsqlite3-dev libssl-dev
+      libmicrohttpd-dev libdbus-1-dev libbluetooth-dev libsqlite3-dev libpq-dev libssl-dev
       libcurl4-openssl-dev
       dbus python3 python3-cbor2)
 if [ "${1:-}" = "--test" ]; then
+	# The store's PostgreSQL tests start a real server (tests/pg/pg_server.py).
+	pkgs+=(postgresql)
 	pkgs+=(clang libclang-rt-14-dev valgrind python3-dbus python3-gi systemd
 	       curl chromium)
 	# Node.js may come from elsewhere than Debian (this machine kind ships

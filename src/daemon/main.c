@@ -676,14 +676,23 @@ static int start(struct daemon *d, struct gw_config *cfg)
 	int r = 0;
 
 	gw_log_set_level(cfg->general.log_level);
-	store = gw_store_open(cfg->general.state_dir, &r, &err);
+	if (cfg->store.backend == GW_STORE_POSTGRESQL)
+		store = gw_store_open_pg(cfg->store.conninfo, &r, &err);
+	else
+		store = gw_store_open(cfg->general.state_dir, &r, &err);
 	if (!store) {
-		log_err("store in %s: %s", cfg->general.state_dir,
-			err ? err : strerror(-r));
+		if (cfg->store.backend == GW_STORE_POSTGRESQL)
+			log_err("store: %s", err ? err : strerror(-r));
+		else
+			log_err("store in %s: %s", cfg->general.state_dir,
+				err ? err : strerror(-r));
 		free(err);
 		gw_config_free(cfg);
 		return r;
 	}
+	log_info("store: %s, schema version %d",
+		 gw_store_backend_name(gw_store_backend(store)),
+		 gw_store_schema_version(store));
 	d->ports_path = xasprintf("%s/ports.json", cfg->general.state_dir);
 	d->gw = gw_new(d->base, cfg, store);
 	gw_set_time_offset(d->gw, d->time_offset_ms); /* --time-offset-ms */

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * INI configuration parser. Owns struct gw_config and its strings.
- * Sections: [general] [ble] [udp] [http] [request] [update] [images]
+ * Sections: [general] [ble] [udp] [http] [request] [update] [images] [store]
  * [device "name"].
  */
 #include "gateway/config.h"
@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "gateway/log.h"
+#include "gateway/store.h"
 #include "links/serial.h"
 #include "util/util.h"
 
@@ -89,6 +90,8 @@ struct gw_config *gw_config_free(struct gw_config *cfg)
 	for (size_t i = 0; i < cfg->images.n_keys; i++)
 		free(cfg->images.keys[i]);
 	free(cfg->images.keys);
+	free(cfg->images.dir);
+	free(cfg->store.conninfo);
 	for (size_t i = 0; i < cfg->n_devices; i++)
 		device_conf_clear(&cfg->devices[i]);
 	free(cfg->devices);
@@ -384,6 +387,12 @@ static int set_images(struct gw_config *cfg, const char *key, const char *value)
 
 	if (!strcmp(key, "require_signature"))
 		return parse_bool(value, &cfg->images.require_signature);
+	if (!strcmp(key, "dir")) {
+		if (value[0] != '/')
+			return -EINVAL; /* relative to what? */
+		set_str(&cfg->images.dir, value);
+		return 0;
+	}
 	if (strcmp(key, "key"))
 		return -ENOENT;
 	/* Comma-separated PEM files; repeated keys append. */
@@ -396,6 +405,24 @@ static int set_images(struct gw_config *cfg, const char *key, const char *value)
 	}
 	free(copy);
 	return 0;
+}
+
+/* [store]: backend = sqlite | postgresql, conninfo = libpq string. */
+static int set_store(struct gw_config *cfg, const char *key, const char *value)
+{
+	if (!strcmp(key, "backend")) {
+		enum gw_store_backend b;
+
+		if (gw_store_backend_parse(value, &b) < 0)
+			return -EINVAL;
+		cfg->store.backend = (int)b;
+		return 0;
+	}
+	if (!strcmp(key, "conninfo")) {
+		set_str(&cfg->store.conninfo, value);
+		return 0;
+	}
+	return -ENOENT;
 }
 
 static int set_device(struct gw_device_conf *d, const char *key, const char *value)
@@ -443,6 +470,8 @@ int gw_config_set(struct gw_config *cfg, const char *section, const char *key,
 		return set_update(cfg, key, value);
 	if (!strcmp(section, "images"))
 		return set_images(cfg, key, value);
+	if (!strcmp(section, "store"))
+		return set_store(cfg, key, value);
 	return -ENOENT;
 }
 
@@ -528,7 +557,7 @@ static int parse_section(struct parser *p, char *s)
 	}
 	if (strcmp(s, "general") && strcmp(s, "ble") && strcmp(s, "udp") &&
 	    strcmp(s, "http") && strcmp(s, "request") && strcmp(s, "update") &&
-	    strcmp(s, "images"))
+	    strcmp(s, "images") && strcmp(s, "store"))
 		return fail(p, -EINVAL, "unknown section", s);
 	snprintf(p->section, sizeof(p->section), "%s", s);
 	return 0;

@@ -98,7 +98,13 @@ struct gw_config {
 		bool require_signature; /* refuse images not signed by a key; default no */
 		char **keys;            /* PEM public key files */
 		size_t n_keys;
+		char *dir;              /* NULL: state_dir/images (shared: docs/multi-gateway.md) */
 	} images;
+	/* [store]: where the durable state lives (src/gateway/store.h). */
+	struct {
+		int backend;            /* enum gw_store_backend; default sqlite */
+		char *conninfo;         /* postgresql: libpq connection string */
+	} store;
 	struct gw_device_conf *devices;
 	size_t n_devices;
 };

@@ -87,33 +87,33 @@ enum phase engine_phase_parse(const char *s)
 
 static int db_exec_job(struct gw_engine *eng, const char *sql, struct job *job)
 {
-	sqlite3_stmt *st;
-	int rc;
+	struct gw_stmt *st;
+	int r;
 
-	if (!eng->db)
+	if (!eng->store)
 		return 0;
-	if (sqlite3_prepare_v2(eng->db, sql, -1, &st, NULL) != SQLITE_OK) {
-		log_err("jobs: %s", sqlite3_errmsg(eng->db));
+	st = gw_store_prepare(eng->store, sql);
+	if (!st) {
+		log_err("jobs: %s", gw_store_errmsg(eng->store));
 		return -EIO;
 	}
-	sqlite3_bind_text(st, 1, gw_job_state_str(job->state), -1, SQLITE_STATIC);
-	sqlite3_bind_text(st, 2, engine_phase_names[job->phase], -1, SQLITE_STATIC);
-	sqlite3_bind_text(st, 3, job->error, -1, SQLITE_STATIC);
-	sqlite3_bind_int64(st, 4, (sqlite3_int64)job->size);
-	sqlite3_bind_int64(st, 5, (sqlite3_int64)job->offset);
-	sqlite3_bind_int64(st, 6, (sqlite3_int64)job->started_ms);
-	sqlite3_bind_int64(st, 7, (sqlite3_int64)job->finished_ms);
-	sqlite3_bind_int64(st, 8, (sqlite3_int64)job->updated_ms);
-	sqlite3_bind_int(st, 9, (job->up_to_date ? 1 : 0) | (job->skipped_upload ? 2 : 0) |
-			 (job->did_reset ? 4 : 0));
-	sqlite3_bind_int64(st, 10, (sqlite3_int64)job->bytes_sent);
-	sqlite3_bind_int64(st, 11, job->id);
-	rc = sqlite3_step(st);
-	sqlite3_finalize(st);
-	if (rc != SQLITE_DONE) {
+	gw_stmt_bind_text(st, 1, gw_job_state_str(job->state));
+	gw_stmt_bind_text(st, 2, engine_phase_names[job->phase]);
+	gw_stmt_bind_text(st, 3, job->error);
+	gw_stmt_bind_int64(st, 4, (int64_t)job->size);
+	gw_stmt_bind_int64(st, 5, (int64_t)job->offset);
+	gw_stmt_bind_int64(st, 6, (int64_t)job->started_ms);
+	gw_stmt_bind_int64(st, 7, (int64_t)job->finished_ms);
+	gw_stmt_bind_int64(st, 8, (int64_t)job->updated_ms);
+	gw_stmt_bind_int64(st, 9, (job->up_to_date ? 1 : 0) | (job->skipped_upload ? 2 : 0) |
+			   (job->did_reset ? 4 : 0));
+	gw_stmt_bind_int64(st, 10, (int64_t)job->bytes_sent);
+	gw_stmt_bind_int64(st, 11, job->id);
+	r = gw_stmt_run(st);
+	if (r < 0) {
 		log_err("jobs: cannot record job %lld: %s", (long long)job->id,
-			sqlite3_errmsg(eng->db));
-		return -EIO;
+			gw_store_errmsg(eng->store));
+		return r;
 	}
 	return 0;
 }
@@ -132,35 +132,32 @@ void engine_job_persist(struct job *job)
 
 int64_t engine_db_insert(struct gw_engine *eng, struct job *job)
 {
-	sqlite3_stmt *st;
+	struct gw_stmt *st;
 	int64_t id = -EIO;
+	int r;
 
-	if (!eng->db)
+	if (!eng->store)
 		return eng->next_mem_id++; /* no store: ids for this run only */
-	if (sqlite3_prepare_v2(eng->db,
+	st = gw_store_prepare(eng->store,
 			"INSERT INTO jobs (device_id, image_id, mode, state, phase,"
-			" rollout_id, created, updated) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-			-1, &st, NULL) != SQLITE_OK)
+			" rollout_id, created, updated) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+			" RETURNING id");
+	if (!st)
 		return -EIO;
-	sqlite3_bind_text(st, 1, job->device_id, -1, SQLITE_STATIC);
-	sqlite3_bind_text(st, 2, job->image_id, -1, SQLITE_STATIC);
-	sqlite3_bind_text(st, 3, gw_job_mode_str(job->mode), -1, SQLITE_STATIC);
-	sqlite3_bind_text(st, 4, gw_job_state_str(job->state), -1, SQLITE_STATIC);
-	sqlite3_bind_text(st, 5, engine_phase_names[job->phase], -1, SQLITE_STATIC);
-	sqlite3_bind_text(st, 6, job->rollout_id, -1, SQLITE_STATIC);
-	sqlite3_bind_int64(st, 7, (sqlite3_int64)job->created_ms);
-	sqlite3_bind_int64(st, 8, (sqlite3_int64)job->created_ms);
-	switch (sqlite3_step(st)) {
-	case SQLITE_DONE:
-		id = sqlite3_last_insert_rowid(eng->db);
-		break;
-	case SQLITE_FULL: /* the state directory's disk: 507, not 500 */
+	gw_stmt_bind_text(st, 1, job->device_id);
+	gw_stmt_bind_text(st, 2, job->image_id);
+	gw_stmt_bind_text(st, 3, gw_job_mode_str(job->mode));
+	gw_stmt_bind_text(st, 4, gw_job_state_str(job->state));
+	gw_stmt_bind_text(st, 5, engine_phase_names[job->phase]);
+	gw_stmt_bind_text(st, 6, job->rollout_id);
+	gw_stmt_bind_int64(st, 7, (int64_t)job->created_ms);
+	gw_stmt_bind_int64(st, 8, (int64_t)job->created_ms);
+	r = gw_stmt_step(st);
+	if (r == 1)
+		id = gw_stmt_int64(st, 0);
+	else if (r == -ENOSPC) /* the store's disk: 507, not 500 */
 		id = -ENOSPC;
-		break;
-	default:
-		break;
-	}
-	sqlite3_finalize(st);
+	gw_stmt_finalize(st);
 	return id;
 }
 
@@ -180,7 +177,8 @@ struct image *engine_image_get(struct gw_engine *eng, const char *id, int *err)
 			im->refs++;
 			return im;
 		}
-	path = xasprintf("%s/images/%s.bin", cfg->general.state_dir, id);
+	path = cfg->images.dir ? xasprintf("%s/%s.bin", cfg->images.dir, id) :
+				 xasprintf("%s/images/%s.bin", cfg->general.state_dir, id);
 	f = fopen(path, "rb");
 	free(path);
 	if (!f) {
@@ -233,35 +231,35 @@ bool engine_image_id_valid(const char *id)
 
 /* ---- construction: load what the store knows ---- */
 
-static void load_row(struct gw_engine *eng, sqlite3_stmt *st)
+static void load_row(struct gw_engine *eng, struct gw_stmt *st)
 {
 	struct job *job = engine_job_new(eng);
 	const char *s;
 	int flags;
 
-	job->id = sqlite3_column_int64(st, 0);
-	job->device_id = xstrdup((const char *)sqlite3_column_text(st, 1));
-	job->image_id = xstrdup((const char *)sqlite3_column_text(st, 2));
-	if (gw_job_mode_parse((const char *)sqlite3_column_text(st, 3), &job->mode) < 0)
+	job->id = gw_stmt_int64(st, 0);
+	job->device_id = xstrdup(gw_stmt_text(st, 1));
+	job->image_id = xstrdup(gw_stmt_text(st, 2));
+	if (gw_job_mode_parse(gw_stmt_text(st, 3), &job->mode) < 0)
 		job->mode = GW_JOB_MODE_TEST_CONFIRM;
-	if (engine_state_parse((const char *)sqlite3_column_text(st, 4), &job->state) < 0)
+	if (engine_state_parse(gw_stmt_text(st, 4), &job->state) < 0)
 		job->state = GW_JOB_STATE_FAILED;
-	job->phase = engine_phase_parse((const char *)sqlite3_column_text(st, 5));
-	s = (const char *)sqlite3_column_text(st, 6);
+	job->phase = engine_phase_parse(gw_stmt_text(st, 5));
+	s = gw_stmt_text(st, 6);
 	job->rollout_id = s ? xstrdup(s) : NULL;
-	s = (const char *)sqlite3_column_text(st, 7);
+	s = gw_stmt_text(st, 7);
 	job->error = s ? xstrdup(s) : NULL;
-	job->size = (size_t)sqlite3_column_int64(st, 8);
-	job->offset = (size_t)sqlite3_column_int64(st, 9);
-	job->created_ms = (uint64_t)sqlite3_column_int64(st, 10);
-	job->started_ms = (uint64_t)sqlite3_column_int64(st, 11);
-	job->finished_ms = (uint64_t)sqlite3_column_int64(st, 12);
-	job->updated_ms = (uint64_t)sqlite3_column_int64(st, 13);
-	flags = sqlite3_column_int(st, 14);
+	job->size = (size_t)gw_stmt_int64(st, 8);
+	job->offset = (size_t)gw_stmt_int64(st, 9);
+	job->created_ms = (uint64_t)gw_stmt_int64(st, 10);
+	job->started_ms = (uint64_t)gw_stmt_int64(st, 11);
+	job->finished_ms = (uint64_t)gw_stmt_int64(st, 12);
+	job->updated_ms = (uint64_t)gw_stmt_int64(st, 13);
+	flags = (int)gw_stmt_int64(st, 14);
 	job->up_to_date = flags & 1;
 	job->skipped_upload = flags & 2;
 	job->did_reset = flags & 4;
-	job->bytes_sent = (uint64_t)sqlite3_column_int64(st, 15);
+	job->bytes_sent = (uint64_t)gw_stmt_int64(st, 15);
 	if (job->phase >= PHASE_RESET && job->phase <= PHASE_WAIT)
 		job->did_reset = true;
 	/* A job that was running is queued again; it resumes from a state
@@ -274,26 +272,28 @@ static void load_row(struct gw_engine *eng, sqlite3_stmt *st)
 
 int engine_load_jobs(struct gw_engine *eng)
 {
-	sqlite3_stmt *st;
-	int rc, n = 0;
-
-	if (sqlite3_prepare_v2(eng->db,
+	struct gw_stmt *st = gw_store_prepare(eng->store,
 			"SELECT id, device_id, image_id, mode, state, phase, rollout_id,"
 			" error, size, off, created, started, finished, updated, flags,"
 			" bytes_sent FROM jobs WHERE state IN ('queued', 'running')"
-			" OR id > (SELECT coalesce(max(id), 0) FROM jobs) - ?"
-			" ORDER BY id", -1, &st, NULL) != SQLITE_OK) {
-		log_err("jobs: %s", sqlite3_errmsg(eng->db));
+			" OR id > (SELECT coalesce(max(id), 0) FROM jobs) - ?1"
+			" ORDER BY id");
+	int r, n = 0;
+
+	if (!st) {
+		log_err("jobs: %s", gw_store_errmsg(eng->store));
 		return -EIO;
 	}
-	sqlite3_bind_int(st, 1, ENGINE_FINISHED_KEPT);
-	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+	gw_stmt_bind_int64(st, 1, ENGINE_FINISHED_KEPT);
+	while ((r = gw_stmt_step(st)) == 1) {
 		load_row(eng, st);
 		if (!engine_job_final(TAILQ_LAST(&eng->jobs, job_list)))
 			n++;
 	}
-	sqlite3_finalize(st);
+	if (r < 0)
+		log_err("jobs: %s", gw_store_errmsg(eng->store));
+	gw_stmt_finalize(st);
 	if (n)
 		log_notice("jobs: %d unfinished job(s) from the last run resume", n);
-	return rc == SQLITE_DONE ? 0 : -EIO;
+	return r < 0 ? -EIO : 0;
 }

@@ -12,7 +12,7 @@
 #include <sys/queue.h>
 
 #include <jansson.h>
-#include <sqlite3.h>
+#include "gateway/store.h"
 
 #include "gateway/jobs.h"
 
@@ -244,7 +244,7 @@ struct radio {
 
 struct gw_engine {
 	struct gw *gw;
-	sqlite3 *db;
+	struct gw_store *store; /* borrowed; NULL: jobs in memory only */
 	struct job_list jobs;   /* by id */
 	size_t n_jobs;          /* in memory: unfinished + at most
 				 * ENGINE_FINISHED_KEPT finished (the store has all) */

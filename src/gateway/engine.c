@@ -1250,9 +1250,9 @@ struct gw_engine *gw_engine_new(struct gw *gw, int *err)
 	eng->next_mem_id = 1;
 	TAILQ_INIT(&eng->jobs);
 	LIST_INIT(&eng->images);
-	eng->db = store ? gw_store_db(store) : NULL;
+	eng->store = store;
 	eng->dispatch_ev = event_new(gw_base(gw), -1, 0, dispatch_cb, eng);
-	if (eng->db && engine_load_jobs(eng) < 0) {
+	if (eng->store && engine_load_jobs(eng) < 0) {
 		if (err)
 			*err = -EIO;
 		return gw_engine_free(eng);

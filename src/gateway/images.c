@@ -22,8 +22,6 @@
 
 #include <openssl/evp.h>
 
-#include <sqlite3.h>
-
 #include "codec/mcuboot.h"
 #include "gateway/log.h"
 #include "gateway/store.h"
@@ -36,7 +34,7 @@ struct entry {
 
 struct gw_images {
 	char *dir;
-	sqlite3 *db;        /* borrowed from the store; NULL: sidecar files */
+	struct gw_store *db; /* borrowed; NULL: sidecar files */
 	bool require_signature;
 	struct mcuboot_keyring *keys;
 	struct entry *v;
@@ -233,67 +231,65 @@ static int meta_save_file(struct gw_images *im, const char *id, json_t *meta)
 	return r;
 }
 
-static int db_exec_id(struct gw_images *im, const char *sql, const char *id,
-		      sqlite3_stmt **ret)
+static struct gw_stmt *db_prepare_id(struct gw_images *im, const char *sql,
+				     const char *id)
 {
-	sqlite3_stmt *st = NULL;
+	struct gw_stmt *st = gw_store_prepare(im->db, sql);
 
-	if (sqlite3_prepare_v2(im->db, sql, -1, &st, NULL) != SQLITE_OK)
-		return -EIO;
-	sqlite3_bind_text(st, 1, id, -1, SQLITE_TRANSIENT);
-	*ret = st;
-	return 0;
+	if (st)
+		gw_stmt_bind_text(st, 1, id);
+	return st;
 }
 
 static int meta_save(struct gw_images *im, const char *id, json_t *desc,
 		     json_t *meta)
 {
-	sqlite3_stmt *st;
+	struct gw_stmt *st;
 	json_t *fn = json_object_get(meta, "filename");
-	int r;
 
 	if (!im->db)
 		return meta_save_file(im, id, meta);
-	if (db_exec_id(im, "INSERT OR REPLACE INTO images (id, version, size, "
-		       "filename, uploaded_ms) VALUES (?1, ?2, ?3, ?4, ?5)", id, &st) < 0)
+	st = db_prepare_id(im, "INSERT INTO images (id, version, size, filename,"
+			   " uploaded_ms) VALUES (?1, ?2, ?3, ?4, ?5)"
+			   " ON CONFLICT(id) DO UPDATE SET version = excluded.version,"
+			   " size = excluded.size, filename = excluded.filename,"
+			   " uploaded_ms = excluded.uploaded_ms", id);
+	if (!st)
 		return -EIO;
-	sqlite3_bind_text(st, 2, json_string_value(json_object_get(desc, "version")),
-			  -1, SQLITE_TRANSIENT);
-	sqlite3_bind_int64(st, 3, json_integer_value(json_object_get(desc, "size")));
-	if (fn)
-		sqlite3_bind_text(st, 4, json_string_value(fn), -1, SQLITE_TRANSIENT);
-	sqlite3_bind_int64(st, 5, json_integer_value(json_object_get(meta, "uploaded_ms")));
-	r = sqlite3_step(st) == SQLITE_DONE ? 0 : -EIO;
-	sqlite3_finalize(st);
-	return r;
+	gw_stmt_bind_text(st, 2, json_string_value(json_object_get(desc, "version")));
+	gw_stmt_bind_int64(st, 3, json_integer_value(json_object_get(desc, "size")));
+	gw_stmt_bind_text(st, 4, json_string_value(fn));
+	gw_stmt_bind_int64(st, 5, json_integer_value(json_object_get(meta, "uploaded_ms")));
+	return gw_stmt_run(st) < 0 ? -EIO : 0;
 }
 
 /* Adds the metadata row or sidecar to desc; a file without one gets one. */
 static void meta_load(struct gw_images *im, json_t *desc, const char *id)
 {
-	sqlite3_stmt *st;
+	struct gw_stmt *st;
 	json_t *meta;
 
 	if (!im->db) {
 		meta_load_file(im, desc, id);
 		return;
 	}
-	if (db_exec_id(im, "SELECT filename, uploaded_ms FROM images WHERE id = ?1",
-		       id, &st) < 0)
+	st = db_prepare_id(im, "SELECT filename, uploaded_ms FROM images WHERE id = ?1",
+			   id);
+	if (!st)
 		return;
-	if (sqlite3_step(st) == SQLITE_ROW) {
-		if (sqlite3_column_type(st, 0) == SQLITE_TEXT) {
-			json_t *fn = json_string((const char *)sqlite3_column_text(st, 0));
+	if (gw_stmt_step(st) == 1) {
+		if (!gw_stmt_is_null(st, 0)) {
+			json_t *fn = json_string(gw_stmt_text(st, 0));
 
 			if (fn)
 				json_object_set_new(desc, "filename", fn);
 		}
 		json_object_set_new(desc, "uploaded_ms",
-				    json_integer(sqlite3_column_int64(st, 1)));
-		sqlite3_finalize(st);
+				    json_integer(gw_stmt_int64(st, 1)));
+		gw_stmt_finalize(st);
 		return;
 	}
-	sqlite3_finalize(st);
+	gw_stmt_finalize(st);
 	/* A file without a row (copied in by hand, or a crash between the
 	 * rename and the insert): record it now. */
 	meta = json_pack("{s:I}", "uploaded_ms", (json_int_t)0);
@@ -304,7 +300,6 @@ static void meta_load(struct gw_images *im, json_t *desc, const char *id)
 
 static void meta_delete(struct gw_images *im, const char *id)
 {
-	sqlite3_stmt *st;
 	char *p;
 
 	if (!im->db) {
@@ -313,33 +308,39 @@ static void meta_delete(struct gw_images *im, const char *id)
 		free(p);
 		return;
 	}
-	if (db_exec_id(im, "DELETE FROM images WHERE id = ?1", id, &st) < 0)
-		return;
-	sqlite3_step(st);
-	sqlite3_finalize(st);
+	gw_stmt_run(db_prepare_id(im, "DELETE FROM images WHERE id = ?1", id));
 }
 
-/* Rows whose file is gone (deleted by hand, moved aside) are dropped. */
+/* Rows whose file is gone (deleted by hand, moved aside) are dropped. A
+ * database several gateways share is left alone: another gateway's image
+ * directory may have the file (the directory should be shared, see
+ * docs/multi-gateway.md), so a missing file is only reported. */
 static void meta_prune(struct gw_images *im)
 {
-	sqlite3_stmt *st;
+	struct gw_stmt *st;
 	char **gone = NULL;
 	size_t n = 0;
+	bool shared;
 
-	if (!im->db || sqlite3_prepare_v2(im->db, "SELECT id FROM images", -1, &st,
-					  NULL) != SQLITE_OK)
+	if (!im->db || !(st = gw_store_prepare(im->db, "SELECT id FROM images")))
 		return;
-	while (sqlite3_step(st) == SQLITE_ROW) {
-		const char *id = (const char *)sqlite3_column_text(st, 0);
+	shared = gw_store_backend(im->db) != GW_STORE_SQLITE;
+	while (gw_stmt_step(st) == 1) {
+		const char *id = gw_stmt_text(st, 0);
 
 		if (id && !find(im, id)) {
 			gone = xrealloc(gone, (n + 1) * sizeof(*gone));
 			gone[n++] = xstrdup(id);
 		}
 	}
-	sqlite3_finalize(st);
+	gw_stmt_finalize(st);
 	for (size_t i = 0; i < n; i++) {
-		meta_delete(im, gone[i]);
+		if (shared)
+			log_warn("images: %s is recorded in the shared store but not in "
+				 "%s (is [images] dir the same directory on every "
+				 "gateway?)", gone[i], im->dir);
+		else
+			meta_delete(im, gone[i]);
 		free(gone[i]);
 	}
 	free(gone);
@@ -394,9 +395,10 @@ struct gw_images *gw_images_new(const char *state_dir, struct gw_store *store,
 				char **errmsg)
 {
 	struct gw_images *im = xnew(struct gw_images);
-	sqlite3_stmt *st = NULL;
+	struct gw_stmt *st;
 
-	im->dir = xasprintf("%s/images", state_dir);
+	im->dir = policy && policy->dir ? xstrdup(policy->dir) :
+					     xasprintf("%s/images", state_dir);
 	im->keys = mcuboot_keyring_new();
 	im->require_signature = policy && policy->require_signature;
 	if (mkdir(im->dir, 0700) < 0 && errno != EEXIST) {
@@ -416,12 +418,14 @@ struct gw_images *gw_images_new(const char *state_dir, struct gw_store *store,
 			return gw_images_free(im);
 		}
 	}
-	im->db = store ? gw_store_db(store) : NULL;
+	im->db = store;
 	/* A store without the images migration (older schema): sidecars. */
-	if (im->db && sqlite3_prepare_v2(im->db, "SELECT id FROM images LIMIT 1",
-					 -1, &st, NULL) != SQLITE_OK)
+	st = store ? gw_store_prepare(store, "SELECT id FROM images LIMIT 1") : NULL;
+	if (st && gw_stmt_step(st) < 0)
 		im->db = NULL;
-	sqlite3_finalize(st);
+	else if (store && !st)
+		im->db = NULL;
+	gw_stmt_finalize(st);
 	scan(im);
 	meta_prune(im);
 	return im;

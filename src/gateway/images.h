@@ -23,9 +23,10 @@ struct gw_images_policy {
 	bool require_signature;      /* refuse unsigned / unverifiable images */
 	const char *const *key_files; /* PEM public keys */
 	size_t n_key_files;
+	const char *dir;              /* NULL: state_dir/images */
 };
 
-/* Opens (creating) state_dir/images; store (borrowed, may be NULL) keeps
+/* Opens (creating) policy->dir or state_dir/images; store (borrowed, may be NULL) keeps
  * the metadata. NULL with *err and *errmsg (new string) on failure:
  * unreadable key file, unwritable directory. */
 struct gw_images *gw_images_new(const char *state_dir, struct gw_store *store,

@@ -5,105 +5,51 @@
  * caller groups several with ro_db_begin()/ro_db_commit(); the store runs
  * with synchronous=FULL, so a returned write survives kill -9.
  */
+#include <ctype.h>
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
-
-#include <sqlite3.h>
 
 #include "gateway/log.h"
 #include "gateway/rollouts-int.h"
 #include "gateway/store.h"
 #include "util/util.h"
 
-static int rc_errno(int rc)
-{
-	switch (rc & 0xff) {
-	case SQLITE_OK:
-	case SQLITE_DONE:
-	case SQLITE_ROW:
-		return 0;
-	case SQLITE_BUSY:
-	case SQLITE_LOCKED:
-		return -EBUSY;
-	case SQLITE_FULL:
-		return -ENOSPC;
-	case SQLITE_CONSTRAINT:
-		return -EEXIST;
-	default:
-		return -EIO;
-	}
-}
-
-static int exec(struct gw_store *st, const char *sql)
-{
-	return rc_errno(sqlite3_exec(gw_store_db(st), sql, NULL, NULL, NULL));
-}
-
 int ro_db_begin(struct gw_store *st)
 {
-	return exec(st, "BEGIN IMMEDIATE");
+	return gw_store_begin(st);
 }
 
 int ro_db_commit(struct gw_store *st)
 {
-	int r = exec(st, "COMMIT");
-
-	if (r < 0)
-		ro_db_rollback(st);
-	return r;
+	return gw_store_commit(st);
 }
 
 void ro_db_rollback(struct gw_store *st)
 {
-	exec(st, "ROLLBACK");
-}
-
-static void bind_text(sqlite3_stmt *s, int i, const char *v)
-{
-	if (v)
-		sqlite3_bind_text(s, i, v, -1, SQLITE_TRANSIENT);
-	else
-		sqlite3_bind_null(s, i);
-}
-
-static int step_done(sqlite3_stmt *s)
-{
-	int r = rc_errno(sqlite3_step(s));
-
-	sqlite3_finalize(s);
-	return r;
-}
-
-static sqlite3_stmt *prepare(struct gw_store *st, const char *sql)
-{
-	sqlite3_stmt *s = NULL;
-
-	if (sqlite3_prepare_v2(gw_store_db(st), sql, -1, &s, NULL) != SQLITE_OK)
-		return NULL;
-	return s;
+	gw_store_rollback(st);
 }
 
 int ro_db_save(struct gw_store *st, const struct rollout *r)
 {
-	sqlite3_stmt *s = prepare(st,
+	struct gw_stmt *s = gw_store_prepare(st,
 		"UPDATE rollouts SET state = ?2, reason = ?3, started_ms = ?4,"
 		" finished_ms = ?5, windows_done = ?6 WHERE id = ?1");
 
 	if (!s)
 		return -EIO;
-	bind_text(s, 1, r->id);
-	bind_text(s, 2, rollout_state_str(r->state));
-	bind_text(s, 3, r->reason);
-	sqlite3_bind_int64(s, 4, r->started_ms);
-	sqlite3_bind_int64(s, 5, r->finished_ms);
-	sqlite3_bind_int64(s, 6, r->windows_done);
-	return step_done(s);
+	gw_stmt_bind_text(s, 1, r->id);
+	gw_stmt_bind_text(s, 2, rollout_state_str(r->state));
+	gw_stmt_bind_text(s, 3, r->reason);
+	gw_stmt_bind_int64(s, 4, r->started_ms);
+	gw_stmt_bind_int64(s, 5, r->finished_ms);
+	gw_stmt_bind_int64(s, 6, r->windows_done);
+	return gw_stmt_run(s);
 }
 
 static int dev_write(struct gw_store *st, const struct ro_dev *d, bool insert)
 {
-	sqlite3_stmt *s = prepare(st, insert ?
+	struct gw_stmt *s = gw_store_prepare(st, insert ?
 		"INSERT INTO rollout_devices (rollout_id, device_id, position,"
 		" wave, state, job_id, attempts, acked, error, from_version,"
 		" started_ms, finished_ms, last_try_ms)"
@@ -116,20 +62,20 @@ static int dev_write(struct gw_store *st, const struct ro_dev *d, bool insert)
 
 	if (!s)
 		return -EIO;
-	bind_text(s, 1, d->ro->id);
-	bind_text(s, 2, d->id);
-	sqlite3_bind_int64(s, 3, d->position);
-	sqlite3_bind_int64(s, 4, d->wave);
-	bind_text(s, 5, rollout_dev_state_str(d->state));
-	sqlite3_bind_int64(s, 6, d->job_id);
-	sqlite3_bind_int64(s, 7, d->attempts);
-	sqlite3_bind_int(s, 8, d->acked);
-	bind_text(s, 9, d->error);
-	bind_text(s, 10, d->from_version);
-	sqlite3_bind_int64(s, 11, d->started_ms);
-	sqlite3_bind_int64(s, 12, d->finished_ms);
-	sqlite3_bind_int64(s, 13, d->last_try_ms);
-	return step_done(s);
+	gw_stmt_bind_text(s, 1, d->ro->id);
+	gw_stmt_bind_text(s, 2, d->id);
+	gw_stmt_bind_int64(s, 3, d->position);
+	gw_stmt_bind_int64(s, 4, d->wave);
+	gw_stmt_bind_text(s, 5, rollout_dev_state_str(d->state));
+	gw_stmt_bind_int64(s, 6, d->job_id);
+	gw_stmt_bind_int64(s, 7, d->attempts);
+	gw_stmt_bind_int64(s, 8, d->acked);
+	gw_stmt_bind_text(s, 9, d->error);
+	gw_stmt_bind_text(s, 10, d->from_version);
+	gw_stmt_bind_int64(s, 11, d->started_ms);
+	gw_stmt_bind_int64(s, 12, d->finished_ms);
+	gw_stmt_bind_int64(s, 13, d->last_try_ms);
+	return gw_stmt_run(s);
 }
 
 int ro_db_save_dev(struct gw_store *st, const struct ro_dev *d)
@@ -139,7 +85,7 @@ int ro_db_save_dev(struct gw_store *st, const struct ro_dev *d)
 
 static int insert_row(struct gw_store *st, const struct rollout *r)
 {
-	sqlite3_stmt *s = prepare(st,
+	struct gw_stmt *s = gw_store_prepare(st,
 		"INSERT INTO rollouts (id, image_id, image_version, spec, state,"
 		" reason, created_ms, started_ms, finished_ms, windows_done)"
 		" VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)");
@@ -149,17 +95,17 @@ static int insert_row(struct gw_store *st, const struct rollout *r)
 	if (!s)
 		return -EIO;
 	spec = json_dumps(r->spec_json, JSON_COMPACT | JSON_SORT_KEYS);
-	bind_text(s, 1, r->id);
-	bind_text(s, 2, r->image_id);
-	bind_text(s, 3, r->image_version);
-	bind_text(s, 4, spec);
-	bind_text(s, 5, rollout_state_str(r->state));
-	bind_text(s, 6, r->reason);
-	sqlite3_bind_int64(s, 7, r->created_ms);
-	sqlite3_bind_int64(s, 8, r->started_ms);
-	sqlite3_bind_int64(s, 9, r->finished_ms);
-	sqlite3_bind_int64(s, 10, r->windows_done);
-	ret = step_done(s);
+	gw_stmt_bind_text(s, 1, r->id);
+	gw_stmt_bind_text(s, 2, r->image_id);
+	gw_stmt_bind_text(s, 3, r->image_version);
+	gw_stmt_bind_text(s, 4, spec);
+	gw_stmt_bind_text(s, 5, rollout_state_str(r->state));
+	gw_stmt_bind_text(s, 6, r->reason);
+	gw_stmt_bind_int64(s, 7, r->created_ms);
+	gw_stmt_bind_int64(s, 8, r->started_ms);
+	gw_stmt_bind_int64(s, 9, r->finished_ms);
+	gw_stmt_bind_int64(s, 10, r->windows_done);
+	ret = gw_stmt_run(s);
 	free(spec);
 	return ret;
 }
@@ -180,16 +126,16 @@ int ro_db_insert(struct gw_store *st, const struct rollout *r)
 	return ro_db_commit(st);
 }
 
-static char *col_dup(sqlite3_stmt *s, int i)
+static char *col_dup(struct gw_stmt *s, int i)
 {
-	const unsigned char *t = sqlite3_column_text(s, i);
+	const char *t = gw_stmt_text(s, i);
 
-	return t ? xstrdup((const char *)t) : NULL;
+	return t ? xstrdup(t) : NULL;
 }
 
 static int load_devices(struct gw_store *st, struct rollout *r)
 {
-	sqlite3_stmt *s = prepare(st,
+	struct gw_stmt *s = gw_store_prepare(st,
 		"SELECT device_id, position, wave, state, job_id, attempts, acked,"
 		" error, from_version, started_ms, finished_ms, last_try_ms"
 		" FROM rollout_devices"
@@ -198,48 +144,48 @@ static int load_devices(struct gw_store *st, struct rollout *r)
 
 	if (!s)
 		return -EIO;
-	bind_text(s, 1, r->id);
-	while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+	gw_stmt_bind_text(s, 1, r->id);
+	while ((rc = gw_stmt_step(s)) == 1) {
 		struct ro_dev *d;
 
 		r->devs = xrealloc(r->devs, (r->n + 1) * sizeof(*r->devs));
 		d = &r->devs[r->n++];
 		*d = (struct ro_dev){
 			.ro = r, .id = col_dup(s, 0),
-			.position = (uint32_t)sqlite3_column_int64(s, 1),
-			.wave = (uint32_t)sqlite3_column_int64(s, 2),
-			.job_id = sqlite3_column_int64(s, 4),
-			.attempts = (uint32_t)sqlite3_column_int64(s, 5),
-			.acked = sqlite3_column_int(s, 6) != 0,
+			.position = (uint32_t)gw_stmt_int64(s, 1),
+			.wave = (uint32_t)gw_stmt_int64(s, 2),
+			.job_id = gw_stmt_int64(s, 4),
+			.attempts = (uint32_t)gw_stmt_int64(s, 5),
+			.acked = gw_stmt_int64(s, 6) != 0,
 			.error = col_dup(s, 7), .from_version = col_dup(s, 8),
-			.started_ms = sqlite3_column_int64(s, 9),
-			.finished_ms = sqlite3_column_int64(s, 10),
-			.last_try_ms = sqlite3_column_int64(s, 11),
+			.started_ms = gw_stmt_int64(s, 9),
+			.finished_ms = gw_stmt_int64(s, 10),
+			.last_try_ms = gw_stmt_int64(s, 11),
 		};
-		if (rollout_dev_state_parse((const char *)sqlite3_column_text(s, 3),
+		if (rollout_dev_state_parse(gw_stmt_text(s, 3),
 					    &d->state) < 0)
 			d->state = ROLLOUT_DEV_PENDING;
 	}
-	sqlite3_finalize(s);
-	return rc == SQLITE_DONE ? 0 : -EIO;
+	gw_stmt_finalize(s);
+	return rc == 0 ? 0 : -EIO;
 }
 
 /* Builds one rollout from a row; NULL when its spec no longer parses. */
-static struct rollout *row_rollout(struct gw_store *st, sqlite3_stmt *s)
+static struct rollout *row_rollout(struct gw_store *st, struct gw_stmt *s)
 {
 	struct rollout *r = xnew(struct rollout);
-	json_t *spec = json_loads((const char *)sqlite3_column_text(s, 3), 0, NULL);
+	json_t *spec = json_loads(gw_stmt_text(s, 3), 0, NULL);
 	char *err = NULL;
 
 	r->id = col_dup(s, 0);
 	r->image_id = col_dup(s, 1);
 	r->image_version = col_dup(s, 2);
 	r->reason = col_dup(s, 5);
-	r->created_ms = sqlite3_column_int64(s, 6);
-	r->started_ms = sqlite3_column_int64(s, 7);
-	r->finished_ms = sqlite3_column_int64(s, 8);
-	r->windows_done = (uint32_t)sqlite3_column_int64(s, 9);
-	if (rollout_state_parse((const char *)sqlite3_column_text(s, 4), &r->state) < 0)
+	r->created_ms = gw_stmt_int64(s, 6);
+	r->started_ms = gw_stmt_int64(s, 7);
+	r->finished_ms = gw_stmt_int64(s, 8);
+	r->windows_done = (uint32_t)gw_stmt_int64(s, 9);
+	if (rollout_state_parse(gw_stmt_text(s, 4), &r->state) < 0)
 		r->state = ROLLOUT_STATE_PAUSED;
 	if (!spec || ro_spec_parse(spec, &r->spec, &r->spec_json, &err) < 0 ||
 	    load_devices(st, r) < 0) {
@@ -256,35 +202,45 @@ static struct rollout *row_rollout(struct gw_store *st, sqlite3_stmt *s)
 
 int ro_db_load(struct gw_store *st, ro_db_load_cb cb, void *user_data)
 {
-	sqlite3_stmt *s = prepare(st,
+	struct gw_stmt *s = gw_store_prepare(st,
 		"SELECT id, image_id, image_version, spec, state, reason,"
 		" created_ms, started_ms, finished_ms, windows_done FROM rollouts"
-		" ORDER BY created_ms, rowid");
+		" ORDER BY created_ms, length(id), id");
 	int rc;
 
 	if (!s)
 		return -EIO;
-	while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+	while ((rc = gw_stmt_step(s)) == 1) {
 		struct rollout *r = row_rollout(st, s);
 
 		if (r)
 			cb(r, user_data);
 	}
-	sqlite3_finalize(s);
-	return rc == SQLITE_DONE ? 0 : -EIO;
+	gw_stmt_finalize(s);
+	return rc == 0 ? 0 : -EIO;
 }
 
+/* The highest N of the ids "ro-N" (parsed here: the backends disagree on
+ * casting text that is not a number). */
 uint64_t ro_db_max_seq(struct gw_store *st)
 {
-	sqlite3_stmt *s = prepare(st,
-		"SELECT coalesce(max(CAST(substr(id, 4) AS INTEGER)), 0)"
-		" FROM rollouts WHERE id LIKE 'ro-%'");
+	struct gw_stmt *s = gw_store_prepare(st,
+		"SELECT id FROM rollouts WHERE id LIKE 'ro-%'");
 	uint64_t v = 0;
 
 	if (!s)
 		return 0;
-	if (sqlite3_step(s) == SQLITE_ROW)
-		v = (uint64_t)sqlite3_column_int64(s, 0);
-	sqlite3_finalize(s);
+	while (gw_stmt_step(s) == 1) {
+		const char *id = gw_stmt_text(s, 0);
+		char *end;
+		unsigned long long n;
+
+		if (!id || !isdigit((unsigned char)id[3]))
+			continue;
+		n = strtoull(id + 3, &end, 10);
+		if (*end == '\0' && n > v)
+			v = n;
+	}
+	gw_stmt_finalize(s);
 	return v;
 }

@@ -1,8 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * The durable store (see store.h): SQLite in WAL mode with
- * synchronous=FULL, versioned migrations, the device table and the UDP
- * port map.
+ * The durable store (see store.h): the schema and its versioned
+ * migrations, the statement interface over the backends (store-sqlite.c,
+ * store-pg.c), the device table and the UDP port map.
  */
 #include "gateway/store.h"
 
@@ -11,7 +11,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 
+#include "gateway/store-int.h"
 #include "util/util.h"
 
 /*
@@ -93,90 +95,180 @@ static const struct gw_migration migrations[] = {
 };
 
 struct gw_store {
-	sqlite3 *db;
+	const struct gw_store_ops *ops;
+	void *conn;
 	int version;
 };
 
-static int sqlite_errno(int rc)
+static const struct gw_store_ops *ops_of(enum gw_store_backend backend)
 {
-	switch (rc & 0xff) {
-	case SQLITE_OK:
-	case SQLITE_DONE:
-	case SQLITE_ROW:
-		return 0;
-	case SQLITE_BUSY:
-	case SQLITE_LOCKED:
-		return -EBUSY;
-	case SQLITE_NOMEM:
-		return -ENOMEM;
-	case SQLITE_READONLY:
-	case SQLITE_PERM:
-	case SQLITE_AUTH:
-		return -EACCES;
-	case SQLITE_FULL:
-		return -ENOSPC;
-	case SQLITE_CANTOPEN:
-		return -ENOENT;
-	case SQLITE_CONSTRAINT:
-		return -EEXIST;
-	case SQLITE_CORRUPT:
-	case SQLITE_NOTADB:
-		return -EBADMSG;
-	default:
-		return -EIO;
+	switch (backend) {
+	case GW_STORE_SQLITE:
+		return &gw_store_sqlite_ops;
+	case GW_STORE_POSTGRESQL:
+		return &gw_store_pg_ops;
 	}
+	return NULL;
 }
 
-static int exec(struct gw_store *s, const char *sql, char **errmsg)
+const char *gw_store_backend_name(enum gw_store_backend backend)
 {
-	char *msg = NULL;
-	int rc = sqlite3_exec(s->db, sql, NULL, NULL, &msg);
+	return backend == GW_STORE_POSTGRESQL ? "postgresql" : "sqlite";
+}
 
-	if (rc != SQLITE_OK && errmsg && !*errmsg)
-		*errmsg = xstrdup(msg ? msg : sqlite3_errstr(rc));
-	sqlite3_free(msg);
-	return sqlite_errno(rc);
+int gw_store_backend_parse(const char *s, enum gw_store_backend *ret)
+{
+	if (!s)
+		return -EINVAL;
+	if (!strcmp(s, "sqlite") || !strcmp(s, "sqlite3")) {
+		*ret = GW_STORE_SQLITE;
+		return 0;
+	}
+	if (!strcmp(s, "postgresql") || !strcmp(s, "postgres") || !strcmp(s, "pg")) {
+		*ret = GW_STORE_POSTGRESQL;
+		return 0;
+	}
+	return -EINVAL;
+}
+
+enum gw_store_backend gw_store_backend(const struct gw_store *store)
+{
+	return store->ops->backend;
+}
+
+const char *gw_store_errmsg(struct gw_store *store)
+{
+	return store->ops->errmsg(store->conn);
+}
+
+int gw_store_exec(struct gw_store *store, const char *sql)
+{
+	return store->ops->exec(store->conn, sql);
+}
+
+int gw_store_begin(struct gw_store *store)
+{
+	return store->ops->exec(store->conn, store->ops->begin_sql);
+}
+
+void gw_store_rollback(struct gw_store *store)
+{
+	store->ops->exec(store->conn, "ROLLBACK");
+}
+
+int gw_store_commit(struct gw_store *store)
+{
+	int r;
+
+	if (store->ops->tx_failed(store->conn)) {
+		gw_store_rollback(store);
+		return -EIO;
+	}
+	r = store->ops->exec(store->conn, "COMMIT");
+	if (r < 0)
+		gw_store_rollback(store);
+	return r;
+}
+
+struct gw_stmt *gw_store_prepare(struct gw_store *store, const char *sql)
+{
+	return store->ops->prepare(store->conn, sql);
+}
+
+void gw_stmt_bind_text(struct gw_stmt *st, int i, const char *v)
+{
+	st->ops->bind_text(st, i, v);
+}
+
+void gw_stmt_bind_int64(struct gw_stmt *st, int i, int64_t v)
+{
+	st->ops->bind_int64(st, i, v);
+}
+
+int gw_stmt_step(struct gw_stmt *st)
+{
+	return st->ops->step(st);
+}
+
+bool gw_stmt_is_null(struct gw_stmt *st, int col)
+{
+	return st->ops->is_null(st, col);
+}
+
+const char *gw_stmt_text(struct gw_stmt *st, int col)
+{
+	return st->ops->text(st, col);
+}
+
+int64_t gw_stmt_int64(struct gw_stmt *st, int col)
+{
+	return st->ops->int64(st, col);
+}
+
+void gw_stmt_finalize(struct gw_stmt *st)
+{
+	if (st)
+		st->ops->finalize(st);
+}
+
+int gw_stmt_run(struct gw_stmt *st)
+{
+	int r;
+
+	if (!st)
+		return -EIO;
+	r = gw_stmt_step(st);
+	gw_stmt_finalize(st);
+	return r < 0 ? r : 0;
+}
+
+/* ---- migrations ---- */
+
+static void keep_err(struct gw_store *s, char **errmsg)
+{
+	if (errmsg && !*errmsg)
+		*errmsg = xstrdup(gw_store_errmsg(s));
 }
 
 static int read_version(struct gw_store *s, int *ret)
 {
-	sqlite3_stmt *st;
-	int rc = sqlite3_prepare_v2(s->db, "SELECT count(*) FROM schema_migrations",
-				    -1, &st, NULL);
+	struct gw_stmt *st = gw_store_prepare(s, "SELECT count(*) FROM schema_migrations");
+	int r;
 
-	if (rc != SQLITE_OK)
-		return sqlite_errno(rc);
-	rc = sqlite3_step(st);
-	if (rc == SQLITE_ROW)
-		*ret = sqlite3_column_int(st, 0);
-	sqlite3_finalize(st);
-	return rc == SQLITE_ROW ? 0 : sqlite_errno(rc);
+	if (!st)
+		return -EIO;
+	r = gw_stmt_step(st);
+	if (r == 1)
+		*ret = (int)gw_stmt_int64(st, 0);
+	gw_stmt_finalize(st);
+	return r == 1 ? 0 : r < 0 ? r : -EIO;
 }
 
 static int apply_step(struct gw_store *s, int version,
 		      const struct gw_migration *m, char **errmsg)
 {
-	sqlite3_stmt *st;
-	int r = exec(s, "BEGIN IMMEDIATE", errmsg);
+	struct gw_stmt *st;
+	int r = gw_store_begin(s);
 
+	if (r == 0)
+		r = gw_store_exec(s, m->sql);
+	if (r == 0) {
+		st = gw_store_prepare(s, "INSERT INTO schema_migrations"
+				      " (version, name, applied) VALUES (?1, ?2, ?3)");
+		if (st) {
+			gw_stmt_bind_int64(st, 1, version);
+			gw_stmt_bind_text(st, 2, m->name);
+			gw_stmt_bind_int64(st, 3, (int64_t)time(NULL));
+		}
+		r = gw_stmt_run(st);
+	}
+	if (r == 0)
+		r = gw_store_commit(s);
+	else
+		gw_store_rollback(s);
 	if (r < 0)
-		return r;
-	r = exec(s, m->sql, errmsg);
-	if (r == 0 && sqlite3_prepare_v2(s->db,
-			"INSERT INTO schema_migrations (version, name, applied)"
-			" VALUES (?, ?, strftime('%s','now'))", -1, &st, NULL) == SQLITE_OK) {
-		sqlite3_bind_int(st, 1, version);
-		sqlite3_bind_text(st, 2, m->name, -1, SQLITE_STATIC);
-		r = sqlite_errno(sqlite3_step(st));
-		sqlite3_finalize(st);
-	} else if (r == 0) {
-		r = -EIO;
-	}
-	if (r < 0) {
-		exec(s, "ROLLBACK", NULL);
-		return r;
-	}
-	return exec(s, "COMMIT", errmsg);
+		keep_err(s, errmsg);
+	return r;
 }
 
 /* Steps are counted, so a reordered or edited list would silently skip a
@@ -184,15 +276,15 @@ static int apply_step(struct gw_store *s, int version,
 static int check_applied(struct gw_store *s, const struct gw_migration *steps,
 			 size_t n, char **errmsg)
 {
-	sqlite3_stmt *st;
+	struct gw_stmt *st = gw_store_prepare(s, "SELECT version, name FROM"
+					      " schema_migrations ORDER BY version");
 	int rc, r = 0;
 
-	if (sqlite3_prepare_v2(s->db, "SELECT version, name FROM schema_migrations"
-			       " ORDER BY version", -1, &st, NULL) != SQLITE_OK)
+	if (!st)
 		return -EIO;
-	while (r == 0 && (rc = sqlite3_step(st)) == SQLITE_ROW) {
-		int v = sqlite3_column_int(st, 0);
-		const char *name = (const char *)sqlite3_column_text(st, 1);
+	while (r == 0 && (rc = gw_stmt_step(st)) == 1) {
+		int64_t v = gw_stmt_int64(st, 0);
+		const char *name = gw_stmt_text(st, 1);
 
 		if (v < 1 || (size_t)v > n || !name)
 			continue; /* newer than this binary: refused below */
@@ -200,22 +292,26 @@ static int check_applied(struct gw_store *s, const struct gw_migration *steps,
 			if (errmsg)
 				*errmsg = xasprintf("database migration %d is \"%s\", this "
 						    "smpgwd expects \"%s\" (migrations "
-						    "were reordered?)", v, name,
+						    "were reordered?)", (int)v, name,
 						    steps[v - 1].name);
 			r = -EPROTO;
 		}
 	}
-	sqlite3_finalize(st);
+	if (r == 0 && rc < 0)
+		r = rc;
+	gw_stmt_finalize(st);
 	return r;
 }
 
-static int migrate(struct gw_store *s, const struct gw_migration *steps,
-		   size_t n, char **errmsg)
+static int migrate_locked(struct gw_store *s, const struct gw_migration *steps,
+			  size_t n, char **errmsg)
 {
-	int r = exec(s, "CREATE TABLE IF NOT EXISTS schema_migrations ("
-		     " version INTEGER PRIMARY KEY, name TEXT NOT NULL,"
-		     " applied INTEGER NOT NULL)", errmsg);
+	int r = gw_store_exec(s, "CREATE TABLE IF NOT EXISTS schema_migrations ("
+			      " version INTEGER PRIMARY KEY, name TEXT NOT NULL,"
+			      " applied INTEGER NOT NULL)");
 
+	if (r < 0)
+		keep_err(s, errmsg);
 	if (r == 0)
 		r = read_version(s, &s->version);
 	if (r == 0)
@@ -237,31 +333,53 @@ static int migrate(struct gw_store *s, const struct gw_migration *steps,
 	return 0;
 }
 
-struct gw_store *gw_store_open_with(const char *db_path,
+static int migrate(struct gw_store *s, const struct gw_migration *steps,
+		   size_t n, char **errmsg)
+{
+	int r = 0;
+
+	if (s->ops->schema_lock_sql)
+		r = gw_store_exec(s, s->ops->schema_lock_sql);
+	if (r < 0) {
+		keep_err(s, errmsg);
+		return r;
+	}
+	r = migrate_locked(s, steps, n, errmsg);
+	if (s->ops->schema_unlock_sql)
+		gw_store_exec(s, s->ops->schema_unlock_sql);
+	return r;
+}
+
+struct gw_store *gw_store_open_with(enum gw_store_backend backend,
+				    const char *where,
 				    const struct gw_migration *steps,
 				    size_t n_steps, int *err, char **errmsg)
 {
-	struct gw_store *s = xnew(struct gw_store);
-	int rc = sqlite3_open_v2(db_path, &s->db,
-				 SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE |
-				 SQLITE_OPEN_NOMUTEX, NULL);
-	int r = sqlite_errno(rc);
+	const struct gw_store_ops *ops = ops_of(backend);
+	char *msg = NULL;
+	struct gw_store *s;
+	int r = 0;
 
-	if (r == 0) {
-		sqlite3_busy_timeout(s->db, 2000);
-		/* FULL: a committed (acknowledged) write survives power loss,
-		 * WAL included. */
-		r = exec(s, "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;"
-			 " PRAGMA foreign_keys=ON", errmsg);
-	} else if (errmsg) {
-		*errmsg = xasprintf("%s: %s", db_path,
-				    s->db ? sqlite3_errmsg(s->db) : sqlite3_errstr(rc));
-	}
-	if (r == 0)
-		r = migrate(s, steps, n_steps, errmsg);
-	if (r < 0) {
+	if (!ops) {
 		if (err)
-			*err = r;
+			*err = -ENOTSUP;
+		if (errmsg)
+			*errmsg = xasprintf("this smpgwd was built without %s support",
+					    gw_store_backend_name(backend));
+		return NULL;
+	}
+	s = xnew(struct gw_store);
+	s->ops = ops;
+	s->conn = ops->open(where, &r, &msg);
+	if (s->conn)
+		r = migrate(s, steps, n_steps, &msg);
+	if (r < 0 || !s->conn) {
+		if (err)
+			*err = r < 0 ? r : -EIO;
+		if (errmsg)
+			*errmsg = msg;
+		else
+			free(msg);
 		return gw_store_free(s);
 	}
 	return s;
@@ -282,23 +400,26 @@ struct gw_store *gw_store_open(const char *state_dir, int *err, char **errmsg)
 		free(path);
 		return NULL;
 	}
-	s = gw_store_open_with(path, migrations, ARRAY_SIZE(migrations), err, errmsg);
+	s = gw_store_open_with(GW_STORE_SQLITE, path, migrations,
+			       ARRAY_SIZE(migrations), err, errmsg);
 	free(path);
 	return s;
+}
+
+struct gw_store *gw_store_open_pg(const char *conninfo, int *err, char **errmsg)
+{
+	return gw_store_open_with(GW_STORE_POSTGRESQL, conninfo, migrations,
+				  ARRAY_SIZE(migrations), err, errmsg);
 }
 
 struct gw_store *gw_store_free(struct gw_store *store)
 {
 	if (!store)
 		return NULL;
-	sqlite3_close_v2(store->db);
+	if (store->conn)
+		store->ops->close(store->conn);
 	free(store);
 	return NULL;
-}
-
-sqlite3 *gw_store_db(struct gw_store *store)
-{
-	return store->db;
 }
 
 int gw_store_schema_version(struct gw_store *store)
@@ -310,56 +431,52 @@ int gw_store_schema_version(struct gw_store *store)
 
 int gw_store_port_get(struct gw_store *store, const char *id, uint16_t *ret)
 {
-	sqlite3_stmt *st;
-	int rc;
+	struct gw_stmt *st = gw_store_prepare(store,
+		"SELECT port FROM udp_ports WHERE device_id = ?1");
+	int r;
 
-	if (sqlite3_prepare_v2(store->db,
-			       "SELECT port FROM udp_ports WHERE device_id = ?",
-			       -1, &st, NULL) != SQLITE_OK)
+	if (!st)
 		return -EIO;
-	sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
-	rc = sqlite3_step(st);
-	if (rc == SQLITE_ROW)
-		*ret = (uint16_t)sqlite3_column_int(st, 0);
-	sqlite3_finalize(st);
-	if (rc == SQLITE_ROW)
+	gw_stmt_bind_text(st, 1, id);
+	r = gw_stmt_step(st);
+	if (r == 1)
+		*ret = (uint16_t)gw_stmt_int64(st, 0);
+	gw_stmt_finalize(st);
+	if (r == 1)
 		return 0;
-	return rc == SQLITE_DONE ? -ENOENT : sqlite_errno(rc);
+	return r == 0 ? -ENOENT : r;
 }
 
 static int run(struct gw_store *store, const char *sql, const char *id, int port)
 {
-	sqlite3_stmt *st;
-	int r;
+	struct gw_stmt *st = gw_store_prepare(store, sql);
 
-	if (sqlite3_prepare_v2(store->db, sql, -1, &st, NULL) != SQLITE_OK)
+	if (!st)
 		return -EIO;
 	if (id)
-		sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
+		gw_stmt_bind_text(st, 1, id);
 	if (port)
-		sqlite3_bind_int(st, 2, port);
-	r = sqlite_errno(sqlite3_step(st));
-	sqlite3_finalize(st);
-	return r;
+		gw_stmt_bind_int64(st, 2, port);
+	return gw_stmt_run(st);
 }
 
 static bool port_taken(struct gw_store *store, uint16_t port)
 {
-	sqlite3_stmt *st;
+	struct gw_stmt *st = gw_store_prepare(store,
+		"SELECT 1 FROM udp_ports WHERE port = ?1");
 	bool taken;
 
-	if (sqlite3_prepare_v2(store->db, "SELECT 1 FROM udp_ports WHERE port = ?",
-			       -1, &st, NULL) != SQLITE_OK)
+	if (!st)
 		return true;
-	sqlite3_bind_int(st, 1, port);
-	taken = sqlite3_step(st) == SQLITE_ROW;
-	sqlite3_finalize(st);
+	gw_stmt_bind_int64(st, 1, port);
+	taken = gw_stmt_step(st) != 0; /* a row, or an error: not free */
+	gw_stmt_finalize(st);
 	return taken;
 }
 
 static int pin_port(struct gw_store *store, const char *id, uint16_t pinned)
 {
-	int r = exec(store, "BEGIN IMMEDIATE", NULL);
+	int r = gw_store_begin(store);
 
 	if (r < 0)
 		return r;
@@ -371,10 +488,10 @@ static int pin_port(struct gw_store *store, const char *id, uint16_t pinned)
 			" VALUES (?1, ?2, 1) ON CONFLICT(device_id) DO UPDATE"
 			" SET port = excluded.port, pinned = 1", id, pinned);
 	if (r < 0) {
-		exec(store, "ROLLBACK", NULL);
+		gw_store_rollback(store);
 		return r;
 	}
-	return exec(store, "COMMIT", NULL);
+	return gw_store_commit(store);
 }
 
 static bool reserved_port(uint16_t port, const uint16_t *reserved, size_t n)
@@ -426,61 +543,51 @@ int gw_store_port_assign(struct gw_store *store, const char *id,
 
 int gw_store_device_put(struct gw_store *store, const struct gw_store_device *d)
 {
-	sqlite3_stmt *st;
-	int r;
-
-	if (sqlite3_prepare_v2(store->db,
+	struct gw_stmt *st = gw_store_prepare(store,
 		"INSERT INTO devices (id, name, transport, first_seen, last_seen, rssi, adv)"
 		" VALUES (?1, ?2, ?3, ?4, ?4, ?5, ?6) ON CONFLICT(id) DO UPDATE SET"
-		" name = coalesce(excluded.name, name),"
+		" name = coalesce(excluded.name, devices.name),"
 		" transport = excluded.transport,"
-		" last_seen = max(last_seen, excluded.last_seen),"
-		" rssi = coalesce(excluded.rssi, rssi),"
-		" adv = coalesce(excluded.adv, adv)", -1, &st, NULL) != SQLITE_OK)
-		return -EIO;
-	sqlite3_bind_text(st, 1, d->id, -1, SQLITE_STATIC);
-	if (d->name)
-		sqlite3_bind_text(st, 2, d->name, -1, SQLITE_STATIC);
-	sqlite3_bind_text(st, 3, d->transport ? d->transport : "?", -1,
-			  SQLITE_STATIC);
-	sqlite3_bind_int64(st, 4, (sqlite3_int64)d->last_seen_ms);
-	if (d->rssi != 127)
-		sqlite3_bind_int(st, 5, d->rssi);
-	if (d->adv_json)
-		sqlite3_bind_text(st, 6, d->adv_json, -1, SQLITE_STATIC);
-	r = sqlite_errno(sqlite3_step(st));
-	sqlite3_finalize(st);
-	return r;
-}
+		" last_seen = CASE WHEN excluded.last_seen > devices.last_seen"
+		"  THEN excluded.last_seen ELSE devices.last_seen END,"
+		" rssi = coalesce(excluded.rssi, devices.rssi),"
+		" adv = coalesce(excluded.adv, devices.adv)");
 
-static const char *col_text(sqlite3_stmt *st, int i)
-{
-	return (const char *)sqlite3_column_text(st, i);
+	if (!st)
+		return -EIO;
+	gw_stmt_bind_text(st, 1, d->id);
+	gw_stmt_bind_text(st, 2, d->name);
+	gw_stmt_bind_text(st, 3, d->transport ? d->transport : "?");
+	gw_stmt_bind_int64(st, 4, (int64_t)d->last_seen_ms);
+	if (d->rssi != 127)
+		gw_stmt_bind_int64(st, 5, d->rssi);
+	gw_stmt_bind_text(st, 6, d->adv_json);
+	return gw_stmt_run(st);
 }
 
 int gw_store_device_foreach(struct gw_store *store, gw_store_device_cb cb,
 			    void *user_data)
 {
-	sqlite3_stmt *st;
-	int rc;
-
-	if (sqlite3_prepare_v2(store->db,
+	struct gw_stmt *st = gw_store_prepare(store,
 		"SELECT d.id, d.name, d.transport, d.last_seen,"
 		" coalesce(d.rssi, 127), d.adv, coalesce(p.port, 0)"
 		" FROM devices d LEFT JOIN udp_ports p ON p.device_id = d.id"
-		" ORDER BY d.id", -1, &st, NULL) != SQLITE_OK)
+		" ORDER BY d.id");
+	int r;
+
+	if (!st)
 		return -EIO;
-	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+	while ((r = gw_stmt_step(st)) == 1) {
 		struct gw_store_device d = {
-			.id = col_text(st, 0), .name = col_text(st, 1),
-			.transport = col_text(st, 2),
-			.last_seen_ms = (uint64_t)sqlite3_column_int64(st, 3),
-			.rssi = sqlite3_column_int(st, 4),
-			.adv_json = col_text(st, 5),
+			.id = gw_stmt_text(st, 0), .name = gw_stmt_text(st, 1),
+			.transport = gw_stmt_text(st, 2),
+			.last_seen_ms = (uint64_t)gw_stmt_int64(st, 3),
+			.rssi = (int)gw_stmt_int64(st, 4),
+			.adv_json = gw_stmt_text(st, 5),
 		};
 
-		cb(&d, (uint16_t)sqlite3_column_int(st, 6), user_data);
+		cb(&d, (uint16_t)gw_stmt_int64(st, 6), user_data);
 	}
-	sqlite3_finalize(st);
-	return rc == SQLITE_DONE ? 0 : sqlite_errno(rc);
+	gw_stmt_finalize(st);
+	return r;
 }

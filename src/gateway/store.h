@@ -1,13 +1,22 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * The durable store: one SQLite database (WAL, synchronous=FULL so an
- * acknowledged write survives kill -9 and power loss) in the state
- * directory. Owns the schema and its versioned migrations, the device
- * table and the stable UDP port map.
+ * The durable store. Two backends behind one small statement interface
+ * (struct gw_store_ops in store-int.h):
+ *  - SQLite (the default): one database (WAL, synchronous=FULL so an
+ *    acknowledged write survives kill -9 and power loss) in the state
+ *    directory;
+ *  - PostgreSQL ([store] backend = postgresql): a server several gateways
+ *    share (docs/multi-gateway.md); a commit returns once it is durable
+ *    on the server (synchronous_commit as the server sets it).
+ * Owns the schema and its versioned migrations (one list for both
+ * backends, written in the portable subset: the PostgreSQL backend maps
+ * INTEGER to BIGINT), the device table and the stable UDP port map.
  *
  * Other modules (upload engine, rollouts) add their tables by appending a
  * step to the migrations table in store.c: steps are applied in order,
- * each in its own transaction, and never edited once released.
+ * each in its own transaction, and never edited once released. Their SQL
+ * goes through gw_store_prepare() and friends: numbered parameters ?1..?N
+ * (or bare ?), and only what both SQLite and PostgreSQL understand.
  */
 #pragma once
 
@@ -15,9 +24,13 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include <sqlite3.h>
-
 struct gw_store;
+struct gw_stmt;
+
+enum gw_store_backend {
+	GW_STORE_SQLITE = 0,
+	GW_STORE_POSTGRESQL,
+};
 
 struct gw_migration {
 	const char *name; /* short description, kept in schema_migrations */
@@ -27,16 +40,51 @@ struct gw_migration {
 /* Opens (creating) state_dir/smpgw.db and migrates it. NULL with *err
  * (negative errno) and *errmsg (new string, may be NULL) on failure. */
 struct gw_store *gw_store_open(const char *state_dir, int *err, char **errmsg);
-/* Test hook: open with an explicit migration list (path ":memory:" works). */
-struct gw_store *gw_store_open_with(const char *db_path,
+/* Connects to a PostgreSQL server (libpq connection string) and migrates
+ * its schema. Same error convention. */
+struct gw_store *gw_store_open_pg(const char *conninfo, int *err, char **errmsg);
+/* Test hook: open with an explicit migration list. where: the SQLite path
+ * (":memory:" works) or the PostgreSQL connection string. */
+struct gw_store *gw_store_open_with(enum gw_store_backend backend,
+				    const char *where,
 				    const struct gw_migration *steps,
 				    size_t n_steps, int *err, char **errmsg);
 struct gw_store *gw_store_free(struct gw_store *store);
 
-/* The raw handle, for modules with their own tables. Borrowed. */
-sqlite3 *gw_store_db(struct gw_store *store);
+enum gw_store_backend gw_store_backend(const struct gw_store *store);
+const char *gw_store_backend_name(enum gw_store_backend backend);
+/* Parses "sqlite" / "postgresql" (also "postgres", "pg"). */
+int gw_store_backend_parse(const char *s, enum gw_store_backend *ret);
 /* Number of migration steps applied. */
 int gw_store_schema_version(struct gw_store *store);
+/* The last error the backend reported (never NULL; valid until the next
+ * call on this store). */
+const char *gw_store_errmsg(struct gw_store *store);
+
+/* ---- statements (every module's SQL goes through these) ---- */
+
+/* Runs one or more statements without parameters. 0 or negative errno. */
+int gw_store_exec(struct gw_store *store, const char *sql);
+/* A write transaction (SQLite: BEGIN IMMEDIATE). commit fails (and rolls
+ * back) when a statement inside failed. */
+int gw_store_begin(struct gw_store *store);
+int gw_store_commit(struct gw_store *store);
+void gw_store_rollback(struct gw_store *store);
+
+/* One statement; NULL when it does not compile (SQLite) or on memory
+ * exhaustion. Parameters are numbered from 1; an unbound one is NULL. */
+struct gw_stmt *gw_store_prepare(struct gw_store *store, const char *sql);
+void gw_stmt_bind_text(struct gw_stmt *st, int i, const char *v); /* NULL: NULL */
+void gw_stmt_bind_int64(struct gw_stmt *st, int i, int64_t v);
+/* 1: a row is available, 0: done, negative errno: failed (-EEXIST: a
+ * constraint, -ENOSPC: disk full, -EBUSY: locked, -ENOTCONN: no server). */
+int gw_stmt_step(struct gw_stmt *st);
+bool gw_stmt_is_null(struct gw_stmt *st, int col);
+const char *gw_stmt_text(struct gw_stmt *st, int col);   /* NULL for NULL */
+int64_t gw_stmt_int64(struct gw_stmt *st, int col);      /* 0 for NULL */
+void gw_stmt_finalize(struct gw_stmt *st);
+/* Steps once to completion and finalizes: 0 or negative errno. */
+int gw_stmt_run(struct gw_stmt *st);
 
 /*
  * The UDP port of device id: pinned (non-zero) wins and is recorded (a

@@ -981,6 +981,7 @@ static int setup_images(struct http_server *srv, const struct gw_config *cfg)
 		.require_signature = cfg->images.require_signature,
 		.key_files = (const char *const *)cfg->images.keys,
 		.n_key_files = cfg->images.n_keys,
+		.dir = cfg->images.dir,
 	};
 	char *msg = NULL;
 	int err = 0;

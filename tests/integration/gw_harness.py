@@ -13,7 +13,7 @@ import socket
 import subprocess
 
 from harness_common import (SKIP, Bus, Running, Tap, Workdir, free_udp_range,  # noqa: F401
-                            log, reap, require, wait_for)
+                            log, reap, require, store_conf, wait_for)
 from harness_common import session as _session
 
 # What these tests need; with session() as (wd, run): harness_common.session
@@ -112,7 +112,7 @@ class Gateway:
 
     def write_conf(self, text):
         with open(self.conf, 'w') as f:
-            f.write(text)
+            f.write(text + store_conf())
 
     def start(self, expect_devices=(), bluez_bus=None, timeout=10, log_level='debug'):
         """Starts smpgwd (BLE only with bluez_bus, a private bus) and waits

@@ -26,6 +26,15 @@ def log(msg):
     print('# ' + msg, flush=True)
 
 
+def store_conf():
+    """The [store] section that puts smpgwd on the PostgreSQL server named
+    by SMPGW_TEST_PG (tests/pg/pg_server.py sets it; "" otherwise: SQLite)."""
+    conninfo = os.environ.get('SMPGW_TEST_PG')
+    if not conninfo:
+        return ''
+    return '\n[store]\nbackend = postgresql\nconninfo = %s\n' % conninfo
+
+
 def wait_for(what, cond, timeout=10.0, step=0.05):
     """cond() until it returns a true value (returned), at least once and
     once more at the deadline; TimeoutError after timeout seconds."""

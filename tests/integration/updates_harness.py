@@ -14,7 +14,7 @@ import urllib.error
 import urllib.request
 
 from harness_common import (HERE, SKIP, Bus, Running, Tap, free_udp_range, log,  # noqa: F401
-                            reap, wait_for)
+                            reap, store_conf, wait_for)
 from harness_common import session as _session
 from harness_common import Workdir as _Workdir
 
@@ -124,7 +124,7 @@ class Gateway:
         self.bus = bus
         names = [] if bus else (devices or ['w%d' % i for i in range(sim.count)])
         lines = ['[general]', 'log_level = debug', '[udp]', 'base_port = 0',
-                 '[http]', 'listen = 127.0.0.1:0', extra_conf]
+                 '[http]', 'listen = 127.0.0.1:0', extra_conf, store_conf()]
         for i, n in enumerate(names):
             lines += ['[device "%s"]' % n, 'transport = udp',
                       'address = 127.0.0.1:%d' % (sim.base + i)]

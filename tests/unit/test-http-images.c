@@ -8,7 +8,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <sqlite3.h>
 
 #include "gateway/images.h"
 #include "gateway/store.h"
@@ -103,13 +102,13 @@ static void test_reopen(struct gw_store *store)
 	is_str(json_string_value(json_object_get(d, "filename")), "app.bin",
 	       "metadata kept in the store");
 	json_decref(d);
-	sqlite3_stmt *st = NULL;
-	ok(sqlite3_prepare_v2(gw_store_db(store), "SELECT filename FROM images WHERE id = ?1",
-			      -1, &st, NULL) == SQLITE_OK, "images table exists");
-	sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
-	ok(st && sqlite3_step(st) == SQLITE_ROW &&
-	   !strcmp((const char *)sqlite3_column_text(st, 0), "app.bin"), "row in SQLite");
-	sqlite3_finalize(st);
+	struct gw_stmt *st = gw_store_prepare(store,
+		"SELECT filename FROM images WHERE id = ?1");
+	ok(st != NULL, "images table exists");
+	gw_stmt_bind_text(st, 1, id);
+	ok(st && gw_stmt_step(st) == 1 && gw_stmt_text(st, 0) &&
+	   !strcmp(gw_stmt_text(st, 0), "app.bin"), "row in SQLite");
+	gw_stmt_finalize(st);
 	d = gw_images_list(im);
 	is_int(json_array_size(d), 1, "list");
 	json_decref(d);
@@ -122,9 +121,9 @@ static void test_reopen(struct gw_store *store)
 static void test_policy(void)
 {
 	const char *keys[] = { IMAGES "pub-ecdsa-p256.pem" };
-	struct gw_images_policy pol = { true, keys, 1 };
+	struct gw_images_policy pol = { true, keys, 1, NULL };
 	const char *bad_keys[] = { IMAGES "missing.pem" };
-	struct gw_images_policy bad = { true, bad_keys, 1 };
+	struct gw_images_policy bad = { true, bad_keys, 1, NULL };
 	int err = 0;
 	char *msg = NULL, *path;
 	struct gw_images *im;

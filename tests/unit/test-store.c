@@ -9,6 +9,52 @@
 #include "tap.h"
 #include "util/util.h"
 
+/*
+ * One suite for both backends: SQLite in a temp directory, or PostgreSQL
+ * when SMPGW_TEST_PG names a database (tests/pg/pg_server.py starts a
+ * throw-away server and sets it; meson test "store-pg").
+ */
+static const char *pg; /* NULL: SQLite */
+
+static enum gw_store_backend backend(void)
+{
+	return pg ? GW_STORE_POSTGRESQL : GW_STORE_SQLITE;
+}
+
+/* Opens the store of this run with an explicit migration list. */
+static struct gw_store *open_with(const char *path, const struct gw_migration *m,
+				  size_t n, int *err, char **msg)
+{
+	return gw_store_open_with(backend(), pg ? pg : path, m, n, err, msg);
+}
+
+/* Opens the store of this run with the real schema. */
+static struct gw_store *open_real(const char *dir, int *err, char **msg)
+{
+	return pg ? gw_store_open_pg(pg, err, msg) : gw_store_open(dir, err, msg);
+}
+
+/* PostgreSQL: an empty database for the next part (m, n: the migrations
+ * the database has, or the open refuses it as newer). */
+static void reset(const struct gw_migration *m, size_t n)
+{
+	struct gw_store *s;
+
+	if (!pg)
+		return;
+	s = gw_store_open_with(GW_STORE_POSTGRESQL, pg, m, n, NULL, NULL);
+	ok(s && gw_store_exec(s, "DROP SCHEMA public CASCADE; CREATE SCHEMA public") == 0,
+	   "empty database");
+	gw_store_free(s);
+}
+
+static bool query_ok(struct gw_store *s, const char *sql)
+{
+	struct gw_stmt *st = gw_store_prepare(s, sql);
+
+	return st && gw_stmt_run(st) == 0;
+}
+
 static const struct gw_migration steps[] = {
 	{ "one", "CREATE TABLE a (x INTEGER)" },
 	{ "two", "CREATE TABLE b (y INTEGER); INSERT INTO b VALUES (7)" },
@@ -27,50 +73,47 @@ static void test_migrations(const char *dir)
 	char *msg = NULL;
 	int err = 0;
 
-	s = gw_store_open_with(path, steps, 1, &err, &msg);
+	reset(NULL, 0);
+
+	s = open_with(path, steps, 1, &err, &msg);
 	ok(s != NULL, "open with one step");
 	is_int(gw_store_schema_version(s), 1, "version 1");
 	gw_store_free(s);
-	s = gw_store_open_with(path, steps, 2, &err, &msg);
+	s = open_with(path, steps, 2, &err, &msg);
 	is_int(gw_store_schema_version(s), 2, "appended step applied on reopen");
-	ok(sqlite3_exec(gw_store_db(s), "SELECT y FROM b", NULL, NULL, NULL) == 0,
-	   "table from step two");
+	ok(query_ok(s, "SELECT y FROM b"), "table from step two");
 	gw_store_free(s);
-	s = gw_store_open_with(path, steps, 3, &err, &msg);
+	s = open_with(path, steps, 3, &err, &msg);
 	ok(s == NULL, "a broken step fails the open");
 	ok(msg != NULL, "with a message");
 	free(msg);
 	msg = NULL;
-	s = gw_store_open_with(path, steps, 2, &err, &msg);
+	s = open_with(path, steps, 2, &err, &msg);
 	is_int(gw_store_schema_version(s), 2, "failed step rolled back");
-	ok(sqlite3_exec(gw_store_db(s), "SELECT z FROM c", NULL, NULL, NULL) != 0,
-	   "no table from the failed step");
+	ok(!query_ok(s, "SELECT z FROM c"), "no table from the failed step");
 	gw_store_free(s);
-	s = gw_store_open_with(path, steps, 1, &err, &msg);
+	s = open_with(path, steps, 1, &err, &msg);
 	ok(s == NULL, "newer schema than this binary refused");
 	is_int(err, -EPROTO, "-EPROTO");
 	free(msg);
 	msg = NULL;
-	s = gw_store_open_with(path, reordered, 2, &err, &msg);
+	s = open_with(path, reordered, 2, &err, &msg);
 	ok(s == NULL, "reordered migrations refused");
 	ok(msg && strstr(msg, "migration 1 is \"one\""), "message: %s", msg ? msg : "");
 	free(msg);
 	free(path);
 }
 
-static const char *pragma(struct gw_store *s, const char *name)
+/* One text value of a query (a setting), "" on error. */
+static const char *value(struct gw_store *s, const char *sql)
 {
 	static char out[32];
-	char *sql = xasprintf("PRAGMA %s", name);
-	sqlite3_stmt *st;
+	struct gw_stmt *st = gw_store_prepare(s, sql);
 
 	out[0] = '\0';
-	if (sqlite3_prepare_v2(gw_store_db(s), sql, -1, &st, NULL) == SQLITE_OK) {
-		if (sqlite3_step(st) == SQLITE_ROW)
-			snprintf(out, sizeof(out), "%s", sqlite3_column_text(st, 0));
-		sqlite3_finalize(st);
-	}
-	free(sql);
+	if (st && gw_stmt_step(st) == 1 && gw_stmt_text(st, 0))
+		snprintf(out, sizeof(out), "%s", gw_stmt_text(st, 0));
+	gw_stmt_finalize(st);
 	return out;
 }
 
@@ -90,18 +133,24 @@ static void test_ports(const char *dir)
 	int err = 0;
 	uint16_t p = 0;
 
-	s = gw_store_open(dir, &err, NULL);
-	ok(s != NULL, "open state dir");
+	reset(steps, 2); /* what test_migrations left */
+	s = open_real(dir, &err, NULL);
+	ok(s != NULL, "open the store");
 	ok(gw_store_schema_version(s) >= 1, "migrated");
-	is_str(pragma(s, "journal_mode"), "wal", "WAL journal");
-	is_str(pragma(s, "synchronous"), "2", "synchronous=FULL");
+	if (pg) {
+		is_str(value(s, "SHOW synchronous_commit"), "on",
+		       "a commit waits for the server's disk");
+	} else {
+		is_str(value(s, "PRAGMA journal_mode"), "wal", "WAL journal");
+		is_str(value(s, "PRAGMA synchronous"), "2", "synchronous=FULL");
+	}
 	is_int(port(s, "a", 0, NULL, 0), 20000, "first free port");
 	is_int(port(s, "b", 0, NULL, 0), 20001, "second");
 	is_int(port(s, "c", 0, reserved, 1), 20002, "third");
 	is_int(port(s, "a", 0, NULL, 0), 20000, "same device, same port");
 	gw_store_free(s);
 
-	s = gw_store_open(dir, &err, NULL);
+	s = open_real(dir, &err, NULL);
 	is_int(port(s, "c", 0, NULL, 0), 20002, "stable across reopen");
 	is_int(port(s, "d", 0, reserved, 1), 20004, "reserved (pinned) port skipped");
 	is_int(port(s, "e", 20001, NULL, 0), 20001, "pinned port");
@@ -136,7 +185,7 @@ static void collect(const struct gw_store_device *d, uint16_t udp_port,
 
 static void test_devices(const char *dir)
 {
-	struct gw_store *s = gw_store_open(dir, NULL, NULL);
+	struct gw_store *s = open_real(dir, NULL, NULL);
 	struct gw_store_device d = { .id = "AA:BB", .name = "W", .transport = "ble",
 				     .last_seen_ms = 1000, .rssi = -60 };
 	struct seen seen = { 0 };
@@ -155,6 +204,75 @@ static void test_devices(const char *dir)
 	gw_store_free(s);
 }
 
+/* The statement interface both backends implement. */
+static void test_statements(const char *dir)
+{
+	struct gw_store *s = open_real(dir, NULL, NULL);
+	struct gw_stmt *st;
+	int64_t id1 = 0, id2 = 0;
+
+	ok(s != NULL, "open");
+	st = gw_store_prepare(s, "INSERT INTO jobs (device_id, image_id, mode, state,"
+			      " phase, created, updated) VALUES (?, ?, 'test', 'queued',"
+			      " 'queued', ?, ?) RETURNING id");
+	gw_stmt_bind_text(st, 1, "dev-1");
+	gw_stmt_bind_text(st, 2, "img?'x");
+	gw_stmt_bind_int64(st, 3, 1700000000123LL);
+	gw_stmt_bind_int64(st, 4, 1700000000123LL);
+	is_int(gw_stmt_step(st), 1, "insert returns its id");
+	id1 = gw_stmt_int64(st, 0);
+	gw_stmt_finalize(st);
+	st = gw_store_prepare(s, "INSERT INTO jobs (device_id, image_id, mode, state,"
+			      " phase, created, updated) VALUES ('d2', 'i', 'test',"
+			      " 'done?', 'queued', 0, 0) RETURNING id");
+	is_int(gw_stmt_step(st), 1, "a ? inside a literal is not a parameter");
+	id2 = gw_stmt_int64(st, 0);
+	gw_stmt_finalize(st);
+	ok(id1 > 0 && id2 > id1, "ids grow (%lld, %lld)", (long long)id1, (long long)id2);
+
+	st = gw_store_prepare(s, "SELECT image_id, created, rollout_id, state FROM jobs"
+			      " WHERE id = ?1");
+	gw_stmt_bind_int64(st, 1, id1);
+	is_int(gw_stmt_step(st), 1, "row");
+	is_str(gw_stmt_text(st, 0), "img?'x", "text round trip");
+	ok(gw_stmt_int64(st, 1) == 1700000000123LL, "64-bit integers");
+	ok(gw_stmt_is_null(st, 2) && !gw_stmt_text(st, 2), "NULL");
+	is_int(gw_stmt_step(st), 0, "then done");
+	gw_stmt_finalize(st);
+
+	/* A constraint violation is -EEXIST on both. */
+	ok(query_ok(s, "INSERT INTO images (id, version, size) VALUES ('x', '1', 1)"),
+	   "insert an image row");
+	st = gw_store_prepare(s, "INSERT INTO images (id, version, size) VALUES (?1, '1', 1)");
+	gw_stmt_bind_text(st, 1, "x");
+	is_int(gw_stmt_run(st), -EEXIST, "duplicate key: -EEXIST");
+
+	/* A transaction: rolled back leaves nothing; a commit after a failed
+	 * statement fails and leaves nothing either. */
+	is_int(gw_store_begin(s), 0, "begin");
+	ok(query_ok(s, "INSERT INTO images (id, version, size) VALUES ('y', '1', 1)"),
+	   "insert in a transaction");
+	gw_store_rollback(s);
+	is_str(value(s, "SELECT count(*) FROM images WHERE id = 'y'"), "0", "rolled back");
+	is_int(gw_store_begin(s), 0, "begin again");
+	ok(query_ok(s, "INSERT INTO images (id, version, size) VALUES ('z', '1', 1)"),
+	   "insert z");
+	ok(!query_ok(s, "INSERT INTO images (id, version, size) VALUES ('x', '1', 1)"),
+	   "a failing statement inside");
+	if (pg) {
+		ok(gw_store_commit(s) < 0, "the commit fails");
+		is_str(value(s, "SELECT count(*) FROM images WHERE id = 'z'"), "0",
+		       "nothing of it kept");
+	} else {
+		/* SQLite keeps the statements that succeeded (the callers roll
+		 * back themselves on an error). */
+		is_int(gw_store_commit(s), 0, "the commit keeps what succeeded");
+	}
+	ok(!query_ok(s, "NOT SQL AT ALL"), "bad SQL is an error");
+	ok(strlen(gw_store_errmsg(s)) > 0, "with a message: %s", gw_store_errmsg(s));
+	gw_store_free(s);
+}
+
 int main(void)
 {
 	char tmpl[] = "/tmp/test-store-XXXXXX";
@@ -163,9 +281,14 @@ int main(void)
 
 	if (!dir)
 		return 1;
+	pg = getenv("SMPGW_TEST_PG");
+	if (pg && !*pg)
+		pg = NULL;
+	tap_diag("backend: %s", gw_store_backend_name(backend()));
 	test_migrations(dir);
 	test_ports(dir);
 	test_devices(dir);
+	test_statements(dir);
 	cmd = xasprintf("rm -rf '%s'", dir);
 	if (system(cmd) != 0)
 		tap_diag("could not remove %s", dir);
