@@ -37,6 +37,7 @@ struct gw_config *gw_config_new_default(void)
 	cfg->ble.idle_timeout_ms = 2000;
 	cfg->ble.time_slice_ms = 5000;
 	cfg->ble.connect_timeout_ms = 10000;
+	cfg->ble.presence_timeout_ms = 30000;
 	cfg->ble.manage_all = true;
 	cfg->ble.prefer_acquire = true;
 	cfg->ble.rebond = true;
@@ -273,6 +274,8 @@ static int set_ble(struct gw_config *cfg, const char *key, const char *value)
 		return set_duration(&cfg->ble.time_slice_ms, value);
 	if (!strcmp(key, "connect_timeout"))
 		return set_duration(&cfg->ble.connect_timeout_ms, value);
+	if (!strcmp(key, "presence_timeout"))
+		return set_duration(&cfg->ble.presence_timeout_ms, value);
 	if (!strcmp(key, "manage")) {
 		if (!strcmp(value, "all"))
 			cfg->ble.manage_all = true;

@@ -50,6 +50,9 @@ struct gw_config {
 		uint32_t idle_timeout_ms;   /* default 2 s */
 		uint32_t time_slice_ms;     /* default 5 s */
 		uint32_t connect_timeout_ms; /* default 10 s */
+		/* A watch not heard (advertising, or a frame) for this long,
+		 * and not connected, is out of range (present false); 0 off. */
+		uint32_t presence_timeout_ms; /* default 30 s */
 		bool prefer_acquire;        /* AcquireWrite/Notify fast path; default true */
 		bool manage_all;            /* manage = all (default) | allowlist */
 		char **allow;               /* addresses or name globs */

@@ -81,6 +81,9 @@ static const struct known {
 	  "When a watch was last heard (advertising or SMP), Unix seconds." },
 	{ GW_M_DEV_LINK, GW_METRIC_GAUGE,
 	  "Link state of a watch: 1 for its current state, 0 for the others." },
+	{ GW_M_DEV_IN_RANGE, GW_METRIC_GAUGE,
+	  "1 while a watch is in range (advertising, connected, or heard within [ble] "
+	  "presence_timeout), else 0." },
 	{ GW_M_JOBS, GW_METRIC_GAUGE, "Update jobs known to the daemon, by state." },
 	{ GW_M_ROLLOUT_DEVS, GW_METRIC_GAUGE,
 	  "Devices of a rollout by outcome (unfinished rollouts and the last finished)." },

@@ -48,6 +48,7 @@ enum gw_metric_type {
 #define GW_M_DEV_RSSI      "smpgw_device_rssi_dbm"       /* gauge; device (known only) */
 #define GW_M_DEV_SEEN      "smpgw_device_last_seen_timestamp_seconds" /* gauge; device */
 #define GW_M_DEV_LINK      "smpgw_device_link_state"     /* gauge 0/1; device, state */
+#define GW_M_DEV_IN_RANGE  "smpgw_device_in_range"       /* gauge 0/1; device */
 #define GW_M_JOBS          "smpgw_jobs"                  /* gauge; state */
 #define GW_M_ROLLOUT_DEVS  "smpgw_rollout_devices"       /* gauge; rollout, outcome */
 

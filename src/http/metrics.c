@@ -77,6 +77,7 @@ static void zero_series(struct gw_device *dev, void *user_data)
 
 static const char *const fleet_gauges[] = {
 	GW_M_DEV_INFO, GW_M_DEV_BATTERY, GW_M_DEV_RSSI, GW_M_DEV_SEEN, GW_M_DEV_LINK,
+	GW_M_DEV_IN_RANGE,
 	GW_M_JOBS, GW_M_ROLLOUT_DEVS,
 };
 
@@ -108,6 +109,7 @@ static void device_series(struct gw_device *dev, void *user_data)
 	set_dev(m, GW_M_DEV_BATTERY, l, json_object_get(j, "battery"), 1);
 	set_dev(m, GW_M_DEV_RSSI, l, json_object_get(j, "rssi"), 1);
 	set_dev(m, GW_M_DEV_SEEN, l, json_object_get(j, "last_seen"), 1e-3);
+	gw_metrics_set(m, GW_M_DEV_IN_RANGE, l, json_is_true(json_object_get(j, "present")));
 	for (size_t i = 0; i < ARRAY_SIZE(states); i++) {
 		char *ls = xasprintf("device=\"%s\",state=\"%s\"", id, states[i]);
 

@@ -26,6 +26,7 @@ from rollout_fleet import (NEEDS, SKIP, Fleet, Gateway, executables, log, sessio
 TOKEN = 'browser-token-0123456789'
 N = 12
 AWAY = 'PineTime-11'   # leaves the range once discovered
+PRESENCE_S = 4         # [ble] presence_timeout: AWAY is out of range after it
 
 
 def fleet_devices():
@@ -43,6 +44,10 @@ def fleet_devices():
     return out
 
 
+def names_of(gw):
+    return {d.get('name') or d['id']: d['id'] for d in gw.get('/api/v1/devices')['devices']}
+
+
 def main():
     serve = int(sys.argv[2]) if len(sys.argv) > 2 and sys.argv[1] == '--serve' else 0
     if not serve and not os.path.exists('/usr/bin/chromium'):
@@ -58,12 +63,15 @@ def main():
             f.write(TOKEN + '\n')
         fleet = run.start(Fleet(wd, sim_exe, N, per_device=fleet_devices(), transport='ble'))
         gw = run.start(Gateway(wd, gw_exe, fleet,
-                               extra_conf=['[http]', 'token_file = ' + token_path]))
+                               extra_conf=['[http]', 'token_file = ' + token_path,
+                                           '[ble]', 'presence_timeout = %ds' % PRESENCE_S]))
         wait_for('the watches discovered', lambda: len(
             gw.get('/api/v1/devices')['devices']) >= N, timeout=60, step=0.3)
         fleet.range(AWAY, False)  # the gateway knows it; a rollout will wait for it
-        devs = gw.get('/api/v1/devices')['devices']
-        names = {d.get('name') or d['id']: d['id'] for d in devs}
+        away = names_of(gw)[AWAY]
+        wait_for(AWAY + ' out of range', lambda: not gw.get('/api/v1/devices/' + away)['present'],
+                 timeout=PRESENCE_S * 2 + 20, step=0.3)
+        names = names_of(gw)
         if serve:
             print('dashboard: %s/  token: %s' % (gw.base, TOKEN), flush=True)
             signal.signal(signal.SIGTERM, lambda *a: sys.exit(0))  # clean up on kill

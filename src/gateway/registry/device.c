@@ -105,6 +105,7 @@ struct gw_device {
 	bool present;            /* BLE: currently advertising / known */
 	int rssi;
 	uint64_t last_seen_ms, last_store_ms;
+	uint64_t heard_ms;       /* BLE presence: last advertisement, frame or connected */
 	json_t *slots, *adv;     /* slots: typed (devmodel.h) */
 	uint64_t slots_ms;       /* when the slots were read */
 	struct smpgw_adv rec;    /* the advertising record, when has_rec */
@@ -123,6 +124,7 @@ struct gw_registry {
 	int64_t next_req_id;
 	struct gw_registry_observer obs;
 	void *obs_data;
+	struct event *presence_ev; /* the [ble] presence_timeout sweep, once a watch is seen */
 };
 
 
@@ -211,6 +213,7 @@ static void store_device(struct gw_device *dev)
 static void touch(struct gw_device *dev)
 {
 	dev->last_seen_ms = gw_now_ms(dev->reg->gw);
+	dev->heard_ms = dev->last_seen_ms;
 }
 
 /* ---- metrics (GET /metrics): counted here, at the link, so frames,
@@ -840,6 +843,8 @@ struct gw_registry *gw_registry_free(struct gw_registry *reg)
 		return NULL;
 	while (!TAILQ_EMPTY(&reg->devices))
 		gw_registry_remove(reg, TAILQ_FIRST(&reg->devices));
+	if (reg->presence_ev)
+		event_free(reg->presence_ev);
 	free(reg);
 	return NULL;
 }
@@ -1099,11 +1104,51 @@ static bool note_record(struct gw_device *dev, const struct smpgw_adv *rec)
 	return changed;
 }
 
+/* ---- BLE presence: a watch that stopped advertising (out of range,
+ * switched off) keeps its Device1 object in bluetoothd while bonded or
+ * until TemporaryTimeout; discovery reports every advertisement
+ * (DuplicateData), so silence for [ble] presence_timeout means gone. A
+ * connected watch does not advertise but is in range. ---- */
+
+static void presence_sweep(evutil_socket_t fd, short what, void *arg)
+{
+	struct gw_registry *reg = arg;
+	uint64_t now = gw_now_ms(reg->gw);
+	uint64_t limit = gw_config(reg->gw)->ble.presence_timeout_ms;
+	struct gw_device *dev;
+
+	/* gw_device_lost() only emits an event: the list stays as it is. */
+	TAILQ_FOREACH(dev, &reg->devices, entry) {
+		if (!dev->present || strcmp(link_transport(dev->link), "ble"))
+			continue;
+		if (link_state(dev->link) == LINK_STATE_UP)
+			dev->heard_ms = now;
+		else if (now - dev->heard_ms >= limit)
+			gw_device_lost(dev);
+	}
+}
+
+/* Started with the first advertisement: a gateway without BLE has none. */
+static void presence_start(struct gw_registry *reg)
+{
+	uint32_t limit = gw_config(reg->gw)->ble.presence_timeout_ms;
+	/* A quarter of the timeout: out of range within 1.25 x the timeout. */
+	uint32_t period = MIN(MAX(limit / 4, 100u), 5000u);
+	struct timeval tv = { period / 1000, (period % 1000) * 1000 };
+
+	if (reg->presence_ev || !limit)
+		return;
+	reg->presence_ev = event_new(gw_base(reg->gw), -1, EV_PERSIST, presence_sweep, reg);
+	event_add(reg->presence_ev, &tv);
+}
+
 void gw_device_seen(struct gw_device *dev, const char *name, int rssi,
 		    json_t *adv, const struct smpgw_adv *rec)
 {
 	bool was_present = dev->present;
 	bool changed = note_record(dev, rec);
+
+	presence_start(dev->reg);
 
 	if (name && (!dev->name || strcmp(dev->name, name))) {
 		free(dev->name);
