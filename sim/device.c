@@ -33,7 +33,7 @@ void sim_device_config_default(struct sim_device_config *ret)
 	ret->flash.program_page_us = 400;
 	ret->boot_ms = 1500;
 	ret->proc_us = 200;
-	ret->battery_mv = 3900;
+	ret->battery_mv = 4034; /* 80 % on the firmware's curve (smpgw_battery_percent) */
 	ret->battery_pct = 80;
 }
 

@@ -19,6 +19,7 @@
 
 #include "device-int.h"
 #include "fleet.h"
+#include "smpgw/adv.h"
 #include "util/util.h"
 
 #ifndef SIM_CONFORMANCE_IMAGES
@@ -530,6 +531,27 @@ int sim_fleet_spec_parse(const uint8_t *buf, size_t len, struct sim_fleet_spec *
 	return 0;
 }
 
+/* The lowest cell voltage the firmware's curve reads as pct (health.c:
+ * smpgw_battery_percent), so health's battery_mv agrees with battery_pct. */
+static uint16_t battery_mv_for(uint8_t pct)
+{
+	for (uint16_t mv = 3000; mv < SMPGW_BATTERY_MV_MAX; mv++)
+		if (smpgw_battery_percent(mv) >= pct)
+			return mv;
+	return SMPGW_BATTERY_MV_MAX;
+}
+
+/* A --count fleet (the demo's) gets a spread of batteries, 5..100 %, the
+ * same per index every run: 100, 77, 54, 31, 8, 81, ... so a battery
+ * filter finds a few low watches. */
+static void spread_batteries(struct sim_fleet_spec *s)
+{
+	for (size_t i = 0; i < s->n; i++) {
+		s->devs[i].cfg.battery_pct = (uint8_t)(100 - (i * 23) % 96);
+		s->devs[i].cfg.battery_mv = battery_mv_for(s->devs[i].cfg.battery_pct);
+	}
+}
+
 struct sim_fleet_spec *sim_fleet_spec_new_count(unsigned n)
 {
 	struct sim_fleet_spec *s;
@@ -543,6 +565,7 @@ struct sim_fleet_spec *sim_fleet_spec_new_count(unsigned n)
 	defs.name = xstrdup("PineTime-{n}");
 	resolve(&e, s, NULL, &defs, n);
 	dev_spec_clear(&defs);
+	spread_batteries(s);
 	return s;
 }
 
