@@ -59,6 +59,14 @@ bool cli_is_file(const char *path);
  * with the error printed and *code set. */
 json_t *cli_resolve_image(const char *arg, int *code);
 
+/* GET path while following something (--follow): when smpgwd cannot be
+ * reached (restarted, upgraded) it says so once on p and tries again every
+ * second for up to FOLLOW_RETRY_S; the answer, or NULL with the error
+ * printed and *code set. */
+#define FOLLOW_RETRY_S 120
+struct progress;
+json_t *cli_poll(const char *path, struct progress *p, int *code);
+
 int cmd_image_info(int argc, char **argv);
 int cmd_image_upload(int argc, char **argv);
 int cmd_image_list(int argc, char **argv);

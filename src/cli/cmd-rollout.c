@@ -124,7 +124,7 @@ static int follow(const char *id)
 	for (;;) {
 		const char *state;
 
-		ro = rest_json("GET", path, NULL, NULL, &code);
+		ro = cli_poll(path, p, &code);
 		if (!ro)
 			break;
 		device_lines(p, ro, seen);

@@ -86,7 +86,7 @@ static int follow_job(long long id, const char *dev, const char *version)
 	int code = 0;
 
 	for (;;) {
-		job = rest_json("GET", path, NULL, NULL, &code);
+		job = cli_poll(path, p, &code);
 		if (!job)
 			break;
 		if (job_finished(cli_str(job, "state", "queued"))) {

@@ -10,8 +10,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 
 #include "cli/cli.h"
+#include "cli/progress.h"
 #include "cli/rest.h"
 #include "util/util.h"
 
@@ -171,6 +173,28 @@ static json_t *find_stored(const char *arg, int *code)
 	}
 	json_decref(list);
 	return found;
+}
+
+json_t *cli_poll(const char *path, struct progress *p, int *code)
+{
+	struct timespec second = { .tv_sec = 1 };
+	json_t *j;
+	int tries = 0;
+
+	rest_set_quiet(true);
+	while (!(j = rest_json("GET", path, NULL, NULL, code)) && *code == EXIT_UNREACHABLE &&
+	       tries < FOLLOW_RETRY_S) {
+		if (!tries++)
+			progress_line(p, "smpgw: %s; trying again for %d s", rest_last_error(),
+				      FOLLOW_RETRY_S);
+		nanosleep(&second, NULL);
+	}
+	rest_set_quiet(false);
+	if (!j && *code == EXIT_UNREACHABLE)
+		fprintf(stderr, "smpgw: %s\n", rest_last_error());
+	else if (j && tries)
+		progress_line(p, "smpgw: smpgwd answers again");
+	return j;
 }
 
 json_t *cli_resolve_image(const char *arg, int *code)

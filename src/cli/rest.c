@@ -117,6 +117,19 @@ static CURL *easy(const char *method, const char *path, char *errbuf)
 	return c;
 }
 
+static bool quiet;
+static char last_error[CURL_ERROR_SIZE + 256];
+
+void rest_set_quiet(bool q)
+{
+	quiet = q;
+}
+
+const char *rest_last_error(void)
+{
+	return last_error;
+}
+
 /* One line for a transport failure; the exit status. */
 static int transport_error(CURLcode rc, const char *errbuf)
 {
@@ -126,9 +139,11 @@ static int transport_error(CURLcode rc, const char *errbuf)
 		fprintf(stderr, "smpgw: bad URL '%s': %s\n", cli.url, why);
 		return EXIT_USAGE;
 	}
-	fprintf(stderr, "smpgw: cannot reach smpgwd at %s: %s%s\n", cli.url, why,
-		rc == CURLE_COULDNT_CONNECT ? " (is it running? SMPGW_URL or --url say where)" :
-		"");
+	snprintf(last_error, sizeof(last_error), "cannot reach smpgwd at %s: %s%s", cli.url, why,
+		 rc == CURLE_COULDNT_CONNECT ? " (is it running? SMPGW_URL or --url say where)" :
+		 "");
+	if (!quiet)
+		fprintf(stderr, "smpgw: %s\n", last_error);
 	return EXIT_UNREACHABLE;
 }
 

@@ -9,6 +9,7 @@
 #pragma once
 
 #include <jansson.h>
+#include <stdbool.h>
 
 #include "cli/sse.h"
 
@@ -34,6 +35,12 @@ json_t *rest_upload(const char *path, const char *file, long *status, int *code)
  * the limit or the end of the stream) or an exit status with the error
  * printed. */
 int rest_stream(const char *path, long timeout_ms, sse_event_fn event_cb, void *ud);
+
+/* With quiet set, transport failures (EXIT_UNREACHABLE) are not printed:
+ * the caller retries and speaks for itself. */
+void rest_set_quiet(bool quiet);
+/* The last transport failure, as it would have been printed. */
+const char *rest_last_error(void);
 
 /* A path segment or query value escaped for a URL (caller frees). */
 char *rest_escape(const char *s);

@@ -9,6 +9,7 @@ bad image)."""
 import json
 import os
 import re
+import socket
 import subprocess
 import sys
 import time
@@ -17,7 +18,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from cli_harness import (CLI_NEEDS, FAILED, REFUSED, UNREACHABLE, USAGE, Cli, one_line,
                          table_names, upload_bars)
 from http_harness import Daemon
-from updates_harness import Gateway, Sim, Tap, conformance_image, log, session
+from updates_harness import Gateway, Sim, Tap, conformance_image, log, session, wait_for
 
 IMG = conformance_image('app-1.2.3+4-ecdsa-p256.bin')
 IMG350 = conformance_image('app-3.1.0+7-350k-ecdsa-p256.bin')
@@ -25,6 +26,12 @@ NAMES = ['PineTime-10', 'PineTime-2', 'PineTime-1']
 TOKEN = 'cli-test-token-1234'
 
 t = Tap()
+
+
+def free_tcp_port():
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
 
 
 def test_devices(cli):
@@ -114,6 +121,39 @@ def test_update_pty(cli, sim):
     t.eq(sim.slots(0)[0]['confirmed'], True, 'the watch confirmed it')
     if rc != 0 or not bars:
         log(repr(out[-3000:]))
+
+
+def test_follow_restart(cli, gw):
+    """--follow across a restart of smpgwd in the middle of the upload (an
+    upgrade of the package does that): the client says it lost the daemon,
+    tries again, and ends with the job's outcome."""
+    st, jobs = gw.request('GET', '/api/v1/jobs')
+    last = max([j['id'] for j in jobs['jobs']] + [0])
+    p = subprocess.Popen([cli.exe, 'update', 'PineTime-10', IMG, '--follow'],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cli.env)
+    try:
+        def uploading():
+            st, jobs = gw.request('GET', '/api/v1/jobs?device=PineTime-10')
+            j = jobs['jobs'][0] if st == 200 and jobs['jobs'] else {}
+            if j.get('id', 0) <= last:
+                return False
+            if j.get('state') not in ('queued', 'running'):
+                raise RuntimeError('the job ended before the restart: %r' % j)
+            return j.get('phase') == 'upload' and j['progress']['bytes'] > 0
+        wait_for('the upload to start', uploading, timeout=60, step=0.05)
+        t.eq(gw.stop(), 0, 'smpgwd stopped in the middle of the upload')
+        time.sleep(1.5)
+        gw.start()
+        out, err = p.communicate(timeout=150)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    t.eq(p.returncode, 0, '--follow across the restart: exit 0 (%s)' % err.strip())
+    t.ok('cannot reach smpgwd' in out and 'trying again' in out and 'answers again' in out,
+         'says it lost the daemon and found it again')
+    t.eq(out.strip().splitlines()[-1:], ['confirmed 1.2.3+4 on PineTime-10'],
+         'and ends with the outcome')
 
 
 def test_update_errors(cli, img, wd):
@@ -243,14 +283,21 @@ def main():
         # so the bar has time to move.
         sim = run.start(Sim(wd, count=3, fleet={'devices': [
             {'flash': {'erase_sector_us': 2000, 'program_page_us': 6000}}, {}, {}]}))
-        gw = run.start(Gateway(wd, sim, 'token_file = %s\n[request]\ntimeout = 2s\n'
-                               '[update]\nboot_timeout = 40s' % tok, devices=NAMES))
+        gw = Gateway(wd, sim, 'token_file = %s\n[request]\ntimeout = 2s\n'
+                     '[update]\nboot_timeout = 40s' % tok, devices=NAMES)
+        # A fixed REST port: the client finds the daemon again after a restart.
+        with open(gw.conf) as f:
+            conf = f.read()
+        with open(gw.conf, 'w') as f:
+            f.write(conf.replace('listen = 127.0.0.1:0', 'listen = 127.0.0.1:%d' % free_tcp_port()))
+        run.start(gw)
         cli = Cli(gw.base, TOKEN)
         test_devices(cli)
         img = test_images(cli, wd)
         if img:
             test_update_plain(cli, sim, img)
             test_update_pty(cli, sim)
+            test_follow_restart(cli, gw)
             test_update_errors(cli, img, wd)
             test_rollouts(cli, img)
             test_events(cli, img)
