@@ -228,6 +228,7 @@ struct job {
 	struct event *stall_ev;
 	uint64_t advanced_ms;     /* last progress: phase, or a chunk acknowledged */
 	unsigned link_errors;     /* attempts that ended in a link error */
+	char *last_link_error;    /* the last one ("what: strerror"), or NULL */
 	int64_t resets_base;      /* device's timeout_resets at start */
 };
 TAILQ_HEAD(job_list, job);

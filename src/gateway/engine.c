@@ -407,6 +407,8 @@ static void job_transport_error(struct job *job, int err, const char *what)
 
 	job_stop_io(job);
 	job->link_errors++;
+	free(job->last_link_error);
+	job->last_link_error = xasprintf("%s: %s", what, strerror(-err));
 	if (err == -ECANCELED) /* the device was removed */
 		job_release_device(job);
 	if (!job->retry_deadline_ms)
@@ -956,15 +958,18 @@ static void stall_fail(struct job *job, uint32_t stall_ms)
 	char tried[192] = "no upload chunk was sent";
 
 	if (c->frame)
-		snprintf(tried, sizeof(tried), "frames of %zu to %zu bytes, %u to %u in "
+		snprintf(tried, sizeof(tried), "tried frames of %zu to %zu bytes, %u to %u in "
 			 "flight, %u frames lost", c->min_frame, c->max_frame,
 			 c->min_window, c->max_window, c->losses);
 	job_finish(job, GW_JOB_STATE_FAILED,
 		   "stalled: no progress for %u s ([update] stall_timeout) in phase %s "
-		   "at %zu of %zu bytes; tried %s, %lld link resets after unanswered "
-		   "requests, %u attempts ended in a link error",
+		   "at %zu of %zu bytes; %s, %lld link resets after unanswered "
+		   "requests, %u attempts ended in a link error%s%s%s",
 		   stall_ms / 1000, engine_phase_names[job->phase], job->offset, job->size,
-		   tried, (long long)MAX(resets, 0), job->link_errors);
+		   tried, (long long)MAX(resets, 0), job->link_errors,
+		   job->last_link_error ? " (last: " : "",
+		   job->last_link_error ? job->last_link_error : "",
+		   job->last_link_error ? ")" : "");
 }
 
 static void stall_cb(evutil_socket_t fd, short what, void *arg)
@@ -1014,6 +1019,8 @@ static void job_start(struct job *job)
 	job->ctl = (struct gw_upload_ctl){ 0 };
 	job->ctl_losses_seen = 0;
 	job->link_errors = 0;
+	free(job->last_link_error);
+	job->last_link_error = NULL;
 	job->resets_base = device_timeout_resets(job_device(job));
 	if (gw_config(job->eng->gw)->update.stall_timeout_ms)
 		stall_arm(job, gw_config(job->eng->gw)->update.stall_timeout_ms);
@@ -1127,6 +1134,7 @@ static void job_free(struct job *job)
 	free(job->rollout_id);
 	free(job->error);
 	free(job->radio_key);
+	free(job->last_link_error);
 	free(job);
 }
 

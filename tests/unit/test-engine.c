@@ -515,11 +515,46 @@ static void job_done(int64_t id, enum gw_job_state st, const char *err, void *ud
 		event_base_loopbreak(r->base);
 }
 
+#define ENGINE_IMG "app-0.9.0-3k-hash.bin"
+#define ENGINE_IMG_ID "1276f4fc9a7a5957889772588b5431c5053b89c298d981126398bffac9e04c5d"
+
+/* A temporary state directory whose image store holds ENGINE_IMG. */
+static char *state_dir_with_image(void)
+{
+	char *dir = xstrdup("/tmp/test-engine-XXXXXX"), *path, *src;
+	uint8_t *buf;
+	size_t len;
+	FILE *out;
+
+	ok(mkdtemp(dir) != NULL, "state dir");
+	path = xasprintf("%s/images", dir);
+	mkdir(path, 0700);
+	free(path);
+	src = xasprintf("%s/images/%s", CONFORMANCE_DIR, ENGINE_IMG);
+	buf = tap_read_file(src, &len);
+	free(src);
+	path = xasprintf("%s/images/%s.bin", dir, ENGINE_IMG_ID);
+	out = fopen(path, "wb");
+	fwrite(buf, 1, len, out);
+	fclose(out);
+	free(path);
+	free(buf);
+	return dir;
+}
+
+static void state_dir_remove(char *dir)
+{
+	char *cmd = xasprintf("rm -rf %s", dir);
+
+	ok(system(cmd) == 0, "state dir removed");
+	free(cmd);
+	free(dir);
+}
+
 static void test_engine_jobs(void)
 {
-	static const char *img = "app-0.9.0-3k-hash.bin";
-	static const char *id = "1276f4fc9a7a5957889772588b5431c5053b89c298d981126398bffac9e04c5d";
-	char dir[] = "/tmp/test-engine-XXXXXX", *path, *src;
+	static const char *id = ENGINE_IMG_ID;
+	char *dir = state_dir_with_image();
 	struct event_base *base = event_base_new();
 	struct gw_config *cfg = gw_config_new_default();
 	struct engine_run run = { .base = base };
@@ -527,26 +562,11 @@ static void test_engine_jobs(void)
 	struct timeval limit = { 60, 0 };
 	struct fake *f = xnew(struct fake);
 	struct gw_engine *eng;
-	uint8_t hash[32], *buf;
-	size_t len;
+	uint8_t hash[32];
 	int64_t first = 0, second = 0;
 	json_t *all, *j;
 	struct gw *gw;
-	FILE *out;
 
-	ok(mkdtemp(dir) != NULL, "state dir");
-	path = xasprintf("%s/images", dir);
-	mkdir(path, 0700);
-	free(path);
-	src = xasprintf("%s/images/%s", CONFORMANCE_DIR, img);
-	buf = tap_read_file(src, &len);
-	free(src);
-	path = xasprintf("%s/images/%s.bin", dir, id);
-	out = fopen(path, "wb");
-	fwrite(buf, 1, len, out);
-	fclose(out);
-	free(path);
-	free(buf);
 	free(cfg->general.state_dir);
 	cfg->general.state_dir = xstrdup(dir);
 	gw = gw_new(base, cfg, NULL);
@@ -588,9 +608,66 @@ static void test_engine_jobs(void)
 	gw_free(gw);
 	free(f);
 	event_base_free(base);
-	path = xasprintf("rm -rf %s", dir);
-	ok(system(path) == 0, "state dir removed");
-	free(path);
+	state_dir_remove(dir);
+}
+
+struct stall_run {
+	struct event_base *base;
+	enum gw_job_state state;
+	char *error;
+};
+
+static void stall_done(int64_t id, enum gw_job_state st, const char *err, void *ud)
+{
+	struct stall_run *r = ud;
+
+	r->state = st;
+	r->error = xstrdup(err ? err : "");
+	event_base_loopbreak(r->base);
+}
+
+/* A watch that connects but answers nothing: the job fails once
+ * [update] stall_timeout passes without progress, naming what was tried,
+ * well before retry_timeout. */
+static void test_engine_stall(void)
+{
+	char *dir = state_dir_with_image();
+	struct event_base *base = event_base_new();
+	struct gw_config *cfg = gw_config_new_default();
+	struct stall_run run = { .base = base, .state = GW_JOB_STATE_QUEUED };
+	struct gw_job_opts opts = { .done = stall_done, .user_data = &run };
+	struct timeval limit = { 20, 0 };
+	struct fake *f = xnew(struct fake);
+	struct gw_engine *eng;
+	struct gw *gw;
+
+	free(cfg->general.state_dir);
+	cfg->general.state_dir = xstrdup(dir);
+	cfg->request.timeout_ms = 100;
+	cfg->update.stall_timeout_ms = 1500;
+	cfg->update.retry_timeout_ms = 60000;
+	gw = gw_new(base, cfg, NULL);
+	f->base = base;
+	f->real_bufs = 0; /* every frame dropped */
+	f->link = link_new(&fake_ops, base, f);
+	gw_registry_add(gw_registry_of(gw), "fake", "fake", f->link, true, 0);
+	eng = gw_engine_new(gw, NULL);
+	ok(gw_job_submit(eng, "fake", ENGINE_IMG_ID, GW_JOB_MODE_UPLOAD, &opts) > 0,
+	   "stall: job submitted");
+	event_base_loopexit(base, &limit);
+	event_base_dispatch(base);
+	tap_diag("stall: %s", run.error ? run.error : "(no result)");
+	is_int(run.state, GW_JOB_STATE_FAILED, "stall: the job failed");
+	ok(run.error && strstr(run.error, "stalled: no progress for 1 s ([update] stall_timeout) "
+			       "in phase state") && strstr(run.error, "no upload chunk was sent") &&
+	   strstr(run.error, "(last: "), "stall: the error names the bound, the phase, what was "
+	   "tried and the last link error");
+	free(run.error);
+	gw_engine_free(eng);
+	gw_free(gw);
+	free(f);
+	event_base_free(base);
+	state_dir_remove(dir);
 }
 
 int main(void)
@@ -605,5 +682,6 @@ int main(void)
 	run_upload("off 0 mid-upload", 0, 30, 3, BUF_COUNT);
 	test_lossy_upload();
 	test_engine_jobs();
+	test_engine_stall();
 	return tap_done();
 }

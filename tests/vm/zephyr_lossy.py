@@ -20,10 +20,9 @@ Prints TAP; 77 (SKIP) when the peers are absent.
 import time
 
 import ble_scenarios as bs
-import zephyr_peer as zp
 import zephyr_scenarios as zs
 from ble_scenarios import http, log, tap
-from smp_udp_client import Client, SmpError
+from smp_udp_client import SmpError
 
 IMAGE = 'app-3.1.0+7-350k-ecdsa-p256.bin'
 
@@ -93,12 +92,7 @@ def update(watch):
 
 
 def main():
-    zp.require('smp-svr-ble-lossy')
-    watch = zp.BleWatch(1, 'smp-svr-ble-lossy')
-    watch.start()
-    gw = bs.start_gw(True)
-    d = bs.discover(watch.address)
-    c = Client(d['udp_port'], timeout=40)
+    watch, gw, d, c = zs.setup('smp-svr-ble-lossy', client_timeout=40)
     dt = zs.first_echo(c)
     tap.ok(True, 'echo through the gateway to the lossy watch (first request connects: %.1fs)'
            % dt)

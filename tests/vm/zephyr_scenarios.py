@@ -255,14 +255,20 @@ def reboot_mid_upload(c, watch, image, want):
            'offset 0): %d bytes sent for %d' % (sent, len(image)))
 
 
-def main():
-    mode = sys.argv[1] if len(sys.argv) > 1 else 'basic'
-    zp.require('smp-svr-ble')
-    watch = zp.BleWatch(1)
+def setup(variant, client_timeout=30):
+    """The Zephyr watch variant on hci1, smpgwd on hci0 (fast path), the
+    watch discovered: (watch, smpgwd process, device, UDP-face client)."""
+    zp.require(variant)
+    watch = zp.BleWatch(1, variant)
     watch.start()
     gw = bs.start_gw(True)
     d = bs.discover(watch.address)
-    c = Client(d['udp_port'], timeout=30)
+    return watch, gw, d, Client(d['udp_port'], timeout=client_timeout)
+
+
+def main():
+    mode = sys.argv[1] if len(sys.argv) > 1 else 'basic'
+    watch, gw, d, c = setup('smp-svr-ble')
     basics(c, watch)
     if mode == 'full':
         zp.require('smp-svr-udp')
