@@ -1,10 +1,14 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * smpgw events [--json] [--count N] [--timeout S] [TYPE...]: the daemon's
- * server-sent event stream, one line per event: the local time, the type
- * and the event's members as key=value (or each event's JSON with --json).
- * TYPE arguments keep the events whose type starts with one of them.
+ * smpgw events [--json] [--count N] [--timeout S] [--history N |
+ * --no-history] [TYPE...]: the daemon's recent events (GET
+ * /api/v1/events/recent), then its server-sent event stream joined where
+ * that history ended (?last_event_id=), one line per event: the local
+ * time, the type and the event's members as key=value (or each event's
+ * JSON with --json). TYPE arguments keep the events whose type starts with
+ * one of them.
  */
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,12 +18,17 @@
 #include "cli/rest.h"
 #include "util/util.h"
 
+#define HISTORY_DEFAULT 20
+#define HISTORY_MAX 1000 /* the daemon's limit for /events/recent */
+
 struct events {
 	char **types;
 	int ntypes;
 	bool json;
-	long count;   /* stop after this many events; 0: never */
+	long count;   /* stop after this many live events; 0: never */
 	long printed;
+	long history; /* recent events printed first; 0: none */
+	uint64_t shown; /* the newest event id printed from the history */
 };
 
 static bool wanted(const struct events *ev, const char *type)
@@ -74,6 +83,14 @@ static int on_event(const char *type, const char *id, const char *data, void *ud
 	struct events *ev = ud;
 	json_t *e = json_loads(data, 0, NULL);
 
+	/* With several type prefixes the history comes from one request per
+	 * prefix: the stream starts at the oldest answer, so skip what the
+	 * history already printed. */
+	if (e && (uint64_t)json_integer_value(json_object_get(e, "id")) <= ev->shown &&
+	    json_integer_value(json_object_get(e, "id")) > 0) {
+		json_decref(e);
+		return 0;
+	}
 	if (!e) {
 		fprintf(stderr, "smpgw: an event that is not JSON: %s\n", data);
 	} else if (wanted(ev, cli_str(e, "type", type))) {
@@ -88,16 +105,107 @@ static int on_event(const char *type, const char *id, const char *data, void *ud
 	return ev->count && ev->printed >= ev->count;
 }
 
+static int by_id(const void *a, const void *b)
+{
+	json_int_t x = json_integer_value(json_object_get(*(json_t *const *)a, "id"));
+	json_int_t y = json_integer_value(json_object_get(*(json_t *const *)b, "id"));
+
+	return (x > y) - (x < y);
+}
+
+/* The recent events matching one prefix (or all, prefix NULL) into out;
+ * *last the smallest last_id answered. 0 or an exit status. */
+static int fetch_recent(const struct events *ev, const char *prefix, json_t *out,
+			uint64_t *last)
+{
+	char *esc = prefix ? rest_escape(prefix) : NULL;
+	char *path = xasprintf("/api/v1/events/recent?limit=%ld%s%s", ev->history,
+			       esc ? "&type=" : "", esc ? esc : "");
+	int code = 0;
+	json_t *ans = rest_json("GET", path, NULL, NULL, &code);
+	uint64_t id;
+
+	free(path);
+	free(esc);
+	if (!ans)
+		return code;
+	json_array_extend(out, json_object_get(ans, "events"));
+	id = (uint64_t)json_integer_value(json_object_get(ans, "last_id"));
+	if (*last == UINT64_MAX || id < *last)
+		*last = id;
+	json_decref(ans);
+	return 0;
+}
+
+/* Prints the newest ev->history events (of every prefix, oldest first,
+ * each once); *last: the id the stream continues after. */
+static int print_history(struct events *ev, uint64_t *last)
+{
+	json_t *all = json_array();
+	size_t n, first;
+	int r = 0;
+
+	*last = UINT64_MAX;
+	for (int i = 0; i < (ev->ntypes ? ev->ntypes : 1) && !r; i++)
+		r = fetch_recent(ev, ev->ntypes ? ev->types[i] : NULL, all, last);
+	n = json_array_size(all);
+	if (!r && n) {
+		json_t **v = xnew_array(json_t *, n);
+
+		for (size_t i = 0; i < n; i++)
+			v[i] = json_array_get(all, i);
+		qsort(v, n, sizeof(*v), by_id);
+		first = n > (size_t)ev->history ? n - (size_t)ev->history : 0;
+		for (size_t i = first; i < n; i++) {
+			uint64_t id = (uint64_t)json_integer_value(json_object_get(v[i], "id"));
+
+			if (id <= ev->shown)
+				continue; /* the same event under two prefixes */
+			if (ev->json) {
+				char *s = json_dumps(v[i], JSON_COMPACT);
+
+				puts(s ? s : "{}");
+				free(s);
+			} else {
+				print_event(v[i]);
+			}
+			ev->shown = id;
+		}
+		fflush(stdout);
+		free(v);
+	}
+	json_decref(all);
+	return r;
+}
+
+static int events_run(struct events *ev, long timeout_ms)
+{
+	uint64_t last = 0;
+	char *path;
+	int r;
+
+	if (ev->history && (r = print_history(ev, &last)))
+		return r;
+	/* last 0: nothing happened yet, the stream from its start */
+	path = last ? xasprintf("/api/v1/events?last_event_id=%" PRIu64, last) :
+		      xstrdup("/api/v1/events");
+	r = rest_stream(path, timeout_ms, on_event, ev);
+	free(path);
+	return r;
+}
+
 int cmd_events(int argc, char **argv)
 {
 	static const struct option opts[] = {
 		{ "json", no_argument, NULL, 'j' },
 		{ "count", required_argument, NULL, 'n' },
 		{ "timeout", required_argument, NULL, 't' },
+		{ "history", required_argument, NULL, 'H' },
+		{ "no-history", no_argument, NULL, 'N' },
 		CLI_COMMON_OPTS,
 		{ 0 },
 	};
-	struct events ev = { 0 };
+	struct events ev = { .history = HISTORY_DEFAULT };
 	double timeout_s = 0;
 	char *end;
 	int c, r;
@@ -117,6 +225,13 @@ int cmd_events(int argc, char **argv)
 			if (*end || timeout_s <= 0)
 				return cli_usage_error("events: --timeout takes seconds");
 			break;
+		case 'H':
+			ev.history = strtol(optarg, &end, 10);
+			if (*end || !*optarg || ev.history < 0 || ev.history > HISTORY_MAX)
+				return cli_usage_error("events: --history takes a number from 0 to %d",
+						       HISTORY_MAX);
+			break;
+		case 'N': ev.history = 0; break;
 		default: return EXIT_USAGE;
 		}
 	}
@@ -124,5 +239,5 @@ int cmd_events(int argc, char **argv)
 	ev.ntypes = argc - optind;
 	if ((r = cli_load_token()))
 		return r;
-	return rest_stream("/api/v1/events", (long)(timeout_s * 1000), on_event, &ev);
+	return events_run(&ev, (long)(timeout_s * 1000));
 }

@@ -13,6 +13,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from cli_harness import (CLI_NEEDS, FAILED, REFUSED, UNREACHABLE, USAGE, Cli, one_line,
@@ -204,7 +205,8 @@ def test_rollouts(cli, img):
 
 
 def test_events(cli, img):
-    p = subprocess.Popen([cli.exe, 'events', '--count', '2', '--timeout', '60', 'job.'],
+    p = subprocess.Popen([cli.exe, 'events', '--no-history', '--count', '2', '--timeout', '60',
+                          'job.'],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                          env=cli.env)
     try:
@@ -222,6 +224,59 @@ def test_events(cli, img):
              for ln in lines), 'time, type and members: %r' % lines)
     rc, out, _ = cli.run('events', '--json', '--timeout', '1', 'nothing.')
     t.eq((rc, out), (0, ''), 'events --timeout: ends quietly')
+
+
+def recent(base, query):
+    req = urllib.request.Request(base + '/api/v1/events/recent?' + query,
+                                 headers={'Authorization': 'Bearer ' + TOKEN})
+    with urllib.request.urlopen(req, timeout=10) as rsp:
+        return json.loads(rsp.read())['events']
+
+
+def json_lines(out):
+    return [json.loads(ln) for ln in out.splitlines()]
+
+
+def test_events_history(cli, base):
+    """smpgw events prints the recent history first (GET
+    /api/v1/events/recent), then joins the stream at its last_id."""
+    rc, out, err = cli.run('events', '--timeout', '1', 'job.')
+    want = recent(base, 'type=job.&limit=20')
+    lines = out.strip().splitlines()
+    t.ok(rc == 0 and len(want) >= 2 and len(lines) == len(want) and
+         all(' %s ' % e['type'] in ln + ' ' for ln, e in zip(lines, want)),
+         'events: the %d newest job events first, oldest first (%s)' % (len(want), err.strip()))
+    rc, out, _ = cli.run('events', '--json', '--history', '3', '--timeout', '1', 'job.')
+    t.eq([e['id'] for e in json_lines(out)], [e['id'] for e in want[-3:]],
+         'events --history 3 --json: the three newest, as the daemon has them')
+    rc, out, _ = cli.run('events', '--json', '--history', '6', '--timeout', '1', 'job.',
+                         'rollout.')
+    both = sorted(recent(base, 'type=job.&limit=6') + recent(base, 'type=rollout.&limit=6'),
+                  key=lambda e: e['id'])[-6:]
+    t.eq([e['id'] for e in json_lines(out)], [e['id'] for e in both],
+         'two prefixes: the six newest of both, each once, in order')
+    rc, out, _ = cli.run('events', '--no-history', '--timeout', '1', 'job.')
+    t.eq((rc, out), (0, ''), 'events --no-history: only what comes next')
+    for bad in ('-1', 'x', '1001'):
+        rc, _, err = cli.run('events', '--history', bad)
+        t.eq((rc, one_line(err)), (USAGE, True), '--history %s: usage error' % bad)
+    # Joining the stream: while an upload emits its progress, every event
+    # once, none missing between the history and the stream.
+    up = subprocess.Popen([cli.exe, 'update', 'PineTime-1', IMG350, '--follow'],
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=cli.env)
+    try:
+        time.sleep(0.5)
+        rc, out, err = cli.run('events', '--json', '--history', '1000', '--timeout', '3')
+        up.wait(timeout=150)
+    finally:
+        if up.poll() is None:
+            up.kill()
+            up.wait()
+    ids = [e['id'] for e in json_lines(out)]
+    live = [e for e in json_lines(out) if e['type'] == 'job.progress']
+    t.ok(rc == 0 and ids == list(range(ids[0], ids[0] + len(ids))) and len(live) >= 2,
+         'history then stream: %d events, ids %d..%d without a gap or a repeat (%s)'
+         % (len(ids), ids[0] if ids else 0, ids[-1] if ids else 0, err.strip()))
 
 
 def test_unreachable(cli, port):
@@ -301,6 +356,7 @@ def main():
             test_update_errors(cli, img, wd)
             test_rollouts(cli, img)
             test_events(cli, img)
+            test_events_history(cli, gw.base)
         port = gw.port
         t.eq(gw.stop(), 0, 'smpgwd exits cleanly')
         test_unreachable(cli, port)
