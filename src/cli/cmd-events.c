@@ -6,7 +6,9 @@
  * that history ended (?last_event_id=), one line per event: the local
  * time, the type and the event's members as key=value (or each event's
  * JSON with --json). TYPE arguments keep the events whose type starts with
- * one of them.
+ * one of them. When the stream breaks (smpgwd restarted) it connects again
+ * for up to FOLLOW_RETRY_S, from the last event seen: the daemon replays
+ * what was missed, or says "stream.reset" when it no longer holds it.
  */
 #include <inttypes.h>
 #include <stdio.h>
@@ -29,6 +31,8 @@ struct events {
 	long printed;
 	long history; /* recent events printed first; 0: none */
 	uint64_t shown; /* the newest event id printed from the history */
+	long seen;      /* stream events received, printed or not */
+	uint64_t last;  /* the id the stream continues after (0: its start) */
 };
 
 static bool wanted(const struct events *ev, const char *type)
@@ -82,6 +86,11 @@ static int on_event(const char *type, const char *id, const char *data, void *ud
 {
 	struct events *ev = ud;
 	json_t *e = json_loads(data, 0, NULL);
+	char *end;
+
+	ev->seen++;
+	if (id && *id && strtoull(id, &end, 10) > 0 && !*end)
+		ev->last = strtoull(id, NULL, 10);
 
 	/* With several type prefixes the history comes from one request per
 	 * prefix: the stream starts at the oldest answer, so skip what the
@@ -178,20 +187,64 @@ static int print_history(struct events *ev, uint64_t *last)
 	return r;
 }
 
-static int events_run(struct events *ev, long timeout_ms)
+static double now_s(void)
 {
-	uint64_t last = 0;
-	char *path;
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* The stream from ev->last until --count or --timeout; when it breaks,
+ * connected again (quietly) for up to FOLLOW_RETRY_S. */
+static int stream(struct events *ev, double timeout_s)
+{
+	struct timespec second = { .tv_sec = 1 };
+	double start = now_s(), lost = 0;
 	int r;
 
-	if (ev->history && (r = print_history(ev, &last)))
-		return r;
+	for (int attempt = 0;; attempt++) {
+		char *path = ev->last ? xasprintf("/api/v1/events?last_event_id=%" PRIu64, ev->last) :
+			     xstrdup("/api/v1/events");
+		double left = timeout_s ? timeout_s - (now_s() - start) : 0;
+		long seen = ev->seen;
+		bool was_up;
+
+		if (timeout_s && left <= 0) {
+			free(path);
+			return 0;
+		}
+		rest_set_quiet(attempt > 0);
+		r = rest_stream(path, (long)(left * 1000), on_event, ev);
+		rest_set_quiet(false);
+		free(path);
+		was_up = !r || ev->seen > seen; /* connected, then the stream ended */
+		if ((r && r != EXIT_UNREACHABLE) || (ev->count && ev->printed >= ev->count) ||
+		    (timeout_s && now_s() - start >= timeout_s) || (r && !was_up && !attempt))
+			return r;
+		if (was_up)
+			lost = 0;
+		if (lost && now_s() - lost > FOLLOW_RETRY_S) {
+			fprintf(stderr, "smpgw: %s\n", rest_last_error());
+			return r;
+		}
+		if (!lost) {
+			lost = now_s();
+			fprintf(stderr, "smpgw: the event stream of %s ended; connecting again "
+				"for up to %d s\n", cli.url, FOLLOW_RETRY_S);
+		}
+		nanosleep(&second, NULL);
+	}
+}
+
+static int events_run(struct events *ev, double timeout_s)
+{
+	int r;
+
 	/* last 0: nothing happened yet, the stream from its start */
-	path = last ? xasprintf("/api/v1/events?last_event_id=%" PRIu64, last) :
-		      xstrdup("/api/v1/events");
-	r = rest_stream(path, timeout_ms, on_event, ev);
-	free(path);
-	return r;
+	if (ev->history && (r = print_history(ev, &ev->last)))
+		return r;
+	return stream(ev, timeout_s);
 }
 
 int cmd_events(int argc, char **argv)
@@ -239,5 +292,5 @@ int cmd_events(int argc, char **argv)
 	ev.ntypes = argc - optind;
 	if ((r = cli_load_token()))
 		return r;
-	return events_run(&ev, (long)(timeout_s * 1000));
+	return events_run(&ev, timeout_s);
 }

@@ -130,6 +130,10 @@ def test_follow_restart(cli, gw):
     tries again, and ends with the job's outcome."""
     st, jobs = gw.request('GET', '/api/v1/jobs')
     last = max([j['id'] for j in jobs['jobs']] + [0])
+    # The event stream across the same restart: the job's result comes after it.
+    ev = subprocess.Popen([cli.exe, 'events', '--json', '--no-history', '--count', '1',
+                           '--timeout', '200', 'job.result'], stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True, env=cli.env)
     p = subprocess.Popen([cli.exe, 'update', 'PineTime-10', IMG, '--follow'],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cli.env)
     try:
@@ -146,15 +150,24 @@ def test_follow_restart(cli, gw):
         time.sleep(1.5)
         gw.start()
         out, err = p.communicate(timeout=150)
+        ev_out, ev_err = ev.communicate(timeout=60)
     finally:
-        if p.poll() is None:
-            p.kill()
-            p.wait()
+        for proc in (p, ev):
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
     t.eq(p.returncode, 0, '--follow across the restart: exit 0 (%s)' % err.strip())
     t.ok('cannot reach smpgwd' in out and 'trying again' in out and 'answers again' in out,
          'says it lost the daemon and found it again')
     t.eq(out.strip().splitlines()[-1:], ['confirmed 1.2.3+4 on PineTime-10'],
          'and ends with the outcome')
+    results = [json.loads(ln) for ln in ev_out.splitlines()]
+    t.eq((ev.returncode, [(e['type'], e['data']['device'], e['data']['state'])
+                          for e in results]),
+         (0, [('job.result', 'PineTime-10', 'done')]),
+         'events: connected again after the restart, the job\'s result arrives (%s)' %
+         ev_err.strip())
+    t.ok('connecting again' in ev_err, 'events: says the stream ended')
 
 
 def test_update_errors(cli, img, wd):
