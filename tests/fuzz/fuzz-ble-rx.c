@@ -3,7 +3,9 @@
  * libFuzzer target for the BLE notification reassembler (src/links/ble-rx.c).
  * Input: records of [len][delay][len bytes]: one notification each, the
  * delay byte advances the clock (x 10 ms, so staleness is exercised).
- * Every frame that comes out must be a whole SMP response frame.
+ * Every frame that comes out must be a whole SMP response frame, and a
+ * push gives up at most two partial frames (the one it replaces and the
+ * bytes after a frame), each counted once in partials_dropped.
  */
 #include <stdint.h>
 #include <stdlib.h>
@@ -31,10 +33,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	ble_rx_init(&rx);
 	while (size >= 2) {
 		size_t len = MIN((size_t)data[0], size - 2);
+		uint64_t dropped = rx.partials_dropped;
 
 		now += (uint64_t)data[1] * 10000;
 		(void)ble_rx_push(&rx, data + 2, len, now, check_frame, &frames);
-		if (rx.len > BLE_RX_FRAME_MAX)
+		if (rx.len > BLE_RX_FRAME_MAX || rx.partials_dropped > dropped + 2)
 			abort();
 		data += 2 + len;
 		size -= 2 + len;
