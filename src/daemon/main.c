@@ -21,6 +21,7 @@
 #include "gateway/device.h"
 #include "gateway/gateway.h"
 #include "gateway/jobs.h" /* upload engine */
+#include "gateway/lease.h" /* leases on watches between gateways */
 #include "gateway/log.h"
 #include "gateway/metrics.h"
 #include "gateway/registry/registry.h"
@@ -59,6 +60,9 @@ struct daemon {
 	 * admits them picks them up without waiting for new advertising. */
 	struct ble_unmanaged *unmanaged;
 	size_t n_unmanaged;
+	/* [gateway] id: a watch is managed only while this gateway holds its
+	 * lease (lease.h, docs/multi-gateway.md); NULL: no leases. */
+	struct gw_lease *lease;
 #endif
 #ifdef SMPGW_HAVE_HTTP
 	struct http_server *http;
@@ -308,6 +312,13 @@ static void apply_pairing(struct daemon *d, struct link *link,
 	ble_link_set_pairing(link, allowed, first, cfg->ble.rebond);
 }
 
+/* The allowlist admits the watch and, with leases, this gateway holds it. */
+static bool ble_admitted(struct daemon *d, const char *address, const char *name)
+{
+	return gw_config_ble_allowed(gw_config(d->gw), address, name) &&
+	       (!d->lease || gw_lease_held(d->lease, address));
+}
+
 /* Registers a BLE watch the allowlist admits; NULL when it may not be. */
 static struct gw_device *manage_ble(struct daemon *d, const char *address,
 				    const char *name)
@@ -315,7 +326,7 @@ static struct gw_device *manage_ble(struct daemon *d, const char *address,
 	struct gw_device *dev;
 	struct link *link;
 
-	if (!gw_config_ble_allowed(gw_config(d->gw), address, name))
+	if (!ble_admitted(d, address, name))
 		return NULL;
 	link = ble_manager_link(d->ble, address);
 	if (!link)
@@ -335,6 +346,8 @@ static void ble_seen(struct ble_manager *mgr, const struct ble_device_info *info
 	struct gw_device *dev = gw_device_find(d->gw, info->address);
 	struct smpgw_adv rec;
 
+	if (gw_config_ble_allowed(gw_config(d->gw), info->address, info->name))
+		gw_lease_heard(d->lease, info->address, info->rssi);
 	if (!dev) {
 		dev = manage_ble(d, info->address, info->name);
 		if (!dev) {
@@ -356,6 +369,7 @@ static void ble_lost(struct ble_manager *mgr, const char *address, void *user_da
 	struct gw_device *dev = gw_device_find(d->gw, address);
 
 	unmanaged_drop(d, address);
+	gw_lease_unheard(d->lease, address);
 	if (dev)
 		gw_device_lost(dev);
 }
@@ -549,14 +563,17 @@ static void release_ble(struct gw_device *dev, void *user_data)
 
 	if (strcmp(gw_device_transport(dev), "ble"))
 		return;
-	if (gw_config_ble_allowed(cfg, gw_device_id(dev), gw_device_name(dev))) {
+	if (ble_admitted(d, gw_device_id(dev), gw_device_name(dev))) {
 		apply_pairing(d, gw_device_link(dev), gw_device_id(dev),
 			      gw_device_name(dev));
 		return;
 	}
 	id = xstrdup(gw_device_id(dev));
 	name = xstrdup(gw_device_name(dev));
-	log_notice("ble: %s (%s) is no longer allowed: released", id, name);
+	if (gw_config_ble_allowed(cfg, id, name))
+		log_notice("ble: %s (%s) is held by another gateway: released", id, name);
+	else
+		log_notice("ble: %s (%s) is no longer allowed: released", id, name);
 	/* The registry first: it detaches from the link the manager frees. */
 	gw_registry_remove(gw_registry_of(d->gw), dev);
 	ble_manager_forget(d->ble, id);
@@ -597,6 +614,39 @@ static void reload_ble(struct daemon *d)
 	restore_ble_devices(d);
 }
 
+/* This gateway gained or lost a watch's lease: the same passes as a
+ * reload (release what is no longer admitted, manage what now is). */
+static void lease_changed(const char *device_id, bool held, void *user_data)
+{
+	struct daemon *d = user_data;
+
+	reload_ble(d);
+}
+
+static void start_lease(struct daemon *d)
+{
+	const struct gw_config *cfg = gw_config(d->gw);
+	struct gw_lease_params p = {
+		.gateway_id = cfg->gateway.id,
+		.ttl_ms = cfg->gateway.lease_ttl_ms,
+		.hysteresis_db = (int)cfg->gateway.lease_hysteresis_db,
+	};
+
+	if (!cfg->gateway.id)
+		return;
+	d->lease = gw_lease_new(d->gw, &p, lease_changed, d);
+	if (d->lease)
+		log_notice("lease: gateway %s: BLE watches are managed while held "
+			   "(ttl %u ms, hysteresis %u dB)", cfg->gateway.id,
+			   cfg->gateway.lease_ttl_ms, cfg->gateway.lease_hysteresis_db);
+}
+
+/* Before the store goes: a clean stop hands the watches over at once. */
+static void stop_lease(struct daemon *d)
+{
+	d->lease = gw_lease_free(d->lease);
+}
+
 static void stop_ble(struct daemon *d)
 {
 	if (d->ble_retry)
@@ -614,6 +664,16 @@ static int start_ble(struct daemon *d)
 }
 
 static void reload_ble(struct daemon *d)
+{
+}
+
+static void start_lease(struct daemon *d)
+{
+	if (gw_config(d->gw)->gateway.id)
+		log_warn("lease: [gateway] id needs the BLE transport; ignored");
+}
+
+static void stop_lease(struct daemon *d)
 {
 }
 
@@ -702,6 +762,7 @@ static int start(struct daemon *d, struct gw_config *cfg)
 	gw_udpface_set_changed_cb(d->udp, ports_changed, d);
 	gw_add_config_devices(d->gw);
 	ports_changed(d->udp, d);
+	start_lease(d);
 	r = start_ble(d);
 	if (r < 0)
 		return r;
@@ -741,6 +802,7 @@ static void stop(struct daemon *d)
 	d->engine = gw_engine_free(d->engine);
 	/* The face first: it cancels its requests before devices go. */
 	d->udp = gw_udpface_free(d->udp);
+	stop_lease(d);
 	d->gw = gw_free(d->gw);
 	d->metrics = gw_metrics_free(d->metrics);
 	stop_ble(d);

@@ -2,7 +2,7 @@
 /*
  * INI configuration parser. Owns struct gw_config and its strings.
  * Sections: [general] [ble] [udp] [http] [request] [update] [images] [store]
- * [device "name"].
+ * [gateway] [device "name"].
  */
 #include "gateway/config.h"
 
@@ -43,6 +43,8 @@ struct gw_config *gw_config_new_default(void)
 	cfg->ble.rebond = true;
 	cfg->udp.bind = xstrdup("127.0.0.1");
 	cfg->udp.base_port = 17001;
+	cfg->gateway.lease_ttl_ms = 15000;
+	cfg->gateway.lease_hysteresis_db = 8;
 	cfg->http.listen = xstrdup("127.0.0.1:8080");
 	cfg->http.max_body = 16u << 20;
 	cfg->http.max_connections = 64;
@@ -93,6 +95,7 @@ struct gw_config *gw_config_free(struct gw_config *cfg)
 	free(cfg->images.keys);
 	free(cfg->images.dir);
 	free(cfg->store.conninfo);
+	free(cfg->gateway.id);
 	for (size_t i = 0; i < cfg->n_devices; i++)
 		device_conf_clear(&cfg->devices[i]);
 	free(cfg->devices);
@@ -428,6 +431,27 @@ static int set_store(struct gw_config *cfg, const char *key, const char *value)
 	return -ENOENT;
 }
 
+/* [gateway]: id (leases on watches), lease_ttl, lease_hysteresis (dB). */
+static int set_gateway(struct gw_config *cfg, const char *key, const char *value)
+{
+	if (!strcmp(key, "id")) {
+		if (!*value || strlen(value) > 64)
+			return -EINVAL;
+		set_str(&cfg->gateway.id, value);
+		return 0;
+	}
+	if (!strcmp(key, "lease_ttl")) {
+		int r = set_duration(&cfg->gateway.lease_ttl_ms, value);
+
+		if (r == 0 && cfg->gateway.lease_ttl_ms < 300)
+			return -EINVAL;
+		return r;
+	}
+	if (!strcmp(key, "lease_hysteresis"))
+		return set_unsigned(&cfg->gateway.lease_hysteresis_db, value, 60);
+	return -ENOENT;
+}
+
 static int set_device(struct gw_device_conf *d, const char *key, const char *value)
 {
 	if (!strcmp(key, "transport")) {
@@ -475,6 +499,8 @@ int gw_config_set(struct gw_config *cfg, const char *section, const char *key,
 		return set_images(cfg, key, value);
 	if (!strcmp(section, "store"))
 		return set_store(cfg, key, value);
+	if (!strcmp(section, "gateway"))
+		return set_gateway(cfg, key, value);
 	return -ENOENT;
 }
 
@@ -560,7 +586,7 @@ static int parse_section(struct parser *p, char *s)
 	}
 	if (strcmp(s, "general") && strcmp(s, "ble") && strcmp(s, "udp") &&
 	    strcmp(s, "http") && strcmp(s, "request") && strcmp(s, "update") &&
-	    strcmp(s, "images") && strcmp(s, "store"))
+	    strcmp(s, "images") && strcmp(s, "store") && strcmp(s, "gateway"))
 		return fail(p, -EINVAL, "unknown section", s);
 	snprintf(p->section, sizeof(p->section), "%s", s);
 	return 0;

@@ -103,6 +103,12 @@ struct gw_config {
 		size_t n_keys;
 		char *dir;              /* NULL: state_dir/images (shared: docs/multi-gateway.md) */
 	} images;
+	/* [gateway]: this gateway among several on one store (lease.h). */
+	struct {
+		char *id;               /* NULL: no leases (one gateway) */
+		uint32_t lease_ttl_ms;  /* default 15 s */
+		unsigned lease_hysteresis_db; /* default 8 */
+	} gateway;
 	/* [store]: where the durable state lives (src/gateway/store.h). */
 	struct {
 		int backend;            /* enum gw_store_backend; default sqlite */

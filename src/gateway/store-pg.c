@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <libpq-fe.h>
 
@@ -27,6 +28,7 @@
 struct pg {
 	PGconn *c;
 	char *err;
+	struct timespec last_reset; /* reconnects are tried at most once a second */
 };
 
 struct pg_stmt {
@@ -175,14 +177,22 @@ static const char *pg_errmsg(void *conn)
 	return pg->err ? pg->err : "no error";
 }
 
-/* Reconnects when the server went away and no transaction was open. */
+/* Reconnects when the server went away and no transaction was open; at
+ * most once a second (a reconnect blocks up to conninfo's
+ * connect_timeout; the statements in between fail with -ENOTCONN). */
 static void revive(struct pg *pg)
 {
-	if (PQstatus(pg->c) == CONNECTION_BAD) {
-		PQreset(pg->c);
-		if (PQstatus(pg->c) == CONNECTION_OK)
-			PQsetNoticeProcessor(pg->c, quiet, NULL);
-	}
+	struct timespec now;
+
+	if (PQstatus(pg->c) != CONNECTION_BAD)
+		return;
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	if (pg->last_reset.tv_sec && now.tv_sec - pg->last_reset.tv_sec < 1)
+		return;
+	pg->last_reset = now;
+	PQreset(pg->c);
+	if (PQstatus(pg->c) == CONNECTION_OK)
+		PQsetNoticeProcessor(pg->c, quiet, NULL);
 }
 
 static int pg_exec(void *conn, const char *sql)

@@ -92,6 +92,20 @@ static const struct gw_migration migrations[] = {
 	  "  last_try_ms INTEGER NOT NULL DEFAULT 0,"
 	  "  PRIMARY KEY (rollout_id, device_id));"
 	  "CREATE INDEX rollout_devices_job ON rollout_devices (job_id);" },
+	/* Leases on watches between gateways (src/gateway/lease.c). */
+	{ "leases",
+	  "CREATE TABLE hearings ("
+	  "  gateway_id TEXT NOT NULL,"
+	  "  device_id TEXT NOT NULL,"
+	  "  rssi INTEGER NOT NULL,"
+	  "  heard_ms INTEGER NOT NULL,"
+	  "  PRIMARY KEY (gateway_id, device_id));"
+	  "CREATE INDEX hearings_device ON hearings (device_id, heard_ms);"
+	  "CREATE TABLE leases ("
+	  "  device_id TEXT PRIMARY KEY NOT NULL,"
+	  "  holder TEXT NOT NULL,"
+	  "  expires_ms INTEGER NOT NULL,"
+	  "  acquired_ms INTEGER NOT NULL);" },
 };
 
 struct gw_store {

@@ -35,6 +35,13 @@ def store_conf():
     return '\n[store]\nbackend = postgresql\nconninfo = %s\n' % conninfo
 
 
+def check_store(log_text):
+    """Raises when SMPGW_TEST_PG is set but smpgwd's log (from its start)
+    does not say it runs on PostgreSQL: a -pg test must not pass on SQLite."""
+    if os.environ.get('SMPGW_TEST_PG') and 'store: postgresql' not in log_text:
+        raise RuntimeError('SMPGW_TEST_PG is set but smpgwd is not on PostgreSQL')
+
+
 def wait_for(what, cond, timeout=10.0, step=0.05):
     """cond() until it returns a true value (returned), at least once and
     once more at the deadline; TimeoutError after timeout seconds."""

@@ -21,7 +21,8 @@ import subprocess
 import urllib.error
 import urllib.request
 
-from harness_common import SKIP, Bus, Running, log, reap, wait_for  # noqa: F401
+from harness_common import (SKIP, Bus, Running, check_store, log, reap,  # noqa: F401
+                            store_conf, wait_for)
 from harness_common import Workdir as _Workdir
 from harness_common import session as _session
 
@@ -177,7 +178,7 @@ class Gateway:
         conf += list(extra_conf)
         conf += fleet.gateway_devices()
         with open(self.conf, 'w') as f:
-            f.write('\n'.join(conf) + '\n')
+            f.write('\n'.join(conf) + '\n' + store_conf())
         self.log_path = os.path.join(workdir, 'smpgwd.log')
         self.logf = open(self.log_path, 'a')
         self.proc = None
@@ -197,6 +198,7 @@ class Gateway:
             stdout=self.logf, stderr=subprocess.STDOUT,
             env=dict(os.environ, TZ='UTC', **(env or {})))
         port = wait_for('the REST port', lambda: self._port(mark), timeout=15)
+        check_store(self.read_log()[mark:])
         self.base = 'http://127.0.0.1:%d' % port
 
     def _port(self, mark):

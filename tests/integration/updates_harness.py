@@ -14,7 +14,7 @@ import urllib.error
 import urllib.request
 
 from harness_common import (HERE, SKIP, Bus, Running, Tap, free_udp_range, log,  # noqa: F401
-                            reap, store_conf, wait_for)
+                            reap, check_store, store_conf, wait_for)
 from harness_common import session as _session
 from harness_common import Workdir as _Workdir
 
@@ -139,6 +139,7 @@ class Gateway:
             [self.exe, '--config', self.conf, '--state-dir', self.state] + ble,
             stdout=self.logf, stderr=subprocess.STDOUT)
         self.port = int(wait_for('the REST port', self._port, timeout=10))
+        check_store(self.read_log())
         self.base = 'http://127.0.0.1:%d' % self.port
 
     def _port(self):

@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "gateway/config.h"
+#include "gateway/store.h"
 #include "gateway/log.h"
 #include "tap.h"
 
@@ -172,6 +173,37 @@ static void test_errors(void)
 		     "bad level");
 }
 
+/* [store], [gateway] and [images] dir (issue 17, docs/multi-gateway.md). */
+static void test_multi_gateway(void)
+{
+	struct gw_config *cfg;
+	char *err;
+
+	is_int(parse("", &cfg, &err), 0, "defaults");
+	is_int(cfg->store.backend, GW_STORE_SQLITE, "sqlite by default");
+	ok(!cfg->gateway.id, "no gateway id: no leases");
+	is_int(cfg->gateway.lease_ttl_ms, 15000, "lease ttl 15 s");
+	is_int(cfg->gateway.lease_hysteresis_db, 8, "hysteresis 8 dB");
+	gw_config_free(cfg);
+	is_int(parse("[store]\nbackend = postgresql\nconninfo = host=/run/pg dbname=x\n"
+		     "[gateway]\nid = ward-3\nlease_ttl = 6s\nlease_hysteresis = 3\n"
+		     "[images]\ndir = /srv/img\n", &cfg, &err), 0, "all set");
+	is_int(cfg->store.backend, GW_STORE_POSTGRESQL, "postgresql");
+	is_str(cfg->store.conninfo, "host=/run/pg dbname=x", "conninfo kept whole");
+	is_str(cfg->gateway.id, "ward-3", "gateway id");
+	is_int(cfg->gateway.lease_ttl_ms, 6000, "lease ttl");
+	is_int(cfg->gateway.lease_hysteresis_db, 3, "hysteresis");
+	is_str(cfg->images.dir, "/srv/img", "image dir");
+	gw_config_free(cfg);
+	expect_error("[store]\nbackend = mysql\n", -EINVAL, "bad value for: backend",
+		     "unknown backend");
+	expect_error("[gateway]\nlease_ttl = 100ms\n", -EINVAL, "bad value for: lease_ttl",
+		     "lease ttl too short");
+	expect_error("[images]\ndir = relative/img\n", -EINVAL, "bad value for: dir",
+		     "relative image dir");
+	expect_error("[gateway]\nid =\n", -EINVAL, "id", "empty gateway id");
+}
+
 static void test_nul(void)
 {
 	static const uint8_t buf[] = "[general]\0\n";
@@ -247,6 +279,7 @@ int main(void)
 	test_pairing();
 	test_full();
 	test_errors();
+	test_multi_gateway();
 	test_nul();
 	test_load_example();
 	return tap_done();

@@ -1,0 +1,284 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Leases on watches (see lease.h): the tables "hearings" and "leases" of
+ * the store (migration "leases"), one round per ttl/3 on the event loop.
+ */
+#include "gateway/lease.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include <event2/event.h>
+
+#include "gateway/gateway.h"
+#include "gateway/log.h"
+#include "gateway/store.h"
+#include "util/util.h"
+
+/* Bounded: a crowd of watches must not grow the table forever. */
+#define MAX_WATCHES 4096
+
+struct watch {
+	char *id;
+	int rssi;       /* 127: unknown */
+	bool heard;     /* in this gateway's radio range */
+	bool held;
+};
+
+struct gw_lease {
+	struct gw *gw;
+	struct gw_store *store;
+	char *me;
+	uint32_t ttl_ms;
+	int hyst;
+	gw_lease_changed_cb cb;
+	void *user_data;
+	struct event *timer;
+	struct watch *v;
+	size_t n;
+	bool store_down; /* logged once per outage */
+};
+
+static struct watch *find(struct gw_lease *l, const char *id)
+{
+	for (size_t i = 0; i < l->n; i++)
+		if (!strcasecmp(l->v[i].id, id))
+			return &l->v[i];
+	return NULL;
+}
+
+static struct watch *get(struct gw_lease *l, const char *id)
+{
+	struct watch *w = find(l, id);
+
+	if (w || l->n == MAX_WATCHES)
+		return w;
+	l->v = xrealloc(l->v, (l->n + 1) * sizeof(*l->v));
+	w = &l->v[l->n++];
+	*w = (struct watch){ .id = xstrdup(id), .rssi = 127 };
+	return w;
+}
+
+void gw_lease_heard(struct gw_lease *l, const char *device_id, int rssi)
+{
+	struct watch *w = l ? get(l, device_id) : NULL;
+
+	if (!w)
+		return;
+	w->heard = true;
+	if (rssi != 127)
+		w->rssi = rssi;
+}
+
+void gw_lease_unheard(struct gw_lease *l, const char *device_id)
+{
+	struct watch *w = l ? find(l, device_id) : NULL;
+
+	if (w)
+		w->heard = false;
+}
+
+bool gw_lease_held(struct gw_lease *l, const char *device_id)
+{
+	struct watch *w = l ? find(l, device_id) : NULL;
+
+	return w && w->held;
+}
+
+static int record_hearing(struct gw_lease *l, const struct watch *w, uint64_t now)
+{
+	struct gw_stmt *st = gw_store_prepare(l->store,
+		"INSERT INTO hearings (gateway_id, device_id, rssi, heard_ms)"
+		" VALUES (?1, ?2, ?3, ?4) ON CONFLICT(gateway_id, device_id)"
+		" DO UPDATE SET rssi = excluded.rssi, heard_ms = excluded.heard_ms");
+
+	if (!st)
+		return -EIO;
+	gw_stmt_bind_text(st, 1, l->me);
+	gw_stmt_bind_text(st, 2, w->id);
+	gw_stmt_bind_int64(st, 3, w->rssi == 127 ? -127 : w->rssi);
+	gw_stmt_bind_int64(st, 4, (int64_t)now);
+	return gw_stmt_run(st);
+}
+
+/* The best fresh hearing of another gateway: its RSSI, or -ENOENT. */
+static int best_other(struct gw_lease *l, const char *id, uint64_t now, int *rssi)
+{
+	struct gw_stmt *st = gw_store_prepare(l->store,
+		"SELECT max(rssi) FROM hearings WHERE device_id = ?1"
+		" AND gateway_id != ?2 AND heard_ms > ?3");
+	int r;
+
+	if (!st)
+		return -EIO;
+	gw_stmt_bind_text(st, 1, id);
+	gw_stmt_bind_text(st, 2, l->me);
+	gw_stmt_bind_int64(st, 3, (int64_t)(now - l->ttl_ms));
+	r = gw_stmt_step(st);
+	if (r == 1 && !gw_stmt_is_null(st, 0))
+		*rssi = (int)gw_stmt_int64(st, 0);
+	else if (r >= 0)
+		r = -ENOENT;
+	gw_stmt_finalize(st);
+	return r < 0 ? r : 0;
+}
+
+/* Claims or renews atomically: 1 held, 0 held by another, or errno. */
+static int claim(struct gw_lease *l, const char *id, uint64_t now)
+{
+	struct gw_stmt *st = gw_store_prepare(l->store,
+		"INSERT INTO leases (device_id, holder, expires_ms, acquired_ms)"
+		" VALUES (?1, ?2, ?3, ?4) ON CONFLICT(device_id) DO UPDATE SET"
+		" holder = excluded.holder, expires_ms = excluded.expires_ms,"
+		" acquired_ms = CASE WHEN leases.holder = excluded.holder"
+		"  THEN leases.acquired_ms ELSE excluded.acquired_ms END"
+		" WHERE leases.holder = excluded.holder OR leases.expires_ms < ?4"
+		" RETURNING holder");
+	int r;
+
+	if (!st)
+		return -EIO;
+	gw_stmt_bind_text(st, 1, id);
+	gw_stmt_bind_text(st, 2, l->me);
+	gw_stmt_bind_int64(st, 3, (int64_t)(now + l->ttl_ms));
+	gw_stmt_bind_int64(st, 4, (int64_t)now);
+	r = gw_stmt_step(st);
+	gw_stmt_finalize(st);
+	return r;
+}
+
+static void give_up(struct gw_lease *l, const char *id)
+{
+	struct gw_stmt *st = gw_store_prepare(l->store,
+		"UPDATE leases SET expires_ms = 0 WHERE device_id = ?1 AND holder = ?2");
+
+	if (st) {
+		gw_stmt_bind_text(st, 1, id);
+		gw_stmt_bind_text(st, 2, l->me);
+	}
+	gw_stmt_run(st);
+}
+
+/* One watch's round: 1 held, 0 not, or errno (the store is unreachable). */
+static int decide(struct gw_lease *l, struct watch *w, uint64_t now)
+{
+	int other = -128, r;
+
+	if (!w->heard) {
+		if (w->held)
+			give_up(l, w->id);
+		return 0;
+	}
+	r = record_hearing(l, w, now);
+	if (r == 0)
+		r = best_other(l, w->id, now, &other);
+	if (r == -ENOENT)
+		r = 0;
+	if (r < 0)
+		return r;
+	if (w->held) {
+		if (other > w->rssi + l->hyst) {
+			log_info("lease: %s is heard better elsewhere (%d dBm against %d):"
+				 " given up", w->id, other, w->rssi);
+			give_up(l, w->id);
+			return 0;
+		}
+		return claim(l, w->id, now);
+	}
+	/* Not held: claim only as the best hearer (a tie claims too; the
+	 * atomic claim decides). */
+	if (other > w->rssi)
+		return 0;
+	return claim(l, w->id, now);
+}
+
+void gw_lease_tick(struct gw_lease *l)
+{
+	uint64_t now = gw_now_ms(l->gw);
+	bool failed = false;
+
+	for (size_t i = 0; i < l->n; i++) {
+		struct watch *w = &l->v[i];
+		int r = decide(l, w, now);
+		bool held = r == 1;
+
+		if (r < 0 && !failed) {
+			/* Unreachable store: nothing renews, so a held lease
+			 * lapses on the others' clocks after ttl; this gateway
+			 * stops serving at once rather than after. */
+			if (!l->store_down)
+				log_warn("lease: the store is unreachable (%s): leases"
+					 " lapse", gw_store_errmsg(l->store));
+			failed = true;
+		}
+		if (held != w->held) {
+			w->held = held;
+			log_notice("lease: %s %s by %s", w->id,
+				   held ? "now held" : "no longer held", l->me);
+			/* The callback may add watches (l->v moves): w is not
+			 * used after it. */
+			if (l->cb)
+				l->cb(l->v[i].id, held, l->user_data);
+		}
+	}
+	if (l->store_down && !failed)
+		log_notice("lease: the store is reachable again");
+	l->store_down = failed;
+}
+
+static void timer_cb(evutil_socket_t fd, short what, void *arg)
+{
+	gw_lease_tick(arg);
+}
+
+struct gw_lease *gw_lease_new(struct gw *gw, const struct gw_lease_params *p,
+			      gw_lease_changed_cb cb, void *user_data)
+{
+	struct gw_lease *l;
+	uint32_t every;
+	struct timeval tv;
+
+	if (!gw_store(gw) || !p->gateway_id)
+		return NULL;
+	l = xnew(struct gw_lease);
+	l->gw = gw;
+	l->store = gw_store(gw);
+	l->me = xstrdup(p->gateway_id);
+	l->ttl_ms = p->ttl_ms ? p->ttl_ms : 15000;
+	l->hyst = p->hysteresis_db;
+	l->cb = cb;
+	l->user_data = user_data;
+	every = l->ttl_ms / 3 ? l->ttl_ms / 3 : 1;
+	tv.tv_sec = every / 1000;
+	tv.tv_usec = (every % 1000) * 1000;
+	l->timer = event_new(gw_base(gw), -1, EV_PERSIST, timer_cb, l);
+	event_add(l->timer, &tv);
+	return l;
+}
+
+struct gw_lease *gw_lease_free(struct gw_lease *l)
+{
+	struct gw_stmt *st;
+
+	if (!l)
+		return NULL;
+	if (l->timer)
+		event_free(l->timer);
+	for (size_t i = 0; i < l->n; i++) {
+		if (l->v[i].held)
+			give_up(l, l->v[i].id); /* a clean stop hands over at once */
+		free(l->v[i].id);
+	}
+	/* ... and its hearings go: the next best need not wait for them to
+	 * go stale. */
+	st = gw_store_prepare(l->store, "DELETE FROM hearings WHERE gateway_id = ?1");
+	if (st)
+		gw_stmt_bind_text(st, 1, l->me);
+	gw_stmt_run(st);
+	free(l->v);
+	free(l->me);
+	free(l);
+	return NULL;
+}
