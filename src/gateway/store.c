@@ -106,6 +106,12 @@ static const struct gw_migration migrations[] = {
 	  "  holder TEXT NOT NULL,"
 	  "  expires_ms INTEGER NOT NULL,"
 	  "  acquired_ms INTEGER NOT NULL);" },
+	/* The device model kept across restarts (registry/device.c): when the
+	 * advertised record was heard, the typed slots and when they were read. */
+	{ "device record and slots",
+	  "ALTER TABLE devices ADD COLUMN rec_ms INTEGER NOT NULL DEFAULT 0;"
+	  "ALTER TABLE devices ADD COLUMN slots TEXT;"
+	  "ALTER TABLE devices ADD COLUMN slots_ms INTEGER NOT NULL DEFAULT 0;" },
 };
 
 struct gw_store {
@@ -558,14 +564,20 @@ int gw_store_port_assign(struct gw_store *store, const char *id,
 int gw_store_device_put(struct gw_store *store, const struct gw_store_device *d)
 {
 	struct gw_stmt *st = gw_store_prepare(store,
-		"INSERT INTO devices (id, name, transport, first_seen, last_seen, rssi, adv)"
-		" VALUES (?1, ?2, ?3, ?4, ?4, ?5, ?6) ON CONFLICT(id) DO UPDATE SET"
+		"INSERT INTO devices (id, name, transport, first_seen, last_seen, rssi, adv,"
+		" rec_ms, slots, slots_ms)"
+		" VALUES (?1, ?2, ?3, ?4, ?4, ?5, ?6, ?7, ?8, ?9) ON CONFLICT(id) DO UPDATE SET"
 		" name = coalesce(excluded.name, devices.name),"
 		" transport = excluded.transport,"
 		" last_seen = CASE WHEN excluded.last_seen > devices.last_seen"
 		"  THEN excluded.last_seen ELSE devices.last_seen END,"
 		" rssi = coalesce(excluded.rssi, devices.rssi),"
-		" adv = coalesce(excluded.adv, devices.adv)");
+		" adv = coalesce(excluded.adv, devices.adv),"
+		" rec_ms = CASE WHEN excluded.rec_ms > devices.rec_ms"
+		"  THEN excluded.rec_ms ELSE devices.rec_ms END,"
+		" slots = coalesce(excluded.slots, devices.slots),"
+		" slots_ms = CASE WHEN excluded.slots IS NULL"
+		"  THEN devices.slots_ms ELSE excluded.slots_ms END");
 
 	if (!st)
 		return -EIO;
@@ -576,18 +588,21 @@ int gw_store_device_put(struct gw_store *store, const struct gw_store_device *d)
 	if (d->rssi != 127)
 		gw_stmt_bind_int64(st, 5, d->rssi);
 	gw_stmt_bind_text(st, 6, d->adv_json);
+	gw_stmt_bind_int64(st, 7, (int64_t)d->rec_ms);
+	gw_stmt_bind_text(st, 8, d->slots_json);
+	gw_stmt_bind_int64(st, 9, (int64_t)d->slots_ms);
 	return gw_stmt_run(st);
 }
 
-int gw_store_device_foreach(struct gw_store *store, gw_store_device_cb cb,
-			    void *user_data)
+#define DEVICE_SELECT \
+	"SELECT d.id, d.name, d.transport, d.last_seen," \
+	" coalesce(d.rssi, 127), d.adv, coalesce(p.port, 0), d.rec_ms, d.slots, d.slots_ms" \
+	" FROM devices d LEFT JOIN udp_ports p ON p.device_id = d.id"
+
+/* Each row of st (DEVICE_SELECT) to cb; the number of rows, or -EIO. */
+static int device_rows(struct gw_stmt *st, gw_store_device_cb cb, void *user_data)
 {
-	struct gw_stmt *st = gw_store_prepare(store,
-		"SELECT d.id, d.name, d.transport, d.last_seen,"
-		" coalesce(d.rssi, 127), d.adv, coalesce(p.port, 0)"
-		" FROM devices d LEFT JOIN udp_ports p ON p.device_id = d.id"
-		" ORDER BY d.id");
-	int r;
+	int r, n = 0;
 
 	if (!st)
 		return -EIO;
@@ -598,10 +613,36 @@ int gw_store_device_foreach(struct gw_store *store, gw_store_device_cb cb,
 			.last_seen_ms = (uint64_t)gw_stmt_int64(st, 3),
 			.rssi = (int)gw_stmt_int64(st, 4),
 			.adv_json = gw_stmt_text(st, 5),
+			.rec_ms = (uint64_t)gw_stmt_int64(st, 7),
+			.slots_json = gw_stmt_text(st, 8),
+			.slots_ms = (uint64_t)gw_stmt_int64(st, 9),
 		};
 
 		cb(&d, (uint16_t)gw_stmt_int64(st, 6), user_data);
+		n++;
 	}
 	gw_stmt_finalize(st);
-	return r;
+	return r < 0 ? r : n;
+}
+
+int gw_store_device_foreach(struct gw_store *store, gw_store_device_cb cb,
+			    void *user_data)
+{
+	int r = device_rows(gw_store_prepare(store, DEVICE_SELECT " ORDER BY d.id"), cb,
+			    user_data);
+
+	return r < 0 ? r : 0;
+}
+
+int gw_store_device_get(struct gw_store *store, const char *id, gw_store_device_cb cb,
+			void *user_data)
+{
+	struct gw_stmt *st = gw_store_prepare(store, DEVICE_SELECT " WHERE d.id = ?1");
+	int r;
+
+	if (!st)
+		return -EIO;
+	gw_stmt_bind_text(st, 1, id);
+	r = device_rows(st, cb, user_data);
+	return r < 0 ? r : r == 0 ? -ENOENT : 0;
 }

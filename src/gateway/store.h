@@ -107,6 +107,9 @@ struct gw_store_device {
 	uint64_t last_seen_ms; /* 0: unknown */
 	int rssi;              /* 127: unknown */
 	const char *adv_json;  /* advertising record as JSON text, or NULL */
+	uint64_t rec_ms;       /* when the smpgw record in it was heard; 0: unknown */
+	const char *slots_json; /* typed slots (devmodel.h) as JSON text, or NULL */
+	uint64_t slots_ms;     /* when they were read */
 };
 
 /* Inserts or updates a device row (fields NULL/0 keep the stored value). */
@@ -116,3 +119,6 @@ typedef void (*gw_store_device_cb)(const struct gw_store_device *d,
 /* Lists the devices known to the store, by id. */
 int gw_store_device_foreach(struct gw_store *store, gw_store_device_cb cb,
 			    void *user_data);
+/* The device row of id to cb; -ENOENT when there is none. */
+int gw_store_device_get(struct gw_store *store, const char *id, gw_store_device_cb cb,
+			void *user_data);

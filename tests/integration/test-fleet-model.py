@@ -113,7 +113,9 @@ def update_one(gw, fleet, conf_dir):
         '/api/v1/devices/PineTime-3').get('advertised') or {}).get('version') == '1.2.3+4',
         timeout=90, step=0.5)
     d = gw.get('/api/v1/devices/PineTime-3')
-    check(d['link_state'] == 'down' and d['slots'] is None, 'restarted: not connected')
+    check(d['link_state'] == 'down', 'restarted: not connected')
+    check(d['slots'] and d['slots_age_s'] > d['advertised']['age_s'],
+          'the slots from before the restart, older than the advertising')
     check(d['advertised']['hash_prefix'] == image['id'][:8], 'advertised hash prefix')
     check(d['firmware']['source'] == 'advertising' and d['firmware']['version'] == '1.2.3+4',
           'firmware: from advertising, the new image')

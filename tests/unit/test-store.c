@@ -183,6 +183,43 @@ static void collect(const struct gw_store_device *d, uint16_t udp_port,
 	s->n++;
 }
 
+struct model {
+	int rows;
+	uint64_t rec_ms, slots_ms;
+	char slots[64];
+};
+
+static void model_row(const struct gw_store_device *d, uint16_t udp_port, void *user_data)
+{
+	struct model *m = user_data;
+
+	m->rows++;
+	m->rec_ms = d->rec_ms;
+	m->slots_ms = d->slots_ms;
+	snprintf(m->slots, sizeof(m->slots), "%s", d->slots_json ? d->slots_json : "(null)");
+}
+
+/* The record's time and the slots kept for a restart (registry/device.c). */
+static void test_device_model(struct gw_store *s)
+{
+	struct gw_store_device d = { .id = "AA:BB", .transport = "ble", .rssi = 127,
+				     .rec_ms = 2000, .slots_json = "[1]", .slots_ms = 1500 };
+	struct model m = { 0 };
+
+	is_int(gw_store_device_put(s, &d), 0, "record and slots");
+	d.rec_ms = 1800;
+	d.slots_json = NULL;
+	d.slots_ms = 0;
+	is_int(gw_store_device_put(s, &d), 0, "an older record, no slots");
+	is_int(gw_store_device_get(s, "AA:BB", model_row, &m), 0, "get");
+	is_int(m.rows, 1, "one row");
+	is_int(m.rec_ms, 2000, "rec_ms never goes back");
+	is_str(m.slots, "[1]", "no slots keep the stored ones");
+	is_int(m.slots_ms, 1500, "with their time");
+	is_int(gw_store_device_get(s, "CC:DD", model_row, &m), -ENOENT, "get: unknown id");
+	is_int(m.rows, 1, "no callback for it");
+}
+
 static void test_devices(const char *dir)
 {
 	struct gw_store *s = open_real(dir, NULL, NULL);
@@ -201,6 +238,7 @@ static void test_devices(const char *dir)
 	is_int(seen.last[0], 1000, "last_seen never goes back");
 	is_int(seen.rssi[0], -60, "unknown rssi keeps the stored one");
 	is_int(seen.ports[0], 0, "no port yet");
+	test_device_model(s);
 	gw_store_free(s);
 }
 

@@ -197,17 +197,72 @@ static void store_device(struct gw_device *dev)
 {
 	struct gw_store *store = gw_store(dev->reg->gw);
 	char *adv = dev->adv ? json_dumps(dev->adv, JSON_COMPACT) : NULL;
+	char *slots = dev->slots ? json_dumps(dev->slots, JSON_COMPACT) : NULL;
 	struct gw_store_device d = {
 		.id = dev->id, .name = dev->name,
 		.transport = gw_device_transport(dev),
 		.last_seen_ms = dev->last_seen_ms, .rssi = dev->rssi,
-		.adv_json = adv,
+		.adv_json = adv, .rec_ms = dev->has_rec ? dev->rec_ms : 0,
+		.slots_json = slots, .slots_ms = dev->slots_ms,
 	};
 
 	if (store && gw_store_device_put(store, &d) < 0)
 		log_warn("%s: could not record the device in the store", dev->id);
 	dev->last_store_ms = dev->last_seen_ms;
 	free(adv);
+	free(slots);
+}
+
+/* The smpgw record inside stored advertising JSON (as the daemon's
+ * adv_json() writes it: manufacturer {company, data hex}). */
+static bool record_of(const json_t *adv, struct smpgw_adv *rec)
+{
+	const json_t *m = json_object_get(adv, "manufacturer");
+	const char *hex = json_string_value(json_object_get(m, "data"));
+	uint8_t buf[64];
+	int n;
+
+	if (!hex || json_integer_value(json_object_get(m, "company")) != SMPGW_ADV_COMPANY_ID)
+		return false;
+	n = hex_decode(hex, buf, sizeof(buf));
+	return n >= 0 && smpgw_adv_decode(buf, (size_t)n, rec) == 0;
+}
+
+/* What the store kept of a device from before a restart: the advertised
+ * record and the slots with the times they were heard and read (so age_s
+ * and source stay true), and when it was last seen. Newer state wins. */
+static void restore_row(const struct gw_store_device *sd, uint16_t udp_port,
+			void *user_data)
+{
+	struct gw_device *dev = user_data;
+	json_t *v;
+
+	if (!dev->last_seen_ms)
+		dev->last_seen_ms = sd->last_seen_ms;
+	if (!dev->slots && sd->slots_json && sd->slots_ms &&
+	    (v = json_loads(sd->slots_json, 0, NULL))) {
+		if (json_is_array(v)) {
+			dev->slots = json_incref(v);
+			dev->slots_ms = sd->slots_ms;
+		}
+		json_decref(v);
+	}
+	if (!dev->adv && sd->adv_json && (v = json_loads(sd->adv_json, 0, NULL))) {
+		if (json_is_object(v)) {
+			dev->adv = json_incref(v);
+			dev->has_rec = sd->rec_ms && record_of(v, &dev->rec);
+			dev->rec_ms = dev->has_rec ? sd->rec_ms : 0;
+		}
+		json_decref(v);
+	}
+}
+
+static void restore_device(struct gw_device *dev)
+{
+	struct gw_store *store = gw_store(dev->reg->gw);
+
+	if (store)
+		gw_store_device_get(store, dev->id, restore_row, dev);
 }
 
 static void touch(struct gw_device *dev)
@@ -839,8 +894,14 @@ static void device_free(struct gw_device *dev)
 
 struct gw_registry *gw_registry_free(struct gw_registry *reg)
 {
+	struct gw_device *dev;
+
 	if (!reg)
 		return NULL;
+	/* The record's and the slots' times as they are now, for the next start. */
+	TAILQ_FOREACH(dev, &reg->devices, entry)
+		if (dev->has_rec || dev->slots)
+			store_device(dev);
 	while (!TAILQ_EMPTY(&reg->devices))
 		gw_registry_remove(reg, TAILQ_FIRST(&reg->devices));
 	if (reg->presence_ev)
@@ -910,6 +971,7 @@ struct gw_device *gw_registry_add(struct gw_registry *reg, const char *id,
 	dev->pump_ev = event_new(base, -1, 0, pump_cb, dev);
 	dev->reconnect_ev = evtimer_new(base, reconnect_cb, dev);
 	dev->udp_port = pick_port(reg, id, pinned_port);
+	restore_device(dev);
 	link_set_callbacks(link, &cbs, dev);
 	TAILQ_INSERT_TAIL(&reg->devices, dev, entry);
 	reg->count++;
@@ -1056,6 +1118,8 @@ void gw_device_set_slots(struct gw_device *dev, json_t *images)
 	json_decref(dev->slots);
 	dev->slots = images ? gw_slots_typed(images) : NULL;
 	dev->slots_ms = dev->slots ? gw_now_ms(dev->reg->gw) : 0;
+	if (dev->slots)
+		store_device(dev); /* kept for the next start */
 }
 
 const json_t *gw_device_slots(const struct gw_device *dev)
