@@ -35,6 +35,13 @@ NEEDS = ('SMPGWD', 'SMPGW_SIM', 'CONFORMANCE_DIR')
 session = functools.partial(_session, need=NEEDS, workdir=Workdir, timed=True, tail_lines=100)
 
 
+def check(cond, what):
+    """An assertion these tests log when it holds ("ok: what")."""
+    if not cond:
+        raise AssertionError(what)
+    log('ok: ' + what)
+
+
 def executables():
     """(smpgwd, smpgw-sim, conformance dir), or None when not built."""
     gw = os.environ.get('SMPGWD')

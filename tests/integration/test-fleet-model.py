@@ -16,17 +16,12 @@ import time
 import urllib.parse
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from rollout_fleet import NEEDS, Fleet, Gateway, executables, log, session, wait_for  # noqa: E402
+from rollout_fleet import (NEEDS, Fleet, Gateway, check, executables, session,  # noqa: E402
+                           wait_for)
 
 N = 4
 BATTERY = [90, 15, 50, 100]
 UPDATE = 'app-1.2.3+4-ecdsa-p256.bin'
-
-
-def check(cond, what):
-    if not cond:
-        raise AssertionError(what)
-    log('ok: ' + what)
 
 
 def names(gw, query):

@@ -14,17 +14,12 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from rollout_fleet import NEEDS, Events, Fleet, Gateway, executables, log, session, wait_for  # noqa: E402
+from rollout_fleet import (NEEDS, Events, Fleet, Gateway, check, executables, log,  # noqa: E402
+                           session, wait_for)
 
 N = 3
 TIMEOUT_S = 3
 AWAY = 'PineTime-2'
-
-
-def check(cond, what):
-    if not cond:
-        raise AssertionError(what)
-    log('ok: ' + what)
 
 
 def present(gw):

@@ -10,16 +10,11 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from rollout_fleet import NEEDS, Fleet, Gateway, executables, log, session, wait_for  # noqa: E402
+from rollout_fleet import (NEEDS, Fleet, Gateway, check, executables, session,  # noqa: E402
+                           wait_for)
 
 N = 4
 AWAY = 'PineTime-4'
-
-
-def check(cond, what):
-    if not cond:
-        raise AssertionError(what)
-    log('ok: ' + what)
 
 
 def main():

@@ -19,17 +19,11 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from rollout_fleet import Fleet, Gateway, executables, log, session, wait_for  # noqa: E402
+from rollout_fleet import Fleet, Gateway, check, executables, log, session, wait_for  # noqa: E402
 
 N = 30
 KILLS = 20
 IMAGES = ['app-0.9.0-3k-hash.bin', 'app-1.0.0-hash.bin']
-
-
-def check(cond, what):
-    if not cond:
-        raise AssertionError(what)
-    log('ok: ' + what)
 
 
 def create(gw, image):

@@ -16,17 +16,11 @@ import time
 from zoneinfo import ZoneInfo
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from rollout_fleet import Fleet, Gateway, executables, log, session, wait_for  # noqa: E402
+from rollout_fleet import Fleet, Gateway, check, executables, log, session, wait_for  # noqa: E402
 
 N = 8
 OUT = ['PineTime-6', 'PineTime-7', 'PineTime-8']
 TZ = ZoneInfo('Europe/Berlin')
-
-
-def check(cond, what):
-    if not cond:
-        raise AssertionError(what)
-    log('ok: ' + what)
 
 
 def local_ms(day, hh, mm, ss):

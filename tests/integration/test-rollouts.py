@@ -13,17 +13,12 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from rollout_fleet import Events, Fleet, Gateway, executables, log, session, wait_for  # noqa: E402
+from rollout_fleet import (Events, Fleet, Gateway, check, executables, log, session,  # noqa: E402
+                           wait_for)
 
 N = 50
 BAD = ['PineTime-16', 'PineTime-17', 'PineTime-18']  # wave 2 (positions 15..17)
 FAILURES = ('failed', 'rolled_back', 'lost')
-
-
-def check(cond, what):
-    if not cond:
-        raise AssertionError(what)
-    log('ok: ' + what)
 
 
 def wave_gate(r, wave, need):
