@@ -60,6 +60,24 @@ def upload_bars(out, device):
         r'\r\x1b\[K%s upload\s+\[([#-]+)\]\s+(\d+)%%([^\r\n]*)' % re.escape(device), out)]
 
 
+def check_follow(t, rc, out, device, version):
+    """What `smpgw update DEVICE ... --follow` shows in a terminal (out, its
+    exit status rc), checked on the Tap t: exit 0, a bar that moves
+    forward with rate and ETA, ending with version confirmed on device.
+    Prints the end of out when it went wrong. Returns the bars."""
+    bars = upload_bars(out, device)
+    pcts = [b[1] for b in bars]
+    t.eq(rc, 0, 'update --follow in a terminal: exit 0')
+    t.ok(len(set(pcts)) >= 3 and pcts == sorted(pcts),
+         'the bar moves forward (%s)' % sorted(set(pcts)))
+    t.ok(any('/s' in b[2] and 'ETA' in b[2] for b in bars), 'with rate and ETA')
+    t.ok(out.rstrip().endswith('confirmed %s on %s' % (version, device)),
+         'ends with the new version confirmed: %r' % out[-120:])
+    if rc != 0 or not bars:
+        print('# ' + repr(out[-3000:]), flush=True)
+    return bars
+
+
 def one_line(err):
     return len(err.strip().splitlines()) == 1
 
