@@ -12,15 +12,9 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from rollout_fleet import NEEDS, Fleet, Gateway, executables, log, session, wait_for  # noqa: E402
+from rollout_fleet import NEEDS, Fleet, Gateway, check, executables, session, wait_for  # noqa: E402
 
 N = 2
-
-
-def check(cond, what):
-    if not cond:
-        raise AssertionError(what)
-    log('ok: ' + what)
 
 
 def dev(gw, name):
