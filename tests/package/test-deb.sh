@@ -42,6 +42,24 @@ for p in smpgw smpgw-sim; do
 	fi
 done
 
+# dpkg, waiting (up to 5 minutes) while another dpkg or apt holds its lock:
+# this machine may be installing other packages meanwhile.
+dpkg_wait() {
+	local out
+	for _ in $(seq 300); do
+		if out=$(dpkg "$@" 2>&1); then
+			echo "$out"
+			return 0
+		fi
+		case "$out" in
+		*"lock"*) sleep 1 ;;
+		*) echo "$out"; return 1 ;;
+		esac
+	done
+	echo "$out"
+	return 1
+}
+
 work=$(mktemp -d "${TMPDIR:-/tmp}/smpgw-deb.XXXXXX")
 chmod 755 "$work"
 pids=()
@@ -52,7 +70,7 @@ cleanup() {
 		wait "${pids[i]}" 2>/dev/null || true
 	done
 	rm -rf "$dropin"
-	dpkg --purge smpgw smpgw-sim >/dev/null 2>&1 || true
+	dpkg_wait --purge smpgw smpgw-sim >/dev/null 2>&1 || true
 	[ -n "${SMPGW_KEEP:-}" ] || rm -rf "$work"
 }
 trap cleanup EXIT
@@ -103,7 +121,7 @@ fi
 ok "lintian: no errors, no unexplained warnings"
 
 # 3. Install.
-if ! dpkg -i "$deb" "$simdeb" >"$work/dpkg.log" 2>&1; then
+if ! dpkg_wait -i "$deb" "$simdeb" >"$work/dpkg.log" 2>&1; then
 	cat "$work/dpkg.log"
 	fail "dpkg -i (are the run-time libraries installed? scripts/deps.sh)"
 fi
@@ -210,7 +228,7 @@ done
 kill -TERM "$gw"
 wait "$gw" || fail "smpgwd exit status $? on SIGTERM"
 ok "smpgwd stops cleanly on SIGTERM in the middle of an upload (job $job)"
-if ! dpkg -i "$deb" >"$work/upgrade.log" 2>&1; then
+if ! dpkg_wait -i "$deb" >"$work/upgrade.log" 2>&1; then
 	cat "$work/upgrade.log"
 	fail "dpkg -i over the installed package"
 fi
@@ -229,7 +247,7 @@ wait "$gw" || fail "smpgwd exit status $? on SIGTERM"
 
 # 7. Purge: nothing left but the system user.
 rm -rf "$dropin"
-dpkg --purge smpgw smpgw-sim >"$work/purge.log" 2>&1 || { cat "$work/purge.log"; fail "dpkg --purge"; }
+dpkg_wait --purge smpgw smpgw-sim >"$work/purge.log" 2>&1 || { cat "$work/purge.log"; fail "dpkg --purge"; }
 for p in smpgw smpgw-sim; do
 	st=$(dpkg-query -W -f='${db:Status-Status}' "$p" 2>/dev/null || echo not-installed)
 	[ "$st" = not-installed ] || fail "$p is still $st after purge"
