@@ -193,6 +193,9 @@ def metrics_check(gw, fleet, image):
     check(all(now - 120 < v <= now + 5 for _, v in s['smpgw_device_last_seen_timestamp_seconds'])
           and len(s['smpgw_device_last_seen_timestamp_seconds']) == N,
           'smpgw_device_last_seen_timestamp_seconds: recent')
+    rng = {lb['device']: v for lb, v in s['smpgw_device_in_range']}
+    check(rng == {i: float(d['present']) for i, d in devs.items()},
+          'smpgw_device_in_range: as the devices\' present')
     links = s['smpgw_device_link_state']
     check(len(links) == 3 * N and sum(v for _, v in links) == N,
           'smpgw_device_link_state: one state of three set per watch')
@@ -218,6 +221,7 @@ def metrics_check(gw, fleet, image):
 
 FLEET_SERIES = {'smpgw_device_info', 'smpgw_device_battery_percent', 'smpgw_device_rssi_dbm',
                 'smpgw_device_last_seen_timestamp_seconds', 'smpgw_device_link_state',
+                'smpgw_device_in_range',
                 'smpgw_jobs', 'smpgw_rollout_devices'}
 
 
