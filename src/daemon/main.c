@@ -620,7 +620,13 @@ static void lease_changed(const char *device_id, bool held, void *user_data)
 {
 	struct daemon *d = user_data;
 
+	/* Jobs follow the watch: handed over before it is released, adopted
+	 * once it is managed. */
+	if (!held && d->engine)
+		gw_engine_hand_over(d->engine, device_id);
 	reload_ble(d);
+	if (held && d->engine)
+		gw_engine_adopt(d->engine, device_id);
 }
 
 static void start_lease(struct daemon *d)

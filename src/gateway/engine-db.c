@@ -231,6 +231,9 @@ bool engine_image_id_valid(const char *id)
 
 /* ---- construction: load what the store knows ---- */
 
+#define JOB_COLUMNS "id, device_id, image_id, mode, state, phase, rollout_id," \
+	" error, size, off, created, started, finished, updated, flags, bytes_sent"
+
 static void load_row(struct gw_engine *eng, struct gw_stmt *st)
 {
 	struct job *job = engine_job_new(eng);
@@ -273,9 +276,7 @@ static void load_row(struct gw_engine *eng, struct gw_stmt *st)
 int engine_load_jobs(struct gw_engine *eng)
 {
 	struct gw_stmt *st = gw_store_prepare(eng->store,
-			"SELECT id, device_id, image_id, mode, state, phase, rollout_id,"
-			" error, size, off, created, started, finished, updated, flags,"
-			" bytes_sent FROM jobs WHERE state IN ('queued', 'running')"
+			"SELECT " JOB_COLUMNS " FROM jobs WHERE state IN ('queued', 'running')"
 			" OR id > (SELECT coalesce(max(id), 0) FROM jobs) - ?1"
 			" ORDER BY id");
 	int r, n = 0;
@@ -296,4 +297,49 @@ int engine_load_jobs(struct gw_engine *eng)
 	if (n)
 		log_notice("jobs: %d unfinished job(s) from the last run resume", n);
 	return r < 0 ? -EIO : 0;
+}
+
+/* The unfinished jobs of device_id in the store that memory does not have
+ * (another gateway held the watch: lease.h), in id order among the rest. */
+int engine_db_adopt(struct gw_engine *eng, const char *device_id)
+{
+	struct gw_stmt *st;
+	int r, n = 0;
+
+	if (!eng->store)
+		return 0;
+	st = gw_store_prepare(eng->store, "SELECT " JOB_COLUMNS " FROM jobs"
+			      " WHERE device_id = ?1 AND state IN ('queued', 'running')"
+			      " ORDER BY id");
+	if (!st)
+		return -EIO;
+	gw_stmt_bind_text(st, 1, device_id);
+	while ((r = gw_stmt_step(st)) == 1) {
+		int64_t id = gw_stmt_int64(st, 0);
+		struct job *j, *job, *at = NULL;
+		bool known = false;
+
+		TAILQ_FOREACH(j, &eng->jobs, entry)
+			known |= j->id == id;
+		if (known)
+			continue;
+		load_row(eng, st);
+		job = TAILQ_LAST(&eng->jobs, job_list);
+		TAILQ_REMOVE(&eng->jobs, job, entry);
+		TAILQ_FOREACH(j, &eng->jobs, entry)
+			if (j->id > id) {
+				at = j;
+				break;
+			}
+		if (at)
+			TAILQ_INSERT_BEFORE(at, job, entry);
+		else
+			TAILQ_INSERT_TAIL(&eng->jobs, job, entry);
+		n++;
+	}
+	gw_stmt_finalize(st);
+	if (r < 0)
+		log_err("jobs: cannot adopt the jobs of %s: %s", device_id,
+			gw_store_errmsg(eng->store));
+	return r < 0 ? -EIO : n;
 }

@@ -273,6 +273,7 @@ void engine_job_persist(struct job *job);
 /* Inserts a new row; the job id, or a negative errno. */
 int64_t engine_db_insert(struct gw_engine *eng, struct job *job);
 /* Loads unfinished jobs and the latest finished ones. */
+int engine_db_adopt(struct gw_engine *eng, const char *device_id);
 int engine_load_jobs(struct gw_engine *eng);
 struct image *engine_image_get(struct gw_engine *eng, const char *id, int *err);
 void engine_image_put(struct image *im);

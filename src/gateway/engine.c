@@ -1109,6 +1109,56 @@ static void on_event(const struct gw_event *ev, void *user_data)
 	}
 }
 
+/* ---- leases (lease.h): jobs follow their watch between gateways ---- */
+
+int gw_engine_hand_over(struct gw_engine *eng, const char *device_id)
+{
+	struct job *j, *next;
+	int n = 0;
+
+	for (j = TAILQ_FIRST(&eng->jobs); j; j = next) {
+		next = TAILQ_NEXT(j, entry);
+		if (engine_job_final(j) || strcasecmp(j->device_id, device_id))
+			continue;
+		/* As the store has it now: a running job stays "running" at
+		 * its phase and offset, and its next holder resumes it from
+		 * the watch's own state. */
+		if (j->state == GW_JOB_STATE_RUNNING)
+			engine_job_persist(j);
+		TAILQ_REMOVE(&eng->jobs, j, entry);
+		eng->n_jobs--;
+		log_notice("job %lld (%s): handed over with its watch", (long long)j->id,
+			   j->device_id);
+		job_free(j);
+		n++;
+	}
+	return n;
+}
+
+int gw_engine_adopt(struct gw_engine *eng, const char *device_id)
+{
+	struct job *j, *next;
+	int n;
+
+	/* Copies loaded at start or left from an earlier hold may be stale
+	 * (another gateway ran them since): the store's rows win. */
+	for (j = TAILQ_FIRST(&eng->jobs); j; j = next) {
+		next = TAILQ_NEXT(j, entry);
+		if (engine_job_final(j) || j->state == GW_JOB_STATE_RUNNING ||
+		    strcasecmp(j->device_id, device_id))
+			continue;
+		TAILQ_REMOVE(&eng->jobs, j, entry);
+		eng->n_jobs--;
+		job_free(j);
+	}
+	n = engine_db_adopt(eng, device_id);
+	if (n > 0)
+		log_notice("jobs: %d unfinished job(s) of %s adopted with its watch", n,
+			   device_id);
+	dispatch_soon(eng);
+	return n;
+}
+
 /* ---- public API ---- */
 
 struct job *engine_job_new(struct gw_engine *eng)

@@ -63,6 +63,18 @@ struct gw_job_opts {
 struct gw_engine *gw_engine_new(struct gw *gw, int *err);
 struct gw_engine *gw_engine_free(struct gw_engine *engine);
 
+/*
+ * Leases (lease.h): another gateway now holds device_id's watch. Its
+ * unfinished jobs leave memory as the store has them (running ones stay
+ * "running" at their phase and offset), nothing is failed. Returns how
+ * many.
+ */
+int gw_engine_hand_over(struct gw_engine *engine, const char *device_id);
+/* This gateway now holds device_id's watch: its unfinished jobs are
+ * (re)read from the store and resume from the watch's state (as after a
+ * restart). Returns how many, or -EIO. */
+int gw_engine_adopt(struct gw_engine *engine, const char *device_id);
+
 /* Queues a job for device_id with image_id (the image's SHA-256 TLV in
  * hex, as stored by images.c). Returns the job id > 0, or -ENOENT (device
  * or image unknown), -EINVAL. Durable before returning. */

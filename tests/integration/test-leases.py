@@ -8,7 +8,9 @@ different RSSI per room. Each watch is held (and managed, connected,
 served on its UDP port) by exactly one gateway, the best-hearing one; a
 better hearing within the hysteresis does not move it, a clearly better one
 does; kill -9 of the holder hands its watches to the next best gateway
-within the default bound (lease ttl 15 s + one round of 5 s < 30 s)."""
+within the default bound (lease ttl 15 s + one round of 5 s < 30 s).
+Jobs follow their watch: an update job running on a holder killed with
+kill -9 mid-upload is adopted by the next holder and finishes there."""
 import json
 import os
 import subprocess
@@ -58,10 +60,71 @@ def managed(gw):
     return sorted(d['id'] for d in gw.get('/api/v1/devices')['devices'])
 
 
+IMAGE = 'app-3.1.0+7-350k-ecdsa-p256.bin'
+
+
+def job_follows_watch():
+    """g1 (A at -50) runs an update job for A; kill -9 mid-upload; g2 (A at
+    -70) takes A over, adopts the job from the store and finishes it.
+    (Each gateway's simulator is its own copy of the watch, so g2 uploads
+    into its copy from that copy's state.)"""
+    with session(need=NEEDS + ('dbus-daemon',)) as (wd, run):
+        gw_exe, sim_exe, conf = executables()
+        images = os.path.join(wd, 'images')  # the shared image directory
+        os.mkdir(images)
+        gws = {}
+        for room, ra in (('g1', -50), ('g2', -70)):
+            d = os.path.join(wd, room)
+            os.mkdir(d)
+            fleet = run.add(Fleet(d, sim_exe, 1, transport='ble', per_device=[
+                {'address': A, 'rssi': ra, 'flash': {'program_page_us': 4000}}]))
+            fleet.start()
+            gws[room] = run.add(Gateway(d, gw_exe, fleet, extra_conf=[
+                '[gateway]', 'id = ' + room, '[images]', 'dir = ' + images]))
+            gws[room].start()
+        wait_for('A held by g1', lambda: holder(A) == 'g1' and managed(gws['g1']) == [A],
+                 timeout=40, step=0.5)
+        img = gws['g1'].upload_image(conf, IMAGE)['id']
+        job = gws['g1'].post('/api/v1/devices/%s/update' % A,
+                             {'image': img, 'mode': 'test-confirm'}, expect=202)
+        jid = job['id']
+
+        def uploading():
+            j = gws['g1'].get('/api/v1/jobs/%d' % jid)
+            return j if j['progress']['bytes'] > 40000 else None
+        j = wait_for('the upload to be under way on g1', uploading, timeout=120, step=0.5)
+        check(j['state'] == 'running' and j['progress']['bytes'] < j['progress']['total'],
+              'job %d running on g1 (%d of %d bytes)' % (jid, j['progress']['bytes'],
+                                                        j['progress']['total']))
+        t0 = time.monotonic()
+        gws['g1'].kill9()
+        check(sql('SELECT state FROM jobs WHERE id = %d' % jid) == 'running',
+              'the store has the job running after the kill')
+        wait_for('g2 to take A over', lambda: holder(A) == 'g2', timeout=45, step=0.5)
+        log('A taken over by g2 in %.1f s' % (time.monotonic() - t0))
+
+        def finished():
+            st, j = gws['g2'].request('GET', '/api/v1/jobs/%d' % jid)
+            return j if st == 200 and j['state'] not in ('queued', 'running') else None
+        j = wait_for('g2 to finish the job', finished, timeout=240, step=1)
+        check(j['state'] == 'done', 'job %d adopted and finished by g2: %s (%s)'
+              % (jid, j['state'], j.get('error')))
+        check(sql('SELECT state FROM jobs WHERE id = %d' % jid) == 'done',
+              'the store has it done')
+        s0 = gws['g2'].fleet.show('PineTime-1')
+        slots = s0.get('slots') or s0.get('device', {}).get('slots') or []
+        check(any(sl.get('hash') == img and sl.get('confirmed') for sl in slots),
+              "the image runs confirmed on g2's watch")
+        check('adopted with its watch' in gws['g2'].read_log(), 'g2 logged the adoption')
+
+
 def main():
     if not PG:
         print('1..0 # SKIP needs SMPGW_TEST_PG (run through tests/pg/pg_server.py)')
         sys.exit(77)
+    if len(sys.argv) > 1 and sys.argv[1] == 'jobs':
+        job_follows_watch()
+        return
     with session(need=NEEDS + ('dbus-daemon',)) as (wd, run):
         gw_exe, sim_exe, _ = executables()
         gws = {}
@@ -123,6 +186,7 @@ def main():
                  lambda: holder(A) == 'g3' and holder(B) == 'g3', timeout=30, step=0.5)
         log('takeover after a clean stop in %.1f s' % (time.monotonic() - t0))
         check(True, 'after g1 stops, g3 (the last one hearing them) holds both')
+    job_follows_watch()
 
 
 if __name__ == '__main__':
