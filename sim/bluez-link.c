@@ -911,6 +911,10 @@ static DBusMessage *stop_notify(void *data, DBusMessage *msg)
 	struct bz_gatt *g = data;
 	struct bz_notify_client **p = notify_find(g->dev, dbus_message_get_sender(msg));
 
+	if (is_smp_char(g) && g->dev->nfd >= 0) {
+		close_nfd(g->dev); /* as gatt-client.c: an acquired session ends too */
+		return dbus_message_new_method_return(msg);
+	}
 	if (!p || !is_smp_char(g))
 		return bz_error_failed(msg, "No notify session started");
 	notify_drop(g->dev, p);

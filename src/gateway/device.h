@@ -100,7 +100,8 @@ void gw_device_release(struct gw_device *dev);
  * {company, data hex}, service_data hex}), counters {requests, responses,
  * timeouts, link_resets, not_connected, dropped_responses,
  * malformed_responses, malformed_requests, too_big, connects,
- * timeout_resets (links reset because requests went unanswered)}; and the
+ * timeout_resets (links reset because requests went unanswered),
+ * pairings (BLE: bonds made since the daemon started)}; and the
  * typed model of devmodel.h: slots (typed), slots_age_s, advertised (null
  * or the decoded record), battery (from advertising, null when unknown),
  * firmware (null or the freshest of connection and advertising). */

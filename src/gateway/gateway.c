@@ -209,6 +209,12 @@ int gw_reload_devices(struct gw *gw, struct gw_config *new_cfg)
 	SWAP(cfg->ble.allow, new_cfg->ble.allow);
 	SWAP(cfg->ble.n_allow, new_cfg->ble.n_allow);
 	SWAP(cfg->ble.manage_all, new_cfg->ble.manage_all);
+	SWAP(cfg->ble.pairing, new_cfg->ble.pairing);
+	SWAP(cfg->ble.pair_allow, new_cfg->ble.pair_allow);
+	SWAP(cfg->ble.n_pair_allow, new_cfg->ble.n_pair_allow);
+	SWAP(cfg->ble.pair_first, new_cfg->ble.pair_first);
+	SWAP(cfg->ble.n_pair_first, new_cfg->ble.n_pair_first);
+	SWAP(cfg->ble.rebond, new_cfg->ble.rebond);
 	gw_config_free(new_cfg);
 	gw_add_config_devices(gw);
 	return 0;

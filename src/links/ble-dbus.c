@@ -104,6 +104,14 @@ bool ble_error_is_auth(const DBusMessage *reply)
 	       strcasestr(text, "not paired");
 }
 
+bool ble_error_is_stale_session(const DBusMessage *reply)
+{
+	/* bluetoothd 5.66 keeps a subscription whose call the client gave up
+	 * on ("Notify acquired" / "Write acquired" to the same client). */
+	return ble_error_is(reply, "org.bluez.Error.NotPermitted") &&
+	       strcasestr(error_text(reply), "acquired");
+}
+
 struct err_map {
 	const char *suffix;
 	int err;

@@ -110,12 +110,14 @@ struct ble_link {
 	bool fallback;          /* WriteValue/StartNotify path in use */
 	bool mark;              /* manager's scratch: visit pending */
 	bool connect_seen;      /* Connected true seen in this attempt */
+	bool notify_pending;    /* AcquireNotify/StartNotify sent, no answer yet */
 	/* Pairing policy (ble_link_set_pairing) and what was learned. */
 	bool pair_allowed, pair_first, rebond;
 	bool needs_bond;        /* the watch asked for a bond once: pair first */
 	bool paired_at_start;   /* BlueZ held a bond when the attempt began */
 	unsigned bond_suspects; /* consecutive attempts that look like bond loss */
 	enum ble_pairing pairing;
+	unsigned bonds_made;    /* pairings this link saw through */
 	enum ble_link_phase phase;
 	struct ble_adapter *slot; /* adapter whose budget this link holds */
 	char *dev_path, *char_path; /* of the current attempt */
@@ -181,6 +183,9 @@ void ble_append_empty_dict(DBusMessageIter *it);
 /* Maps a BlueZ error reply to a negative errno. */
 int ble_error_errno(const DBusMessage *reply);
 bool ble_error_is_auth(const DBusMessage *reply);
+/* NotPermitted "Notify acquired"/"Write acquired": a session of ours that
+ * bluetoothd still holds (released by StopNotify, or when the fd closes). */
+bool ble_error_is_stale_session(const DBusMessage *reply);
 bool ble_error_is(const DBusMessage *reply, const char *name);
 /* Iterating a{sv}: returns the key and leaves *var on the variant's value. */
 bool ble_dict_next(DBusMessageIter *dict, const char **key,

@@ -130,9 +130,29 @@ static void close_io(struct ble_link *bl)
 	ble_rx_reset(&bl->rx);
 }
 
+static void char_call_noreply(struct ble_link *bl, const char *method)
+{
+	struct ble_manager *mgr = bl->mgr;
+	DBusMessage *m;
+
+	if (!bl->char_path || !mgr->owner || !mgr->conn)
+		return;
+	m = ble_method(bl->char_path, BLUEZ_CHAR, method);
+	dbus_message_set_no_reply(m, TRUE);
+	dbus_connection_send(mgr->conn, m, NULL);
+	dbus_message_unref(m);
+}
+
 /* Ends whatever the attempt had in flight; keeps the slot. */
 static void stop_attempt(struct ble_link *bl)
 {
+	/* A subscription given up on (e.g. waiting on bluetoothd's own
+	 * pairing) is not dropped by bluetoothd 5.66: it answers every later
+	 * AcquireNotify/StartNotify of ours "Notify acquired", even after a
+	 * reconnect (seen in tests/vm). Tell it. */
+	if (bl->pc && bl->notify_pending)
+		char_call_noreply(bl, "StopNotify");
+	bl->notify_pending = false;
 	ble_call_cancel(&bl->pc);
 	evtimer_del(bl->timer_ev);
 	close_io(bl);
@@ -316,13 +336,25 @@ static void timer_cb(evutil_socket_t fd, short what, void *arg)
 
 /* ---- connect, resolve, pair ---- */
 
+/* Paired now; a pairing this link saw through (Pair() or bluetoothd's
+ * own, authorized by the agent) counts as a new bond. */
+static void set_paired(struct ble_link *bl)
+{
+	if (bl->pairing == BLE_PAIRING_PAIRING)
+		bl->bonds_made++;
+	bl->pairing = BLE_PAIRING_PAIRED;
+}
+
 static void go_up(struct ble_link *bl)
 {
 	struct ble_dev *dev = ble_mgr_dev_by_addr(bl->mgr, bl->address);
 
 	evtimer_del(bl->timer_ev);
 	bl->bond_suspects = 0;
-	bl->pairing = dev && dev->paired ? BLE_PAIRING_PAIRED : BLE_PAIRING_NONE;
+	if (dev && dev->paired)
+		set_paired(bl);
+	else
+		bl->pairing = BLE_PAIRING_NONE;
 	bl->phase = BLE_PHASE_UP;
 	bl->attempts = 0;
 	bl->yield = false;
@@ -374,7 +406,7 @@ static void pair_reply(DBusPendingCall *pc, void *data)
 		pair_failed(bl, err);
 		return;
 	}
-	bl->pairing = BLE_PAIRING_PAIRED;
+	set_paired(bl);
 	bl->needs_bond = true;
 	/* Paired: start over (Connect on a connected device returns at once). */
 	send_connect(bl);
@@ -505,6 +537,14 @@ void ble_link_start(struct ble_link *bl, struct ble_adapter *ad)
 	free(bl->dev_path);
 	bl->dev_path = xstrdup(dev->path);
 	timer_arm(bl, bl->mgr->opts.connect_timeout_ms);
+	if (!dev->paired && !bl->pair_allowed && bl->needs_bond) {
+		/* Known to need a bond we may not make: no radio traffic,
+		 * no pairing attempt for the agent to refuse. A policy
+		 * change (SIGHUP) or a daemon restart tries again. */
+		bl->pairing = BLE_PAIRING_NOT_ALLOWED;
+		link_fail(bl, -EPERM);
+		return;
+	}
 	if (!dev->paired && bl->pair_allowed && (bl->pair_first || bl->needs_bond)) {
 		/* A watch that needs a bond: pair before subscribing, so that
 		 * a refusal is a clear Pair() error rather than a subscription
@@ -543,13 +583,26 @@ static int take_fd(DBusMessage *reply, uint16_t *mtu)
 	return fd;
 }
 
+/* A stale session of ours in bluetoothd: drop it, retry after the backoff. */
+static bool stale_session(struct ble_link *bl, DBusMessage *reply)
+{
+	if (!ble_error_is_stale_session(reply))
+		return false;
+	char_call_noreply(bl, "StopNotify");
+	link_fail(bl, -EBUSY);
+	return true;
+}
+
 static void notify_reply(DBusPendingCall *pc, void *data)
 {
 	struct ble_link *bl = data;
-	DBusMessage *reply = ble_call_reply(&bl->pc);
-	int err = ble_error_errno(reply);
+	DBusMessage *reply;
+	int err;
 
-	if (err && maybe_pair(bl, reply)) {
+	bl->notify_pending = false;
+	reply = ble_call_reply(&bl->pc);
+	err = ble_error_errno(reply);
+	if (err && (stale_session(bl, reply) || maybe_pair(bl, reply))) {
 		dbus_message_unref(reply);
 		return;
 	}
@@ -565,6 +618,7 @@ static void start_notify(struct ble_link *bl)
 {
 	close_io(bl);
 	bl->fallback = true;
+	bl->notify_pending = true;
 	bl->pc = ble_call(bl->mgr, ble_method(bl->char_path, BLUEZ_CHAR, "StartNotify"),
 			  BLE_CALL_TIMEOUT_MS, notify_reply, bl);
 	if (!bl->pc)
@@ -583,14 +637,18 @@ static bool acquire_unsupported(int err)
  * back to StartNotify/WriteValue, or it failed. */
 static int acquire_reply(struct ble_link *bl, uint16_t *mtu)
 {
-	DBusMessage *reply = ble_call_reply(&bl->pc);
-	int err = ble_error_errno(reply);
-	int fd = err ? err : take_fd(reply, mtu);
-	bool pairing = fd < 0 && err && maybe_pair(bl, reply);
+	DBusMessage *reply;
+	int err, fd;
+	bool handled;
 
+	bl->notify_pending = false;
+	reply = ble_call_reply(&bl->pc);
+	err = ble_error_errno(reply);
+	fd = err ? err : take_fd(reply, mtu);
+	handled = fd < 0 && err && (stale_session(bl, reply) || maybe_pair(bl, reply));
 	dbus_message_unref(reply);
-	if (fd >= 0 || pairing)
-		return pairing ? -EINPROGRESS : fd;
+	if (fd >= 0 || handled)
+		return handled ? -EINPROGRESS : fd;
 	if (acquire_unsupported(fd))
 		start_notify(bl);
 	else
@@ -640,6 +698,7 @@ static void acquire_notify(struct ble_link *bl)
 	m = ble_method(bl->char_path, BLUEZ_CHAR, "AcquireNotify");
 	dbus_message_iter_init_append(m, &it);
 	ble_append_empty_dict(&it);
+	bl->notify_pending = true;
 	bl->pc = ble_call(bl->mgr, m, BLE_CALL_TIMEOUT_MS, acquire_notify_reply, bl);
 	if (!bl->pc)
 		link_fail(bl, -ECONNRESET);
@@ -870,7 +929,7 @@ void ble_link_dev_changed(struct ble_link *bl, struct ble_dev *dev)
 	case BLE_PHASE_ACQUIRING:
 	case BLE_PHASE_UP:
 		if (dev->paired && bl->pairing == BLE_PAIRING_PAIRING)
-			bl->pairing = BLE_PAIRING_PAIRED;
+			set_paired(bl);
 		if (dev->connected)
 			break;
 		/* Dropped while bluetoothd paired on its own (the agent said
@@ -1188,15 +1247,22 @@ void ble_link_set_pairing(struct link *link, bool allowed, bool first,
 
 	if (!bl)
 		return;
-	if (allowed && !bl->pair_allowed &&
-	    (bl->pairing == BLE_PAIRING_NOT_ALLOWED ||
-	     bl->pairing == BLE_PAIRING_BOND_LOST)) {
+	/* Allowed now (SIGHUP): the next retry may pair or rebond. */
+	if ((allowed && bl->pairing == BLE_PAIRING_NOT_ALLOWED) ||
+	    (allowed && rebond && bl->pairing == BLE_PAIRING_BOND_LOST)) {
 		bl->pairing = BLE_PAIRING_NONE;
 		bl->attempts = 0;
 	}
 	bl->pair_allowed = allowed;
 	bl->pair_first = first;
 	bl->rebond = rebond;
+}
+
+unsigned ble_link_bonds_made(const struct link *link)
+{
+	struct ble_link *bl = ble_of(link);
+
+	return bl ? bl->bonds_made : 0;
 }
 
 enum ble_pairing ble_link_pairing(const struct link *link)

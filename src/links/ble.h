@@ -148,6 +148,9 @@ void ble_link_set_pairing(struct link *link, bool allowed, bool first,
 			  bool rebond);
 /* BLE_PAIRING_NONE for other transports. */
 enum ble_pairing ble_link_pairing(const struct link *link);
+/* Bonds this link made (Pair(), or bluetoothd's own pairing the agent
+ * authorized) since it was created; 0 for other transports. */
+unsigned ble_link_bonds_made(const struct link *link);
 /* "none", "pairing", "paired", "pairing_refused", "not_allowed", "bond_lost". */
 const char *ble_pairing_str(enum ble_pairing p);
 

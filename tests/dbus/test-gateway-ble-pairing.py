@@ -17,10 +17,12 @@ Four watches that all demand an encrypted link, configuration
      watch restarts and loses it: detected, the stale bond removed, paired
      again, echo works.
   D  not in the pairing allowlist: REST "not_allowed" and a 403
-     pairing-not-allowed problem within seconds, never a string of timeouts.
+     pairing-not-allowed problem within seconds, never a string of timeouts;
+     allowed by a SIGHUP, paired on the next retry.
 """
 import json
 import os
+import signal
 import sys
 import time
 import urllib.error
@@ -42,11 +44,12 @@ FLEET = {'devices': [
 ]}
 
 
-def conf_text(base):
+def conf_text(base, allow_d=False):
     return '\n'.join([
         '[general]', 'log_level = debug',
         '[ble]', 'idle_timeout = 30s', 'connect_timeout = 10s',
         'pairing = allowlist', 'pair_allow = %s, %s' % (A, B), 'pair_first = ' + C,
+        'pair_allow = ' + (D if allow_d else A),
         '[udp]', 'base_port = %d' % base,
         '[request]', 'timeout = 5s', 'connect_timeout = 20s']) + '\n'
 
@@ -139,9 +142,17 @@ def run(t, wd, r):
          'B: window open, paired on a retry (backoff), echo')
     t.eq(device(hport, B)['pairing'], 'paired', 'B: device state paired')
 
+    # SIGHUP: D is allowed now; its next retry pairs.
+    gw.write_conf(conf_text(base, allow_d=True))
+    gw.signal(signal.SIGHUP)
+    t.ok(wait_for('D paired', lambda: echo_ok(hport, D, 'd'), timeout=90),
+         'D: allowed by a SIGHUP, paired on a retry, echo')
+    t.eq(device(hport, D)['pairing'], 'paired', 'D: device state paired')
+    gw.write_conf(conf_text(base))
+
     # The gateway restarts: BlueZ keeps the bonds, no pairing again.
     pairings = sim.ctl({'cmd': 'counters'})['bluez']['pairings']
-    t.eq(pairings, 3, 'three bonds made (A, B, C)')
+    t.eq(pairings, 4, 'four bonds made (A, B, C, D)')
     t.eq(gw.stop(), 0, 'gateway stopped')
     wd2 = os.path.join(wd, 'restart')  # a log of its own, the same state
     os.makedirs(wd2)
@@ -154,6 +165,8 @@ def run(t, wd, r):
          'after a gateway restart: still paired (the bond was kept)')
     t.eq(sim.ctl({'cmd': 'counters'})['bluez']['pairings'], pairings,
          'after a gateway restart: no new pairing')
+    t.eq([device(hport, x)['counters']['pairings'] for x in (A, C)], [0, 0],
+         'after a gateway restart: the devices count no new bond')
 
     # C restarts and loses its keys: detected, removed, paired again.
     sim.ctl({'cmd': 'fault', 'device': C, 'fault': 'reboot'})
@@ -163,6 +176,9 @@ def run(t, wd, r):
     t.eq(device(hport, C)['pairing'], 'paired', 'C: paired again')
     t.eq(sim.ctl({'cmd': 'counters'})['bluez']['pairings'], pairings + 1,
          'C: one new bond')
+    t.eq(device(hport, C)['counters']['pairings'], 1, 'C: counts it')
+    t.ok('C0:FF:EE:B0:00:03: connected (ble, mtu 495, paired: new bond)' in gw.read_log(),
+         'C: the new bond is logged')
     t.eq(gw.stop(), 0, 'clean exit')
 
 

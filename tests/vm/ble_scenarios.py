@@ -237,15 +237,23 @@ def start_sim():
             '(legacy advertising, BlueZ 5.66): advertising name + UUID')
 
 
-def start_gw(prefer_acquire):
-    conf = '/tmp/smpgwd.conf'
-    with open(conf, 'w') as f:
-        f.write('[ble]\nadapters = hci0\nprefer_acquire = %s\nconnect_timeout = 60s\n'
+GW_CONF = '/tmp/smpgwd.conf'
+
+
+def write_gw_conf(prefer_acquire, ble_extra=''):
+    """The gateway's configuration; ble_extra: more [ble] lines (a SIGHUP
+    after rewriting it applies the allowlist and pairing keys)."""
+    with open(GW_CONF, 'w') as f:
+        f.write('[ble]\nadapters = hci0\nprefer_acquire = %s\nconnect_timeout = 60s\n%s'
                 '[udp]\nbase_port = %d\n[http]\nlisten = %s\n'
                 '[request]\ntimeout = 15s\nconnect_timeout = 60s\n'
-                % ('yes' if prefer_acquire else 'no', UDP_BASE, HTTP))
+                % ('yes' if prefer_acquire else 'no', ble_extra, UDP_BASE, HTTP))
+
+
+def start_gw(prefer_acquire, ble_extra=''):
+    write_gw_conf(prefer_acquire, ble_extra)
     return start('smpgwd', [os.path.join(BUILD, 'src', 'daemon', 'smpgwd'),
-                            '--config', conf, '--state-dir', '/tmp/gw-state',
+                            '--config', GW_CONF, '--state-dir', '/tmp/gw-state',
                             '--log-level', 'debug'])
 
 

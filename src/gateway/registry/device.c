@@ -114,6 +114,7 @@ struct gw_device {
 	struct event *pump_ev, *reconnect_ev;
 	struct gw_req *sending; /* the request inside link_send(), if any */
 	struct gw_device_counters c;
+	unsigned bonds_logged;   /* BLE: ble_link_bonds_made() at the last UP */
 };
 TAILQ_HEAD(dev_list, gw_device);
 
@@ -822,8 +823,13 @@ static void on_state(struct link *link, enum link_state state, int err,
 
 	switch (state) {
 	case LINK_STATE_UP:
-		log_info("%s: connected (%s, mtu %zu)", dev->id,
-			 link_transport(link), link_mtu(link));
+		log_info("%s: connected (%s, mtu %zu%s%s%s)", dev->id,
+			 link_transport(link), link_mtu(link),
+			 ble_link_pairing(link) == BLE_PAIRING_PAIRED ? ", paired" : "",
+			 ble_link_bonds_made(link) > dev->bonds_logged ? ": new bond" : "",
+			 ble_link_bonds_made(link) > dev->bonds_logged &&
+			 ble_link_bonds_made(link) > 1 ? " (paired again)" : "");
+		dev->bonds_logged = ble_link_bonds_made(link);
 		touch(dev);
 		dev->params = PARAMS_UNKNOWN;
 		dev->consecutive_timeouts = 0;
@@ -1324,6 +1330,9 @@ json_t *gw_device_to_json(const struct gw_device *dev)
 	json_object_set_new(o, "advertising", dev->adv ? json_incref(dev->adv) :
 			    json_null());
 	json_object_set_new(o, "counters", counters_json(&dev->c));
+	/* BLE: bonds made with the watch since the daemon started. */
+	json_object_set_new(json_object_get(o, "counters"), "pairings",
+			    json_integer(ble_link_bonds_made(dev->link)));
 	typed_state(dev, o);
 	return o;
 }
