@@ -42,6 +42,8 @@ struct dbus_loop;
 /* Failed attempts on a paired watch that look like its bond is gone (the
  * connection ends before the link is up) before the bond is declared lost. */
 #define BLE_BOND_SUSPECTS 2
+/* bluetoothd gone this soon after such an attempt: it crashed on it. */
+#define BLE_CRASH_WINDOW_US 3000000ULL
 #define BLE_DEFAULT_ATT_MTU 23
 #define BLE_LIMIT_MEMORY_US (60ULL * 1000000)
 
@@ -111,11 +113,16 @@ struct ble_link {
 	bool mark;              /* manager's scratch: visit pending */
 	bool connect_seen;      /* Connected true seen in this attempt */
 	bool notify_pending;    /* AcquireNotify/StartNotify sent, no answer yet */
+	bool connect_failed;    /* BlueZ answered Connect with an error */
 	/* Pairing policy (ble_link_set_pairing) and what was learned. */
 	bool pair_allowed, pair_first, rebond;
 	bool needs_bond;        /* the watch asked for a bond once: pair first */
 	bool paired_at_start;   /* BlueZ held a bond when the attempt began */
 	unsigned bond_suspects; /* consecutive attempts that look like bond loss */
+	bool remove_first;      /* remove the bond before connecting: bluetoothd
+	                         * died right after such an attempt, or rebond
+	                         * was allowed for a lost bond */
+	uint64_t suspect_us;    /* when the last one ended */
 	enum ble_pairing pairing;
 	unsigned bonds_made;    /* pairings this link saw through */
 	enum ble_link_phase phase;

@@ -234,6 +234,7 @@ static int check_bond_lost(struct ble_link *bl, int err)
 			bl->bond_suspects = 0;
 		return err;
 	}
+	bl->suspect_us = now_usec();
 	if (++bl->bond_suspects < BLE_BOND_SUSPECTS)
 		return err;
 	bl->bond_suspects = 0;
@@ -257,9 +258,13 @@ static void link_fail(struct ble_link *bl, int err)
 	if (bl->pairing == BLE_PAIRING_PAIRING)
 		bl->pairing = BLE_PAIRING_NONE;
 	/* Cancel BlueZ's side too: a pending Connect (Disconnect aborts the
-	 * LE connection attempt) or a connection we will not use. */
-	if (phase_active(bl->phase))
+	 * LE connection attempt) or a connection we will not use. Not after
+	 * BlueZ answered Connect with an error: nothing is left to abort
+	 * (and bluetoothd 5.66 was seen to crash on a Disconnect right after
+	 * a Connect that failed for a lost bond, in tests/vm). */
+	if (phase_active(bl->phase) && !bl->connect_failed)
 		device_call_noreply(bl, "Disconnect");
+	bl->connect_failed = false;
 	stop_attempt(bl);
 	release_slot(bl);
 	if (bl->want) {
@@ -492,6 +497,7 @@ static void connect_reply(DBusPendingCall *pc, void *data)
 	if (err) {
 		/* EMLINK with no link of ours there: others hold the
 		 * controller; back off like any failure. */
+		bl->connect_failed = true;
 		link_fail(bl, err == -ETIMEDOUT || err == -ENODEV || err == -EMLINK ?
 				      err : -ECONNREFUSED);
 		return;
@@ -537,6 +543,24 @@ void ble_link_start(struct ble_link *bl, struct ble_adapter *ad)
 	free(bl->dev_path);
 	bl->dev_path = xstrdup(dev->path);
 	timer_arm(bl, bl->mgr->opts.connect_timeout_ms);
+	if (bl->remove_first && dev->paired) {
+		/* See ble_link_service_lost(): no Connect with the old key. */
+		bl->remove_first = false;
+		bl->bond_suspects = BLE_BOND_SUSPECTS - 1;
+		bl->paired_at_start = true;
+		bl->phase = BLE_PHASE_CONNECTING;
+		bl->connect_failed = true; /* nothing to abort */
+		link_fail(bl, -ECONNABORTED);
+		return;
+	}
+	bl->remove_first = false;
+	if (bl->pairing == BLE_PAIRING_BOND_LOST && dev->paired) {
+		/* Known lost and not to be replaced: no attempt with the old
+		 * key (each would fail, and crash bluetoothd 5.66) until the
+		 * bond is removed by hand or the policy allows rebonding. */
+		link_fail(bl, -EKEYREVOKED);
+		return;
+	}
 	if (!dev->paired && !bl->pair_allowed && bl->needs_bond) {
 		/* Known to need a bond we may not make: no radio traffic,
 		 * no pairing attempt for the agent to refuse. A policy
@@ -968,6 +992,11 @@ void ble_link_dev_gone(struct ble_link *bl, int err)
 
 void ble_link_service_lost(struct ble_link *bl)
 {
+	/* bluetoothd 5.66 dies right after answering a Connect that failed
+	 * because the watch lost its bond (seen in tests/vm), and would die
+	 * again on every new attempt: the bond goes before the next one. */
+	if (bl->bond_suspects > 0 && now_usec() - bl->suspect_us < BLE_CRASH_WINDOW_US)
+		bl->remove_first = true;
 	if (bl->phase == BLE_PHASE_DISCONNECTING) {
 		finish_disconnect(bl);
 		return;
@@ -1247,9 +1276,11 @@ void ble_link_set_pairing(struct link *link, bool allowed, bool first,
 
 	if (!bl)
 		return;
-	/* Allowed now (SIGHUP): the next retry may pair or rebond. */
+	/* Allowed now (SIGHUP): the next retry may pair or rebond (a lost
+	 * bond is removed before connecting with it). */
 	if ((allowed && bl->pairing == BLE_PAIRING_NOT_ALLOWED) ||
 	    (allowed && rebond && bl->pairing == BLE_PAIRING_BOND_LOST)) {
+		bl->remove_first = bl->pairing == BLE_PAIRING_BOND_LOST;
 		bl->pairing = BLE_PAIRING_NONE;
 		bl->attempts = 0;
 	}

@@ -471,13 +471,18 @@ def engine_update(addr, name, fault_at=None):
            'the job reset the watch through BLE (link dropped, came back advertising)')
 
 
-def restart_bluetoothd(c, addr):
+def bluetoothd_alive():
     pid = int(open('/tmp/bluetoothd.pid').read())
+    try:
+        return open('/proc/%d/stat' % pid).read().split()[2] != 'Z'
+    except OSError:
+        return False
+
+
+def start_bluetoothd(adapters=(0, 1)):
+    """Starts bluetoothd again (after it exited or crashed), as systemd's
+    Restart= would, and waits until its adapters are back."""
     conf = os.environ.get('SMPGW_VM_BTCONF', '/tmp/main.conf')
-    t = time.monotonic()
-    os.kill(pid, signal.SIGTERM)
-    wait_for('bluetoothd to exit', lambda: not os.path.exists('/proc/%d' % pid) or
-             open('/proc/%d/stat' % pid).read().split()[2] == 'Z', 20)
     f = open(os.path.join(OUT, 'bluetoothd.log'), 'a')
     dbg = [os.environ['SMPGW_VM_BTD_DEBUG']] if os.environ.get('SMPGW_VM_BTD_DEBUG') else []
     p = subprocess.Popen(['bluetoothd', '-n'] + dbg + ['-f', conf], stdout=f,
@@ -487,7 +492,15 @@ def restart_bluetoothd(c, addr):
         pf.write(str(p.pid))
     wait_for('bluetoothd back with both adapters',
              lambda: all('/org/bluez/hci%d' % i in busctl('tree', '--list', 'org.bluez')
-                         for i in (0, 1)), 120, 0.5)
+                         for i in adapters), 120, 0.5)
+
+
+def restart_bluetoothd(c, addr):
+    pid = int(open('/tmp/bluetoothd.pid').read())
+    t = time.monotonic()
+    os.kill(pid, signal.SIGTERM)
+    wait_for('bluetoothd to exit', lambda: not bluetoothd_alive(), 20)
+    start_bluetoothd()
     log('bluetoothd back after %.1fs' % (time.monotonic() - t))
     tap.ok('bluetoothd went away' in read_log('sim') and
            'bluetoothd went away' in read_log('smpgwd'), 'watch and gateway saw bluetoothd go away')

@@ -42,11 +42,26 @@ def echo(addr, text='hello', timeout=90):
     return st, body, time.monotonic() - t
 
 
+CRASHES = []
+
+
+def respawn_bluetoothd():
+    """bluetoothd 5.66 dies right after answering Connect to a watch that
+    lost its bond (seen here): start it again, as systemd's Restart= would
+    (docs/ble.md: enable it)."""
+    if bs.bluetoothd_alive():
+        return
+    CRASHES.append(time.monotonic())
+    log('bluetoothd died (%d so far): starting it again' % len(CRASHES))
+    bs.start_bluetoothd(adapters=(0,))
+
+
 def echo_until_ok(addr, what, timeout):
     """Retried (the link may be reconnecting, rebonding): bounded."""
     t = time.monotonic()
 
     def once():
+        respawn_bluetoothd()
         st, body, _ = echo(addr, 'hello', 60)
         if st != 200:
             log('echo: %s %s' % (st, body.get('type') if isinstance(body, dict) else body))
@@ -126,17 +141,29 @@ def main():
     dt = echo_until_ok(addr, 'an echo after the watch lost its bond', 240)
     tap.ok(True, 'the watch lost its bond (restart): stale bond removed, paired again, echo '
            '(%.1fs after the restart began; first echo %.1fs)' % (time.monotonic() - t, dt))
+    tap.ok(len(CRASHES) <= 1, 'bluetoothd 5.66 crashed %d time(s) on the stale bond, never '
+           'again once the gateway knew (it removes the bond before connecting)' % len(CRASHES))
     tap.ok(state(addr) == ('paired', 1), 'paired again: one new bond (%r)' % (state(addr),))
 
     reload(gw, addr, rebond=False)
     t = lose_bond(watch, addr, 'bond loss, rebond off')
-    wait_for('bond_lost', lambda: state(addr)[0] == 'bond_lost', 240, 1)
+    crashes = len(CRASHES)
+
+    def bond_lost():
+        respawn_bluetoothd()
+        return state(addr)[0] == 'bond_lost'
+    wait_for('bond_lost', bond_lost, 240, 1)
     tap.ok(True, 'rebond = no: device state bond_lost (%.1fs after the restart began)'
            % (time.monotonic() - t))
     st, body, dt = echo(addr)
     tap.ok(st == 503 and body.get('type') == 'urn:smpgw:problem:bond-lost' and dt < 3,
            'rebond = no: 503 bond-lost at once (%s, %.2fs)' % (st, dt))
     tap.ok(paired_in_bluez(addr), 'rebond = no: the stale bond is left alone')
+    time.sleep(5)
+    respawn_bluetoothd()
+    tap.ok(len(CRASHES) - crashes <= 1 and state(addr)[0] == 'bond_lost',
+           'rebond = no: no connection attempts with the stale bond once known (bluetoothd '
+           'crashes: %d)' % (len(CRASHES) - crashes))
     reload(gw, addr, rebond=True)
     dt = echo_until_ok(addr, 'an echo once rebonding is allowed', 240)
     tap.ok(state(addr)[0] == 'paired', 'rebond = yes by SIGHUP: paired again, echo (%.1fs)' % dt)
@@ -149,10 +176,4 @@ def main():
 
 
 if __name__ == '__main__':
-    try:
-        rc = main()
-    except Exception as e:  # a bounded wait or a step failed: report, not crash
-        tap.ok(False, 'scenario aborted: %r' % (e,))
-        print('1..%d' % tap.n, flush=True)
-        rc = 1
-    sys.exit(rc)
+    bs.run_scenarios(main)
