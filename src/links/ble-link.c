@@ -130,17 +130,22 @@ static void close_io(struct ble_link *bl)
 	ble_rx_reset(&bl->rx);
 }
 
-static void char_call_noreply(struct ble_link *bl, const char *method)
+/* Sends m (consumed) to bluetoothd without waiting for an answer. */
+static void send_noreply(struct ble_link *bl, DBusMessage *m)
 {
 	struct ble_manager *mgr = bl->mgr;
-	DBusMessage *m;
 
-	if (!bl->char_path || !mgr->owner || !mgr->conn)
-		return;
-	m = ble_method(bl->char_path, BLUEZ_CHAR, method);
-	dbus_message_set_no_reply(m, TRUE);
-	dbus_connection_send(mgr->conn, m, NULL);
+	if (mgr->owner && mgr->conn) {
+		dbus_message_set_no_reply(m, TRUE);
+		dbus_connection_send(mgr->conn, m, NULL);
+	}
 	dbus_message_unref(m);
+}
+
+static void char_call_noreply(struct ble_link *bl, const char *method)
+{
+	if (bl->char_path)
+		send_noreply(bl, ble_method(bl->char_path, BLUEZ_CHAR, method));
 }
 
 /* Ends whatever the attempt had in flight; keeps the slot. */
@@ -179,15 +184,8 @@ static bool phase_active(enum ble_link_phase p)
 
 static void device_call_noreply(struct ble_link *bl, const char *method)
 {
-	struct ble_manager *mgr = bl->mgr;
-	DBusMessage *m;
-
-	if (!bl->dev_path || !mgr->owner || !mgr->conn)
-		return;
-	m = ble_method(bl->dev_path, BLUEZ_DEVICE, method);
-	dbus_message_set_no_reply(m, TRUE);
-	dbus_connection_send(mgr->conn, m, NULL);
-	dbus_message_unref(m);
+	if (bl->dev_path)
+		send_noreply(bl, ble_method(bl->dev_path, BLUEZ_DEVICE, method));
 }
 
 /* ---- failure, backoff, disconnect ---- */
@@ -207,13 +205,11 @@ static void remove_bond(struct ble_link *bl)
 	const char *path = bl->dev_path;
 	DBusMessage *m;
 
-	if (!dev || !path || !bl->mgr->owner || !bl->mgr->conn)
+	if (!dev || !path)
 		return;
 	m = ble_method(dev->adapter_path, BLUEZ_ADAPTER, "RemoveDevice");
 	dbus_message_append_args(m, DBUS_TYPE_OBJECT_PATH, &path, DBUS_TYPE_INVALID);
-	dbus_message_set_no_reply(m, TRUE);
-	dbus_connection_send(bl->mgr->conn, m, NULL);
-	dbus_message_unref(m);
+	send_noreply(bl, m);
 }
 
 /*
