@@ -228,6 +228,27 @@ void gw_lease_tick(struct gw_lease *l)
 	l->store_down = failed;
 }
 
+int gw_lease_holder(struct gw *gw, const char *device_id, char **holder)
+{
+	struct gw_store *store = gw_store(gw);
+	struct gw_stmt *st;
+	int r;
+
+	if (!store || !device_id)
+		return -ENOENT;
+	st = gw_store_prepare(store, "SELECT holder FROM leases WHERE"
+			      " upper(device_id) = upper(?1) AND expires_ms > ?2");
+	if (!st)
+		return -EIO;
+	gw_stmt_bind_text(st, 1, device_id);
+	gw_stmt_bind_int64(st, 2, (int64_t)gw_now_ms(gw));
+	r = gw_stmt_step(st);
+	if (r == 1 && gw_stmt_text(st, 0))
+		*holder = xstrdup(gw_stmt_text(st, 0));
+	gw_stmt_finalize(st);
+	return r == 1 ? 0 : r == 0 ? -ENOENT : r;
+}
+
 static void timer_cb(evutil_socket_t fd, short what, void *arg)
 {
 	gw_lease_tick(arg);

@@ -42,5 +42,9 @@ void gw_lease_heard(struct gw_lease *l, const char *device_id, int rssi);
 void gw_lease_unheard(struct gw_lease *l, const char *device_id);
 /* Held by this gateway (as of the last renewal). */
 bool gw_lease_held(struct gw_lease *l, const char *device_id);
+/* The gateway holding device_id's live lease in gw's store (new string in
+ * *holder), -ENOENT when none does, or another negative errno. Needs no
+ * struct gw_lease: any part of the gateway may ask (the REST API). */
+int gw_lease_holder(struct gw *gw, const char *device_id, char **holder);
 /* Runs one round now (tests and start-up; the timer runs it every ttl/3). */
 void gw_lease_tick(struct gw_lease *l);

@@ -13,9 +13,11 @@
 #include <string.h>
 
 #include "codec/smp.h"
+#include "gateway/config.h"
 #include "gateway/devmodel.h"
 #include "gateway/device.h"
 #include "gateway/gateway.h"
+#include "gateway/lease.h"
 #include "http/devfilter.h"
 #include "http/handlers.h"
 #include "http/http.h"
@@ -60,6 +62,29 @@ int devices_list(struct http_req *req)
 	return 0;
 }
 
+/* Several gateways (docs/multi-gateway.md): a watch this gateway does not
+ * manage but another holds is answered 421 with "held_by". True when it
+ * replied. */
+bool http_reply_held_elsewhere(struct http_req *req, const char *id)
+{
+	struct gw *gw = http_req_gw(req);
+	const char *me = gw_config(gw)->gateway.id;
+	char *holder = NULL, *detail;
+
+	if (!me || gw_lease_holder(gw, id, &holder) < 0)
+		return false;
+	if (!strcmp(holder, me)) {
+		free(holder);
+		return false;
+	}
+	detail = xasprintf("the watch is held by gateway '%s' (ask it; "
+			   "docs/multi-gateway.md)", holder);
+	http_reply_problem_ext(req, -EREMOTE, json_pack("{s:s}", "held_by", holder), detail);
+	free(detail);
+	free(holder);
+	return true;
+}
+
 int devices_get(struct http_req *req)
 {
 	const char *id = http_req_param(req, "id");
@@ -67,8 +92,9 @@ int devices_get(struct http_req *req)
 	json_t *j = dev ? gw_device_to_json(dev) : NULL;
 
 	if (!j) {
-		http_reply_problem(req, -ENODEV, "no device '%s' (GET /api/v1/devices "
-				   "lists them)", id);
+		if (!http_reply_held_elsewhere(req, id))
+			http_reply_problem(req, -ENODEV, "no device '%s' (GET /api/v1/devices "
+					   "lists them)", id);
 		return 0;
 	}
 	http_reply_json(req, 200, j);

@@ -23,6 +23,7 @@ static const struct http_error table[] = {
 	{ EPERM, 403, "forbidden", "Forbidden" },
 	{ ENOENT, 404, "not-found", "Not found" },
 	{ ENODEV, 404, "unknown-device", "Unknown device" },
+	{ EREMOTE, 421, "held-elsewhere", "The watch is held by another gateway" },
 	{ EOPNOTSUPP, 405, "method-not-allowed", "Method not allowed" },
 	{ EEXIST, 409, "conflict", "Already exists" },
 	{ EBUSY, 409, "busy", "Busy" },

@@ -5,6 +5,7 @@
  */
 #pragma once
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include <jansson.h>
@@ -14,6 +15,9 @@
 /* devices.c */
 int devices_list(struct http_req *req);
 int devices_get(struct http_req *req);
+/* A watch another gateway holds (docs/multi-gateway.md): replies 421
+ * "held-elsewhere" with "held_by" and returns true; false otherwise. */
+bool http_reply_held_elsewhere(struct http_req *req, const char *id);
 int dev_echo(struct http_req *req);
 int dev_reset(struct http_req *req);
 int dev_image_state(struct http_req *req);

@@ -50,6 +50,8 @@ int dev_update(struct http_req *req)
 	if (!engine(req))
 		return http_reply_problem(req, -ENOSYS, "the upload engine is not running"), 0;
 	dev = gw_device_find(http_req_gw(req), dev_id);
+	if (!dev && http_reply_held_elsewhere(req, dev_id))
+		return 0;
 	if (!dev)
 		return http_reply_problem(req, -ENODEV, "no device '%s'", dev_id), 0;
 	if (!json_is_object(body))

@@ -150,7 +150,7 @@ static struct gw_device *find_device(struct http_req *req)
 	const char *id = http_req_param(req, "id");
 	struct gw_device *dev = id ? gw_device_find(http_req_gw(req), id) : NULL;
 
-	if (!dev)
+	if (!dev && !(id && http_reply_held_elsewhere(req, id)))
 		http_reply_problem(req, -ENODEV, "no device '%s' (GET /api/v1/devices "
 				   "lists them)", id ? id : "");
 	return dev;

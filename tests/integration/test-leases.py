@@ -148,6 +148,15 @@ def main():
                    " ORDER BY gateway_id" % A).split()
         check(hear == ['g1:-50', 'g2:-70', 'g3:-80'], 'every gateway records its RSSI: %s'
               % hear)
+        st, body = gws['g3'].request('GET', '/api/v1/devices/' + A)
+        check(st == 421 and body.get('held_by') == 'g1' and
+              body['type'] == 'urn:smpgw:problem:held-elsewhere',
+              'g3 answers a request for A with 421, held_by g1 (%d %s)' % (st, body))
+        st, body = gws['g3'].request('POST', '/api/v1/devices/%s/update' % A,
+                                     {'image': '0' * 64})
+        check(st == 421 and body.get('held_by') == 'g1', 'so does an update job for it')
+        st, body = gws['g3'].request('GET', '/api/v1/devices/C0:FF:EE:00:00:99')
+        check(st == 404, 'a watch nobody holds stays 404')
 
         # Within the hysteresis (8 dB): no move.
         gws['g2'].fleet.ctl({'cmd': 'rssi', 'device': 'PineTime-1', 'rssi': -46})
