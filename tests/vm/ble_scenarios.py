@@ -240,18 +240,19 @@ def start_sim():
 GW_CONF = '/tmp/smpgwd.conf'
 
 
-def write_gw_conf(prefer_acquire, ble_extra=''):
+def write_gw_conf(prefer_acquire, ble_extra='', extra=''):
     """The gateway's configuration; ble_extra: more [ble] lines (a SIGHUP
-    after rewriting it applies the allowlist and pairing keys)."""
+    after rewriting it applies the allowlist and pairing keys); extra: more
+    sections."""
     with open(GW_CONF, 'w') as f:
         f.write('[ble]\nadapters = hci0\nprefer_acquire = %s\nconnect_timeout = 60s\n%s'
                 '[udp]\nbase_port = %d\n[http]\nlisten = %s\n'
-                '[request]\ntimeout = 15s\nconnect_timeout = 60s\n'
-                % ('yes' if prefer_acquire else 'no', ble_extra, UDP_BASE, HTTP))
+                '[request]\ntimeout = 15s\nconnect_timeout = 60s\n%s'
+                % ('yes' if prefer_acquire else 'no', ble_extra, UDP_BASE, HTTP, extra))
 
 
-def start_gw(prefer_acquire, ble_extra=''):
-    write_gw_conf(prefer_acquire, ble_extra)
+def start_gw(prefer_acquire, ble_extra='', extra=''):
+    write_gw_conf(prefer_acquire, ble_extra, extra)
     return start('smpgwd', [os.path.join(BUILD, 'src', 'daemon', 'smpgwd'),
                             '--config', GW_CONF, '--state-dir', '/tmp/gw-state',
                             '--log-level', 'debug'])

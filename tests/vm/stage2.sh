@@ -45,6 +45,8 @@ mgmt_ready() {
 # (tests/vm/btvirt/), else Debian's. SMPGW_VM_HOST_FLOW=1: the patched one
 # honours controller-to-host flow control (Host_Buffer_Size); off by
 # default, as stock btvirt (the lossy Zephyr watch needs the loss).
+# A scenario may ask for it with a line '# smpgw-vm: host_flow'.
+grep -q '^# smpgw-vm: host_flow' "$scenario" && SMPGW_VM_HOST_FLOW=1
 btvirt=btvirt
 export SMPGW_VM_BTVIRT=stock
 if [ -x $out/btvirt ] && cp $out/btvirt /tmp/btvirt; then
