@@ -49,7 +49,7 @@ fail() {
 
 # deb-src entries mirroring the machine's apt sources (one-line .list
 # files and deb822 .sources files), in a private apt configuration.
-mkdir -p "$work/apt/parts" "$work/apt/lists/partial"
+mkdir -p "$work/apt/parts" "$work/apt/lists/partial" "$work/apt/cache/archives/partial"
 for f in /etc/apt/sources.list /etc/apt/sources.list.d/*.list; do
 	[ -f "$f" ] || continue
 	sed -n 's/^[[:space:]]*deb[[:space:]]/deb-src /p' "$f"
@@ -59,7 +59,8 @@ for f in /etc/apt/sources.list.d/*.sources; do
 	sed 's/^Types:.*/Types: deb-src/' "$f" >"$work/apt/parts/$(basename "$f")"
 done
 set -- -o Dir::Etc::SourceList=/dev/null -o Dir::Etc::SourceParts="$work/apt/parts" \
-	-o Dir::State::Lists="$work/apt/lists" -o Debug::NoLocking=1 -o APT::Sandbox::User=root
+	-o Dir::State::Lists="$work/apt/lists" -o Dir::Cache="$work/apt/cache" \
+	-o Debug::NoLocking=1 -o APT::Sandbox::User=root
 # A source that cannot be reached (not a Debian mirror) only warns here:
 # what matters is that bluez's source is found.
 apt-get "$@" update >"$log" 2>&1 || echo "(apt-get update: some sources failed)" >>"$log"
