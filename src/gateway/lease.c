@@ -25,6 +25,7 @@ struct watch {
 	int rssi;       /* 127: unknown */
 	bool heard;     /* in this gateway's radio range */
 	bool held;
+	uint64_t serve_until_ms; /* held: the store unreachable, served until then */
 };
 
 struct gw_lease {
@@ -204,13 +205,17 @@ void gw_lease_tick(struct gw_lease *l)
 		int r = decide(l, w, now);
 		bool held = r == 1;
 
-		if (r < 0 && !failed) {
-			/* Unreachable store: nothing renews, so a held lease
-			 * lapses on the others' clocks after ttl; this gateway
-			 * stops serving at once rather than after. */
-			if (!l->store_down)
-				log_warn("lease: the store is unreachable (%s): leases"
-					 " lapse", gw_store_errmsg(l->store));
+		if (held)
+			/* The lease runs until now + ttl on the others' clocks;
+			 * without the store this gateway keeps serving the watch
+			 * until a third of ttl before that (clock skew margin). */
+			w->serve_until_ms = now + l->ttl_ms - l->ttl_ms / 3;
+		if (r < 0) {
+			held = w->held && w->heard && now < w->serve_until_ms;
+			if (!failed && !l->store_down)
+				log_warn("lease: the store is unreachable (%s): held watches"
+					 " are served until their lease lapses",
+					 gw_store_errmsg(l->store));
 			failed = true;
 		}
 		if (held != w->held) {

@@ -118,12 +118,65 @@ def job_follows_watch():
         check('adopted with its watch' in gws['g2'].read_log(), 'g2 logged the adoption')
 
 
+def db_outage():
+    """The database goes away for a while: the holder keeps serving its
+    watch until its lease would lapse, then lets it go (nobody can take it
+    without the store); when the server is back it claims the watch again.
+    Nothing crashes."""
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'pg'))
+    from pg_server import PgServer
+    pg = PgServer.attached()
+    if not pg:
+        print('1..0 # SKIP needs SMPGW_TEST_PG_DIR (run through tests/pg/pg_server.py)')
+        sys.exit(77)
+    with session(need=NEEDS + ('dbus-daemon',)) as (wd, run):
+        gw_exe, sim_exe, _ = executables()
+        gws = {}
+        for room, ra in (('g1', -50), ('g2', -70)):
+            d = os.path.join(wd, room)
+            os.mkdir(d)
+            fleet = run.add(Fleet(d, sim_exe, 1, transport='ble',
+                                  per_device=[{'address': A, 'rssi': ra}]))
+            fleet.start()
+            gws[room] = run.add(Gateway(d, gw_exe, fleet, extra_conf=['[gateway]', 'id = ' + room]))
+            gws[room].start()
+        wait_for('A held and managed by g1', lambda: holder(A) == 'g1' and
+                 managed(gws['g1']) == [A], timeout=40, step=0.5)
+        pg.stop('immediate')
+        t0 = time.monotonic()
+        run.defer(lambda: pg.start() if not os.path.exists(
+            os.path.join(pg.data, 'postmaster.pid')) else None)
+        time.sleep(3)
+        check(managed(gws['g1']) == [A], 'without the database g1 keeps serving A')
+        wait_for('g1 to log the outage', lambda: 'store is unreachable' in
+                 gws['g1'].read_log(), timeout=15, step=0.5)
+        wait_for('g1 to let A go when its lease would lapse', lambda: managed(gws['g1']) == [],
+                 timeout=30, step=0.5)
+        lapse = time.monotonic() - t0
+        log('A let go %.1f s into the outage' % lapse)
+        check(lapse < 15, 'before the lease could have been claimed by another (%.1f s < 15 s)'
+              % lapse)
+        check(managed(gws['g2']) == [], 'g2 cannot take A without the database')
+        time.sleep(2)
+        pg.start()
+        t1 = time.monotonic()
+        wait_for('g1 to hold and manage A again', lambda: holder(A) == 'g1' and
+                 managed(gws['g1']) == [A], timeout=40, step=0.5)
+        log('rejoined %.1f s after the server came back' % (time.monotonic() - t1))
+        check('store is reachable again' in gws['g1'].read_log(), 'g1 logged the recovery')
+        check(all(g.proc.poll() is None for g in gws.values()), 'both gateways still run')
+        check(managed(gws['g2']) == [], 'g2 still manages nothing')
+
+
 def main():
     if not PG:
         print('1..0 # SKIP needs SMPGW_TEST_PG (run through tests/pg/pg_server.py)')
         sys.exit(77)
     if len(sys.argv) > 1 and sys.argv[1] == 'jobs':
         job_follows_watch()
+        return
+    if len(sys.argv) > 1 and sys.argv[1] == 'outage':
+        db_outage()
         return
     with session(need=NEEDS + ('dbus-daemon',)) as (wd, run):
         gw_exe, sim_exe, _ = executables()

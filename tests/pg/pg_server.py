@@ -10,8 +10,9 @@ socket with trust authentication as the database user `smpgw`.
 
 As a module: `with PgServer() as pg: pg.conninfo(db)`, `pg.create_db(name)`.
 As a command: `pg_server.py CMD ARGS...` runs CMD with SMPGW_TEST_PG set to a
-connection string of a fresh database; exit 77 (skip) when PostgreSQL's
-binaries are not installed.
+connection string of a fresh database (and SMPGW_TEST_PG_DIR, for
+PgServer.attached(): a test may stop and start the server); exit 77 (skip)
+when PostgreSQL's binaries are not installed.
 """
 import glob
 import os
@@ -75,15 +76,30 @@ class PgServer:
             self._run([os.path.join(self.bindir, "initdb"), "-D", self.data,
                        "-U", "smpgw", "--auth=trust", "--no-sync",
                        "--encoding=UTF8", "--no-locale"])
-            opts = (f"-c listen_addresses='' -c unix_socket_directories='{self.sock}'"
-                    " -c fsync=off -c max_connections=60")
-            self._run([os.path.join(self.bindir, "pg_ctl"), "-D", self.data,
-                       "-l", os.path.join(self.tmp, "log"), "-o", opts,
-                       "-w", "-t", "60", "start"])
+            self.start()
         except BaseException:
             self.__exit__(None, None, None)
             raise
         return self
+
+    def start(self):
+        """Starts the server (again, after stop())."""
+        opts = (f"-c listen_addresses='' -c unix_socket_directories='{self.sock}'"
+                " -c fsync=off -c max_connections=60")
+        self._run([os.path.join(self.bindir, "pg_ctl"), "-D", self.data,
+                   "-l", os.path.join(self.tmp, "log"), "-o", opts,
+                   "-w", "-t", "60", "start"])
+
+    @classmethod
+    def attached(cls):
+        """The server pg_server.py started for this test (SMPGW_TEST_PG_DIR),
+        to stop and start it (a database outage); None outside one."""
+        tmp = os.environ.get("SMPGW_TEST_PG_DIR")
+        if not tmp or not find_bindir():
+            return None
+        pg = cls()
+        pg.tmp, pg.data, pg.sock = tmp, os.path.join(tmp, "data"), tmp
+        return pg
 
     def log(self):
         try:
@@ -135,7 +151,8 @@ def main(argv):
               "(Debian package postgresql)")
         return SKIP
     with PgServer() as pg:
-        env = dict(os.environ, SMPGW_TEST_PG=pg.create_db("smpgw_test"))
+        env = dict(os.environ, SMPGW_TEST_PG=pg.create_db("smpgw_test"),
+                   SMPGW_TEST_PG_DIR=pg.tmp)
         deadline = time.monotonic() + 600
         p = subprocess.run(argv[1:], env=env, timeout=max(1, deadline - time.monotonic()))
         if p.returncode:
