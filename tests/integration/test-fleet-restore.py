@@ -21,6 +21,13 @@ def dev(gw, name):
     return gw.get('/api/v1/devices/' + name)
 
 
+def all_advertised(gw, names):
+    """Every watch of names discovered (the list, not GET /devices/NAME:
+    that is a 404 until discovery) and advertising."""
+    devs = {d.get('name'): d for d in gw.get('/api/v1/devices')['devices']}
+    return all(n in devs and devs[n]['advertised'] for n in names)
+
+
 def main():
     os.environ['SMPGW_SIM_TEMP_TIMEOUT_MS'] = '1000'
     with session(need=NEEDS + ('dbus-daemon',), tail_lines=80) as (wd, run):
@@ -28,8 +35,8 @@ def main():
         fleet = run.start(Fleet(wd, sim_exe, N, transport='ble',
                                 per_device=[{'battery_pct': 42}, {'battery_pct': 17}]))
         gw = run.start(Gateway(wd, gw_exe, fleet))
-        wait_for('the watches advertising', lambda: all(
-            dev(gw, n)['advertised'] for n in fleet.names()), timeout=60, step=0.3)
+        wait_for('the watches advertising', lambda: all_advertised(gw, fleet.names()),
+                 timeout=60, step=0.3)
         slots = gw.get('/api/v1/devices/PineTime-1/image-state')['images']
         before = {n: dev(gw, n) for n in fleet.names()}
         check(before['PineTime-1']['slots'] and before['PineTime-1']['firmware']['source'] ==
