@@ -18,6 +18,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "gateway/lease.h"
 #include "gateway/log.h"
 #include "gateway/store.h"
 #include "links/serial.h"
@@ -443,7 +444,8 @@ static int set_gateway(struct gw_config *cfg, const char *key, const char *value
 	if (!strcmp(key, "lease_ttl")) {
 		int r = set_duration(&cfg->gateway.lease_ttl_ms, value);
 
-		if (r == 0 && cfg->gateway.lease_ttl_ms < 300)
+		if (r == 0 && (cfg->gateway.lease_ttl_ms < 300 ||
+			       cfg->gateway.lease_ttl_ms > GW_LEASE_TTL_MAX_MS))
 			return -EINVAL;
 		return r;
 	}

@@ -126,7 +126,7 @@ static int best_other(struct gw_lease *l, const char *id, uint64_t now, int *rss
 	return r < 0 ? r : 0;
 }
 
-/* Claims or renews atomically: 1 held, 0 held by another, or errno. */
+/* Claims or renews atomically (a free, expired, own or void lease): 1 held, 0 held by another, or errno. */
 static int claim(struct gw_lease *l, const char *id, uint64_t now)
 {
 	struct gw_stmt *st = gw_store_prepare(l->store,
@@ -136,6 +136,7 @@ static int claim(struct gw_lease *l, const char *id, uint64_t now)
 		" acquired_ms = CASE WHEN leases.holder = excluded.holder"
 		"  THEN leases.acquired_ms ELSE excluded.acquired_ms END"
 		" WHERE leases.holder = excluded.holder OR leases.expires_ms < ?4"
+		" OR leases.expires_ms > ?5"
 		" RETURNING holder");
 	int r;
 
@@ -145,6 +146,9 @@ static int claim(struct gw_lease *l, const char *id, uint64_t now)
 	gw_stmt_bind_text(st, 2, l->me);
 	gw_stmt_bind_int64(st, 3, (int64_t)(now + l->ttl_ms));
 	gw_stmt_bind_int64(st, 4, (int64_t)now);
+	/* No lease runs further ahead than the longest ttl: such a row is
+	 * corrupt (or its writer's clock is far off) and void. */
+	gw_stmt_bind_int64(st, 5, (int64_t)(now + GW_LEASE_TTL_MAX_MS));
 	r = gw_stmt_step(st);
 	gw_stmt_finalize(st);
 	return r;

@@ -23,6 +23,11 @@
 struct gw;
 struct gw_lease;
 
+/* The longest lease_ttl ([gateway] lease_ttl is refused above it); a lease
+ * row expiring further ahead than this is void (corrupt, or written by a
+ * clock far ahead) and may be claimed. */
+#define GW_LEASE_TTL_MAX_MS (5u * 60u * 1000u)
+
 struct gw_lease_params {
 	const char *gateway_id;   /* [gateway] id */
 	uint32_t ttl_ms;          /* [gateway] lease_ttl, default 15 s */

@@ -432,6 +432,12 @@ struct gw_store *gw_store_open_pg(const char *conninfo, int *err, char **errmsg)
 				  ARRAY_SIZE(migrations), err, errmsg);
 }
 
+const struct gw_migration *gw_store_migrations(size_t *n)
+{
+	*n = ARRAY_SIZE(migrations);
+	return migrations;
+}
+
 struct gw_store *gw_store_free(struct gw_store *store)
 {
 	if (!store)

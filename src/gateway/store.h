@@ -50,6 +50,8 @@ struct gw_store *gw_store_open_with(enum gw_store_backend backend,
 				    const struct gw_migration *steps,
 				    size_t n_steps, int *err, char **errmsg);
 struct gw_store *gw_store_free(struct gw_store *store);
+/* The schema's migration steps, oldest first (tests open older versions). */
+const struct gw_migration *gw_store_migrations(size_t *n);
 
 enum gw_store_backend gw_store_backend(const struct gw_store *store);
 const char *gw_store_backend_name(enum gw_store_backend backend);

@@ -167,6 +167,17 @@ def db_outage():
         check(all(g.proc.poll() is None for g in gws.values()), 'both gateways still run')
         check(managed(gws['g2']) == [], 'g2 still manages nothing')
 
+        # A corrupted row (a lease a year ahead, by a gateway that does not
+        # exist) is void: the best hearer claims the watch back.
+        sql("UPDATE leases SET holder = 'ghost', expires_ms = %d WHERE device_id = '%s'"
+            % (int(time.time() * 1000) + 365 * 86400 * 1000, A))
+        t2 = time.monotonic()
+        wait_for('g1 to claim A back from the corrupt row', lambda: sql(
+            "SELECT holder FROM leases WHERE device_id = '%s'" % A) == 'g1' and
+            managed(gws['g1']) == [A], timeout=30, step=0.5)
+        log('a void lease row replaced in %.1f s' % (time.monotonic() - t2))
+        check(True, 'a lease row a year ahead by an unknown gateway is void: g1 holds A again')
+
 
 def main():
     if not PG:

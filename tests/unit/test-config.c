@@ -199,6 +199,8 @@ static void test_multi_gateway(void)
 		     "unknown backend");
 	expect_error("[gateway]\nlease_ttl = 100ms\n", -EINVAL, "bad value for: lease_ttl",
 		     "lease ttl too short");
+	expect_error("[gateway]\nlease_ttl = 6min\n", -EINVAL, "bad value for: lease_ttl",
+		     "lease ttl over 5 min");
 	expect_error("[images]\ndir = relative/img\n", -EINVAL, "bad value for: dir",
 		     "relative image dir");
 	expect_error("[gateway]\nid =\n", -EINVAL, "id", "empty gateway id");

@@ -311,6 +311,43 @@ static void test_statements(const char *dir)
 	gw_store_free(s);
 }
 
+/* A database of the previous schema version, with data, migrates to the
+ * current one keeping its rows. */
+static void test_upgrade(const char *dir)
+{
+	char *path = xasprintf("%s/old.db", dir);
+	size_t n;
+	const struct gw_migration *all = gw_store_migrations(&n);
+	struct gw_store *s;
+	struct seen seen = { 0 };
+	int err = 0;
+	char *msg = NULL;
+
+	reset(all, n); /* what test_statements left */
+	s = open_with(path, all, n - 1, &err, &msg);
+	ok(s != NULL, "open at the previous version (%zu)", n - 1);
+	/* Raw SQL: gw_store_device_put() writes the current schema. */
+	ok(query_ok(s, "INSERT INTO devices (id, transport, last_seen, rssi)"
+		    " VALUES ('OLD', 'ble', 7, -40)"), "a device in the old schema");
+	ok(query_ok(s, "INSERT INTO jobs (device_id, image_id, mode, state, phase,"
+		    " created, updated) VALUES ('OLD', 'i', 'test', 'queued', 'queued', 1, 1)"),
+	   "a job in the old schema");
+	gw_store_free(s);
+	s = pg ? gw_store_open_pg(pg, &err, &msg) :
+		 gw_store_open_with(GW_STORE_SQLITE, path, all, n, &err, &msg);
+	ok(s != NULL, "reopened by this version: %s", msg ? msg : "ok");
+	is_int(gw_store_schema_version(s), (int)n, "migrated to the current version");
+	gw_store_device_foreach(s, collect, &seen);
+	ok(seen.n == 1 && !strcmp(seen.ids[0], "OLD") && seen.rssi[0] == -40,
+	   "the device survived");
+	is_str(value(s, "SELECT count(*) FROM jobs WHERE device_id = 'OLD'"), "1",
+	       "the job survived");
+	ok(query_ok(s, "SELECT holder, expires_ms FROM leases"), "the new tables exist");
+	gw_store_free(s);
+	free(msg);
+	free(path);
+}
+
 int main(void)
 {
 	char tmpl[] = "/tmp/test-store-XXXXXX";
@@ -327,6 +364,7 @@ int main(void)
 	test_ports(dir);
 	test_devices(dir);
 	test_statements(dir);
+	test_upgrade(dir);
 	cmd = xasprintf("rm -rf '%s'", dir);
 	if (system(cmd) != 0)
 		tap_diag("could not remove %s", dir);
