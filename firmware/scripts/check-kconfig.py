@@ -1,11 +1,13 @@
 #!/usr/bin/python3
 # SPDX-License-Identifier: MIT
 """Checks the firmware's Kconfig choices against what the smpgw gateway
-expects, without Zephyr: prj.conf (+ overlays), sysbuild.conf and the
-MCUboot config. Exits 1 with one line per broken rule, 0 when all hold.
+expects, and its security settings, without Zephyr: prj.conf (+ board conf
+and overlays), sysbuild.conf and the MCUboot config. Exits 1 with one line
+per broken rule, 0 when all hold.
 
   check-kconfig.py --prj prj.conf [--prj overlay.conf] \\
-                   --mcuboot sysbuild/mcuboot.conf --sysbuild sysbuild.conf
+                   --mcuboot sysbuild/mcuboot.conf --sysbuild sysbuild.conf \\
+                   [--kconfig-root Kconfig.zephyr4] [--allow-insecure]
   check-kconfig.py --self-test --prj ... --mcuboot ... --sysbuild ...
       (breaks each rule in turn on a copy of the given configs and checks
        that the checker notices)
@@ -57,9 +59,60 @@ def as_int(cfg, name):
         return None
 
 
-def check(prj, mcuboot, sysbuild):
-    """Returns a list of human-readable problems (empty when consistent)."""
+# Zephyr 4.x's SMP service permission comes from this default in the app's
+# Kconfig root (Kconfig.zephyr4), not from a .conf file.
+PERM_DEFAULT = re.compile(r'^\s*default\s+MCUMGR_TRANSPORT_BT_PERM_RW_ENCRYPT\s+if\s+'
+                          r'SMPGW_SMP_REQUIRE_BOND\s*$', re.M)
+
+
+def check_security(prj, kconfig_root, allow_insecure):
+    """Bonded-only SMP (firmware/README.md, "Security"): problems found."""
     errs = []
+    if prj.get('CONFIG_SMPGW_SMP_REQUIRE_BOND', 'y') != 'y':
+        if not allow_insecure:
+            errs.append('prj: CONFIG_SMPGW_SMP_REQUIRE_BOND=n lets anyone in radio range '
+                        'upload, test, erase or reset the watch (development only: '
+                        '--allow-insecure)')
+        return errs
+    for name, why in [
+        ('BT_SMP', 'pairing and encryption'),
+        ('BT_SMP_SC_PAIR_ONLY', 'LE Secure Connections only: legacy Just Works keys are '
+                                'recoverable by a sniffer'),
+        ('BT_SMP_APP_PAIRING_ACCEPT', 'the pairing window refuses pairings outside it'),
+        ('BT_BONDABLE', 'the gateway must be able to bond'),
+        ('BT_SETTINGS', 'bonds must survive a reboot'),
+        ('SETTINGS', 'bonds must survive a reboot'),
+    ]:
+        if prj.get('CONFIG_' + name) != 'y':
+            errs.append(f'prj: CONFIG_{name} must be y with SMPGW_SMP_REQUIRE_BOND ({why})')
+    for name, why in [
+        ('MCUMGR_TRANSPORT_BT_PERM_RW', 'the SMP service would not demand encryption'),
+        ('MCUMGR_TRANSPORT_BT_PERM_RW_AUTHEN', 'needs MITM protection, which Just Works '
+                                               'pairing never gives: the gateway is locked out'),
+        ('MCUMGR_TRANSPORT_BT_AUTHEN', '(Zephyr 3.x) needs MITM protection, which Just Works '
+                                       'pairing never gives: the gateway is locked out'),
+    ]:
+        if prj.get('CONFIG_' + name) == 'y':
+            errs.append(f'prj: CONFIG_{name}=y: {why}')
+    paired = as_int(prj, 'CONFIG_BT_MAX_PAIRED')
+    if paired is not None and paired < 1:
+        errs.append(f'prj: CONFIG_BT_MAX_PAIRED={paired}: no central could ever bond')
+    boot = as_int(prj, 'CONFIG_SMPGW_PAIRING_WINDOW_BOOT_S')
+    button = as_int(prj, 'CONFIG_SMPGW_PAIRING_WINDOW_BUTTON_S')
+    if boot == 0 and button == 0:
+        errs.append('prj: both pairing windows are 0: no central could ever pair')
+    if boot is not None and boot > 3600:
+        errs.append(f'prj: CONFIG_SMPGW_PAIRING_WINDOW_BOOT_S={boot}: over an hour of open '
+                    f'pairing after a fresh flash')
+    if kconfig_root is not None and not PERM_DEFAULT.search(kconfig_root):
+        errs.append('Kconfig root: no "default MCUMGR_TRANSPORT_BT_PERM_RW_ENCRYPT if '
+                    'SMPGW_SMP_REQUIRE_BOND": Zephyr 4.x would fall back to _PERM_RW_AUTHEN')
+    return errs
+
+
+def check(prj, mcuboot, sysbuild, kconfig_root=None, allow_insecure=False):
+    """Returns a list of human-readable problems (empty when consistent)."""
+    errs = check_security(prj, kconfig_root, allow_insecure)
 
     def need_y(cfg, name, where, why):
         if cfg.get(name) != 'y':
@@ -138,6 +191,11 @@ def check(prj, mcuboot, sysbuild):
         errs.append(f'signature type differs: sysbuild {sb_sig}, mcuboot {mb_sig}')
     if 'NONE' in sb_sig + mb_sig:
         errs.append('signature type NONE: the gateway can only vet signed images')
+    evt = as_int(prj, 'CONFIG_BT_BUF_EVT_RX_COUNT')
+    acl_tx = as_int(prj, 'CONFIG_BT_BUF_ACL_TX_COUNT') or 3
+    if evt is not None and evt <= acl_tx:
+        errs.append(f'prj: CONFIG_BT_BUF_EVT_RX_COUNT={evt} must exceed BT_BUF_ACL_TX_COUNT '
+                    f'({acl_tx}): one Number-of-Completed-Packets event per TX buffer')
     return errs
 
 
@@ -160,12 +218,22 @@ BREAKAGES = [
     ('mcuboot', 'CONFIG_BOOT_SIGNATURE_TYPE_RSA', 'y'),
     ('sysbuild', 'SB_CONFIG_BOOT_SIGNATURE_TYPE_NONE', 'y'),
     ('sysbuild', 'SB_CONFIG_BOOTLOADER_MCUBOOT', 'n'),
+    ('prj', 'CONFIG_SMPGW_SMP_REQUIRE_BOND', 'n'),
+    ('prj', 'CONFIG_BT_SMP_APP_PAIRING_ACCEPT', None),
+    ('prj', 'CONFIG_BT_SETTINGS', 'n'),
+    ('prj', 'CONFIG_BT_SMP_SC_PAIR_ONLY', 'n'),
+    ('prj', 'CONFIG_MCUMGR_TRANSPORT_BT_PERM_RW', 'y'),
+    ('prj', 'CONFIG_MCUMGR_TRANSPORT_BT_PERM_RW_AUTHEN', 'y'),
+    ('prj', 'CONFIG_MCUMGR_TRANSPORT_BT_AUTHEN', 'y'),
+    ('prj', 'CONFIG_BT_MAX_PAIRED', '0'),
+    ('prj', 'CONFIG_SMPGW_PAIRING_WINDOW_BOOT_S', '86400'),
+    ('prj', 'CONFIG_BT_BUF_EVT_RX_COUNT', '3'),
 ]
 
 
-def self_test(prj, mcuboot, sysbuild):
+def self_test(prj, mcuboot, sysbuild, kconfig_root):
     base = {'prj': prj, 'mcuboot': mcuboot, 'sysbuild': sysbuild}
-    errs = check(prj, mcuboot, sysbuild)
+    errs = check(prj, mcuboot, sysbuild, kconfig_root)
     if errs:
         print('self-test: the given configs are already broken:', *errs, sep='\n  ')
         return 1
@@ -176,10 +244,23 @@ def self_test(prj, mcuboot, sysbuild):
             cfgs[which].pop(key, None)
         else:
             cfgs[which][key] = val
-        found = check(cfgs['prj'], cfgs['mcuboot'], cfgs['sysbuild'])
+        found = check(cfgs['prj'], cfgs['mcuboot'], cfgs['sysbuild'], kconfig_root)
         status = 'caught' if found else 'MISSED'
         print(f'{status}: {which} {key}={val}' + (f' -> {found[0]}' if found else ''))
         bad += not found
+    pair = dict(prj, CONFIG_SMPGW_PAIRING_WINDOW_BOOT_S='0',
+                CONFIG_SMPGW_PAIRING_WINDOW_BUTTON_S='0')
+    found = check(pair, mcuboot, sysbuild, kconfig_root)
+    print(f'{"caught" if found else "MISSED"}: both pairing windows 0')
+    bad += not found
+    if kconfig_root is not None:
+        found = check(prj, mcuboot, sysbuild, PERM_DEFAULT.sub('', kconfig_root))
+        print(f'{"caught" if found else "MISSED"}: Kconfig root without the ENCRYPT default')
+        bad += not found
+    insecure = dict(prj, CONFIG_SMPGW_SMP_REQUIRE_BOND='n')
+    if check(insecure, mcuboot, sysbuild, kconfig_root, allow_insecure=True):
+        print('MISSED: --allow-insecure still refuses SMPGW_SMP_REQUIRE_BOND=n')
+        bad += 1
     try:
         parse('CONFIG_X=y\nthis is not kconfig\n')
         print('MISSED: garbage line accepted')
@@ -195,6 +276,9 @@ def main():
                     help='app Kconfig fragment; repeat for overlays (later wins)')
     ap.add_argument('--mcuboot', required=True)
     ap.add_argument('--sysbuild', required=True)
+    ap.add_argument('--kconfig-root', help="the app's Zephyr 4.x Kconfig root (Kconfig.zephyr4)")
+    ap.add_argument('--allow-insecure', action='store_true',
+                    help='accept SMPGW_SMP_REQUIRE_BOND=n (development builds)')
     ap.add_argument('--self-test', action='store_true')
     a = ap.parse_args()
     try:
@@ -206,12 +290,16 @@ def main():
             mcuboot = parse(f.read())
         with open(a.sysbuild) as f:
             sysbuild = parse(f.read())
+        kconfig_root = None
+        if a.kconfig_root:
+            with open(a.kconfig_root) as f:
+                kconfig_root = f.read()
     except (OSError, ValueError) as e:
         print(f'check-kconfig: {e}', file=sys.stderr)
         return 2
     if a.self_test:
-        return self_test(prj, mcuboot, sysbuild)
-    errs = check(prj, mcuboot, sysbuild)
+        return self_test(prj, mcuboot, sysbuild, kconfig_root)
+    errs = check(prj, mcuboot, sysbuild, kconfig_root, a.allow_insecure)
     for e in errs:
         print(f'check-kconfig: {e}', file=sys.stderr)
     if not errs:

@@ -23,6 +23,8 @@ int health_sample_battery(void);
 void health_fill(struct smpgw_health *h);
 bool health_charging(void);
 uint8_t health_battery_pct(void);
+/* Boots counted in settings, this one included (1: first boot). */
+uint32_t health_boot_count(void);
 
 /* main.c ------------------------------------------------------------------ */
 
@@ -36,6 +38,18 @@ void app_smp_request_done(void);
 void app_set_updating(bool updating);
 /* Rebuilds the advertising record and pushes it if it changed. */
 void app_adv_refresh(void);
+
+/* security.c -------------------------------------------------------------- */
+
+/* Registers the pairing callbacks; opens the pairing window on the first
+ * boot. Call after bt_enable() and health_init(). */
+int security_init(bool first_boot);
+/* Once a second: samples the side button (may open the pairing window). */
+void security_tick(void);
+/* May an SMP command run? False on a link that is not encrypted while
+ * SMPGW_SMP_REQUIRE_BOND is on. */
+bool security_smp_allowed(void);
+bool security_pairing_open(void);
 
 /* mgmt.c ------------------------------------------------------------------ */
 

@@ -22,9 +22,21 @@ LOG_MODULE_REGISTER(smpgw_health, LOG_LEVEL_INF);
 /* The cell sits behind a 1:2 resistor divider on P0.31. */
 #define VBAT_DIVIDER 2
 
+/* boards/pinetime_devkit0.overlay wires these up. A board without them
+ * (native_sim) reports the battery as unknown and never charging. */
+#if DT_NODE_HAS_PROP(USER_NODE, io_channels)
+#define HAVE_VBAT 1
 static const struct adc_dt_spec vbat = ADC_DT_SPEC_GET(USER_NODE);
+#else
+#define HAVE_VBAT 0
+#endif
+#if DT_NODE_HAS_PROP(USER_NODE, charging_gpios) && DT_NODE_HAS_PROP(USER_NODE, power_gpios)
+#define HAVE_CHARGER 1
 static const struct gpio_dt_spec charging_pin = GPIO_DT_SPEC_GET(USER_NODE, charging_gpios);
 static const struct gpio_dt_spec power_pin = GPIO_DT_SPEC_GET(USER_NODE, power_gpios);
+#else
+#define HAVE_CHARGER 0
+#endif
 
 static enum smpgw_reset_cause reset_cause = SMPGW_RESET_UNKNOWN;
 static uint32_t boot_count;
@@ -78,16 +90,25 @@ SETTINGS_STATIC_HANDLER_DEFINE(smpgw, "smpgw", NULL, boot_count_set, NULL, NULL)
 
 static void pins_init(void)
 {
+#if HAVE_CHARGER
 	if (device_is_ready(charging_pin.port)) {
 		(void)gpio_pin_configure_dt(&charging_pin, GPIO_INPUT);
 	}
 	if (device_is_ready(power_pin.port)) {
 		(void)gpio_pin_configure_dt(&power_pin, GPIO_INPUT);
 	}
+#endif
+#if HAVE_VBAT
 	adc_ok = device_is_ready(vbat.dev) && adc_channel_setup_dt(&vbat) == 0;
+#endif
 	if (!adc_ok) {
 		LOG_WRN("battery ADC unavailable: battery reported as unknown");
 	}
+}
+
+uint32_t health_boot_count(void)
+{
+	return boot_count;
 }
 
 int health_init(void)
@@ -117,6 +138,7 @@ int health_init(void)
 
 int health_sample_battery(void)
 {
+#if HAVE_VBAT
 	int16_t raw = 0;
 	int32_t mv;
 	struct adc_sequence seq = {
@@ -124,8 +146,12 @@ int health_sample_battery(void)
 		.buffer_size = sizeof(raw),
 	};
 	int err;
+#endif
 
+#if HAVE_CHARGER
 	charging = gpio_pin_get_dt(&charging_pin) == 1 || gpio_pin_get_dt(&power_pin) == 1;
+#endif
+#if HAVE_VBAT
 	if (!adc_ok) {
 		return -ENODEV;
 	}
@@ -143,6 +169,9 @@ int health_sample_battery(void)
 	battery_mv = (uint16_t)CLAMP(mv, 0, SMPGW_BATTERY_MV_MAX);
 	battery_pct = smpgw_battery_percent(battery_mv);
 	return 0;
+#else
+	return -ENODEV;
+#endif
 }
 
 bool health_charging(void)

@@ -32,6 +32,11 @@
 #include <zephyr/mgmt/mcumgr/grp/img_mgmt/img_mgmt.h>
 #include <zephyr/settings/settings.h>
 #include <zephyr/sys/atomic.h>
+#if __has_include(<zephyr/version.h>)
+#include <zephyr/version.h> /* Zephyr >= 3.5 (generated) */
+#else
+#include <version.h>
+#endif
 
 #include "app.h"
 
@@ -69,8 +74,25 @@ static const struct bt_data sd[] = {
 	BT_DATA(BT_DATA_NAME_COMPLETE, CONFIG_BT_DEVICE_NAME, sizeof(CONFIG_BT_DEVICE_NAME) - 1),
 };
 
+/* The nRF52 watchdog. Boards without one (native_sim) run without: the
+ * health checks still run, nothing resets a hung process. */
+#if DT_NODE_HAS_STATUS(DT_NODELABEL(wdt0), okay)
 static const struct device *const wdt = DEVICE_DT_GET(DT_NODELABEL(wdt0));
+#else
+static const struct device *const wdt;
+#endif
 static int wdt_channel = -1;
+
+/* Zephyr 4.0 dropped automatically resumed connectable advertising
+ * (BT_LE_ADV_CONN): advertising now stops at the first connection and the
+ * app restarts it once the connection object is free again (recycled). */
+#if ZEPHYR_VERSION_CODE >= ZEPHYR_VERSION(4, 0, 0)
+#define ADV_PARAM BT_LE_ADV_CONN_FAST_2
+#define ADV_RESTART_BY_APP 1
+#else
+#define ADV_PARAM BT_LE_ADV_CONN
+#define ADV_RESTART_BY_APP 0
+#endif
 
 static struct smpgw_adv adv_now;   /* what we want to advertise */
 static uint8_t adv_pushed[SMPGW_ADV_RECORD_LEN];
@@ -84,6 +106,7 @@ static atomic_t workq_beat;     /* uptime_s() at the last system work queue beat
 static bool unconfirmed;
 static bool ble_up;
 static bool pending;
+static atomic_t adv_wanted; /* 4.x: advertising must be (re)started */
 
 bool app_self_check_passed(void)
 {
@@ -118,22 +141,60 @@ void app_set_updating(bool on)
 	atomic_set(&updating, on);
 }
 
+static void adv_start_fn(struct k_work *work);
+static K_WORK_DEFINE(adv_start_work, adv_start_fn);
+
+static void adv_start_fn(struct k_work *work)
+{
+	int err = bt_le_adv_start(ADV_PARAM, ad, ARRAY_SIZE(ad), sd, ARRAY_SIZE(sd));
+
+	if (err == 0 || err == -EALREADY) {
+		atomic_set(&adv_wanted, 0);
+		ble_up = true;
+	} else {
+		/* The main loop retries each second (ble_up false meanwhile:
+		 * the watchdog resets a watch that cannot advertise). */
+		LOG_WRN("advertising: %d", err);
+		atomic_set(&adv_wanted, 1);
+		ble_up = false;
+	}
+}
+
 static void connected(struct bt_conn *conn, uint8_t err)
 {
 	if (!err) {
 		ble_up = true;
 	}
+#if ADV_RESTART_BY_APP
+	else {
+		/* Connection attempt failed: advertising stopped all the same. */
+		atomic_set(&adv_wanted, 1);
+		k_work_submit(&adv_start_work);
+	}
+#endif
 }
 
 static void disconnected(struct bt_conn *conn, uint8_t reason)
 {
 	/* An upload cut by link loss never sends DFU_STOPPED. */
 	atomic_set(&updating, 0);
+	LOG_INF("disconnected (reason 0x%02x)", reason);
 }
+
+#if ADV_RESTART_BY_APP
+static void recycled(void)
+{
+	atomic_set(&adv_wanted, 1);
+	k_work_submit(&adv_start_work);
+}
+#endif
 
 BT_CONN_CB_DEFINE(conn_callbacks) = {
 	.connected = connected,
 	.disconnected = disconnected,
+#if ADV_RESTART_BY_APP
+	.recycled = recycled,
+#endif
 };
 
 static void read_image_info(void)
@@ -173,7 +234,8 @@ void app_adv_refresh(void)
 			(atomic_get(&updating) ? SMPGW_ADV_F_UPDATING : 0) |
 			(app_self_check_passed() ? SMPGW_ADV_F_SELF_CHECK_OK : 0) |
 			(health_charging() ? SMPGW_ADV_F_CHARGING : 0) |
-			(pending ? SMPGW_ADV_F_PENDING : 0);
+			(pending ? SMPGW_ADV_F_PENDING : 0) |
+			(security_pairing_open() ? SMPGW_ADV_F_PAIRING : 0);
 	if (smpgw_adv_encode(&adv_now, rec, sizeof(rec)) != SMPGW_ADV_RECORD_LEN) {
 		return;
 	}
@@ -197,16 +259,17 @@ static int ble_start(void)
 		LOG_ERR("bt_enable: %d", err);
 		return err;
 	}
-	/* Bonds and our own subtree (boot counter) live in settings. */
-	(void)settings_load();
-	/* Connectable, resumed automatically after each disconnection. */
-	err = bt_le_adv_start(BT_LE_ADV_CONN, ad, ARRAY_SIZE(ad), sd, ARRAY_SIZE(sd));
+	/* Bonds (BT_SETTINGS) and our own subtree (boot counter) live in
+	 * settings: without this load every bond is forgotten at reboot and
+	 * the central's re-encryption fails. */
+	err = settings_load();
 	if (err) {
-		LOG_ERR("advertising: %d", err);
-		return err;
+		LOG_WRN("settings load: %d (bonds not restored)", err);
 	}
-	ble_up = true;
-	return 0;
+	/* Connectable; 3.x resumes it after each disconnection, on 4.x
+	 * recycled() restarts it. */
+	adv_start_fn(NULL);
+	return ble_up ? 0 : -EIO;
 }
 
 static void workq_beat_fn(struct k_work *work);
@@ -227,7 +290,7 @@ static int watchdog_start(void)
 	};
 	int err;
 
-	if (!device_is_ready(wdt)) {
+	if (wdt == NULL || !device_is_ready(wdt)) {
 		return -ENODEV;
 	}
 	wdt_channel = wdt_install_timeout(wdt, &cfg);
@@ -288,11 +351,17 @@ int main(void)
 		LOG_ERR("BLE did not start; the watchdog will reset the watch");
 	}
 	(void)health_init();
+	err = security_init(health_boot_count() == 1);
+	if (err) {
+		LOG_ERR("pairing callbacks: %d", err);
+	}
 	refresh_pending();
 	atomic_set(&workq_beat, uptime_s());
 	(void)k_work_schedule(&workq_beat_work, K_MSEC(TICK_MS));
 	err = watchdog_start();
-	if (err) {
+	if (err == -ENODEV) {
+		LOG_WRN("no watchdog on this board: a hung image is not reset");
+	} else if (err) {
 		LOG_ERR("watchdog: %d (no automatic revert of a hung image)", err);
 	}
 
@@ -315,6 +384,10 @@ int main(void)
 		if (tick % PENDING_PERIOD_TICKS == 0) {
 			refresh_pending();
 		}
+		if (atomic_get(&adv_wanted)) {
+			(void)k_work_submit(&adv_start_work);
+		}
+		security_tick();
 		app_adv_refresh();
 		k_sleep(K_MSEC(TICK_MS));
 	}

@@ -5,6 +5,8 @@
  *  - img state commands that could confirm (or re-test) are refused with
  *    {"err": {"group": 64, "rc": SMPGW_MGMT_RC_SELF_CHECK_PENDING}} while
  *    an unconfirmed image has not passed its self-check;
+ *  - without an encrypted (bonded) link every command is refused with
+ *    MGMT_ERR_EACCESSDENIED (security.c; SMPGW_SMP_REQUIRE_BOND);
  *  - every SMP request is reported to main.c (self-check "SMP answered",
  *    hung-handler detection for the watchdog);
  *  - DFU start/stop drive the "update in progress" advertising flag.
@@ -120,6 +122,14 @@ static enum mgmt_cb_return smp_cmd_hook(uint32_t event, enum mgmt_cb_return prev
 	if (event == MGMT_EVT_OP_CMD_DONE) {
 		app_smp_request_done();
 		return MGMT_CB_OK;
+	}
+	if (!security_smp_allowed()) {
+		/* Zephyr 3.x: the SMP characteristic cannot demand encryption
+		 * without MITM, so the refusal comes here (4.x: ATT refuses
+		 * first). Not encrypted = no bond = no SMP. Checked before the
+		 * request counts as started: SMP sends no "done" for it. */
+		*rc = MGMT_ERR_EACCESSDENIED;
+		return MGMT_CB_ERROR_RC;
 	}
 	app_smp_request_started();
 	if (is_guarded(arg) && app_image_unconfirmed() && !app_self_check_passed()) {

@@ -64,9 +64,12 @@ enum smpgw_adv_flag {
 	SMPGW_ADV_F_CHARGING = 1u << 3,
 	/* Slot 1 holds an image marked for test: swap on next reset. */
 	SMPGW_ADV_F_PENDING = 1u << 4,
+	/* The pairing window is open: a new central may pair (and bond) now
+	 * (smpgw/pairing-window.h). Without a bond, SMP is refused. */
+	SMPGW_ADV_F_PAIRING = 1u << 5,
 };
 /* Bits this version defines; others are reserved and ignored by readers. */
-#define SMPGW_ADV_F_KNOWN 0x1Fu
+#define SMPGW_ADV_F_KNOWN 0x3Fu
 
 struct smpgw_fw_version {
 	uint8_t major;
