@@ -30,6 +30,8 @@ uint32_t health_boot_count(void);
 
 /* True once the post-boot self-check passed (see main.c). */
 bool app_self_check_passed(void);
+/* Evaluates the self-check now (not only at the next tick); returns it. */
+bool app_self_check_poll(void);
 /* True while the running image is unconfirmed (booted for test). */
 bool app_image_unconfirmed(void);
 /* MCUmgr hooks report SMP activity and DFU state here. */
@@ -42,7 +44,7 @@ void app_adv_refresh(void);
 /* security.c -------------------------------------------------------------- */
 
 /* Registers the pairing callbacks; opens the pairing window on the first
- * boot. Call after bt_enable() and health_init(). */
+ * boot. Call after health_init() (before or after bt_enable()). */
 int security_init(bool first_boot);
 /* Once a second: samples the side button (may open the pairing window). */
 void security_tick(void);

@@ -44,7 +44,7 @@ LOG_MODULE_REGISTER(smpgw, LOG_LEVEL_INF);
 
 #define WDT_TIMEOUT_MS 8000
 #define TICK_MS 1000
-#define SELF_CHECK_SOAK_MS 5000
+#define SELF_CHECK_SOAK_MS (CONFIG_SMPGW_SELF_CHECK_SOAK_S * MSEC_PER_SEC)
 /* Long enough for the gateway to find the watch after the swap reset, even
  * behind a busy radio; short enough that a broken image does not linger. */
 #define SELF_CHECK_DEADLINE_MS (10 * 60 * 1000)
@@ -149,6 +149,9 @@ static void adv_start_fn(struct k_work *work)
 	int err = bt_le_adv_start(ADV_PARAM, ad, ARRAY_SIZE(ad), sd, ARRAY_SIZE(sd));
 
 	if (err == 0 || err == -EALREADY) {
+		if (err == 0) {
+			LOG_INF("advertising as %s", CONFIG_BT_DEVICE_NAME);
+		}
 		atomic_set(&adv_wanted, 0);
 		ble_up = true;
 	} else {
@@ -223,10 +226,9 @@ static void refresh_pending(void)
 	pending = t == BOOT_SWAP_TYPE_TEST || t == BOOT_SWAP_TYPE_PERM;
 }
 
-void app_adv_refresh(void)
+/* Builds the record from the current state into rec; false if it cannot. */
+static bool adv_encode(uint8_t rec[SMPGW_ADV_RECORD_LEN])
 {
-	uint8_t rec[SMPGW_ADV_RECORD_LEN];
-
 	/* Re-read: a confirm through SMP changes it behind our back. */
 	unconfirmed = !boot_is_img_confirmed();
 	adv_now.battery = health_battery_pct();
@@ -236,7 +238,14 @@ void app_adv_refresh(void)
 			(health_charging() ? SMPGW_ADV_F_CHARGING : 0) |
 			(pending ? SMPGW_ADV_F_PENDING : 0) |
 			(security_pairing_open() ? SMPGW_ADV_F_PAIRING : 0);
-	if (smpgw_adv_encode(&adv_now, rec, sizeof(rec)) != SMPGW_ADV_RECORD_LEN) {
+	return smpgw_adv_encode(&adv_now, rec, SMPGW_ADV_RECORD_LEN) == SMPGW_ADV_RECORD_LEN;
+}
+
+void app_adv_refresh(void)
+{
+	uint8_t rec[SMPGW_ADV_RECORD_LEN];
+
+	if (!adv_encode(rec)) {
 		return;
 	}
 	if (adv_pushed_valid && memcmp(rec, adv_pushed, sizeof(rec)) == 0) {
@@ -311,9 +320,21 @@ static void self_check_step(int64_t now)
 	    now < SELF_CHECK_SOAK_MS) {
 		return;
 	}
-	atomic_set(&self_check_ok, 1);
+	/* Main loop and SMP work queue both get here: log once. */
+	if (!atomic_cas(&self_check_ok, 0, 1)) {
+		return;
+	}
 	LOG_INF("self-check passed after %lld ms%s", (long long)now,
 		unconfirmed ? ": confirmation allowed" : "");
+}
+
+bool app_self_check_poll(void)
+{
+	/* Also run from the SMP command hook: a gateway reads the image state
+	 * and confirms right after (milliseconds apart), and should not have
+	 * to wait for the main loop's next tick. */
+	self_check_step(k_uptime_get());
+	return app_self_check_passed();
 }
 
 /* Every condition under which we would rather be reset than keep going. */
@@ -342,20 +363,27 @@ int main(void)
 	bool fed_last = true;
 	int err;
 
+	uint8_t rec[SMPGW_ADV_RECORD_LEN];
+
 	(void)settings_subsys_init();
 	read_image_info();
 	mgmt_hooks_init();
-	err = ble_start();
-	if (err) {
-		/* Nothing useful runs without BLE: let the watchdog decide. */
-		LOG_ERR("BLE did not start; the watchdog will reset the watch");
-	}
 	(void)health_init();
 	err = security_init(health_boot_count() == 1);
 	if (err) {
 		LOG_ERR("pairing callbacks: %d", err);
 	}
 	refresh_pending();
+	/* The very first advertisement already carries the record: a central
+	 * that connects at once (the gateway after a reboot) has seen it. */
+	if (adv_encode(rec)) {
+		memcpy(mfg_data + 2, rec, sizeof(rec));
+	}
+	err = ble_start();
+	if (err) {
+		/* Nothing useful runs without BLE: let the watchdog decide. */
+		LOG_ERR("BLE did not start; the watchdog will reset the watch");
+	}
 	atomic_set(&workq_beat, uptime_s());
 	(void)k_work_schedule(&workq_beat_work, K_MSEC(TICK_MS));
 	err = watchdog_start();

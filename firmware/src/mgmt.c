@@ -132,7 +132,7 @@ static enum mgmt_cb_return smp_cmd_hook(uint32_t event, enum mgmt_cb_return prev
 		return MGMT_CB_ERROR_RC;
 	}
 	app_smp_request_started();
-	if (is_guarded(arg) && app_image_unconfirmed() && !app_self_check_passed()) {
+	if (is_guarded(arg) && app_image_unconfirmed() && !app_self_check_poll()) {
 		*group = SMPGW_MGMT_GROUP_ID;
 		*rc = SMPGW_MGMT_RC_SELF_CHECK_PENDING;
 		return MGMT_CB_ERROR_ERR;
