@@ -72,9 +72,14 @@ class BleWatch:
     advertises; stop() ends the process (the controller goes back to
     bluetoothd, powered off); restart() is a reboot."""
 
-    def __init__(self, index, variant='smp-svr-ble', name=None):
+    def __init__(self, index, variant='smp-svr-ble', name=None, cmd=None, ready=READY):
+        """cmd/ready: another Zephyr build than the shipped peers (e.g. the
+        project's own firmware for native_sim): its command line, and the
+        log line that says it advertises."""
         self.index = index
         self.variant = variant
+        self.cmd = cmd
+        self.ready = ready
         self.name = name or 'zephyr-hci%d' % index
         self.proc = None
         self.boots = 0
@@ -95,11 +100,12 @@ class BleWatch:
             rc, out = btmgmt(self.index, 'power', 'off')
             if rc != 0:
                 bs.log('%s: btmgmt power off: %s' % (self.name, out.strip()))
-            before = self.log_text().count(READY)
+            before = self.log_text().count(self.ready)
             t = time.monotonic()
-            self.proc = bs.start(self.name, [runner(self.variant), str(self.index), '-no-color'])
+            self.proc = bs.start(self.name, self.cmd or
+                                 [runner(self.variant), str(self.index), '-no-color'])
             bs.wait_for('%s to advertise or exit' % self.name,
-                        lambda: self.log_text().count(READY) > before or not self.alive(),
+                        lambda: self.log_text().count(self.ready) > before or not self.alive(),
                         timeout)
             if self.alive():
                 self.boots += 1
@@ -166,3 +172,4 @@ class UdpPeer:
     def stop(self):
         if self.proc is not None:
             bs.stop(self.proc)
+
