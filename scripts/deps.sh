@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: MIT
 # Installs every build and test dependency on Debian 12 (skips apt when all
-# are present). Usage: scripts/deps.sh [--test]   (--test adds test-only tools)
+# are present). Usage: scripts/deps.sh [--test|--firmware]   (--test adds
+# test-only tools; --firmware the toolchain for firmware/scripts/build-check.py
+# with a Zephyr workspace, which CI does not run)
 set -euo pipefail
 
 pkgs=(meson ninja-build pkg-config gcc libevent-dev libcbor-dev libjansson-dev
@@ -22,6 +24,13 @@ if [ "${1:-}" = "--test" ]; then
 	pkgs+=(qemu-system-x86 linux-image-amd64 bluez bluez-test-tools busybox-static)
 	# ... and the patched btvirt built from Debian's bluez source (tests/vm/btvirt).
 	pkgs+=(dpkg-dev autoconf automake libtool libglib2.0-dev)
+fi
+
+if [ "${1:-}" = "--firmware" ]; then
+	pkgs+=(gcc-arm-none-eabi libnewlib-arm-none-eabi device-tree-compiler cmake
+	       python3-pyelftools python3-yaml python3-packaging python3-pykwalify
+	       python3-jsonschema python3-dateutil python3-colorama python3-intelhex
+	       python3-cryptography python3-click)
 fi
 
 missing=()
