@@ -183,9 +183,11 @@ static int perform(CURL *c, const char *method, const char *path, const char *er
 	curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, collect);
 	curl_easy_setopt(c, CURLOPT_WRITEDATA, out);
 	rc = curl_easy_perform(c);
-	if (rc != CURLE_OK)
-		return transport_error(rc, errbuf);
 	curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &st);
+	/* A refusal can arrive while the body is still going out: the answer
+	 * is what the user needs, not the broken pipe that followed it. */
+	if (rc != CURLE_OK && !(rc == CURLE_SEND_ERROR && st >= 400))
+		return transport_error(rc, errbuf);
 	if (status)
 		*status = st;
 	if (out->too_big) {
@@ -277,6 +279,10 @@ json_t *rest_upload(const char *path, const char *file, long *status, int *code)
 	}
 	c = easy("POST", path, errbuf);
 	h = headers("application/json", "application/octet-stream");
+	/* Ask before sending the body: smpgwd answers a refused upload (401,
+	 * 413, 415) at once and closes, and without the wait curl would still
+	 * be writing the image and report a broken pipe instead of the answer. */
+	h = curl_slist_append(h, "Expect: 100-continue");
 	curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
 	curl_easy_setopt(c, CURLOPT_POST, 1L);
 	curl_easy_setopt(c, CURLOPT_READDATA, f);
