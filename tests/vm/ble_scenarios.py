@@ -289,11 +289,13 @@ def check_link(addr, acquire):
                'fallback: Notifying through StartNotify, no acquired fds (WriteValue)')
 
 
-def echo_and_state(c, addr):
+def first_echo(c, timeout=240):
+    """The first request connects the link: retried, bounded. Returns
+    (seconds, tries) (zephyr_scenarios.py uses it too)."""
     t = time.monotonic()
     tries = []
 
-    def first_echo():
+    def once():
         tries.append(1)
         try:
             return c.echo('hello') == 'hello'
@@ -301,9 +303,13 @@ def echo_and_state(c, addr):
             log('first echo: %r (the link is still connecting)' % (e,))
             time.sleep(2)
             return False
-    wait_for('the first echo (connects the link)', first_echo, 240, 0)
+    wait_for('the first echo (connects the link)', once, timeout, 0)
+    return time.monotonic() - t, len(tries)
+
+
+def echo_and_state(c, addr):
     tap.ok(True, 'echo over UDP -> BLE (first request connects: %.1fs, %d tries)'
-           % (time.monotonic() - t, len(tries)))
+           % first_echo(c))
     big = ''.join(chr(0x41 + i % 26) for i in range(2000))
     t = time.monotonic()
     tap.ok(c.echo(big) == big, '2000-byte echo: a request over 5 writes, a response over 5 '

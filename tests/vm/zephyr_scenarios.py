@@ -38,18 +38,8 @@ from smp_udp_client import Client, SmpError
 
 
 def first_echo(c, timeout=240):
-    """The first request connects the link: retried, bounded."""
-    t = time.monotonic()
-
-    def once():
-        try:
-            return c.echo('hello') == 'hello'
-        except (TimeoutError, OSError, SmpError) as e:
-            log('echo: %r (the link is still connecting)' % (e,))
-            time.sleep(2)
-            return False
-    wait_for('an echo through the gateway', once, timeout, 0)
-    return time.monotonic() - t
+    """The first request connects the link: retried, bounded (seconds)."""
+    return bs.first_echo(c, timeout)[0]
 
 
 def basics(c, watch):
