@@ -107,6 +107,7 @@ struct sim_device {
 	struct sim_link_model link;
 	struct sim_flash_timing flash;
 	uint32_t boot_ms;
+	uint32_t self_check_ms;
 	uint32_t proc_us;
 	uint16_t battery_mv;
 	uint8_t battery_pct;
@@ -188,5 +189,7 @@ void sim_device_slot_flags(const struct sim_device *dev, unsigned slot, bool *pe
 			   bool *confirmed, bool *active, bool *permanent);
 /* Microseconds since the last boot. */
 uint64_t sim_device_uptime_us(const struct sim_device *dev);
+/* The firmware's post-boot self-check: self_check_ms of uptime. */
+bool sim_device_self_check_passed(const struct sim_device *dev);
 /* Upload progress hook: the disconnect-at-offset fault. */
 void sim_device_upload_progress(struct sim_device *dev, size_t off);

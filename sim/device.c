@@ -69,6 +69,7 @@ struct sim_device *sim_device_new(struct event_base *base, const struct sim_devi
 	dev->link = cfg->link;
 	dev->flash = cfg->flash;
 	dev->boot_ms = cfg->boot_ms;
+	dev->self_check_ms = cfg->self_check_ms;
 	dev->proc_us = cfg->proc_us;
 	dev->battery_mv = (uint16_t)MIN(cfg->battery_mv, 65535u);
 	dev->battery_pct = cfg->battery_pct;
@@ -559,6 +560,12 @@ void sim_device_slot_flags(const struct sim_device *dev, unsigned slot, bool *pe
 uint64_t sim_device_uptime_us(const struct sim_device *dev)
 {
 	return dev->state == SIM_DEV_UP ? now_usec() - dev->boot_usec : 0;
+}
+
+bool sim_device_self_check_passed(const struct sim_device *dev)
+{
+	return dev->state == SIM_DEV_UP &&
+	       sim_device_uptime_us(dev) >= (uint64_t)dev->self_check_ms * 1000;
 }
 
 void sim_device_upload_progress(struct sim_device *dev, size_t off)

@@ -42,6 +42,9 @@ struct sim_device_config {
 	struct sim_link_model link;
 	struct sim_flash_timing flash;
 	uint32_t boot_ms;          /* time from reset to booted, default 1500 */
+	/* the firmware's self-check: an unconfirmed image's confirm is refused
+	 * (group 64 rc 2) until this long after boot; default 0 */
+	uint32_t self_check_ms;
 	uint32_t proc_us;          /* CPU time to handle one request, default 200 */
 	uint32_t battery_mv;       /* user group: battery voltage */
 	uint8_t battery_pct;       /* user group: battery percent */

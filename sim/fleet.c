@@ -278,6 +278,12 @@ static int parse_device_key(struct perr *e, const char *p, const char *key, cons
 		d->cfg.boot_ms = (uint32_t)u;
 		return 0;
 	}
+	if (!strcmp(key, "self_check_ms")) {
+		if ((r = get_uint(e, p, v, 0, 86400000, &u)))
+			return r;
+		d->cfg.self_check_ms = (uint32_t)u;
+		return 0;
+	}
 	if (!strcmp(key, "proc_us")) { /* benchmarks: 0 = no simulated CPU time */
 		if ((r = get_uint(e, p, v, 0, 1000000, &u)))
 			return r;

@@ -15,6 +15,7 @@
 #include "codec/cbor-util.h"
 #include "codec/mcuboot.h"
 #include "device-int.h"
+#include "smpgw/usergroup.h"
 #include "util/util.h"
 
 /* Zephyr 3.4 img_mgmt_err_code_t values used here. */
@@ -106,6 +107,11 @@ static int img_state_write(struct sim_req *req)
 	bool confirm = false;
 	int r, slot;
 
+	/* The firmware holds every state write while an unconfirmed image
+	 * has not passed its self-check (firmware/src/mgmt.c). */
+	if (dev->swap == SIM_SWAP_REVERT && !sim_device_self_check_passed(dev))
+		return sim_req_group_err(req, SMPGW_MGMT_GROUP_ID,
+					 SMPGW_MGMT_RC_SELF_CHECK_PENDING, SMP_RC_EUNKNOWN);
 	r = smp_cbor_get_bytes(req->body, "hash", hash, sizeof(hash), &hlen);
 	if ((r < 0 && r != -ENOENT) || smp_cbor_get_bool(req->body, "confirm", &confirm) == -EBADMSG)
 		return SMP_RC_EINVAL;

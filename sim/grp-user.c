@@ -22,7 +22,7 @@ static int user_health(struct sim_req *req)
 		.boot_count = dev->boot_count,
 		.uptime_s = (uint32_t)(sim_device_uptime_us(dev) / 1000000),
 		.confirmed = dev->swap != SIM_SWAP_REVERT,
-		.self_check = true,
+		.self_check = sim_device_self_check_passed(dev),
 	};
 	cbor_item_t *m = smpgw_health_to_cbor(&h);
 

@@ -57,6 +57,7 @@ struct gw_config *gw_config_new_default(void)
 	cfg->update.pipeline_depth = 8;
 	cfg->update.reassembly = -1;
 	cfg->update.boot_timeout_ms = 120000;
+	cfg->update.self_check_timeout_ms = 60000;
 	cfg->update.retry_timeout_ms = 300000;
 	cfg->update.stall_timeout_ms = 180000;
 	return cfg;
@@ -380,6 +381,8 @@ static int set_update(struct gw_config *cfg, const char *key, const char *value)
 		return set_duration(&cfg->update.chunk_timeout_ms, value);
 	if (!strcmp(key, "boot_timeout"))
 		return set_duration(&cfg->update.boot_timeout_ms, value);
+	if (!strcmp(key, "self_check_timeout"))
+		return set_duration(&cfg->update.self_check_timeout_ms, value);
 	if (!strcmp(key, "retry_timeout"))
 		return set_duration(&cfg->update.retry_timeout_ms, value);
 	if (!strcmp(key, "stall_timeout"))

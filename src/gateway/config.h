@@ -93,6 +93,7 @@ struct gw_config {
 		int reassembly;             /* -1 auto (default), 0 no, 1 yes */
 		uint32_t chunk_timeout_ms;  /* 0: [request] timeout */
 		uint32_t boot_timeout_ms;   /* reset -> back, else LOST; default 120 s */
+		uint32_t self_check_timeout_ms; /* confirm refused (self-check) this long -> FAILED; 60 s */
 		uint32_t retry_timeout_ms;  /* unreachable this long -> FAILED; default 300 s */
 		uint32_t stall_timeout_ms;  /* no progress this long -> FAILED; default 180 s, 0 off */
 	} update;

@@ -213,6 +213,7 @@ struct job {
 	struct event *timer;
 	void (*timer_fn)(struct job *job);
 	uint64_t wait_deadline_ms, retry_deadline_ms;
+	uint64_t self_check_deadline_ms; /* first confirm refusal + self_check_timeout */
 	uint64_t reset_sent_ms;  /* 0 after a restart: long ago */
 	unsigned resets;
 	uint32_t retry_ms;

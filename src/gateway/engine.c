@@ -35,6 +35,7 @@
 #include "gateway/log.h"
 #include "gateway/metrics.h"
 #include "gateway/store.h"
+#include "smpgw/usergroup.h"
 #include "util/util.h"
 
 #define PROGRESS_MIN_MS 250        /* job.progress at most this often ... */
@@ -47,6 +48,7 @@
 #define RESET_SETTLE_MS 3000       /* a pending image after this: no reset */
 #define MAX_RESETS 3
 #define PROBE_TIMEOUT_MS 3000      /* the reassembly probe's echo */
+#define SELF_CHECK_POLL_MS 1000    /* a confirm refused for the self-check: again */
 
 static void job_step_state(struct job *job);
 static void job_finish(struct job *job, enum gw_job_state state, const char *fmt, ...)
@@ -900,11 +902,42 @@ static void job_wait_poll(struct job *job)
 
 /* -- confirm -- */
 
+/* The project's firmware refuses a confirm until its post-boot self-check
+ * passed: {"err": {"group": 64, "rc": 2}} (smpgw/usergroup.h). */
+static bool self_check_pending(const uint8_t *frame, size_t len)
+{
+	struct gw_smp_result res;
+
+	return gw_smp_result(frame, len, &res) == 0 && res.smp_error && res.v2 &&
+	       res.group == SMPGW_MGMT_GROUP_ID && res.rc == SMPGW_MGMT_RC_SELF_CHECK_PENDING;
+}
+
+/* Asks again every second, from a fresh state read (so only an image
+ * still active is confirmed), for up to [update] self_check_timeout. */
+static void confirm_refused(struct job *job)
+{
+	uint32_t limit = gw_config(job->eng->gw)->update.self_check_timeout_ms;
+	uint64_t now = gw_now_ms(job->eng->gw);
+
+	if (!job->self_check_deadline_ms)
+		job->self_check_deadline_ms = now + limit;
+	if (now >= job->self_check_deadline_ms)
+		return job_finish(job, GW_JOB_STATE_FAILED,
+				  "confirm: the watch still refuses it after %u ms: its post-boot "
+				  "self-check has not passed (device error: group %d rc %d)",
+				  limit, SMPGW_MGMT_GROUP_ID, SMPGW_MGMT_RC_SELF_CHECK_PENDING);
+	log_info("job %lld (%s): confirm refused, self-check pending; asking again",
+		 (long long)job->id, job->device_id);
+	job_after(job, SELF_CHECK_POLL_MS, job_step_state);
+}
+
 static void confirm_rsp(struct job *job, const uint8_t *frame, size_t len)
 {
 	struct gw_img_state st;
 	const struct gw_img_slot *s;
 
+	if (self_check_pending(frame, len))
+		return confirm_refused(job);
 	if (job_parse_state(job, frame, len, &st, "confirm") < 0)
 		return;
 	s = gw_img_state_find(&st, job->hash);

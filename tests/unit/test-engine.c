@@ -27,6 +27,7 @@
 #include "gateway/jobs.h"
 #include "gateway/registry/registry.h"
 #include "links/link.h"
+#include "smpgw/usergroup.h"
 #include "tap.h"
 #include "util/util.h"
 
@@ -180,6 +181,10 @@ struct fake {
 	size_t answer_asked;
 	unsigned violations;   /* sent data the device did not ask for */
 	const uint8_t *running; /* hash of the image it runs, or NULL */
+	bool unconfirmed;      /* ... as a test image (a confirm makes it permanent) */
+	int refuse_confirms;   /* answer this many confirms with refuse_rc (-1: all) */
+	int refuse_rc;         /* in group 64: 2 is the firmware's "self-check pending" */
+	unsigned refused;
 	unsigned upload_frames;
 	/* the lossy watch: frames span writes of mtu bytes; more than
 	 * lossy_burst writes arriving while it is busy lose one, and a frame
@@ -313,14 +318,26 @@ static int fake_send(struct link *link, const uint8_t *frame, size_t len)
 		smp_cbor_map_put_uint(rsp, "buf_count", BUF_COUNT);
 	} else if (h.group == SMP_GROUP_IMG && h.id == SMP_IMG_UPLOAD) {
 		rsp = upload(f, req);
+	} else if (h.group == SMP_GROUP_IMG && h.op == SMP_OP_WRITE && f->refuse_confirms) {
+		cbor_item_t *e = smp_cbor_map_new();
+
+		if (f->refuse_confirms > 0)
+			f->refuse_confirms--;
+		f->refused++;
+		smp_cbor_map_put_uint(e, "group", SMPGW_MGMT_GROUP_ID);
+		smp_cbor_map_put_uint(e, "rc", (uint64_t)f->refuse_rc);
+		rsp = smp_cbor_map_new();
+		smp_cbor_map_put_item(rsp, "err", e);
 	} else if (f->running) {
-		/* img state: slot 0 runs f->running, confirmed */
+		/* img state: slot 0 runs f->running, confirmed unless a test */
 		cbor_item_t *a = smp_cbor_array_new(), *sl = smp_cbor_map_new();
 
+		if (h.group == SMP_GROUP_IMG && h.op == SMP_OP_WRITE)
+			f->unconfirmed = false;
 		smp_cbor_map_put_uint(sl, "slot", 0);
 		smp_cbor_map_put_bytes(sl, "hash", f->running, 32);
 		smp_cbor_map_put_bool(sl, "active", true);
-		smp_cbor_map_put_bool(sl, "confirmed", true);
+		smp_cbor_map_put_bool(sl, "confirmed", !f->unconfirmed);
 		smp_cbor_array_push(a, sl);
 		rsp = smp_cbor_map_new();
 		smp_cbor_map_put_item(rsp, "images", a);
@@ -670,6 +687,58 @@ static void test_engine_stall(void)
 	state_dir_remove(dir);
 }
 
+/* The firmware refuses a confirm until its self-check passed (group 64
+ * rc 2): the engine asks again every second, within [update]
+ * self_check_timeout; any other refusal fails the job at once. */
+static void run_confirm(const char *name, int refuse, int rc, uint32_t timeout_ms,
+			enum gw_job_state want, const char *want_err, unsigned want_refused)
+{
+	char *dir = state_dir_with_image();
+	struct event_base *base = event_base_new();
+	struct gw_config *cfg = gw_config_new_default();
+	struct stall_run run = { .base = base, .state = GW_JOB_STATE_QUEUED };
+	struct gw_job_opts opts = { .done = stall_done, .user_data = &run };
+	struct timeval limit = { 30, 0 };
+	struct fake *f = xnew(struct fake);
+	struct gw_engine *eng;
+	uint8_t hash[32];
+	struct gw *gw;
+
+	free(cfg->general.state_dir);
+	cfg->general.state_dir = xstrdup(dir);
+	cfg->update.self_check_timeout_ms = timeout_ms;
+	gw = gw_new(base, cfg, NULL);
+	hex_decode(ENGINE_IMG_ID, hash, sizeof(hash));
+	f->base = base;
+	f->real_bufs = BUF_COUNT;
+	f->running = hash;
+	f->unconfirmed = true;
+	f->refuse_confirms = refuse;
+	f->refuse_rc = rc;
+	f->link = link_new(&fake_ops, base, f);
+	gw_registry_add(gw_registry_of(gw), "fake", "fake", f->link, true, 0);
+	eng = gw_engine_new(gw, NULL);
+	ok(gw_job_submit(eng, "fake", ENGINE_IMG_ID, GW_JOB_MODE_CONFIRM, &opts) > 0,
+	   "%s: job submitted", name);
+	event_base_loopexit(base, &limit);
+	event_base_dispatch(base);
+	tap_diag("%s: %s", name, run.error ? run.error : "(no result)");
+	ok(run.state == want, "%s: the job ends %s (%s)", name, gw_job_state_str(want),
+	   gw_job_state_str(run.state));
+	ok(run.error && strstr(run.error, want_err), "%s: error \"%s\"", name, want_err);
+	/* until the timeout: as many as fit, at least the first and one more */
+	ok(want == GW_JOB_STATE_FAILED && want_refused > 1 ? f->refused >= want_refused :
+	   f->refused == want_refused, "%s: %u confirms refused (%u)", name, want_refused,
+	   f->refused);
+	ok(f->unconfirmed == (want != GW_JOB_STATE_DONE), "%s: confirmed only when done", name);
+	free(run.error);
+	gw_engine_free(eng);
+	gw_free(gw);
+	free(f);
+	event_base_free(base);
+	state_dir_remove(dir);
+}
+
 int main(void)
 {
 	test_chunk_sizes();
@@ -683,5 +752,12 @@ int main(void)
 	test_lossy_upload();
 	test_engine_jobs();
 	test_engine_stall();
+	run_confirm("self-check passes", 2, SMPGW_MGMT_RC_SELF_CHECK_PENDING, 10000,
+		    GW_JOB_STATE_DONE, "", 2);
+	run_confirm("self-check never passes", -1, SMPGW_MGMT_RC_SELF_CHECK_PENDING, 2500,
+		    GW_JOB_STATE_FAILED, "confirm: the watch still refuses it after 2500 ms: its "
+		    "post-boot self-check has not passed (device error: group 64 rc 2)", 2);
+	run_confirm("other refusal", -1, SMPGW_MGMT_RC_UNKNOWN, 10000, GW_JOB_STATE_FAILED,
+		    "confirm: device error: group 64 rc 1", 1);
 	return tap_done();
 }
