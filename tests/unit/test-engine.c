@@ -643,36 +643,66 @@ static void stall_done(int64_t id, enum gw_job_state st, const char *err, void *
 	event_base_loopbreak(r->base);
 }
 
+/* An engine in a daemon context whose one device "fake" is the fake f. */
+struct eng_fix {
+	char *dir;
+	struct event_base *base;
+	struct gw *gw;
+	struct gw_engine *eng;
+	struct fake *f;
+};
+
+static void fix_start(struct eng_fix *x, struct gw_config *cfg, struct fake *f)
+{
+	x->dir = state_dir_with_image();
+	x->base = event_base_new();
+	free(cfg->general.state_dir);
+	cfg->general.state_dir = xstrdup(x->dir);
+	x->gw = gw_new(x->base, cfg, NULL);
+	x->f = f;
+	f->base = x->base;
+	f->link = link_new(&fake_ops, x->base, f);
+	gw_registry_add(gw_registry_of(x->gw), "fake", "fake", f->link, true, 0);
+	x->eng = gw_engine_new(x->gw, NULL);
+}
+
+static void fix_run(struct eng_fix *x, long limit_s)
+{
+	struct timeval limit = { limit_s, 0 };
+
+	event_base_loopexit(x->base, &limit);
+	event_base_dispatch(x->base);
+}
+
+static void fix_end(struct eng_fix *x)
+{
+	gw_engine_free(x->eng);
+	gw_free(x->gw);
+	free(x->f);
+	event_base_free(x->base);
+	state_dir_remove(x->dir);
+}
+
 /* A watch that connects but answers nothing: the job fails once
  * [update] stall_timeout passes without progress, naming what was tried,
  * well before retry_timeout. */
 static void test_engine_stall(void)
 {
-	char *dir = state_dir_with_image();
-	struct event_base *base = event_base_new();
 	struct gw_config *cfg = gw_config_new_default();
-	struct stall_run run = { .base = base, .state = GW_JOB_STATE_QUEUED };
+	struct stall_run run = { .state = GW_JOB_STATE_QUEUED };
 	struct gw_job_opts opts = { .done = stall_done, .user_data = &run };
-	struct timeval limit = { 20, 0 };
 	struct fake *f = xnew(struct fake);
-	struct gw_engine *eng;
-	struct gw *gw;
+	struct eng_fix x;
 
-	free(cfg->general.state_dir);
-	cfg->general.state_dir = xstrdup(dir);
 	cfg->request.timeout_ms = 100;
 	cfg->update.stall_timeout_ms = 1500;
 	cfg->update.retry_timeout_ms = 60000;
-	gw = gw_new(base, cfg, NULL);
-	f->base = base;
 	f->real_bufs = 0; /* every frame dropped */
-	f->link = link_new(&fake_ops, base, f);
-	gw_registry_add(gw_registry_of(gw), "fake", "fake", f->link, true, 0);
-	eng = gw_engine_new(gw, NULL);
-	ok(gw_job_submit(eng, "fake", ENGINE_IMG_ID, GW_JOB_MODE_UPLOAD, &opts) > 0,
+	fix_start(&x, cfg, f);
+	run.base = x.base;
+	ok(gw_job_submit(x.eng, "fake", ENGINE_IMG_ID, GW_JOB_MODE_UPLOAD, &opts) > 0,
 	   "stall: job submitted");
-	event_base_loopexit(base, &limit);
-	event_base_dispatch(base);
+	fix_run(&x, 20);
 	tap_diag("stall: %s", run.error ? run.error : "(no result)");
 	is_int(run.state, GW_JOB_STATE_FAILED, "stall: the job failed");
 	ok(run.error && strstr(run.error, "stalled: no progress for 1 s ([update] stall_timeout) "
@@ -680,11 +710,7 @@ static void test_engine_stall(void)
 	   strstr(run.error, "(last: "), "stall: the error names the bound, the phase, what was "
 	   "tried and the last link error");
 	free(run.error);
-	gw_engine_free(eng);
-	gw_free(gw);
-	free(f);
-	event_base_free(base);
-	state_dir_remove(dir);
+	fix_end(&x);
 }
 
 /* The firmware refuses a confirm until its self-check passed (group 64
@@ -693,35 +719,25 @@ static void test_engine_stall(void)
 static void run_confirm(const char *name, int refuse, int rc, uint32_t timeout_ms,
 			enum gw_job_state want, const char *want_err, unsigned want_refused)
 {
-	char *dir = state_dir_with_image();
-	struct event_base *base = event_base_new();
 	struct gw_config *cfg = gw_config_new_default();
-	struct stall_run run = { .base = base, .state = GW_JOB_STATE_QUEUED };
+	struct stall_run run = { .state = GW_JOB_STATE_QUEUED };
 	struct gw_job_opts opts = { .done = stall_done, .user_data = &run };
-	struct timeval limit = { 30, 0 };
 	struct fake *f = xnew(struct fake);
-	struct gw_engine *eng;
+	struct eng_fix x;
 	uint8_t hash[32];
-	struct gw *gw;
 
-	free(cfg->general.state_dir);
-	cfg->general.state_dir = xstrdup(dir);
 	cfg->update.self_check_timeout_ms = timeout_ms;
-	gw = gw_new(base, cfg, NULL);
 	hex_decode(ENGINE_IMG_ID, hash, sizeof(hash));
-	f->base = base;
 	f->real_bufs = BUF_COUNT;
 	f->running = hash;
 	f->unconfirmed = true;
 	f->refuse_confirms = refuse;
 	f->refuse_rc = rc;
-	f->link = link_new(&fake_ops, base, f);
-	gw_registry_add(gw_registry_of(gw), "fake", "fake", f->link, true, 0);
-	eng = gw_engine_new(gw, NULL);
-	ok(gw_job_submit(eng, "fake", ENGINE_IMG_ID, GW_JOB_MODE_CONFIRM, &opts) > 0,
+	fix_start(&x, cfg, f);
+	run.base = x.base;
+	ok(gw_job_submit(x.eng, "fake", ENGINE_IMG_ID, GW_JOB_MODE_CONFIRM, &opts) > 0,
 	   "%s: job submitted", name);
-	event_base_loopexit(base, &limit);
-	event_base_dispatch(base);
+	fix_run(&x, 30);
 	tap_diag("%s: %s", name, run.error ? run.error : "(no result)");
 	ok(run.state == want, "%s: the job ends %s (%s)", name, gw_job_state_str(want),
 	   gw_job_state_str(run.state));
@@ -732,11 +748,7 @@ static void run_confirm(const char *name, int refuse, int rc, uint32_t timeout_m
 	   f->refused);
 	ok(f->unconfirmed == (want != GW_JOB_STATE_DONE), "%s: confirmed only when done", name);
 	free(run.error);
-	gw_engine_free(eng);
-	gw_free(gw);
-	free(f);
-	event_base_free(base);
-	state_dir_remove(dir);
+	fix_end(&x);
 }
 
 int main(void)
