@@ -23,7 +23,7 @@ if [ "${1:-}" = "--test" ]; then
 	# VM tier (tests/vm): a qemu VM with the real bluetoothd over btvirt.
 	pkgs+=(qemu-system-x86 linux-image-amd64 bluez bluez-test-tools busybox-static)
 	# ... and the patched btvirt built from Debian's bluez source (tests/vm/btvirt).
-	pkgs+=(dpkg-dev autoconf automake libtool libglib2.0-dev)
+	pkgs+=(autoconf automake libtool libglib2.0-dev)  # + dpkg-dev, above
 fi
 
 if [ "${1:-}" = "--firmware" ]; then

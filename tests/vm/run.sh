@@ -108,7 +108,7 @@ fi
 [ -f "$out/scenario.log" ] && cat "$out/scenario.log"
 if [ "$rc" != 0 ] || [ -n "${VM_VERBOSE:-}" ]; then
 	for f in console.log guest.log dmesg.log bluetoothd.log btvirt.log sim.log smpgwd.log \
-		$(cd "$out" && ls zephyr-*.log 2>/dev/null); do
+		$(ls "$out" 2>/dev/null | grep "^zephyr-.*\.log$"); do
 		[ -f "$out/$f" ] || continue
 		echo "----- $f"
 		tail -n 80 "$out/$f"
