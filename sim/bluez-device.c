@@ -16,6 +16,7 @@
 #include <event2/event.h>
 
 #include "device.h"
+#include "fleet.h"
 #include "util/util.h"
 
 #define RSSI_THRESHOLD 8            /* BlueZ only reports RSSI moves >= 8 dBm */
@@ -318,6 +319,7 @@ static void pair_start(struct bz_dev *d);
 static void connected(struct bz_dev *d)
 {
 	d->state = BZ_CONN_CONNECTED;
+	sim_fleet_link_add(d->bz->fleet, d->index, 1);
 	d->bz->counters.connects++;
 	bz_link_up(d);
 	bz_dev_props_changed(d, "Connected");
@@ -355,6 +357,8 @@ static void link_gone(struct bz_dev *d)
 	d->ad->n_connections--;
 	d->bz->counters.disconnects++;
 	if (was)
+		sim_fleet_link_add(d->bz->fleet, d->index, -1);
+	if (was)
 		bz_dev_props_changed(d, "Connected");
 	bz_bus_flush(d->bz->bus);
 	bz_link_down(d);
@@ -364,9 +368,27 @@ static void link_gone(struct bz_dev *d)
 	secure_end(d, "org.bluez.Error.Failed", "Not connected");
 }
 
+int bz_dev_rssi(const struct bz_dev *d)
+{
+	return d->follow ? sim_device_rssi(d->sim) : d->heard_rssi;
+}
+
+bool bz_dev_hears(const struct bz_dev *d)
+{
+	return d->heard && sim_device_in_range(d->sim);
+}
+
+bool bz_dev_advertising(const struct bz_dev *d)
+{
+	return sim_device_in_range(d->sim) && sim_device_is_up(d->sim) &&
+	       sim_fleet_links(d->bz->fleet, d->index) < sim_fleet_centrals(d->bz->fleet, d->index);
+}
+
+/* Connectable from this bus: heard here and advertising (a watch that took
+ * its last central elsewhere does not advertise: a Connect waits for it). */
 static bool reachable(const struct bz_dev *d)
 {
-	return sim_device_in_range(d->sim) && sim_device_is_up(d->sim);
+	return bz_dev_hears(d) && bz_dev_advertising(d);
 }
 
 /* Create connection: waits for the watch's next advertisement until the
@@ -860,7 +882,7 @@ static void adv_check(struct bz_dev *d)
 
 void bz_dev_seen(struct bz_dev *d, bool every)
 {
-	int rssi = sim_device_rssi(d->sim);
+	int rssi = bz_dev_rssi(d);
 
 	if (d->obj)
 		bz_dev_expire_arm(d);
@@ -927,6 +949,12 @@ static void obs_range(struct sim_device *dev, bool in_range, void *user_data)
 {
 	if (!in_range)
 		obs_reset(dev, user_data);
+}
+
+void bz_dev_hearing_lost(struct bz_dev *d)
+{
+	if (established(d))
+		arm(d->drop_ev, SUPERVISION_TIMEOUT_MS);
 }
 
 static void obs_disconnect(struct sim_device *dev, void *user_data)

@@ -38,7 +38,8 @@ struct bz_session {
 
 struct bz_adapter {
 	struct sim_bluez *bz;
-	unsigned index;
+	unsigned index;            /* hciN on this bus */
+	unsigned fleet_index;      /* the fleet's adapters[] entry */
 	char path[32];
 	char address[18];
 	char *alias;
@@ -82,7 +83,12 @@ struct bz_dev {
 	struct sim_bluez *bz;
 	struct bz_adapter *ad;
 	struct sim_device *sim;
+	size_t index;              /* in the fleet */
 	unsigned obs_id;
+	/* what this bus (gateway) hears of the watch: heard (in its range),
+	 * at the watch's own RSSI (follow) or at heard_rssi */
+	bool heard, follow;
+	int16_t heard_rssi;
 	char path[64];
 	struct bz_object *obj;     /* NULL until discovered */
 	bool has_rssi;
@@ -139,6 +145,8 @@ struct bz_dev {
 };
 
 struct sim_bluez {
+	char *name;                /* --bus NAME=ADDRESS; NULL: plain --bus */
+	unsigned bus_index;
 	struct event_base *base;
 	struct sim_fleet *fleet;
 	DBusConnection *conn;
@@ -175,6 +183,15 @@ void bz_dev_remove(struct bz_dev *d);
 void bz_dev_link_lost(struct bz_dev *d);
 void bz_dev_props_changed(struct bz_dev *d, const char *prop);
 void bz_dev_client_gone(struct bz_dev *d, const char *name);
+/* The RSSI this bus hears the watch at. */
+int bz_dev_rssi(const struct bz_dev *d);
+/* In this bus's range (and the watch's own in_range). */
+bool bz_dev_hears(const struct bz_dev *d);
+/* The watch advertises: up, in range, fewer links than centrals it takes. */
+bool bz_dev_advertising(const struct bz_dev *d);
+/* This bus stopped hearing it: an established link drops after the
+ * supervision timeout. */
+void bz_dev_hearing_lost(struct bz_dev *d);
 struct bz_object *bz_dev_smp_char(struct bz_dev *d);
 /* A GATT call that needs an encrypted link on an unpaired watch: pairs as
  * bluetoothd does on its own (the default agent's RequestAuthorization);

@@ -27,11 +27,13 @@
 
 /* ---- fleet glue ------------------------------------------------------------ */
 
-static unsigned fleet_adapters(struct sim_bluez *bz)
+/* The fleet's adapter a is on this bus: its own, or one without a bus (each
+ * bus has its copy). A plain --bus (no name) has every adapter. */
+static bool adapter_here(const struct sim_bluez *bz, unsigned a)
 {
-	unsigned n = sim_fleet_adapter_count(bz->fleet);
+	const char *b = sim_fleet_adapter_bus(bz->fleet, a);
 
-	return n ? n : 1;
+	return !b || !bz->name || !strcmp(b, bz->name);
 }
 
 /* ---- adapter properties ----------------------------------------------------- */
@@ -224,7 +226,7 @@ static bool session_match(const struct bz_session *s, const struct bz_dev *d)
 		return true;
 	if (!strcmp(s->transport, "bredr"))
 		return false; /* the watches are LE only */
-	if (s->has_rssi && sim_device_rssi(d->sim) < s->rssi)
+	if (s->has_rssi && bz_dev_rssi(d) < s->rssi)
 		return false;
 	if (s->uuids && s->uuids[0]) {
 		for (char **u = s->uuids; *u; u++)
@@ -265,9 +267,11 @@ static void scan_cb(evutil_socket_t fd, short what, void *arg)
 	for (size_t i = 0; i < ad->bz->n_devs; i++) {
 		struct bz_dev *d = &ad->bz->devs[i];
 
-		/* a connected watch stops advertising (smp_svr: one connection) */
-		if (d->ad != ad || d->state != BZ_CONN_DISCONNECTED ||
-		    !sim_device_in_range(d->sim) || !sim_device_is_up(d->sim))
+		/* a connected watch stops advertising (smp_svr: one connection),
+		 * here or to another gateway; one out of this bus's range is
+		 * not heard */
+		if (d->ad != ad || d->state != BZ_CONN_DISCONNECTED || !bz_dev_hears(d) ||
+		    !bz_dev_advertising(d))
 			continue;
 		if (bz_session_wants(ad, d))
 			bz_dev_seen(d, every);
@@ -868,22 +872,30 @@ static DBusHandlerResult filter_cb(DBusConnection *conn, DBusMessage *msg, void 
 
 static void adapters_init(struct sim_bluez *bz)
 {
-	bz->n_adapters = fleet_adapters(bz);
-	bz->adapters = xnew_array(struct bz_adapter, bz->n_adapters);
-	for (unsigned i = 0; i < bz->n_adapters; i++) {
-		struct bz_adapter *ad = &bz->adapters[i];
-		unsigned max = sim_fleet_adapter_max_connections(bz->fleet, i);
+	unsigned nf = sim_fleet_adapter_count(bz->fleet);
 
+	bz->adapters = xnew_array(struct bz_adapter, nf ? nf : 1);
+	bz->n_adapters = 0;
+	for (unsigned a = 0; a < nf || (a == 0 && nf == 0); a++) {
+		struct bz_adapter *ad = &bz->adapters[bz->n_adapters];
+		unsigned max = sim_fleet_adapter_max_connections(bz->fleet, a);
+		const char *addr = sim_fleet_adapter_address(bz->fleet, a);
+
+		if (nf && !adapter_here(bz, a))
+			continue;
 		ad->bz = bz;
-		ad->index = i;
-		snprintf(ad->path, sizeof(ad->path), "/org/bluez/hci%u", i);
-		const char *addr = sim_fleet_adapter_address(bz->fleet, i);
-
+		ad->index = bz->n_adapters++;
+		ad->fleet_index = a;
+		snprintf(ad->path, sizeof(ad->path), "/org/bluez/hci%u", ad->index);
 		if (addr)
 			snprintf(ad->address, sizeof(ad->address), "%s", addr);
 		else
 			snprintf(ad->address, sizeof(ad->address), "00:AA:01:01:00:%02X",
-				 (i + 1) & 0xff);
+				 (a + 1) & 0xff);
+		/* each bus's copy of a shared adapter is a radio of its own */
+		if (bz->bus_index && !sim_fleet_adapter_bus(bz->fleet, a))
+			snprintf(ad->address + 9, sizeof(ad->address) - 9, "%02X:00:00",
+				 bz->bus_index & 0xff);
 		ad->alias = xstrdup("BlueZ 5.66");
 		ad->powered = true;
 		ad->discoverable_timeout = 180;
@@ -903,18 +915,32 @@ static void register_adapters_cb(evutil_socket_t fd, short what, void *arg)
 						    adapter_ifaces, &bz->adapters[i], true);
 }
 
+/* The watch's adapter on this bus: its fleet adapter when that one is here,
+ * else round-robin over this bus's adapters. */
+static struct bz_adapter *dev_adapter(struct sim_bluez *bz, size_t i, unsigned fleet_a)
+{
+	for (unsigned k = 0; k < bz->n_adapters; k++)
+		if (bz->adapters[k].fleet_index == fleet_a)
+			return &bz->adapters[k];
+	return &bz->adapters[i % bz->n_adapters];
+}
+
 static void devices_init(struct sim_bluez *bz)
 {
 	bz->n_devs = sim_fleet_count(bz->fleet);
 	bz->devs = xnew_array(struct bz_dev, bz->n_devs ? bz->n_devs : 1);
 	for (size_t i = 0; i < bz->n_devs; i++) {
 		struct bz_dev *d = &bz->devs[i];
-		unsigned a;
+		int rssi = 0, h;
 
 		d->bz = bz;
+		d->index = i;
 		d->sim = sim_fleet_device(bz->fleet, i);
-		a = sim_device_adapter(d->sim);
-		d->ad = &bz->adapters[a < bz->n_adapters ? a : 0];
+		d->ad = dev_adapter(bz, i, sim_device_adapter(d->sim));
+		h = sim_fleet_heard(bz->fleet, i, bz->name, &rssi);
+		d->heard = h != 0;
+		d->follow = h < 0;
+		d->heard_rssi = (int16_t)(h > 0 ? rssi : sim_device_rssi(d->sim));
 		bz_dev_init(d);
 	}
 }
@@ -931,11 +957,20 @@ static struct sim_bluez *fail(struct sim_bluez *bz, char **ret_err, const char *
 struct sim_bluez *sim_bluez_new(struct event_base *base, struct sim_fleet *fleet,
 				const char *bus_address, char **ret_err)
 {
+	return sim_bluez_new_named(base, fleet, NULL, 0, bus_address, ret_err);
+}
+
+struct sim_bluez *sim_bluez_new_named(struct event_base *base, struct sim_fleet *fleet,
+				      const char *name, unsigned bus_index,
+				      const char *bus_address, char **ret_err)
+{
 	struct sim_bluez *bz = xnew(struct sim_bluez);
 	const char *env = getenv("SMPGW_SIM_LE_CONN_TIMEOUT_MS");
 	DBusError err;
 	int r;
 
+	bz->name = name ? xstrdup(name) : NULL;
+	bz->bus_index = bus_index;
 	bz->base = base;
 	bz->fleet = fleet;
 	bz->le_conn_timeout_ms = env && atoi(env) > 0 ? (uint32_t)atoi(env) : 20000;
@@ -956,6 +991,8 @@ struct sim_bluez *sim_bluez_new(struct event_base *base, struct sim_fleet *fleet
 	bz->root = bz_object_add(bz->bus, "/", root_ifaces, bz, false);
 	bz->bluez = bz_object_add(bz->bus, "/org/bluez", bluez_ifaces, bz, false);
 	adapters_init(bz);
+	if (!bz->n_adapters)
+		return fail(bz, ret_err, "no adapter", "no fleet adapter is on this bus");
 	devices_init(bz);
 	dbus_connection_add_filter(bz->conn, filter_cb, bz, NULL);
 	dbus_bus_add_match(bz->conn, "type='signal',sender='org.freedesktop.DBus',"
@@ -1038,6 +1075,7 @@ struct sim_bluez *sim_bluez_free(struct sim_bluez *bz)
 		dbus_connection_close(bz->conn);
 		dbus_connection_unref(bz->conn);
 	}
+	free(bz->name);
 	free(bz);
 	return NULL;
 }
@@ -1050,4 +1088,67 @@ const struct sim_bluez_counters *sim_bluez_counters(const struct sim_bluez *bz)
 void sim_bluez_set_le_conn_timeout(struct sim_bluez *bz, uint32_t ms)
 {
 	bz->le_conn_timeout_ms = ms ? ms : 1;
+}
+
+const char *sim_bluez_name(const struct sim_bluez *bz)
+{
+	return bz->name;
+}
+
+unsigned sim_bluez_adapter_count(const struct sim_bluez *bz)
+{
+	return bz->n_adapters;
+}
+
+const char *sim_bluez_adapter_address(const struct sim_bluez *bz, unsigned n)
+{
+	return n < bz->n_adapters ? bz->adapters[n].address : NULL;
+}
+
+bool sim_bluez_heard(const struct sim_bluez *bz, size_t i, int *rssi)
+{
+	if (i >= bz->n_devs || !bz->devs[i].heard)
+		return false;
+	*rssi = bz_dev_rssi(&bz->devs[i]);
+	return true;
+}
+
+int sim_bluez_set_heard(struct sim_bluez *bz, size_t i, bool heard, int rssi)
+{
+	struct bz_dev *d;
+
+	if (i >= bz->n_devs)
+		return -ENOENT;
+	d = &bz->devs[i];
+	if (heard) {
+		d->follow = false;
+		d->heard_rssi = (int16_t)rssi;
+	}
+	if (d->heard && !heard) {
+		d->heard = false;
+		bz_dev_hearing_lost(d);
+	}
+	d->heard = heard;
+	return 0;
+}
+
+bool sim_bluez_connected(const struct sim_bluez *bz, size_t i)
+{
+	return i < bz->n_devs && (bz->devs[i].state == BZ_CONN_CONNECTED ||
+				  bz->devs[i].state == BZ_CONN_DISCONNECTING);
+}
+
+void sim_bluez_set_powered(struct sim_bluez *bz, bool on)
+{
+	for (unsigned i = 0; i < bz->n_adapters; i++) {
+		struct bz_adapter *ad = &bz->adapters[i];
+
+		if (ad->powered == on)
+			continue;
+		if (!on)
+			power_off(ad);
+		ad->powered = on;
+		adapter_changed(ad, "Powered");
+	}
+	bz_bus_flush(bz->bus);
 }

@@ -15,6 +15,8 @@
  */
 #pragma once
 
+#include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 struct event_base;
@@ -46,6 +48,34 @@ struct sim_bluez_counters {
  */
 struct sim_bluez *sim_bluez_new(struct event_base *base, struct sim_fleet *fleet,
 				const char *bus_address, char **ret_err);
+/*
+ * One of several fake org.bluez in one process (--bus NAME=ADDRESS), one per
+ * gateway: name (NULL: as sim_bluez_new) picks the fleet adapters of that bus
+ * (adapters[i].bus == name, plus a copy of each adapter without a bus, its
+ * address's fourth byte = bus_index) and what it hears (sim_fleet_heard()).
+ * The watches are shared: one flash, one slot state, seen by every bus that
+ * hears it; a watch takes sim_fleet_centrals() links at once over all buses.
+ */
+struct sim_bluez *sim_bluez_new_named(struct event_base *base, struct sim_fleet *fleet,
+				      const char *name, unsigned bus_index,
+				      const char *bus_address, char **ret_err);
+const char *sim_bluez_name(const struct sim_bluez *bz);
+/* Adapters of this bus: count, and (hciN) its address. */
+unsigned sim_bluez_adapter_count(const struct sim_bluez *bz);
+const char *sim_bluez_adapter_address(const struct sim_bluez *bz, unsigned n);
+
+/* What this bus hears of fleet device i: true and *rssi when in its range. */
+bool sim_bluez_heard(const struct sim_bluez *bz, size_t i, int *rssi);
+/* Moves device i for this bus: heard at rssi, or out of its range (an
+ * established link drops after the supervision timeout). -ENOENT: no such
+ * device. */
+int sim_bluez_set_heard(struct sim_bluez *bz, size_t i, bool heard, int rssi);
+/* Device i has an established link on this bus. */
+bool sim_bluez_connected(const struct sim_bluez *bz, size_t i);
+/* Powers every adapter of this bus on or off (off: links and discovery end,
+ * as Adapter1.Powered = false; a gateway host going dark). */
+void sim_bluez_set_powered(struct sim_bluez *bz, bool on);
+
 /* Hangs up every link and leaves the bus. Accepts NULL, returns NULL. */
 struct sim_bluez *sim_bluez_free(struct sim_bluez *bz);
 

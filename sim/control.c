@@ -45,8 +45,15 @@ struct sim_control {
 	char *path;
 	struct ctl_client *clients[CTL_MAX_CLIENTS];
 	struct transport_info *tr;
-	const struct sim_bluez *bluez; /* borrowed; NULL without --bus */
+	struct sim_bluez **buses; /* borrowed: the fake org.bluez of each --bus */
+	size_t nbuses;
 };
+
+/* Named buses (--bus NAME=ADDRESS): per-bus state is reported and steered. */
+static bool named_buses(const struct sim_control *ctl)
+{
+	return ctl->nbuses && sim_bluez_name(ctl->buses[0]);
+}
 
 /* ---- JSON views ----------------------------------------------------------------- */
 
@@ -73,6 +80,22 @@ static json_t *device_json(struct sim_control *ctl, size_t i)
 			      "in_range", sim_device_in_range(d), "up", sim_device_is_up(d),
 			      "boot_count", (json_int_t)sim_device_boot_count(d));
 
+	json_object_set_new(o, "links", json_integer(sim_fleet_links(ctl->fleet, i)));
+	if (named_buses(ctl)) {
+		json_t *heard = json_object(), *conn = json_array();
+
+		for (size_t b = 0; b < ctl->nbuses; b++) {
+			const char *name = sim_bluez_name(ctl->buses[b]);
+			int rssi;
+
+			if (sim_bluez_heard(ctl->buses[b], i, &rssi))
+				json_object_set_new(heard, name, json_integer(rssi));
+			if (sim_bluez_connected(ctl->buses[b], i))
+				json_array_append_new(conn, json_string(name));
+		}
+		json_object_set_new(o, "heard", heard);
+		json_object_set_new(o, "connected", conn);
+	}
 	json_object_set_new(o, "udp_port", json_integer(ctl->tr[i].udp));
 	json_object_set_new(o, "pty", ctl->tr[i].pty ? json_string(ctl->tr[i].pty) : json_null());
 	json_object_set_new(o, "slots", json_pack("[o, o]", slot_json(d, 0), slot_json(d, 1)));
@@ -88,11 +111,9 @@ static json_t *counters_json(const struct sim_counters *c)
 			 "programs", (json_int_t)c->programs, "resets", (json_int_t)c->resets);
 }
 
-/* The BlueZ face's link-level counters (one set for the whole fleet). */
-static json_t *bluez_counters_json(const struct sim_bluez *bz)
+/* The BlueZ face's link-level counters (c NULL: no --bus). */
+static json_t *bluez_counters_json(const struct sim_bluez_counters *c)
 {
-	const struct sim_bluez_counters *c = bz ? sim_bluez_counters(bz) : NULL;
-
 	if (!c)
 		return json_null();
 	return json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}",
@@ -177,6 +198,24 @@ static int select_devices(struct sim_control *ctl, const json_t *req, bool allow
 
 #define DEV(i) sim_fleet_device(ctl->fleet, (i))
 
+/* "bus": a --bus NAME; *ret NULL when absent. */
+static int select_bus(struct sim_control *ctl, const json_t *req, struct sim_bluez **ret,
+		      char *err, size_t esz)
+{
+	const json_t *v = json_object_get(req, "bus");
+
+	*ret = NULL;
+	if (!v)
+		return 0;
+	for (size_t b = 0; json_is_string(v) && named_buses(ctl) && b < ctl->nbuses; b++)
+		if (!strcmp(sim_bluez_name(ctl->buses[b]), json_string_value(v))) {
+			*ret = ctl->buses[b];
+			return 0;
+		}
+	snprintf(err, esz, "\"bus\": not a --bus NAME of this simulator");
+	return -ENOENT;
+}
+
 /* ---- commands ------------------------------------------------------------------------- */
 
 typedef json_t *(*cmd_fn)(struct sim_control *ctl, const json_t *req, char *err, size_t esz);
@@ -209,14 +248,23 @@ static json_t *cmd_range(struct sim_control *ctl, const json_t *req, char *err, 
 	const json_t *v = json_object_get(req, "in_range");
 	struct sel s;
 
+	struct sim_bluez *bz;
+
 	if (!json_is_boolean(v)) {
 		snprintf(err, esz, "\"in_range\" must be true or false");
 		return NULL;
 	}
-	if (select_devices(ctl, req, true, &s, err, esz) < 0)
+	if (select_devices(ctl, req, true, &s, err, esz) < 0 ||
+	    select_bus(ctl, req, &bz, err, esz) < 0)
 		return NULL;
-	for (size_t i = s.first; i < s.end; i++)
-		sim_device_set_in_range(DEV(i), json_is_true(v));
+	for (size_t i = s.first; i < s.end; i++) {
+		int rssi = sim_device_rssi(DEV(i));
+
+		if (!bz)
+			sim_device_set_in_range(DEV(i), json_is_true(v));
+		else if (!json_is_true(v) || !sim_bluez_heard(bz, i, &rssi))
+			sim_bluez_set_heard(bz, i, json_is_true(v), rssi);
+	}
 	return json_object();
 }
 
@@ -225,14 +273,83 @@ static json_t *cmd_rssi(struct sim_control *ctl, const json_t *req, char *err, s
 	const json_t *v = json_object_get(req, "rssi");
 	struct sel s;
 
+	struct sim_bluez *bz;
+
 	if (!json_is_integer(v) || json_integer_value(v) < -127 || json_integer_value(v) > 20) {
 		snprintf(err, esz, "\"rssi\" must be an integer -127..20");
 		return NULL;
 	}
+	if (select_devices(ctl, req, true, &s, err, esz) < 0 ||
+	    select_bus(ctl, req, &bz, err, esz) < 0)
+		return NULL;
+	for (size_t i = s.first; i < s.end; i++) {
+		if (bz)
+			sim_bluez_set_heard(bz, i, true, (int)json_integer_value(v));
+		else
+			sim_device_set_rssi(DEV(i), (int)json_integer_value(v));
+	}
+	return json_object();
+}
+
+/* Walking to another room: {"heard": {"g1": -85, "g2": -50, "g3": null}}
+ * sets what each named bus hears (null: out of its range); buses not named
+ * keep theirs. Checked whole before anything changes. */
+static json_t *cmd_move(struct sim_control *ctl, const json_t *req, char *err, size_t esz)
+{
+	const json_t *h = json_object_get(req, "heard");
+	struct sim_bluez *bz[SIM_FLEET_MAX_BUSES];
+	size_t n = 0;
+	struct sel s;
+	const char *key;
+	json_t *v;
+
+	if (!json_is_object(h) || !named_buses(ctl)) {
+		snprintf(err, esz, "\"heard\" must be an object of --bus NAME to RSSI or null "
+			 "(needs --bus NAME=ADDRESS)");
+		return NULL;
+	}
 	if (select_devices(ctl, req, true, &s, err, esz) < 0)
 		return NULL;
-	for (size_t i = s.first; i < s.end; i++)
-		sim_device_set_rssi(DEV(i), (int)json_integer_value(v));
+	json_object_foreach((json_t *)h, key, v) {
+		json_t *one = json_pack("{s:s}", "bus", key);
+		int r = n < SIM_FLEET_MAX_BUSES ? select_bus(ctl, one, &bz[n], err, esz) : -E2BIG;
+
+		json_decref(one);
+		if (r < 0)
+			return NULL;
+		if (!json_is_null(v) && (!json_is_integer(v) || json_integer_value(v) < -127 ||
+					 json_integer_value(v) > 20)) {
+			snprintf(err, esz, "\"heard\".%s: an integer -127..20 or null", key);
+			return NULL;
+		}
+		n++;
+	}
+	n = 0;
+	json_object_foreach((json_t *)h, key, v) {
+		for (size_t i = s.first; i < s.end; i++)
+			sim_bluez_set_heard(bz[n], i, !json_is_null(v), (int)json_integer_value(v));
+		n++;
+	}
+	return json_pack("{s:o}", "device", device_json(ctl, s.first));
+}
+
+/* A gateway host going dark (or back): its adapters powered off/on. */
+static json_t *cmd_power(struct sim_control *ctl, const json_t *req, char *err, size_t esz)
+{
+	const json_t *on = json_object_get(req, "on");
+	struct sim_bluez *bz;
+
+	if (!json_is_boolean(on)) {
+		snprintf(err, esz, "\"on\" must be true or false");
+		return NULL;
+	}
+	if (select_bus(ctl, req, &bz, err, esz) < 0)
+		return NULL;
+	if (!bz) {
+		snprintf(err, esz, "\"bus\" must name a --bus NAME");
+		return NULL;
+	}
+	sim_bluez_set_powered(bz, json_is_true(on));
 	return json_object();
 }
 
@@ -353,11 +470,24 @@ static json_t *cmd_fault(struct sim_control *ctl, const json_t *req, char *err, 
 static json_t *cmd_counters(struct sim_control *ctl, const json_t *req, char *err, size_t esz)
 {
 	struct sim_counters total = { 0 };
+	struct sim_bluez_counters bz_total = { 0 };
 	struct sel s = { 0, sim_fleet_count(ctl->fleet) };
-	json_t *per = json_object();
+	json_t *per = json_object(), *buses = named_buses(ctl) ? json_object() : NULL;
+
+	for (size_t b = 0; b < ctl->nbuses; b++) {
+		const struct sim_bluez_counters *c = sim_bluez_counters(ctl->buses[b]);
+
+		/* every field is a uint64_t counter: sum them all */
+		for (size_t k = 0; k < sizeof(*c) / sizeof(uint64_t); k++)
+			((uint64_t *)&bz_total)[k] += ((const uint64_t *)c)[k];
+		if (buses)
+			json_object_set_new(buses, sim_bluez_name(ctl->buses[b]),
+					    bluez_counters_json(c));
+	}
 
 	if (json_object_get(req, "device") && select_devices(ctl, req, true, &s, err, esz) < 0) {
 		json_decref(per);
+		json_decref(buses);
 		return NULL;
 	}
 	for (size_t i = s.first; i < s.end; i++) {
@@ -373,8 +503,9 @@ static json_t *cmd_counters(struct sim_control *ctl, const json_t *req, char *er
 		if (s.end - s.first <= 100) /* keep answers to big fleets short */
 			json_object_set_new(per, sim_device_address(DEV(i)), counters_json(c));
 	}
-	return json_pack("{s:o, s:o, s:o}", "total", counters_json(&total), "devices", per,
-			 "bluez", bluez_counters_json(ctl->bluez));
+	return json_pack("{s:o, s:o, s:o, s:o*}", "total", counters_json(&total), "devices", per,
+			 "bluez", bluez_counters_json(ctl->nbuses ? &bz_total : NULL),
+			 "buses", buses);
 }
 
 static json_t *cmd_link(struct sim_control *ctl, const json_t *req, char *err, size_t esz)
@@ -403,12 +534,15 @@ static const struct {
 	{ "help", cmd_help, "this list" },
 	{ "list", cmd_list, "devices, their transports and slots" },
 	{ "show", cmd_show, "one device with counters, faults and link model: {device}" },
-	{ "range", cmd_range, "move in or out of range: {device|*, in_range}" },
-	{ "rssi", cmd_rssi, "set the advertised RSSI: {device|*, rssi}" },
+	{ "range", cmd_range, "move in or out of range (of one bus): {device|*, in_range, bus?}" },
+	{ "rssi", cmd_rssi, "set the advertised RSSI (heard by one bus): {device|*, rssi, bus?}" },
+	{ "move", cmd_move, "walk to another room: {device|*, heard: {BUS: rssi|null, ...}}" },
+	{ "power", cmd_power, "a gateway's adapters off/on: {bus, on}" },
 	{ "reboot", cmd_reboot, "reset now (MCUboot runs): {device|*}" },
 	{ "fault", cmd_fault, "inject a fault: {device|*, fault, count|offset|frames|factor|writes|on}" },
 	{ "counters", cmd_counters, "frames, bytes, drops, erases: {device|* optional}; "
-	  "bluez: the fake org.bluez's writes, notifications, drops, connects (null without --bus)" },
+	  "bluez: the fake org.bluez's writes, notifications, drops, connects (null without --bus; "
+	  "buses: per --bus NAME)" },
 	{ "link", cmd_link, "read or set the link model: {device|*, link: {...}}" },
 };
 
@@ -545,14 +679,17 @@ struct sim_control *sim_control_free(struct sim_control *ctl)
 	for (size_t i = 0; ctl->tr && i < sim_fleet_count(ctl->fleet); i++)
 		free(ctl->tr[i].pty);
 	free(ctl->tr);
+	free(ctl->buses);
 	free(ctl->path);
 	free(ctl);
 	return NULL;
 }
 
-void sim_control_set_bluez(struct sim_control *ctl, const struct sim_bluez *bz)
+void sim_control_set_bluez(struct sim_control *ctl, struct sim_bluez *const *buses, size_t n)
 {
-	ctl->bluez = bz;
+	free(ctl->buses);
+	ctl->buses = n ? xmemdup(buses, n * sizeof(*buses)) : NULL;
+	ctl->nbuses = n;
 }
 
 void sim_control_set_transport(struct sim_control *ctl, size_t i, uint16_t udp_port,

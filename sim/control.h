@@ -27,9 +27,10 @@ struct sim_control *sim_control_free(struct sim_control *ctl);
 void sim_control_set_transport(struct sim_control *ctl, size_t i, uint16_t udp_port,
 			       const char *pty_path);
 
-/* The fake org.bluez whose counters `counters` reports under "bluez"
- * (borrowed; NULL: none, the answer says null). */
-void sim_control_set_bluez(struct sim_control *ctl, const struct sim_bluez *bz);
+/* The fake org.bluez of each --bus (borrowed; n 0: none, `counters` says
+ * "bluez": null). Named buses (--bus NAME=ADDRESS) add per-bus hearing to
+ * `list`/`show`, per-bus counters, and the `move`/`power` commands. */
+void sim_control_set_bluez(struct sim_control *ctl, struct sim_bluez *const *buses, size_t n);
 
 /* Handles one request (borrowed text); returns the response JSON text,
  * without newline, in a new string (caller frees). Never NULL. */

@@ -27,6 +27,13 @@
 #endif
 
 #define DEFAULT_MAX_CONNECTIONS 10
+#define MAX_CENTRALS 8
+
+/* One gateway bus hearing a watch (fleet key "heard": {"g1": -50}). */
+struct hearing {
+	char bus[SIM_FLEET_BUS_NAME_MAX + 1];
+	int rssi;
+};
 
 struct dev_spec {
 	struct sim_device_config cfg; /* name/address/initial filled at build time */
@@ -36,11 +43,16 @@ struct dev_spec {
 	uint16_t udp_port;
 	bool serial;
 	bool pairing_required, refuse_pairing, volatile_bonds;
+	struct hearing *heard;        /* owned; with heard_set: only these buses hear it */
+	size_t nheard;
+	bool heard_set;
+	unsigned centrals;            /* centrals it accepts at once (CONFIG_BT_MAX_CONN) */
 };
 
 struct adapter_spec {
 	unsigned max_connections;
 	char address[18];
+	char bus[SIM_FLEET_BUS_NAME_MAX + 1]; /* "": one copy on every bus */
 };
 
 struct sim_fleet_spec {
@@ -237,6 +249,48 @@ static int parse_flash(struct perr *e, const char *path, const json_t *o,
 	return 0;
 }
 
+bool sim_fleet_bus_name_valid(const char *name)
+{
+	size_t n = strlen(name);
+
+	if (n == 0 || n > SIM_FLEET_BUS_NAME_MAX)
+		return false;
+	for (size_t i = 0; i < n; i++)
+		if (!isalnum((unsigned char)name[i]) && !strchr("_.-", name[i]))
+			return false;
+	return true;
+}
+
+/* "heard": {"g1": -50, "g2": -72}: the buses (gateways) that hear the
+ * watch and at what RSSI; a bus not named does not hear it. */
+static int parse_heard(struct perr *e, const char *path, const json_t *o, struct dev_spec *d)
+{
+	char sub[160];
+	const char *key;
+	json_t *v;
+
+	if (!json_is_object(o) || json_object_size(o) > SIM_FLEET_MAX_BUSES)
+		return fail(e, path, "must be an object of at most %d bus names to RSSI",
+			    SIM_FLEET_MAX_BUSES);
+	free(d->heard);
+	d->heard = xnew_array(struct hearing, json_object_size(o) ? json_object_size(o) : 1);
+	d->nheard = 0;
+	d->heard_set = true;
+	json_object_foreach((json_t *)o, key, v) {
+		const char *p = FIELD(path, key);
+		struct hearing *h = &d->heard[d->nheard++];
+
+		if (!sim_fleet_bus_name_valid(key))
+			return fail(e, p, "a bus name is 1..%d letters, digits, '_', '.', '-'",
+				    SIM_FLEET_BUS_NAME_MAX);
+		if (!json_is_integer(v) || json_integer_value(v) < -127 || json_integer_value(v) > 20)
+			return fail(e, p, "must be an integer -127..20");
+		snprintf(h->bus, sizeof(h->bus), "%s", key);
+		h->rssi = (int)json_integer_value(v);
+	}
+	return 0;
+}
+
 static int parse_device_key(struct perr *e, const char *p, const char *key, const json_t *v,
 			    struct dev_spec *d)
 {
@@ -265,6 +319,14 @@ static int parse_device_key(struct perr *e, const char *p, const char *key, cons
 	}
 	if (!strcmp(key, "in_range"))
 		return get_bool(e, p, v, &d->cfg.in_range);
+	if (!strcmp(key, "heard"))
+		return parse_heard(e, p, v, d);
+	if (!strcmp(key, "centrals")) {
+		if ((r = get_uint(e, p, v, 1, MAX_CENTRALS, &u)))
+			return r;
+		d->centrals = (unsigned)u;
+		return 0;
+	}
 	if (!strcmp(key, "image"))
 		return get_str(e, p, v, 4096, &d->image);
 	if (!strcmp(key, "version")) {
@@ -363,6 +425,14 @@ static int parse_adapters(struct perr *e, const json_t *a, struct sim_fleet_spec
 		json_object_foreach(o, key, v) {
 			char p[200];
 			field_path(p, sizeof(p), sub, key);
+			if (!strcmp(key, "bus")) {
+				if (!json_is_string(v) || !sim_fleet_bus_name_valid(json_string_value(v)))
+					return fail(e, p, "a bus name is 1..%d letters, digits, "
+						    "'_', '.', '-'", SIM_FLEET_BUS_NAME_MAX);
+				snprintf(s->adapters[i].bus, sizeof(s->adapters[i].bus), "%s",
+					 json_string_value(v));
+				continue;
+			}
 			if (strcmp(key, "max_connections"))
 				return fail(e, p, "unknown key");
 			if ((r = get_uint(e, p, v, 1, 64, &u)))
@@ -382,6 +452,11 @@ static void dev_spec_copy(struct dev_spec *dst, const struct dev_spec *src)
 	dst->name = src->name ? xstrdup(src->name) : NULL;
 	dst->address = src->address ? xstrdup(src->address) : NULL;
 	dst->image = src->image ? xstrdup(src->image) : NULL;
+	dst->heard = NULL;
+	if (src->heard_set) {
+		dst->heard = xnew_array(struct hearing, src->nheard ? src->nheard : 1);
+		memcpy(dst->heard, src->heard, src->nheard * sizeof(*src->heard));
+	}
 }
 
 static void dev_spec_clear(struct dev_spec *d)
@@ -389,6 +464,7 @@ static void dev_spec_clear(struct dev_spec *d)
 	free(d->name);
 	free(d->address);
 	free(d->image);
+	free(d->heard);
 }
 
 /* "{n}" in a name becomes the 1-based device number. */
@@ -460,6 +536,7 @@ static void defaults_init(struct dev_spec *d)
 	sim_device_config_default(&d->cfg);
 	d->cfg.name = d->cfg.address = NULL;
 	d->ver.major = 1;
+	d->centrals = 1;
 }
 
 static int parse_root(struct perr *e, const json_t *root, struct sim_fleet_spec *s)
@@ -621,6 +698,12 @@ struct sim_fleet {
 	unsigned nadapters;
 	unsigned max_conn[SIM_FLEET_MAX_ADAPTERS];
 	char adapter_addr[SIM_FLEET_MAX_ADAPTERS][18];
+	char adapter_bus[SIM_FLEET_MAX_ADAPTERS][SIM_FLEET_BUS_NAME_MAX + 1];
+	struct radio {
+		struct hearing *heard; /* owned, NULL: every bus hears it at its rssi */
+		size_t nheard;
+		unsigned centrals, links;
+	} *radio;
 	struct image_cache_ent *images;
 	size_t nimages;
 };
@@ -695,9 +778,11 @@ struct sim_fleet *sim_fleet_new(struct event_base *base, const struct sim_fleet_
 	f->devs = xnew_array(struct sim_device *, f->n);
 	f->udp = xnew_array(uint16_t, f->n);
 	f->serial = xnew_array(bool, f->n);
+	f->radio = xnew_array(struct radio, f->n ? f->n : 1);
 	f->nadapters = spec->nadapters;
 	for (unsigned i = 0; i < spec->nadapters; i++) {
 		f->max_conn[i] = spec->adapters[i].max_connections;
+		memcpy(f->adapter_bus[i], spec->adapters[i].bus, sizeof(f->adapter_bus[i]));
 		snprintf(f->adapter_addr[i], sizeof(f->adapter_addr[i]), "00:AA:%02X:00:00:00",
 			 (unsigned)(uint8_t)i);
 	}
@@ -723,6 +808,12 @@ struct sim_fleet *sim_fleet_new(struct event_base *base, const struct sim_fleet_
 		sim_device_set_faults(f->devs[i], &faults);
 		f->udp[i] = spec->udp_base ? (uint16_t)(spec->udp_base + i) : d->udp_port;
 		f->serial[i] = spec->serial_all || d->serial;
+		f->radio[i].centrals = d->centrals ? d->centrals : 1;
+		if (d->heard_set) {
+			f->radio[i].heard = xnew_array(struct hearing, d->nheard ? d->nheard : 1);
+			memcpy(f->radio[i].heard, d->heard, d->nheard * sizeof(*d->heard));
+			f->radio[i].nheard = d->nheard;
+		}
 	}
 	return f;
 }
@@ -731,8 +822,11 @@ struct sim_fleet *sim_fleet_free(struct sim_fleet *fleet)
 {
 	if (!fleet)
 		return NULL;
-	for (size_t i = 0; i < fleet->n; i++)
+	for (size_t i = 0; i < fleet->n; i++) {
 		sim_device_free(fleet->devs[i]);
+		free(fleet->radio[i].heard);
+	}
+	free(fleet->radio);
 	for (size_t i = 0; i < fleet->nimages; i++) {
 		free(fleet->images[i].key);
 		sim_image_unref(fleet->images[i].img);
@@ -795,6 +889,81 @@ unsigned sim_fleet_adapter_max_connections(const struct sim_fleet *fleet, unsign
 const char *sim_fleet_adapter_address(const struct sim_fleet *fleet, unsigned i)
 {
 	return i < fleet->nadapters ? fleet->adapter_addr[i] : NULL;
+}
+
+const char *sim_fleet_adapter_bus(const struct sim_fleet *fleet, unsigned i)
+{
+	return i < fleet->nadapters && fleet->adapter_bus[i][0] ? fleet->adapter_bus[i] : NULL;
+}
+
+int sim_fleet_heard(const struct sim_fleet *fleet, size_t i, const char *bus, int *rssi)
+{
+	const struct radio *r = i < fleet->n ? &fleet->radio[i] : NULL;
+
+	if (!r || !r->heard || !bus)
+		return -ENOENT;
+	for (size_t k = 0; k < r->nheard; k++)
+		if (!strcmp(r->heard[k].bus, bus)) {
+			*rssi = r->heard[k].rssi;
+			return 1;
+		}
+	return 0;
+}
+
+unsigned sim_fleet_centrals(const struct sim_fleet *fleet, size_t i)
+{
+	return i < fleet->n ? fleet->radio[i].centrals : 1;
+}
+
+unsigned sim_fleet_links(const struct sim_fleet *fleet, size_t i)
+{
+	return i < fleet->n ? fleet->radio[i].links : 0;
+}
+
+void sim_fleet_link_add(struct sim_fleet *fleet, size_t i, int delta)
+{
+	if (i >= fleet->n || (delta < 0 && fleet->radio[i].links < (unsigned)-delta))
+		return;
+	fleet->radio[i].links = (unsigned)((int)fleet->radio[i].links + delta);
+}
+
+static bool name_in(const char *name, const char *const *names, size_t n)
+{
+	for (size_t k = 0; k < n; k++)
+		if (!strcmp(names[k], name))
+			return true;
+	return false;
+}
+
+int sim_fleet_check_buses(const struct sim_fleet *fleet, const char *const *names, size_t n,
+			  char *err, size_t err_size)
+{
+	for (unsigned a = 0; a < fleet->nadapters; a++)
+		if (fleet->adapter_bus[a][0] && !name_in(fleet->adapter_bus[a], names, n)) {
+			snprintf(err, err_size, "adapters[%u].bus: no --bus %s=ADDRESS given", a,
+				 fleet->adapter_bus[a]);
+			return -EINVAL;
+		}
+	for (size_t i = 0; i < fleet->n; i++)
+		for (size_t k = 0; k < fleet->radio[i].nheard; k++)
+			if (!name_in(fleet->radio[i].heard[k].bus, names, n)) {
+				snprintf(err, err_size, "%s: heard by bus %s, but no --bus %s=ADDRESS "
+					 "given", sim_device_name(fleet->devs[i]),
+					 fleet->radio[i].heard[k].bus, fleet->radio[i].heard[k].bus);
+				return -EINVAL;
+			}
+	for (size_t k = 0; k < n; k++) {
+		bool any = false;
+
+		for (unsigned a = 0; a < fleet->nadapters && !any; a++)
+			any = !fleet->adapter_bus[a][0] || !strcmp(fleet->adapter_bus[a], names[k]);
+		if (!any) {
+			snprintf(err, err_size, "bus %s has no adapter (give one \"bus\": \"%s\" "
+				 "or one without \"bus\")", names[k], names[k]);
+			return -EINVAL;
+		}
+	}
+	return 0;
 }
 
 size_t sim_fleet_private_bytes(const struct sim_fleet *fleet)

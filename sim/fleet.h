@@ -20,6 +20,8 @@ struct sim_fleet;
 
 #define SIM_FLEET_MAX_DEVICES 10000
 #define SIM_FLEET_MAX_ADAPTERS 16
+#define SIM_FLEET_MAX_BUSES 16        /* --bus NAME=ADDRESS: one fake org.bluez each */
+#define SIM_FLEET_BUS_NAME_MAX 32
 
 /*
  * Parses a fleet file (borrowed buffer). Returns 0 and a new spec, or
@@ -63,6 +65,31 @@ unsigned sim_fleet_adapter_count(const struct sim_fleet *fleet);
 unsigned sim_fleet_adapter_max_connections(const struct sim_fleet *fleet, unsigned i);
 /* "00:AA:01:00:00:00"-like controller address of adapter i. */
 const char *sim_fleet_adapter_address(const struct sim_fleet *fleet, unsigned i);
+
+/* The bus (gateway) adapter i belongs to (fleet key adapters[i].bus), NULL:
+ * every bus has its own copy of it. */
+const char *sim_fleet_adapter_bus(const struct sim_fleet *fleet, unsigned i);
+
+/* A bus name: 1..SIM_FLEET_BUS_NAME_MAX of [A-Za-z0-9_.-]. */
+bool sim_fleet_bus_name_valid(const char *name);
+
+/*
+ * Per-gateway radio visibility (fleet key "heard"): 1 and *rssi when bus
+ * hears device i, 0 when it does not (out of that gateway's range), -ENOENT
+ * when the watch has no "heard" map (or bus is NULL): every bus hears it at
+ * its own advertised RSSI.
+ */
+int sim_fleet_heard(const struct sim_fleet *fleet, size_t i, const char *bus, int *rssi);
+/* Centrals device i accepts at once (fleet key "centrals", default 1, like
+ * a PineTime: it stops advertising while connected), and the links it has
+ * now over every bus (kept by the BLE faces). */
+unsigned sim_fleet_centrals(const struct sim_fleet *fleet, size_t i);
+unsigned sim_fleet_links(const struct sim_fleet *fleet, size_t i);
+void sim_fleet_link_add(struct sim_fleet *fleet, size_t i, int delta);
+/* Every bus named by an adapter or a "heard" map is among names, and every
+ * name has an adapter; else -EINVAL with the reason in err. */
+int sim_fleet_check_buses(const struct sim_fleet *fleet, const char *const *names, size_t n,
+			  char *err, size_t err_size);
 
 /* Memory held privately by all slots (copy-on-write accounting). */
 size_t sim_fleet_private_bytes(const struct sim_fleet *fleet);

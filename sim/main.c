@@ -27,8 +27,15 @@
 
 #define MAX_FLEET_FILE (16u << 20)
 
+struct bus_opt {
+	char *name;          /* NULL: plain --bus ADDRESS */
+	const char *address;
+};
+
 struct opts {
-	const char *fleet, *control, *bus, *image_dir;
+	const char *fleet, *control, *image_dir;
+	struct bus_opt bus[SIM_FLEET_MAX_BUSES];
+	size_t nbus;
 	const char *peripheral; /* --peripheral hci1[,hci2...] (tests/vm owner) */
 	unsigned count;
 	long udp_base;
@@ -43,7 +50,8 @@ struct sim {
 	struct sim_udp **udp;
 	struct sim_serial **ser;
 	struct sim_control *ctl;
-	void *bluez; /* struct sim_bluez *, owned by the BlueZ face */
+	struct sim_bluez *bluez[SIM_FLEET_MAX_BUSES]; /* one per --bus */
+	size_t nbluez;
 	struct sim_peripheral **periph; /* --peripheral (tests/vm owner) */
 	size_t n_periph;
 };
@@ -59,6 +67,8 @@ static void usage(FILE *f)
 		"  --udp-base PORT   device i listens on 127.0.0.1:PORT+i (0: OS-chosen ports)\n"
 		"  --serial          give every device a pty (paths printed)\n"
 		"  --bus ADDRESS     own org.bluez on this D-Bus bus (fake BlueZ face)\n"
+		"  --bus NAME=ADDRESS  repeatable: one fake org.bluez per gateway bus, with\n"
+		"                    per-bus hearing (fleet keys heard, adapters[].bus)\n"
 		"  --peripheral LIST serve device i through the REAL bluetoothd (system bus)\n"
 		"                    on the i-th adapter of LIST (\"hci1,hci2\")\n"
 		"  --image-dir DIR   where relative image paths are looked up\n"
@@ -87,6 +97,40 @@ static int ctl_main(int argc, char **argv)
 	return r;
 }
 
+/* --bus ADDRESS or --bus NAME=ADDRESS (a D-Bus address has a ':' before
+ * its first '=', a NAME has none). */
+static int add_bus(struct opts *o, const char *arg)
+{
+	const char *eq = strchr(arg, '=');
+	struct bus_opt *b = &o->bus[o->nbus];
+
+	if (o->nbus == SIM_FLEET_MAX_BUSES) {
+		fprintf(stderr, "smpgw-sim: at most %d --bus\n", SIM_FLEET_MAX_BUSES);
+		return -EINVAL;
+	}
+	b->address = arg;
+	if (eq && !memchr(arg, ':', (size_t)(eq - arg))) {
+		b->name = xstrndup(arg, (size_t)(eq - arg));
+		b->address = eq + 1;
+		if (!sim_fleet_bus_name_valid(b->name) || !*b->address) {
+			fprintf(stderr, "smpgw-sim: --bus %s: NAME is 1..%d of [A-Za-z0-9_.-], then "
+				"=ADDRESS\n", arg, SIM_FLEET_BUS_NAME_MAX);
+			free(b->name);
+			b->name = NULL;
+			return -EINVAL;
+		}
+	}
+	for (size_t i = 0; i < o->nbus; i++)
+		if (!o->bus[i].name || !b->name || !strcmp(o->bus[i].name, b->name)) {
+			fprintf(stderr, "smpgw-sim: several --bus need distinct NAME=ADDRESS each\n");
+			free(b->name);
+			b->name = NULL;
+			return -EINVAL;
+		}
+	o->nbus++;
+	return 0;
+}
+
 static int parse_opts(int argc, char **argv, struct opts *o)
 {
 	static const struct option lo[] = {
@@ -106,7 +150,10 @@ static int parse_opts(int argc, char **argv, struct opts *o)
 		case 'f': o->fleet = optarg; break;
 		case 'c': o->control = optarg; break;
 		case 's': o->serial = true; break;
-		case 'b': o->bus = optarg; break;
+		case 'b':
+			if (add_bus(o, optarg) < 0)
+				return -EINVAL;
+			break;
 		case 'i': o->image_dir = optarg; break;
 		case 'P': o->peripheral = optarg; break;
 		case 'n':
@@ -239,33 +286,54 @@ static int open_control(struct sim *s, const char *path)
 }
 
 /*
- * The fake org.bluez (sim/bluez*.c) hooks in here: it is created on --bus
- * after the fleet exists and freed before it. The BlueZ-face engineer owns
- * these two functions' bodies.
+ * The fake org.bluez (sim/bluez*.c) hooks in here: one per --bus, created
+ * after the fleet exists and freed before it.
  */
-static int open_bluez(struct sim *s, const char *bus)
+static int open_bluez(struct sim *s, const struct opts *o)
 {
-	char *err = NULL;
+	const char *names[SIM_FLEET_MAX_BUSES];
+	char *err = NULL, why[256];
 
-	if (!bus)
-		return 0;
-	s->bluez = sim_bluez_new(s->base, s->fleet, bus, &err);
-	if (!s->bluez) {
-		fprintf(stderr, "smpgw-sim: --bus %s: %s\n", bus, err);
-		free(err);
-		return -EIO;
+	if (!o->nbus)
+		return 0; /* hearing maps do not matter to UDP and serial faces */
+	for (size_t i = 0; i < o->nbus; i++)
+		names[i] = o->bus[i].name;
+	if (sim_fleet_check_buses(s->fleet, names, o->nbus && o->bus[0].name ? o->nbus : 0, why,
+				  sizeof(why)) < 0) {
+		fprintf(stderr, "smpgw-sim: %s\n", why);
+		return -EINVAL;
+	}
+	for (size_t i = 0; i < o->nbus; i++) {
+		const struct bus_opt *b = &o->bus[i];
+		struct sim_bluez *bz = sim_bluez_new_named(s->base, s->fleet, b->name, (unsigned)i,
+							   b->address, &err);
+
+		if (!bz) {
+			fprintf(stderr, "smpgw-sim: --bus %s: %s\n", b->address, err);
+			free(err);
+			return -EIO;
+		}
+		s->bluez[s->nbluez++] = bz;
+		if (!b->name) {
+			printf("bluez org.bluez on %s\n", b->address);
+			continue;
+		}
+		printf("bluez %s org.bluez on %s\n", b->name, b->address);
+		for (unsigned a = 0; a < sim_bluez_adapter_count(bz); a++)
+			printf("bus %s adapter hci%u %s\n", b->name, a, sim_bluez_adapter_address(bz, a));
 	}
 	if (s->ctl)
-		sim_control_set_bluez(s->ctl, s->bluez);
-	printf("bluez org.bluez on %s\n", bus);
+		sim_control_set_bluez(s->ctl, s->bluez, s->nbluez);
 	return 0;
 }
 
 static void close_bluez(struct sim *s)
 {
 	if (s->ctl)
-		sim_control_set_bluez(s->ctl, NULL);
-	s->bluez = sim_bluez_free(s->bluez);
+		sim_control_set_bluez(s->ctl, NULL, 0);
+	for (size_t i = 0; i < s->nbluez; i++)
+		sim_bluez_free(s->bluez[i]);
+	s->nbluez = 0;
 }
 
 /* ---- --peripheral: watches behind the real bluetoothd (tests/vm owner) ---- */
@@ -365,7 +433,7 @@ int main(int argc, char **argv)
 	}
 	printf("smpgw-sim: %zu devices\n", sim_fleet_count(s.fleet));
 	print_capacity(s.fleet);
-	if (open_faces(&s, &o) < 0 || open_control(&s, o.control) < 0 || open_bluez(&s, o.bus) < 0 ||
+	if (open_faces(&s, &o) < 0 || open_control(&s, o.control) < 0 || open_bluez(&s, &o) < 0 ||
 	    open_peripherals(&s, o.peripheral) < 0 /* tests/vm owner */)
 		goto out;
 	printf("ready\n");
@@ -383,5 +451,7 @@ out:
 	if (s.base)
 		event_base_free(s.base);
 	free(dir);
+	for (size_t i = 0; i < o.nbus; i++)
+		free(o.bus[i].name);
 	return r;
 }

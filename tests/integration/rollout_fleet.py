@@ -54,16 +54,22 @@ def executables():
 
 class Fleet:
     """count simulated PineTimes named PineTime-1..count, fast flash and
-    boot so a rollout of 50 takes seconds."""
+    boot so a rollout of 50 takes seconds.
+
+    buses=('g1', 'g2', ...): one simulator for several gateways (BLE): a
+    private bus per gateway (--bus NAME=ADDRESS), each with its own adapter;
+    per_device entries say who hears a watch ({"heard": {"g1": -50}}, absent:
+    every gateway at its rssi); Gateway(..., bus='g1') uses that bus."""
 
     def __init__(self, workdir, sim_exe, count, per_device=None, boot_ms=150,
-                 transport='udp'):
+                 transport='udp', buses=None):
         self.dir = workdir
         self.exe = sim_exe
         self.count = count
-        self.transport = transport
+        self.transport = 'ble' if buses else transport
         self.bus = None      # private dbus-daemon (BLE): harness_common.Bus
         self.bus_address = None
+        self.buses = {name: None for name in buses or ()}  # name -> Bus
         self.addresses = {}  # name -> BLE address
         self.fleet = {
             'count': count, 'seed': 7,
@@ -84,7 +90,11 @@ class Fleet:
         with open(path, 'w') as f:
             json.dump(self.fleet, f)
         args = [self.exe, '--fleet', path, '--control', self.control]
-        if self.transport == 'ble':
+        if self.buses:
+            for name in self.buses:
+                self.buses[name] = self._new_bus()
+                args += ['--bus', '%s=%s' % (name, self.buses[name].address)]
+        elif self.transport == 'ble':
             self._start_bus()
             args += ['--bus', self.bus_address]
         else:
@@ -100,18 +110,26 @@ class Fleet:
             raise RuntimeError('smpgw-sim: expected %d UDP faces, saw %d'
                                % (self.count, len(self.ports)))
 
-    def _start_bus(self):
+    def _new_bus(self):
         conf = os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'dbus',
                             'bus.conf')
-        self.bus = Bus(conf)
-        self.bus_address = self.bus.start()
+        bus = Bus(conf)
+        bus.start()
+        return bus
+
+    def _start_bus(self):
+        self.bus = self._new_bus()
+        self.bus_address = self.bus.address
 
     def id(self, name):
         """The gateway's device id of a watch."""
         return self.addresses[name] if self.transport == 'ble' else name
 
-    def gateway_args(self):
-        """smpgwd's command-line arguments for this transport."""
+    def gateway_args(self, bus=None):
+        """smpgwd's command-line arguments for this transport (bus: the
+        gateway's bus name with buses=...)."""
+        if self.buses:
+            return ['--bluez-bus', self.buses[bus].address]
         if self.transport == 'ble':
             return ['--bluez-bus', self.bus_address]
         return ['--no-ble']
@@ -156,12 +174,23 @@ class Fleet:
     def show(self, name):
         return self.ctl({'cmd': 'show', 'device': name})
 
+    def move(self, name, heard):
+        """Walks a watch: {"g1": -85, "g2": -50, "g3": None (out of range)}."""
+        return self.ctl({'cmd': 'move', 'device': name, 'heard': heard})['device']
+
+    def power(self, bus, on):
+        """A gateway host's radio off/on (its links drop, as when it dies)."""
+        self.ctl({'cmd': 'power', 'bus': bus, 'on': on})
+
     def stop(self):
         reap(self.proc)
         if self.proc:
             self.logf.close()
         if self.bus:
             self.bus.stop()
+        for bus in self.buses.values():
+            if bus:
+                bus.stop()
 
 
 class Gateway:
@@ -169,10 +198,11 @@ class Gateway:
     restarts); REST on an OS-chosen loopback port."""
     log_tail = True  # Running prints the end of its log when a test fails
 
-    def __init__(self, workdir, gw_exe, fleet, extra_conf=()):
+    def __init__(self, workdir, gw_exe, fleet, extra_conf=(), bus=None):
         self.dir = workdir
         self.exe = gw_exe
         self.fleet = fleet
+        self.bus = bus  # the gateway's bus of a Fleet(buses=...)
         self.state = os.path.join(workdir, 'state')
         self.conf = os.path.join(workdir, 'smpgwd.conf')
         conf = ['[general]', 'state_dir = ' + self.state,
@@ -201,7 +231,7 @@ class Gateway:
         self.starts += 1
         self.proc = subprocess.Popen(
             [self.exe, '-c', self.conf, '-l', 'info',
-             '--time-offset-ms', str(int(time_offset_ms))] + self.fleet.gateway_args(),
+             '--time-offset-ms', str(int(time_offset_ms))] + self.fleet.gateway_args(self.bus),
             stdout=self.logf, stderr=subprocess.STDOUT,
             env=dict(os.environ, TZ='UTC', **(env or {})))
         port = wait_for('the REST port', lambda: self._port(mark), timeout=15)

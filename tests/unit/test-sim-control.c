@@ -132,6 +132,13 @@ int main(void)
 	ok(error_has("{\"cmd\":\"fault\",\"device\":0,\"fault\":\"slow_flash\",\"factor\":-1}", "factor"),
 	   "fault argument bad");
 	ok(error_has("{\"cmd\":\"nope\"}", "unknown command"), "unknown command");
+	ok(error_has("{\"cmd\":\"move\",\"device\":0,\"heard\":{\"g1\":-50}}",
+		     "needs --bus NAME=ADDRESS"), "move without named buses");
+	ok(error_has("{\"cmd\":\"rssi\",\"device\":0,\"rssi\":-50,\"bus\":\"g1\"}",
+		     "not a --bus NAME"), "rssi of an unknown bus");
+	ok(error_has("{\"cmd\":\"power\",\"bus\":\"g1\",\"on\":false}", "not a --bus NAME"),
+	   "power of an unknown bus");
+	ok(error_has("{\"cmd\":\"power\",\"bus\":\"g1\"}", "\"on\""), "power without on");
 	ok(error_has("{\"device\":0}", "\"cmd\" missing"), "cmd missing");
 	ok(error_has("not json", "bad JSON"), "bad JSON");
 

@@ -85,6 +85,11 @@ static void test_errors(struct event_base *base)
 		{ "{\"count\": 1, \"defaults\": {\"version\": \"1.x\"}}", "defaults.version" },
 		{ "{\"count\": 1, \"defaults\": {\"flash\": {\"erase\": 1}}}", "defaults.flash.erase" },
 		{ "{\"count\": 1, \"count\": 2}", "line 1" },
+		{ "{\"count\": 1, \"defaults\": {\"heard\": [1]}}", "defaults.heard: must be an object" },
+		{ "{\"devices\": [{\"heard\": {\"g 1\": -50}}]}", "devices[0].heard.g 1: a bus name" },
+		{ "{\"devices\": [{\"heard\": {\"g1\": -128}}]}", "devices[0].heard.g1: must be an integer" },
+		{ "{\"devices\": [{\"centrals\": 0}]}", "devices[0].centrals" },
+		{ "{\"count\": 1, \"adapters\": [{\"bus\": \"\"}]}", "adapters[0].bus" },
 		{ "{\"count\": 1", "line 1" },
 	};
 	char err[256];
@@ -101,6 +106,43 @@ static void test_errors(struct event_base *base)
 	sim_fleet_spec_free(s);
 	uint8_t junk[3] = { 0xff, 0x00, 0x7b };
 	ok(sim_fleet_spec_parse(junk, sizeof(junk), &s, err, sizeof(err)) == -EBADMSG, "binary junk");
+}
+
+/* Per-gateway radio visibility: "heard" maps, "centrals", adapters' "bus". */
+static void test_buses(struct event_base *base)
+{
+	const char *text = "{\"count\": 3, \"adapters\": [{\"bus\": \"g1\"}, {}],"
+			   " \"defaults\": {\"heard\": {\"g1\": -60}},"
+			   " \"devices\": [{\"heard\": {\"g1\": -50, \"g2\": -72}, \"centrals\": 2},"
+			   " {\"heard\": {}}]}";
+	const char *names[] = { "g1", "g2" }, *only_g1[] = { "g1" }, *g3[] = { "g1", "g2", "g3" };
+	char err[256] = "";
+	struct sim_fleet_spec *s = parse(text, err, sizeof(err));
+	struct sim_fleet *f = s ? sim_fleet_new(base, s, NULL, err, sizeof(err)) : NULL;
+	int rssi = 0;
+
+	ok(f != NULL, "fleet with hearing maps: %s", err);
+	if (!f)
+		return;
+	ok(sim_fleet_heard(f, 0, "g1", &rssi) == 1 && rssi == -50, "watch 0 heard by g1 at -50");
+	ok(sim_fleet_heard(f, 0, "g2", &rssi) == 1 && rssi == -72, "and by g2 at -72");
+	ok(sim_fleet_heard(f, 1, "g1", &rssi) == 0, "an empty map: heard by nobody");
+	ok(sim_fleet_heard(f, 2, "g1", &rssi) == 1 && rssi == -60, "defaults' map");
+	ok(sim_fleet_heard(f, 2, "g2", &rssi) == 0, "a bus not in the map does not hear it");
+	ok(sim_fleet_heard(f, 0, NULL, &rssi) == -ENOENT, "a plain bus hears everything");
+	ok(sim_fleet_centrals(f, 0) == 2 && sim_fleet_centrals(f, 1) == 1, "centrals, default 1");
+	sim_fleet_link_add(f, 0, 1);
+	sim_fleet_link_add(f, 1, -1);
+	ok(sim_fleet_links(f, 0) == 1 && sim_fleet_links(f, 1) == 0, "link counts never negative");
+	ok(!strcmp(sim_fleet_adapter_bus(f, 0), "g1") && !sim_fleet_adapter_bus(f, 1),
+	   "adapter buses");
+	ok(sim_fleet_check_buses(f, names, 2, err, sizeof(err)) == 0, "g1 and g2 given: fine");
+	ok(sim_fleet_check_buses(f, only_g1, 1, err, sizeof(err)) < 0 && strstr(err, "g2"),
+	   "g2 missing: \"%s\"", err);
+	ok(sim_fleet_check_buses(f, g3, 3, err, sizeof(err)) == 0,
+	   "g3 gets the shared adapter");
+	sim_fleet_free(f);
+	sim_fleet_spec_free(s);
 }
 
 static void test_thousand(struct event_base *base)
@@ -125,6 +167,7 @@ int main(void)
 
 	test_parse(base);
 	test_errors(base);
+	test_buses(base);
 	test_thousand(base);
 	event_base_free(base);
 	return tap_done();
