@@ -66,22 +66,44 @@ static char *totals_text(json_t *totals)
 	return s;
 }
 
-/* A line per device that reached an outcome since the last look. */
-static void device_lines(struct progress *p, json_t *ro, json_t *seen)
+/* {device id: name} of the fleet, so that the lines name watches as
+ * `smpgw devices` does (a BLE watch's id is its address); empty when the
+ * daemon does not answer (the lines then show ids). */
+static json_t *device_names(void)
+{
+	json_t *names = json_object(), *l, *d;
+	size_t i;
+	int code;
+
+	rest_set_quiet(true); /* cli_poll() speaks for an unreachable daemon */
+	l = rest_json("GET", "/api/v1/devices", NULL, NULL, &code);
+	rest_set_quiet(false);
+	json_array_foreach(json_object_get(l, "devices"), i, d)
+		if (cli_str(d, "name", NULL))
+			json_object_set_new(names, cli_str(d, "id", ""),
+					    json_string(cli_str(d, "name", "")));
+	json_decref(l);
+	return names;
+}
+
+/* A line per device whose state changed since the last look (started,
+ * reached an outcome). */
+static void device_lines(struct progress *p, json_t *ro, json_t *seen, json_t *names)
 {
 	json_t *d;
 	size_t i;
 
 	json_array_foreach(json_object_get(ro, "device_list"), i, d) {
 		const char *id = cli_str(d, "device", "?"), *st = cli_str(d, "state", "?");
-		const char *was = cli_str(json_object_get(seen, id), NULL, NULL);
+		const char *was = json_string_value(json_object_get(seen, id));
 		const char *err = cli_str(d, "error", NULL);
 
 		if (was && strcmp(was, st) == 0)
 			continue;
-		json_object_set_new(seen, id, json_string(st));
 		if (was || strcmp(st, "pending") != 0)
-			progress_line(p, "%s %s%s%s", id, st, err ? ": " : "", err ? err : "");
+			progress_line(p, "%s %s%s%s", cli_str(names, id, id), st, err ? ": " : "",
+				      err ? err : "");
+		json_object_set_new(seen, id, json_string(st));
 	}
 }
 
@@ -117,7 +139,7 @@ static int follow(const char *id)
 {
 	struct progress *p = progress_new(stdout, isatty(STDOUT_FILENO));
 	char *esc = rest_escape(id), *path = xasprintf("/api/v1/rollouts/%s", esc);
-	json_t *seen = json_object(), *ro;
+	json_t *seen = json_object(), *names = device_names(), *ro;
 	struct timespec ts = { .tv_sec = POLL_MS / 1000, .tv_nsec = POLL_MS % 1000 * 1000000L };
 	int code = 0;
 
@@ -127,7 +149,7 @@ static int follow(const char *id)
 		ro = cli_poll(path, p, &code);
 		if (!ro)
 			break;
-		device_lines(p, ro, seen);
+		device_lines(p, ro, seen, names);
 		show_bar(p, ro);
 		state = cli_str(ro, "state", "?");
 		if (strcmp(state, "completed") == 0 || strcmp(state, "canceled") == 0 ||
@@ -142,6 +164,7 @@ static int follow(const char *id)
 	}
 	progress_free(p);
 	json_decref(seen);
+	json_decref(names);
 	free(path);
 	free(esc);
 	return code;

@@ -59,7 +59,7 @@ static int columns(const struct progress *p)
 	return 80;
 }
 
-/* "45%  12.3 KiB/s  ETA 0:12" (or units/s when not bytes). */
+/* "45%  12.3 KiB/s  ETA 12s" (or units/s when not bytes). */
 static void stats_text(double done, double total, double rate, bool bytes, char *buf,
 		       size_t size)
 {
