@@ -231,6 +231,13 @@ struct job {
 	unsigned link_errors;     /* attempts that ended in a link error */
 	char *last_link_error;    /* the last one ("what: strerror"), or NULL */
 	int64_t resets_base;      /* device's timeout_resets at start */
+	/* several gateways (docs/multi-gateway.md): the job's claim */
+	char *runner;             /* gateway whose claim the row has, or NULL */
+	char *runners;            /* gateways that claimed it, in order ("g1,g2") */
+	uint64_t runner_expires;  /* the claim is live until then */
+	bool cancel_req;          /* a cancel asked on another gateway */
+	bool claim_lost;          /* another gateway claimed the row: stop */
+	bool renewed;             /* in the claim round */
 };
 TAILQ_HEAD(job_list, job);
 
@@ -259,6 +266,12 @@ struct gw_engine {
 	unsigned sub;           /* event bus subscription */
 	int64_t next_mem_id;
 	struct event *dispatch_ev;
+	/* Several gateways ([gateway] id with a store): a job runs here only
+	 * once this gateway claimed its row (runner = me), renewed every
+	 * claim round; NULL: one gateway, every job in the store is ours. */
+	char *me;
+	uint32_t claim_ttl_ms;    /* [gateway] lease_ttl */
+	struct event *claim_ev;   /* the claim round */
 };
 
 static inline bool engine_job_final(const struct job *job)
@@ -276,8 +289,31 @@ int64_t engine_db_insert(struct gw_engine *eng, struct job *job);
 /* Loads unfinished jobs and the latest finished ones. */
 int engine_db_adopt(struct gw_engine *eng, const char *device_id);
 int engine_load_jobs(struct gw_engine *eng);
+/* Several gateways: claims (FOR UPDATE SKIP LOCKED on PostgreSQL) the
+ * unfinished rows of device_id that are free, expired or ours and not in
+ * memory; they join memory in id order. How many, or negative errno. */
+int engine_db_claim(struct gw_engine *eng, const char *device_id);
+/* The devices with claimable unfinished rows (a new JSON array of ids). */
+json_t *engine_db_claimable(struct gw_engine *eng);
+/* Renews this gateway's live claims; cb gets each renewed job id and its
+ * cancel request. 0 or negative errno (nothing renewed). */
+int engine_db_renew(struct gw_engine *eng, void (*cb)(struct gw_engine *eng, int64_t id,
+						      bool cancel_req));
+/* Lets the claim of a job go (handed over with its watch). */
+void engine_db_release(struct gw_engine *eng, int64_t id);
+/* The store's rows as JSON: one job (NULL if none) or the list. */
+struct job *engine_db_job(struct gw_engine *eng, int64_t id);
+json_t *engine_db_jobs_json(struct gw_engine *eng, const char *device_id,
+			    json_t *(*to_json)(const struct job *job));
+/* A cancel of a job no gateway runs now (atomic: 1 done, 0 someone claimed
+ * it meanwhile), or a cancel request to its runner. */
+int engine_db_cancel_unclaimed(struct gw_engine *eng, struct job *job);
+int engine_db_cancel_request(struct gw_engine *eng, int64_t id);
+/* The canonical id of a device the store knows (new string) or NULL. */
+char *engine_db_device(struct gw_engine *eng, const char *id);
 struct image *engine_image_get(struct gw_engine *eng, const char *id, int *err);
 void engine_image_put(struct image *im);
 bool engine_image_id_valid(const char *id);
 /* engine.c */
 struct job *engine_job_new(struct gw_engine *eng);
+void engine_job_free(struct job *job);

@@ -209,7 +209,7 @@ static void job_release_device(struct job *job)
 	job->dev = NULL;
 }
 
-static void job_free(struct job *job);
+#define job_free engine_job_free
 
 /* Memory holds the newest finished jobs only; the store keeps them all. */
 static void prune_finished(struct gw_engine *eng, struct job *keep)
@@ -345,6 +345,12 @@ static void job_request(struct job *job, uint8_t *frame, size_t len, uint32_t ti
 	struct pending *p;
 	int64_t id;
 
+	if (job->claim_lost) {
+		/* Another gateway runs it now: nothing more is sent from here;
+		 * the claim round drops it. */
+		free(frame);
+		return;
+	}
 	if (!job_device(job)) {
 		free(frame);
 		job_transport_error(job, -ENODEV, "device not present");
@@ -831,6 +837,8 @@ static void job_step_reset(struct job *job)
 	int64_t id;
 
 	set_phase(job, PHASE_RESET);
+	if (job->claim_lost)
+		return;
 	job->reset_sent_ms = gw_now_ms(job->eng->gw);
 	if (!job_device(job) || gw_smp_os_reset(&frame, &len) < 0)
 		return job_transport_error(job, -ENODEV, "reset");
@@ -1070,7 +1078,8 @@ static void dispatch(struct gw_engine *eng)
 
 	for (j = TAILQ_FIRST(&eng->jobs); j; j = next) {
 		next = TAILQ_NEXT(j, entry);
-		if (j->state != GW_JOB_STATE_QUEUED || device_busy(eng, j->device_id))
+		if (j->state != GW_JOB_STATE_QUEUED || j->claim_lost ||
+		    device_busy(eng, j->device_id))
 			continue;
 		dev = gw_device_find(eng->gw, j->device_id);
 		if (!dev)
@@ -1118,6 +1127,8 @@ static void on_event(const struct gw_event *ev, void *user_data)
 	if (!id)
 		return;
 	if (!strcmp(ev->type, "device.added")) {
+		if (eng->claim_ev) /* its queued jobs may be claimed now */
+			event_active(eng->claim_ev, 0, 0);
 		dispatch_soon(eng);
 		return;
 	}
@@ -1158,6 +1169,8 @@ int gw_engine_hand_over(struct gw_engine *eng, const char *device_id)
 		 * the watch's own state. */
 		if (j->state == GW_JOB_STATE_RUNNING)
 			engine_job_persist(j);
+		if (eng->me && !j->claim_lost) /* the next holder claims it at once */
+			engine_db_release(eng, j->id);
 		TAILQ_REMOVE(&eng->jobs, j, entry);
 		eng->n_jobs--;
 		log_notice("job %lld (%s): handed over with its watch", (long long)j->id,
@@ -1173,6 +1186,12 @@ int gw_engine_adopt(struct gw_engine *eng, const char *device_id)
 	struct job *j, *next;
 	int n;
 
+	if (eng->me) {
+		/* Several gateways: the watch's jobs are claimed. */
+		n = engine_db_claim(eng, device_id);
+		dispatch_soon(eng);
+		return n < 0 ? -EIO : n;
+	}
 	/* Copies loaded at start or left from an earlier hold may be stale
 	 * (another gateway ran them since): the store's rows win. */
 	for (j = TAILQ_FIRST(&eng->jobs); j; j = next) {
@@ -1192,6 +1211,58 @@ int gw_engine_adopt(struct gw_engine *eng, const char *device_id)
 	return n;
 }
 
+/* ---- several gateways: the claim round ---- */
+
+#define CLAIM_ROUND_MS 2000
+
+static void renewed(struct gw_engine *eng, int64_t id, bool cancel_req)
+{
+	struct job *j = job_find(eng, id);
+
+	if (!j)
+		return;
+	j->renewed = true;
+	if (cancel_req && !engine_job_final(j) && gw_job_cancel(eng, id) == 0)
+		log_notice("job %lld (%s): canceled by a request on another gateway",
+			   (long long)id, j->device_id);
+}
+
+/* Renews this gateway's claims (a job whose claim another gateway took is
+ * dropped without writing its row), acts on cancels asked elsewhere, and
+ * claims the unfinished jobs of the watches it manages. */
+static void claim_round(struct gw_engine *eng)
+{
+	struct job *j, *next;
+	json_t *devs, *v;
+	size_t i;
+
+	TAILQ_FOREACH(j, &eng->jobs, entry)
+		j->renewed = false;
+	if (engine_db_renew(eng, renewed) < 0)
+		return; /* the store is unreachable: the lease rules apply */
+	for (j = TAILQ_FIRST(&eng->jobs); j; j = next) {
+		next = TAILQ_NEXT(j, entry);
+		if (engine_job_final(j) || (j->renewed && !j->claim_lost))
+			continue;
+		log_warn("job %lld (%s): this gateway's claim lapsed; dropped here (the "
+			 "store has it as its runner wrote it)", (long long)j->id, j->device_id);
+		TAILQ_REMOVE(&eng->jobs, j, entry);
+		eng->n_jobs--;
+		job_free(j);
+	}
+	devs = engine_db_claimable(eng);
+	json_array_foreach(devs, i, v)
+		if (gw_device_find(eng->gw, json_string_value(v)))
+			engine_db_claim(eng, json_string_value(v));
+	json_decref(devs);
+	dispatch_soon(eng);
+}
+
+static void claim_cb(evutil_socket_t fd, short what, void *arg)
+{
+	claim_round(arg);
+}
+
 /* ---- public API ---- */
 
 struct job *engine_job_new(struct gw_engine *eng)
@@ -1204,7 +1275,7 @@ struct job *engine_job_new(struct gw_engine *eng)
 	return job;
 }
 
-static void job_free(struct job *job)
+void engine_job_free(struct job *job)
 {
 	job_stop_io(job);
 	radio_release(job);
@@ -1218,6 +1289,8 @@ static void job_free(struct job *job)
 	free(job->error);
 	free(job->radio_key);
 	free(job->last_link_error);
+	free(job->runner);
+	free(job->runners);
 	free(job);
 }
 
@@ -1231,18 +1304,31 @@ int64_t gw_job_submit(struct gw_engine *engine, const char *device_id,
 	int err = 0;
 	int64_t id;
 
+	char *known = NULL;
+
 	if (!engine || !device_id || mode > GW_JOB_MODE_CONFIRM || !engine_image_id_valid(image_id))
 		return -EINVAL;
 	dev = gw_device_find(engine->gw, device_id);
-	if (!dev)
+	/* Several gateways: a watch another gateway holds (or nobody holds
+	 * now) gets a queued row; its holder claims it. */
+	if (!dev && engine->me)
+		known = engine_db_device(engine, device_id);
+	if (!dev && !known)
 		return -ENOENT;
 	im = engine_image_get(engine, image_id, &err);
-	if (!im)
+	if (!im) {
+		free(known);
 		return err == -ENOENT ? -ENOENT : -EINVAL;
+	}
 	job = engine_job_new(engine);
 	job->size = im->len;
 	engine_image_put(im);
-	job->device_id = xstrdup(gw_device_id(dev));
+	job->device_id = known ? known : xstrdup(gw_device_id(dev));
+	if (dev && engine->me) {
+		job->runner = xstrdup(engine->me);
+		job->runners = xstrdup(engine->me);
+		job->runner_expires = gw_now_ms(engine->gw) + engine->claim_ttl_ms;
+	}
 	job->image_id = xstrdup(image_id);
 	job->rollout_id = opts && opts->rollout_id ? xstrdup(opts->rollout_id) : NULL;
 	job->mode = mode;
@@ -1253,6 +1339,14 @@ int64_t gw_job_submit(struct gw_engine *engine, const char *device_id,
 		return id;
 	}
 	job->id = id;
+	if (!dev) {
+		log_info("job %lld queued: %s %s on %s (not managed here: its holder "
+			 "claims it)", (long long)id, gw_job_mode_str(mode), image_id,
+			 job->device_id);
+		emit(job, "job.state", job_event_data(job));
+		job_free(job);
+		return id;
+	}
 	job->done = opts ? opts->done : NULL;
 	job->user_data = opts ? opts->user_data : NULL;
 	TAILQ_INSERT_TAIL(&engine->jobs, job, entry);
@@ -1264,10 +1358,51 @@ int64_t gw_job_submit(struct gw_engine *engine, const char *device_id,
 	return id;
 }
 
+static const char cancel_marked[] =
+	"canceled after the image was marked for test: nothing is confirmed; MCUboot "
+	"reverts it at the reset after the one that boots it";
+
+/* Several gateways: a job this gateway does not run. Cancelled in the
+ * store when nobody runs it now, else asked of its runner (its next claim
+ * round, within 2 s). */
+static int cancel_elsewhere(struct gw_engine *eng, int64_t job_id)
+{
+	struct job *job = engine_db_job(eng, job_id);
+	int r;
+
+	if (!job)
+		return -ENOENT;
+	if (engine_job_final(job))
+		r = -EALREADY;
+	else if (job->state == GW_JOB_STATE_RUNNING && job->phase == PHASE_CONFIRM)
+		r = -EBUSY;
+	else {
+		if (job->phase == PHASE_TEST || job->phase == PHASE_RESET ||
+		    job->phase == PHASE_WAIT)
+			job->error = xstrdup(cancel_marked);
+		r = engine_db_cancel_unclaimed(eng, job);
+		if (r == 1) {
+			log_info("job %lld (%s): canceled (no gateway was running it)",
+				 (long long)job_id, job->device_id);
+			emit(job, "job.state", job_event_data(job));
+			emit(job, "job.result", job_event_data(job));
+			r = 0;
+		} else if (r == 0) {
+			r = engine_db_cancel_request(eng, job_id);
+			log_info("job %lld (%s): cancel asked of %s", (long long)job_id,
+				 job->device_id, job->runner ? job->runner : "its runner");
+		}
+	}
+	job_free(job);
+	return r;
+}
+
 int gw_job_cancel(struct gw_engine *engine, int64_t job_id)
 {
 	struct job *job = engine ? job_find(engine, job_id) : NULL;
 
+	if (!job && engine && engine->me)
+		return cancel_elsewhere(engine, job_id);
 	if (!job)
 		return -ENOENT;
 	if (engine_job_final(job))
@@ -1276,10 +1411,7 @@ int gw_job_cancel(struct gw_engine *engine, int64_t job_id)
 	if (job->state == GW_JOB_STATE_RUNNING && job->phase == PHASE_CONFIRM)
 		return -EBUSY;
 	if (job->phase == PHASE_TEST || job->phase == PHASE_RESET || job->phase == PHASE_WAIT)
-		job_finish(job, GW_JOB_STATE_CANCELED,
-			   "canceled after the image was marked for test: nothing is "
-			   "confirmed; MCUboot reverts it at the reset after the one that "
-			   "boots it");
+		job_finish(job, GW_JOB_STATE_CANCELED, "%s", cancel_marked);
 	else
 		job_finish(job, GW_JOB_STATE_CANCELED, NULL);
 	return 0;
@@ -1309,21 +1441,56 @@ static json_t *job_json(const struct job *job)
 				      "lost_frames", (int)job->ctl.losses));
 	if (!job->error)
 		json_object_set_new(o, "error", json_null());
+	if (job->eng->me) {
+		/* Several gateways: who runs it (or ran it last) and who ran it. */
+		json_t *runners = json_array();
+		char *list = job->runners ? xstrdup(job->runners) : NULL, *save = NULL;
+
+		for (char *t = list ? strtok_r(list, ",", &save) : NULL; t;
+		     t = strtok_r(NULL, ",", &save))
+			json_array_append_new(runners, json_string(t));
+		free(list);
+		json_object_set_new(o, "runner", job->runner ? json_string(job->runner) :
+				    json_null());
+		json_object_set_new(o, "runners", runners);
+		if (job->cancel_req && !engine_job_final(job))
+			json_object_set_new(o, "cancel_requested", json_true());
+	}
 	return o;
+}
+
+/* A row of the store, or this gateway's copy when it runs the job (its
+ * progress is newer than the last write). */
+static json_t *row_json(const struct job *row)
+{
+	struct job *mem = job_find(row->eng, row->id);
+
+	return job_json(mem ? mem : row);
 }
 
 json_t *gw_job_to_json(struct gw_engine *engine, int64_t job_id)
 {
 	struct job *job = engine ? job_find(engine, job_id) : NULL;
+	json_t *o;
 
-	return job ? job_json(job) : NULL;
+	if (job || !engine || !engine->me)
+		return job ? job_json(job) : NULL;
+	/* Several gateways: every job of the fleet, from the store. */
+	job = engine_db_job(engine, job_id);
+	o = job ? job_json(job) : NULL;
+	if (job)
+		job_free(job);
+	return o;
 }
 
 json_t *gw_jobs_to_json(struct gw_engine *engine, const char *device_id)
 {
-	json_t *a = json_array();
+	json_t *a;
 	struct job *j;
 
+	if (engine && engine->me)
+		return engine_db_jobs_json(engine, device_id, row_json);
+	a = json_array();
 	if (!engine)
 		return a;
 	TAILQ_FOREACH_REVERSE(j, &engine->jobs, job_list, entry)
@@ -1343,6 +1510,16 @@ struct gw_engine *gw_engine_new(struct gw *gw, int *err)
 	LIST_INIT(&eng->images);
 	eng->store = store;
 	eng->dispatch_ev = event_new(gw_base(gw), -1, 0, dispatch_cb, eng);
+	if (store && gw_config(gw)->gateway.id) {
+		struct timeval tv = { CLAIM_ROUND_MS / 1000, (CLAIM_ROUND_MS % 1000) * 1000 };
+
+		eng->me = xstrdup(gw_config(gw)->gateway.id);
+		eng->claim_ttl_ms = gw_config(gw)->gateway.lease_ttl_ms ?
+				    gw_config(gw)->gateway.lease_ttl_ms : 15000;
+		eng->claim_ev = event_new(gw_base(gw), -1, EV_PERSIST, claim_cb, eng);
+		event_add(eng->claim_ev, &tv);
+		event_active(eng->claim_ev, 0, 0);
+	}
 	if (eng->store && engine_load_jobs(eng) < 0) {
 		if (err)
 			*err = -EIO;
@@ -1368,6 +1545,13 @@ struct gw_engine *gw_engine_free(struct gw_engine *engine)
 	 * them. */
 	while ((j = TAILQ_FIRST(&engine->jobs))) {
 		TAILQ_REMOVE(&engine->jobs, j, entry);
+		/* Several gateways: a clean stop lets its claims go, so the
+		 * next holder of the watch need not wait for them to lapse. */
+		if (engine->me && !engine_job_final(j) && !j->claim_lost) {
+			if (j->state == GW_JOB_STATE_RUNNING)
+				engine_job_persist(j);
+			engine_db_release(engine, j->id);
+		}
 		job_free(j);
 	}
 	for (size_t i = 0; i < engine->n_radios; i++)
@@ -1377,6 +1561,9 @@ struct gw_engine *gw_engine_free(struct gw_engine *engine)
 		free(engine->probes[i].id);
 	free(engine->probes);
 	event_free(engine->dispatch_ev);
+	if (engine->claim_ev)
+		event_free(engine->claim_ev);
+	free(engine->me);
 	free(engine);
 	return NULL;
 }

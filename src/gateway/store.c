@@ -112,6 +112,19 @@ static const struct gw_migration migrations[] = {
 	  "ALTER TABLE devices ADD COLUMN rec_ms INTEGER NOT NULL DEFAULT 0;"
 	  "ALTER TABLE devices ADD COLUMN slots TEXT;"
 	  "ALTER TABLE devices ADD COLUMN slots_ms INTEGER NOT NULL DEFAULT 0;" },
+	/* Jobs and rollouts across gateways (docs/multi-gateway.md): the
+	 * gateway running a job (its claim, renewed while it runs, and the
+	 * gateways that ran it, in order), a cancel asked on another
+	 * gateway; the gateway scheduling a rollout and a person's action
+	 * asked on another gateway. */
+	{ "job claims and rollout owners",
+	  "ALTER TABLE jobs ADD COLUMN runner TEXT;"
+	  "ALTER TABLE jobs ADD COLUMN runner_expires INTEGER NOT NULL DEFAULT 0;"
+	  "ALTER TABLE jobs ADD COLUMN runners TEXT;"
+	  "ALTER TABLE jobs ADD COLUMN cancel_req INTEGER NOT NULL DEFAULT 0;"
+	  "ALTER TABLE rollouts ADD COLUMN owner TEXT;"
+	  "ALTER TABLE rollouts ADD COLUMN owner_expires INTEGER NOT NULL DEFAULT 0;"
+	  "ALTER TABLE rollouts ADD COLUMN command TEXT;" },
 };
 
 struct gw_store {

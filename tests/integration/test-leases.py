@@ -115,7 +115,10 @@ def job_follows_watch():
         slots = s0.get('slots') or s0.get('device', {}).get('slots') or []
         check(any(sl.get('hash') == img and sl.get('confirmed') for sl in slots),
               "the image runs confirmed on g2's watch")
-        check('adopted with its watch' in gws['g2'].read_log(), 'g2 logged the adoption')
+        check('job %d (%s): claimed by g2 (it was running' % (jid, A) in gws['g2'].read_log(),
+              'g2 claimed the job the killed holder left running')
+        check(sql('SELECT runners FROM jobs WHERE id = %d' % jid) == 'g1,g2',
+              'its row names both runners in order (g1, then g2)')
 
 
 def db_outage():
