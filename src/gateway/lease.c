@@ -37,6 +37,7 @@ struct gw_lease {
 	gw_lease_changed_cb cb;
 	void *user_data;
 	struct event *timer;
+	struct event *margin; /* the store unreachable: the next serve_until_ms */
 	struct watch *v;
 	size_t n;
 	bool store_down; /* logged once per outage */
@@ -199,6 +200,25 @@ static int decide(struct gw_lease *l, struct watch *w, uint64_t now)
 	return claim(l, w->id, now);
 }
 
+/* Without the store, a held watch is let go at its serve_until_ms itself,
+ * not at the next round: a round later would be when the lease lapses. */
+static void arm_margin(struct gw_lease *l, uint64_t now)
+{
+	uint64_t first = UINT64_MAX;
+	struct timeval tv;
+
+	for (size_t i = 0; i < l->n; i++)
+		if (l->v[i].held && l->v[i].serve_until_ms < first)
+			first = l->v[i].serve_until_ms;
+	event_del(l->margin);
+	if (first == UINT64_MAX)
+		return;
+	first = first > now ? first - now : 0;
+	tv.tv_sec = (time_t)(first / 1000);
+	tv.tv_usec = (suseconds_t)(first % 1000) * 1000;
+	event_add(l->margin, &tv);
+}
+
 void gw_lease_tick(struct gw_lease *l)
 {
 	uint64_t now = gw_now_ms(l->gw);
@@ -235,6 +255,10 @@ void gw_lease_tick(struct gw_lease *l)
 	if (l->store_down && !failed)
 		log_notice("lease: the store is reachable again");
 	l->store_down = failed;
+	if (failed)
+		arm_margin(l, now);
+	else
+		event_del(l->margin);
 }
 
 int gw_lease_holder(struct gw *gw, const char *device_id, char **holder)
@@ -285,6 +309,7 @@ struct gw_lease *gw_lease_new(struct gw *gw, const struct gw_lease_params *p,
 	tv.tv_usec = (every % 1000) * 1000;
 	l->timer = event_new(gw_base(gw), -1, EV_PERSIST, timer_cb, l);
 	event_add(l->timer, &tv);
+	l->margin = event_new(gw_base(gw), -1, 0, timer_cb, l);
 	return l;
 }
 
@@ -296,6 +321,8 @@ struct gw_lease *gw_lease_free(struct gw_lease *l)
 		return NULL;
 	if (l->timer)
 		event_free(l->timer);
+	if (l->margin)
+		event_free(l->margin);
 	for (size_t i = 0; i < l->n; i++) {
 		if (l->v[i].held)
 			give_up(l, l->v[i].id); /* a clean stop hands over at once */
