@@ -17,6 +17,7 @@
 
 #include <event2/event.h>
 
+#include "gateway/cluster.h" /* several gateways: registry, events, views */
 #include "gateway/config.h"
 #include "gateway/device.h"
 #include "gateway/gateway.h"
@@ -44,6 +45,7 @@ struct daemon {
 	struct gw_udpface *udp;
 	struct gw_engine *engine; /* upload engine: jobs (engine.c) */
 	struct gw_rollouts *rollouts; /* rollout scheduler (rollouts.c) */
+	struct gw_cluster *cluster; /* several gateways on PostgreSQL; NULL: one */
 	struct gw_metrics *metrics; /* before any device: frames from the start */
 	int64_t time_offset_ms;  /* --time-offset-ms: shifts gw_now_ms() */
 	char *config_path;
@@ -688,6 +690,46 @@ static void stop_ble(struct daemon *d)
 }
 #endif
 
+/* ---- several gateways (cluster.h) ---- */
+
+static void start_cluster(struct daemon *d)
+{
+	const struct gw_config *cfg = gw_config(d->gw);
+	struct gw_cluster_params p = {
+		.gateway_id = cfg->gateway.id,
+		.ttl_ms = cfg->gateway.lease_ttl_ms,
+	};
+
+	d->cluster = gw_cluster_new(d->gw, &p);
+	if (d->cluster)
+		log_notice("cluster: gateway %s shares its events and devices with the "
+			   "other gateways of the store", cfg->gateway.id);
+	else if (cfg->gateway.id && cfg->store.backend != GW_STORE_POSTGRESQL)
+		log_notice("cluster: [gateway] id on a SQLite store: this gateway is alone");
+}
+
+/* The URL the other gateways forward requests for this gateway's watches
+ * to: [gateway] url, else the REST API's bound address when it names one. */
+static void set_cluster_url(struct daemon *d)
+{
+	const char *url = gw_config(d->gw)->gateway.url;
+
+	if (!d->cluster)
+		return;
+#ifdef SMPGW_HAVE_HTTP
+	if (!url && d->http)
+		url = http_server_url(d->http);
+#endif
+	if (url)
+		log_notice("cluster: the other gateways reach this one at %s", url);
+	else
+		log_warn("cluster: no [gateway] url and the REST API listens on no "
+			 "specific address: the other gateways cannot forward requests "
+			 "for the watches held here (they answer 421 held-elsewhere); "
+			 "set [gateway] url");
+	gw_cluster_set_url(d->cluster, url);
+}
+
 /* ---- signals ---- */
 
 static void on_stop(evutil_socket_t sig, short what, void *arg)
@@ -769,6 +811,7 @@ static int start(struct daemon *d, struct gw_config *cfg)
 	gw_add_config_devices(d->gw);
 	ports_changed(d->udp, d);
 	start_lease(d);
+	start_cluster(d);
 	r = start_ble(d);
 	if (r < 0)
 		return r;
@@ -791,6 +834,7 @@ static int start(struct daemon *d, struct gw_config *cfg)
 	if (!d->http)
 		return r;
 #endif
+	set_cluster_url(d);
 	add_signals(d);
 	log_notice("smpgwd %s running: %zu devices, state in %s", SMPGW_VERSION,
 		   gw_device_count(d->gw), cfg->general.state_dir);
@@ -808,6 +852,7 @@ static void stop(struct daemon *d)
 	d->engine = gw_engine_free(d->engine);
 	/* The face first: it cancels its requests before devices go. */
 	d->udp = gw_udpface_free(d->udp);
+	d->cluster = gw_cluster_free(d->cluster);
 	stop_lease(d);
 	d->gw = gw_free(d->gw);
 	d->metrics = gw_metrics_free(d->metrics);

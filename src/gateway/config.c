@@ -46,6 +46,7 @@ struct gw_config *gw_config_new_default(void)
 	cfg->udp.base_port = 17001;
 	cfg->gateway.lease_ttl_ms = 15000;
 	cfg->gateway.lease_hysteresis_db = 8;
+	cfg->gateway.forward_timeout_ms = 30000;
 	cfg->http.listen = xstrdup("127.0.0.1:8080");
 	cfg->http.max_body = 16u << 20;
 	cfg->http.max_connections = 64;
@@ -98,6 +99,7 @@ struct gw_config *gw_config_free(struct gw_config *cfg)
 	free(cfg->images.dir);
 	free(cfg->store.conninfo);
 	free(cfg->gateway.id);
+	free(cfg->gateway.url);
 	for (size_t i = 0; i < cfg->n_devices; i++)
 		device_conf_clear(&cfg->devices[i]);
 	free(cfg->devices);
@@ -435,9 +437,34 @@ static int set_store(struct gw_config *cfg, const char *key, const char *value)
 	return -ENOENT;
 }
 
-/* [gateway]: id (leases on watches), lease_ttl, lease_hysteresis (dB). */
+/* [gateway] url: where the other gateways reach this one's REST API. */
+static bool url_ok(const char *v)
+{
+	const char *host = !strncmp(v, "http://", 7) ? v + 7 :
+			   !strncmp(v, "https://", 8) ? v + 8 : NULL;
+	size_t n = strlen(v);
+
+	return host && *host && *host != '/' && n < 256 && strcspn(v, " \t\r\n") == n;
+}
+
+/* [gateway]: id (leases on watches), lease_ttl, lease_hysteresis (dB),
+ * url and forward_timeout (cluster.h, docs/multi-gateway.md). */
 static int set_gateway(struct gw_config *cfg, const char *key, const char *value)
 {
+	if (!strcmp(key, "url")) {
+		if (!url_ok(value))
+			return -EINVAL;
+		set_str(&cfg->gateway.url, value);
+		return 0;
+	}
+	if (!strcmp(key, "forward_timeout")) {
+		int r = set_duration(&cfg->gateway.forward_timeout_ms, value);
+
+		if (r == 0 && (cfg->gateway.forward_timeout_ms < 100 ||
+			       cfg->gateway.forward_timeout_ms > 600000))
+			return -EINVAL;
+		return r;
+	}
 	if (!strcmp(key, "id")) {
 		if (!*value || strlen(value) > 64)
 			return -EINVAL;

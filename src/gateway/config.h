@@ -109,6 +109,10 @@ struct gw_config {
 		char *id;               /* NULL: no leases (one gateway) */
 		uint32_t lease_ttl_ms;  /* default 15 s */
 		unsigned lease_hysteresis_db; /* default 8 */
+		/* The URL of this gateway's REST API for the other gateways
+		 * (cluster.h); NULL: the bound address when it is specific. */
+		char *url;
+		uint32_t forward_timeout_ms; /* a forwarded request; default 30 s */
 	} gateway;
 	/* [store]: where the durable state lives (src/gateway/store.h). */
 	struct {

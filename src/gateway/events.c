@@ -13,6 +13,7 @@ struct sub {
 	unsigned id;
 	gw_event_cb cb;
 	void *user_data;
+	bool all; /* remote events too */
 };
 
 struct gw_events {
@@ -21,6 +22,7 @@ struct gw_events {
 	uint64_t next_id;
 	struct sub *subs;
 	unsigned nsubs, next_sub;
+	char *gateway;
 };
 
 struct gw_events *gw_events_new(unsigned history)
@@ -37,6 +39,7 @@ struct gw_events *gw_events_new(unsigned history)
 static void event_clear(struct gw_event *ev)
 {
 	free((char *)ev->type);
+	free((char *)ev->gateway);
 	json_decref(ev->data);
 	memset(ev, 0, sizeof(*ev));
 }
@@ -49,6 +52,7 @@ struct gw_events *gw_events_free(struct gw_events *bus)
 		event_clear(&bus->ring[i]);
 	free(bus->ring);
 	free(bus->subs);
+	free(bus->gateway);
 	free(bus);
 	return NULL;
 }
@@ -61,7 +65,14 @@ static uint64_t wall_ms(void)
 	return (uint64_t)tv.tv_sec * 1000u + (uint64_t)tv.tv_usec / 1000u;
 }
 
-uint64_t gw_events_emit(struct gw_events *bus, const char *type, json_t *data)
+void gw_events_set_gateway(struct gw_events *bus, const char *gateway)
+{
+	free(bus->gateway);
+	bus->gateway = gateway ? xstrdup(gateway) : NULL;
+}
+
+static uint64_t emit(struct gw_events *bus, const char *gateway, bool remote,
+		     const char *type, json_t *data, uint64_t time_ms)
 {
 	struct gw_event *slot;
 
@@ -76,27 +87,53 @@ uint64_t gw_events_emit(struct gw_events *bus, const char *type, json_t *data)
 	slot->id = bus->next_id++;
 	slot->type = xstrdup(type);
 	slot->data = data ? data : json_object();
-	slot->time_ms = wall_ms();
+	slot->time_ms = time_ms;
+	slot->gateway = gateway ? xstrdup(gateway) : NULL;
+	slot->remote = remote;
 
 	/* Subscribers may unsubscribe themselves from the callback: iterate
 	 * over a snapshot of the count and re-check ids. */
 	for (unsigned i = 0; i < bus->nsubs; i++) {
 		struct sub s = bus->subs[i];
 
-		s.cb(slot, s.user_data);
+		if (!remote || s.all)
+			s.cb(slot, s.user_data);
 		if (i < bus->nsubs && bus->subs[i].id != s.id)
 			i--; /* current entry removed; the next moved here */
 	}
 	return slot->id;
 }
 
+uint64_t gw_events_emit(struct gw_events *bus, const char *type, json_t *data)
+{
+	return emit(bus, bus->gateway, false, type, data, wall_ms());
+}
+
+uint64_t gw_events_emit_remote(struct gw_events *bus, const char *gateway,
+			       const char *type, json_t *data, uint64_t time_ms)
+{
+	return emit(bus, gateway, true, type, data, time_ms);
+}
+
+static unsigned subscribe(struct gw_events *bus, gw_event_cb cb, void *user_data,
+			  bool all)
+{
+	bus->subs = xrealloc(bus->subs, (bus->nsubs + 1) * sizeof(*bus->subs));
+	bus->subs[bus->nsubs] = (struct sub){ bus->next_sub, cb, user_data, all };
+	bus->nsubs++;
+	return bus->next_sub++;
+}
+
 unsigned gw_events_subscribe(struct gw_events *bus, gw_event_cb cb,
 			     void *user_data)
 {
-	bus->subs = xrealloc(bus->subs, (bus->nsubs + 1) * sizeof(*bus->subs));
-	bus->subs[bus->nsubs] = (struct sub){ bus->next_sub, cb, user_data };
-	bus->nsubs++;
-	return bus->next_sub++;
+	return subscribe(bus, cb, user_data, false);
+}
+
+unsigned gw_events_subscribe_all(struct gw_events *bus, gw_event_cb cb,
+				 void *user_data)
+{
+	return subscribe(bus, cb, user_data, true);
 }
 
 void gw_events_unsubscribe(struct gw_events *bus, unsigned id)

@@ -4,9 +4,18 @@
  * lost, job progress and result, rollout transitions) is published here
  * once, with a monotonically increasing id, and kept in a bounded history
  * so SSE clients can resume with Last-Event-ID.
+ *
+ * Several gateways (docs/multi-gateway.md, cluster.h): every event carries
+ * the id of the gateway it happened on ("gateway"; NULL with one
+ * gateway). Events of other gateways are re-emitted here as "remote"
+ * events: they get a local id and go to the history and to subscribers
+ * that asked for them (gw_events_subscribe_all: the REST API's stream),
+ * never to the plain subscribers (upload engine, rollouts), which act only
+ * on what happens on this gateway, and never back to the other gateways.
  */
 #pragma once
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include <jansson.h>
@@ -18,6 +27,8 @@ struct gw_event {
 	const char *type;   /* e.g. "device.connected", "job.progress" */
 	json_t *data;       /* borrowed; an object */
 	uint64_t time_ms;   /* wall clock, ms since epoch */
+	const char *gateway; /* where it happened; NULL: one gateway, no id */
+	bool remote;        /* happened on another gateway */
 };
 
 typedef void (*gw_event_cb)(const struct gw_event *ev, void *user_data);
@@ -28,10 +39,19 @@ struct gw_events *gw_events_free(struct gw_events *bus);
 /* Publishes an event; data is consumed (may be NULL for {}). Returns the id. */
 uint64_t gw_events_emit(struct gw_events *bus, const char *type, json_t *data);
 
-/* Subscribers are called synchronously from gw_events_emit(). Returns a
- * non-zero subscription id. */
+/* This gateway's id, set on every local event from now on (copied). */
+void gw_events_set_gateway(struct gw_events *bus, const char *gateway);
+/* Re-emits an event of another gateway (cluster.c): data is consumed. */
+uint64_t gw_events_emit_remote(struct gw_events *bus, const char *gateway,
+			       const char *type, json_t *data, uint64_t time_ms);
+
+/* Subscribers are called synchronously from gw_events_emit(), for local
+ * events only. Returns a non-zero subscription id. */
 unsigned gw_events_subscribe(struct gw_events *bus, gw_event_cb cb,
 			     void *user_data);
+/* The same for local and remote events (check ev->remote). */
+unsigned gw_events_subscribe_all(struct gw_events *bus, gw_event_cb cb,
+				 void *user_data);
 void gw_events_unsubscribe(struct gw_events *bus, unsigned id);
 
 /*

@@ -29,6 +29,7 @@ struct gw {
 	struct gw_store *store;
 	struct gw_metrics *metrics;
 	struct gw_engine *engine; /* borrowed: registered by engine.c */
+	struct gw_cluster *cluster; /* borrowed: registered by cluster.c */
 	struct gw_rollouts *rollouts; /* borrowed: registered by rollouts.c */
 	struct gw_registry *reg;
 	int64_t time_offset_ms;
@@ -104,6 +105,16 @@ void gw_set_engine(struct gw *gw, struct gw_engine *engine)
 struct gw_engine *gw_engine(struct gw *gw)
 {
 	return gw->engine;
+}
+
+void gw_set_cluster(struct gw *gw, struct gw_cluster *cluster)
+{
+	gw->cluster = cluster;
+}
+
+struct gw_cluster *gw_cluster(struct gw *gw)
+{
+	return gw->cluster;
 }
 
 void gw_set_rollouts(struct gw *gw, struct gw_rollouts *rollouts)

@@ -42,6 +42,11 @@ void gw_set_metrics(struct gw *gw, struct gw_metrics *metrics);
 struct gw_engine;
 void gw_set_engine(struct gw *gw, struct gw_engine *engine);
 struct gw_engine *gw_engine(struct gw *gw);
+/* Several gateways (src/gateway/cluster.c) registers itself the same way;
+ * NULL with one gateway. */
+struct gw_cluster;
+void gw_set_cluster(struct gw *gw, struct gw_cluster *cluster);
+struct gw_cluster *gw_cluster(struct gw *gw);
 /* The rollout scheduler (src/gateway/rollouts.c) registers itself here so
  * the REST API finds it; NULL until then. Borrowed. */
 struct gw_rollouts;

@@ -30,6 +30,17 @@ struct gw_store_ops {
 	const char *(*text)(struct gw_stmt *st, int col);
 	int64_t (*int64)(struct gw_stmt *st, int col);
 	void (*finalize)(struct gw_stmt *st);
+	/* LISTEN on a second connection (NULL: the backend has none). */
+	struct gw_store_listener *(*listen)(void *conn, struct event_base *base,
+					    const char *channel, uint32_t retry_ms,
+					    gw_store_listen_cb cb, void *user_data);
+	struct gw_store_listener *(*listener_free)(struct gw_store_listener *l);
+	bool (*listener_up)(const struct gw_store_listener *l);
+};
+
+/* Every backend's listener starts with this. */
+struct gw_store_listener {
+	const struct gw_store_ops *ops;
 };
 
 /* Every backend's statement starts with this. */

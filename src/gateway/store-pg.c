@@ -9,6 +9,13 @@
  * rest inferred by the server). A connection lost between transactions is
  * re-established once per statement; inside a transaction the error is
  * returned (the transaction is gone with the connection).
+ *
+ * LISTEN (store.h) uses a connection of its own, driven by the event loop
+ * without blocking: PQconnectStart/PQconnectPoll while connecting, then
+ * the socket is one persistent read event that consumes input and drains
+ * the notifications. The statement connection never listens, so a
+ * notification can never be swallowed by a statement waiting for its
+ * result.
  */
 #include <ctype.h>
 #include <errno.h>
@@ -18,6 +25,7 @@
 #include <string.h>
 #include <time.h>
 
+#include <event2/event.h>
 #include <libpq-fe.h>
 
 #include "gateway/store-int.h"
@@ -27,6 +35,7 @@
 
 struct pg {
 	PGconn *c;
+	char *conninfo; /* for the listener's own connection */
 	char *err;
 	struct timespec last_reset; /* reconnects are tried at most once a second */
 };
@@ -150,6 +159,7 @@ static void pg_close(void *conn)
 	if (!pg)
 		return;
 	PQfinish(pg->c);
+	free(pg->conninfo);
 	free(pg->err);
 	free(pg);
 }
@@ -167,6 +177,7 @@ static void *pg_open(const char *conninfo, int *err, char **errmsg)
 		return NULL;
 	}
 	PQsetNoticeProcessor(pg->c, quiet, NULL);
+	pg->conninfo = xstrdup(conninfo ? conninfo : "");
 	return pg;
 }
 
@@ -340,6 +351,173 @@ static void pg_finalize(struct gw_stmt *st)
 	free(s);
 }
 
+/* ---- LISTEN ---- */
+
+enum lstate { L_DOWN = 0, L_CONNECTING, L_LISTEN_SENT, L_UP };
+
+struct pg_listener {
+	struct gw_store_listener base;
+	struct event_base *evb;
+	char *conninfo, *channel;
+	uint32_t retry_ms;
+	gw_store_listen_cb cb;
+	void *user_data;
+	PGconn *c;
+	enum lstate state;
+	struct event *io, *retry;
+};
+
+static void l_io(evutil_socket_t fd, short what, void *arg);
+
+static void l_watch(struct pg_listener *l, short what)
+{
+	if (l->io)
+		event_free(l->io);
+	l->io = event_new(l->evb, PQsocket(l->c), what, l_io, l);
+	event_add(l->io, NULL);
+}
+
+/* The connection failed or was lost: try again in retry_ms. */
+static void l_down(struct pg_listener *l)
+{
+	struct timeval tv = { l->retry_ms / 1000, (l->retry_ms % 1000) * 1000 };
+
+	if (l->io)
+		event_free(l->io);
+	l->io = NULL;
+	PQfinish(l->c);
+	l->c = NULL;
+	l->state = L_DOWN;
+	evtimer_add(l->retry, &tv);
+}
+
+static void l_connect(evutil_socket_t fd, short what, void *arg)
+{
+	struct pg_listener *l = arg;
+
+	l->c = PQconnectStart(l->conninfo);
+	if (!l->c || PQstatus(l->c) == CONNECTION_BAD || PQsocket(l->c) < 0) {
+		l_down(l);
+		return;
+	}
+	PQsetNoticeProcessor(l->c, quiet, NULL);
+	l->state = L_CONNECTING;
+	l_watch(l, EV_WRITE); /* PQconnectPoll's first state is "writing" */
+}
+
+static void l_send_listen(struct pg_listener *l)
+{
+	char *q = xasprintf("LISTEN %s", l->channel); /* checked: [a-z0-9_] */
+
+	if (PQsetnonblocking(l->c, 1) < 0 || !PQsendQuery(l->c, q)) {
+		free(q);
+		l_down(l);
+		return;
+	}
+	free(q);
+	PQflush(l->c);
+	l->state = L_LISTEN_SENT;
+	l_watch(l, EV_READ | EV_PERSIST);
+}
+
+/* Reads what arrived: the LISTEN's result, then notifications. */
+static void l_read(struct pg_listener *l)
+{
+	bool notified = false, up = false;
+	PGnotify *n;
+
+	if (!PQconsumeInput(l->c) || PQstatus(l->c) == CONNECTION_BAD) {
+		l_down(l);
+		return;
+	}
+	while (l->state == L_LISTEN_SENT && !PQisBusy(l->c)) {
+		PGresult *res = PQgetResult(l->c);
+
+		if (!res) {
+			l->state = L_UP;
+			up = true;
+			break;
+		}
+		if (PQresultStatus(res) != PGRES_COMMAND_OK) {
+			PQclear(res);
+			l_down(l);
+			return;
+		}
+		PQclear(res);
+	}
+	while ((n = PQnotifies(l->c))) {
+		notified = true;
+		PQfreemem(n);
+	}
+	/* The callback may free the listener: it comes last. */
+	if (up)
+		l->cb(true, l->user_data);
+	else if (notified && l->state == L_UP)
+		l->cb(false, l->user_data);
+}
+
+static void l_io(evutil_socket_t fd, short what, void *arg)
+{
+	struct pg_listener *l = arg;
+
+	if (l->state != L_CONNECTING) {
+		l_read(l);
+		return;
+	}
+	switch (PQconnectPoll(l->c)) {
+	case PGRES_POLLING_READING:
+		l_watch(l, EV_READ);
+		break;
+	case PGRES_POLLING_WRITING:
+		l_watch(l, EV_WRITE);
+		break;
+	case PGRES_POLLING_OK:
+		l_send_listen(l);
+		break;
+	default:
+		l_down(l);
+		break;
+	}
+}
+
+static struct gw_store_listener *pg_listen(void *conn, struct event_base *base,
+					   const char *channel, uint32_t retry_ms,
+					   gw_store_listen_cb cb, void *user_data)
+{
+	struct pg *pg = conn;
+	struct pg_listener *l = xnew(struct pg_listener);
+
+	l->base.ops = &gw_store_pg_ops;
+	l->evb = base;
+	l->conninfo = xstrdup(pg->conninfo);
+	l->channel = xstrdup(channel);
+	l->retry_ms = retry_ms ? retry_ms : 1000;
+	l->cb = cb;
+	l->user_data = user_data;
+	l->retry = evtimer_new(base, l_connect, l);
+	l_connect(-1, 0, l);
+	return &l->base;
+}
+
+static struct gw_store_listener *pg_listener_free(struct gw_store_listener *gl)
+{
+	struct pg_listener *l = (struct pg_listener *)gl;
+
+	if (l->io)
+		event_free(l->io);
+	event_free(l->retry);
+	PQfinish(l->c);
+	free(l->conninfo);
+	free(l->channel);
+	free(l);
+	return NULL;
+}
+
+static bool pg_listener_up(const struct gw_store_listener *gl)
+{
+	return ((const struct pg_listener *)gl)->state == L_UP;
+}
+
 const struct gw_store_ops gw_store_pg_ops = {
 	.backend = GW_STORE_POSTGRESQL,
 	.open = pg_open,
@@ -360,4 +538,7 @@ const struct gw_store_ops gw_store_pg_ops = {
 	.text = pg_text,
 	.int64 = pgs_int64,
 	.finalize = pg_finalize,
+	.listen = pg_listen,
+	.listener_free = pg_listener_free,
+	.listener_up = pg_listener_up,
 };

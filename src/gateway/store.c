@@ -125,6 +125,27 @@ static const struct gw_migration migrations[] = {
 	  "ALTER TABLE rollouts ADD COLUMN owner TEXT;"
 	  "ALTER TABLE rollouts ADD COLUMN owner_expires INTEGER NOT NULL DEFAULT 0;"
 	  "ALTER TABLE rollouts ADD COLUMN command TEXT;" },
+	/* Several gateways, one fleet (src/gateway/cluster.c): the gateways and
+	 * their REST URLs, every gateway's events (announced with NOTIFY,
+	 * pruned), and each holder's last view of its watches. */
+	{ "cluster",
+	  "CREATE TABLE gateways ("
+	  "  id TEXT PRIMARY KEY NOT NULL,"
+	  "  url TEXT,"
+	  "  started_ms INTEGER NOT NULL,"
+	  "  last_seen_ms INTEGER NOT NULL);"
+	  "CREATE TABLE cluster_events ("
+	  "  id INTEGER PRIMARY KEY AUTOINCREMENT,"
+	  "  gateway TEXT NOT NULL,"
+	  "  type TEXT NOT NULL,"
+	  "  json TEXT NOT NULL,"
+	  "  time_ms INTEGER NOT NULL);"
+	  "CREATE INDEX cluster_events_time ON cluster_events (time_ms);"
+	  "CREATE TABLE device_views ("
+	  "  device_id TEXT PRIMARY KEY NOT NULL,"
+	  "  gateway TEXT NOT NULL,"
+	  "  json TEXT NOT NULL,"
+	  "  updated_ms INTEGER NOT NULL);" },
 };
 
 struct gw_store {
@@ -253,6 +274,56 @@ int gw_stmt_run(struct gw_stmt *st)
 	r = gw_stmt_step(st);
 	gw_stmt_finalize(st);
 	return r < 0 ? r : 0;
+}
+
+/* ---- notifications ---- */
+
+static bool channel_ok(const char *c)
+{
+	size_t n = c ? strlen(c) : 0;
+
+	return n && n < 64 && strspn(c, "abcdefghijklmnopqrstuvwxyz0123456789_") == n;
+}
+
+int gw_store_notify(struct gw_store *store, const char *channel, const char *payload)
+{
+	struct gw_stmt *st;
+
+	if (!store->ops->listen)
+		return -ENOTSUP;
+	if (!channel_ok(channel))
+		return -EINVAL;
+	st = gw_store_prepare(store, "SELECT pg_notify(?1, ?2)");
+	if (!st)
+		return -EIO;
+	gw_stmt_bind_text(st, 1, channel);
+	gw_stmt_bind_text(st, 2, payload ? payload : "");
+	return gw_stmt_run(st);
+}
+
+struct gw_store_listener *gw_store_listen(struct gw_store *store, struct event_base *base,
+					  const char *channel, uint32_t retry_ms,
+					  gw_store_listen_cb cb, void *user_data, int *err)
+{
+	struct gw_store_listener *l = NULL;
+
+	if (!store->ops->listen)
+		*err = -ENOTSUP;
+	else if (!channel_ok(channel))
+		*err = -EINVAL;
+	else
+		l = store->ops->listen(store->conn, base, channel, retry_ms, cb, user_data);
+	return l;
+}
+
+struct gw_store_listener *gw_store_listener_free(struct gw_store_listener *l)
+{
+	return l ? l->ops->listener_free(l) : NULL;
+}
+
+bool gw_store_listener_up(const struct gw_store_listener *l)
+{
+	return l && l->ops->listener_up(l);
 }
 
 /* ---- migrations ---- */

@@ -88,6 +88,33 @@ void gw_stmt_finalize(struct gw_stmt *st);
 /* Steps once to completion and finalizes: 0 or negative errno. */
 int gw_stmt_run(struct gw_stmt *st);
 
+/* ---- notifications between gateways sharing the store ----
+ * PostgreSQL's LISTEN/NOTIFY (docs/multi-gateway.md, cluster.h). SQLite
+ * has no other process to tell: -ENOTSUP / NULL. A notification is only a
+ * hint that something changed (its payload is never relied on: the
+ * listener re-reads the rows it cares about), so one lost while the
+ * listener was disconnected costs nothing but latency. */
+struct event_base;
+struct gw_store_listener;
+/* Sends payload on channel (letters, digits, '_'); with a transaction
+ * open it is delivered when that transaction commits. */
+int gw_store_notify(struct gw_store *store, const char *channel, const char *payload);
+/* Called on the loop when notifications arrived on the channel
+ * (reconnected false) or when the listener (re)connected and is
+ * listening (reconnected true: the caller catches up on what it missed). */
+typedef void (*gw_store_listen_cb)(bool reconnected, void *user_data);
+/* Listens on channel over a second connection to the store's server, on
+ * base: the connection's socket is one event of the loop (no thread, no
+ * blocking call: connecting is libpq's non-blocking connect), and a lost
+ * connection is retried every retry_ms. NULL with *err: -ENOTSUP on
+ * SQLite, -EINVAL for a bad channel name. */
+struct gw_store_listener *gw_store_listen(struct gw_store *store, struct event_base *base,
+					  const char *channel, uint32_t retry_ms,
+					  gw_store_listen_cb cb, void *user_data, int *err);
+struct gw_store_listener *gw_store_listener_free(struct gw_store_listener *l);
+/* Listening now (connected and LISTEN acknowledged). */
+bool gw_store_listener_up(const struct gw_store_listener *l);
+
 /*
  * The UDP port of device id: pinned (non-zero) wins and is recorded (a
  * device that held that port before gives it up); otherwise the port

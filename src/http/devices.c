@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "codec/smp.h"
+#include "gateway/cluster.h"
 #include "gateway/config.h"
 #include "gateway/devmodel.h"
 #include "gateway/device.h"
@@ -26,14 +27,26 @@
 /* ---- registry ---- */
 
 struct list_ctx {
+	struct gw *gw;
 	struct devices_filter f;
 	json_t *out;
 };
 
+/* A device managed here; with several gateways, "held_by" is this one. */
+static json_t *local_json(struct gw *gw, struct gw_device *dev)
+{
+	json_t *j = gw_device_to_json(dev);
+	const char *me = gw_cluster_id(gw_cluster(gw));
+
+	if (j && me)
+		json_object_set_new(j, "held_by", json_string(me));
+	return j;
+}
+
 static void list_one(struct gw_device *dev, void *user_data)
 {
 	struct list_ctx *c = user_data;
-	json_t *j = gw_device_to_json(dev);
+	json_t *j = local_json(c->gw, dev);
 
 	if (j && devices_filter_match(&c->f, j))
 		json_array_append(c->out, j);
@@ -56,7 +69,10 @@ int devices_list(struct http_req *req)
 	if (devices_filter_parse(keys, values, n, &c.f, err, sizeof(err)) < 0)
 		return http_reply_problem(req, -EDOM, "%s", err), 0;
 	c.out = json_array();
-	gw_device_foreach(http_req_gw(req), list_one, &c);
+	c.gw = http_req_gw(req);
+	gw_device_foreach(c.gw, list_one, &c);
+	/* Several gateways: the rest of the fleet, as their holders see it. */
+	http_fleet_remote(req, &c.f, c.out);
 	http_reply_json(req, 200, json_pack("{s:o, s:I}", "devices", c.out,
 					    "count", (json_int_t)json_array_size(c.out)));
 	return 0;
@@ -89,8 +105,11 @@ int devices_get(struct http_req *req)
 {
 	const char *id = http_req_param(req, "id");
 	struct gw_device *dev = gw_device_find(http_req_gw(req), id);
-	json_t *j = dev ? gw_device_to_json(dev) : NULL;
+	json_t *j = dev ? local_json(http_req_gw(req), dev) : NULL;
 
+	/* Not managed here and not forwarded (forward.c): the store's view. */
+	if (!j)
+		j = http_fleet_view(req, id);
 	if (!j) {
 		if (!http_reply_held_elsewhere(req, id))
 			http_reply_problem(req, -ENODEV, "no device '%s' (GET /api/v1/devices "

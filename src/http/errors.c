@@ -13,7 +13,9 @@
  * image we accept", EREMOTEIO "the device answered with an SMP error",
  * and for BLE pairing (gw_device_pairing_errno) EKEYEXPIRED "the watch
  * refused pairing", ENOLINK "pairing with it is not allowed", EKEYREVOKED
- * "the watch lost its bond".
+ * "the watch lost its bond"; for forwarding to another gateway
+ * (forward.c) EHOSTUNREACH "the holder cannot be reached" and ETIME "the
+ * holder did not answer in time".
  */
 static const struct http_error table[] = {
 	{ EINVAL, 400, "invalid-request", "Invalid request" },
@@ -37,6 +39,8 @@ static const struct http_error table[] = {
 	{ EREMOTEIO, 422, "smp-error", "The device refused the request" },
 	{ ENOSYS, 501, "not-implemented", "Not implemented" },
 	{ ECONNRESET, 502, "link-lost", "Link to the device lost" },
+	{ EHOSTUNREACH, 502, "holder-unreachable", "The gateway holding the watch cannot be reached" },
+	{ ETIME, 504, "holder-timeout", "The gateway holding the watch did not answer in time" },
 	{ EPROTO, 502, "bad-device-response", "Malformed response from the device" },
 	{ ENOLINK, 403, "pairing-not-allowed", "The watch needs a bond and pairing with it is not allowed" },
 	{ EKEYEXPIRED, 503, "pairing-refused", "The watch refused pairing" },

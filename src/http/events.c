@@ -4,7 +4,7 @@
  * every client as
  *     id: <id>
  *     event: <type>
- *     data: {"id":..,"type":"..","time_ms":..,"data":{...}}
+ *     data: {"id":..,"type":"..","time_ms":..,"data":{...}[,"gateway":".."]}
  * A client that reconnects with Last-Event-ID (or ?last_event_id=) gets the
  * events it missed from the bus's bounded history; when they are no longer
  * there it gets one "stream.reset" event telling it to re-read state.
@@ -91,11 +91,22 @@ static void client_wake(struct sse_client *c)
 	}
 }
 
-static char *format_event(const struct gw_event *ev)
+/* One event as the stream and /recent show it; "gateway" is where it
+ * happened (several gateways: docs/multi-gateway.md). */
+static json_t *event_json(const struct gw_event *ev)
 {
 	json_t *j = json_pack("{s:I, s:s, s:I, s:O}", "id", (json_int_t)ev->id,
 			      "type", ev->type, "time_ms", (json_int_t)ev->time_ms,
 			      "data", ev->data ? ev->data : json_null());
+
+	if (j && ev->gateway)
+		json_object_set_new(j, "gateway", json_string(ev->gateway));
+	return j;
+}
+
+static char *format_event(const struct gw_event *ev)
+{
+	json_t *j = event_json(ev);
 	char *data = j ? json_dumps(j, JSON_COMPACT | JSON_ENSURE_ASCII) : NULL;
 	char *out;
 
@@ -176,7 +187,8 @@ static struct sse_hub *hub_get(struct http_req *req)
 	hub = xnew(struct sse_hub);
 	hub->srv = srv;
 	hub->gw = http_req_gw(req);
-	hub->sub = gw_events_subscribe(gw_events(hub->gw), on_bus_event, hub);
+	/* Every gateway's events (the others' re-emitted by cluster.c). */
+	hub->sub = gw_events_subscribe_all(gw_events(hub->gw), on_bus_event, hub);
 	hub->keepalive = event_new(gw_base(hub->gw), -1, EV_PERSIST, on_keepalive, hub);
 	event_add(hub->keepalive, &tv);
 	http_server_set_sse(srv, hub, hub_stop, hub_free);
@@ -315,9 +327,7 @@ static void recent_collect(const struct gw_event *ev, void *user_data)
 		return;
 	if (r->device && !about_device(ev->data, r->device))
 		return;
-	json_array_append_new(r->events, json_pack("{s:I, s:s, s:I, s:O}", "id",
-		(json_int_t)ev->id, "type", ev->type, "time_ms", (json_int_t)ev->time_ms,
-		"data", ev->data ? ev->data : json_null()));
+	json_array_append_new(r->events, event_json(ev));
 }
 
 static int recent_limit(struct http_req *req, size_t *ret)

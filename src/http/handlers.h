@@ -31,6 +31,20 @@ int dev_datetime_set(struct http_req *req);
 int dev_stats_list(struct http_req *req);
 int dev_stats_get(struct http_req *req);
 
+/* forward.c: a request for a watch another gateway holds goes to that
+ * gateway. HTTP_PENDING when forwarded (or 0 after a reply); 0 without a
+ * reply: the route's handler answers. */
+int http_forward(struct http_req *req);
+
+/* cluster.c (several gateways: cluster.h) */
+int gateways_list(struct http_req *req);
+/* Appends the watches of the shared store this gateway does not manage
+ * (their holder's last view, "held_by", "view") that pass f to out. */
+struct devices_filter;
+void http_fleet_remote(struct http_req *req, const struct devices_filter *f, json_t *out);
+/* The store's view of one watch not managed here, or NULL. */
+json_t *http_fleet_view(struct http_req *req, const char *id);
+
 /* smp.c: the generic passthrough, and the request helper the typed
  * operations share. */
 int dev_smp(struct http_req *req);

@@ -97,6 +97,10 @@ size_t http_req_query_all(struct http_req *req, const char **keys,
 const char *http_req_header(struct http_req *req, const char *name);
 /* Parsed JSON body (HTTP_BODY_JSON): NULL when the body was empty. */
 json_t *http_req_json(struct http_req *req);
+/* The JSON body as received (HTTP_BODY_JSON; NULL/0 when empty). */
+const char *http_req_body(struct http_req *req, size_t *len);
+/* The route the request matched. */
+const struct route *http_req_route(struct http_req *req);
 /* HTTP_BODY_FILE: the temp file (the handler may rename() it away and then
  * calls http_req_take_file()), its size and SHA-256. */
 const char *http_req_file(struct http_req *req, size_t *size,
@@ -120,6 +124,10 @@ void http_reply_problem_ext(struct http_req *req, int err, json_t *extra,
 /* Body consumed (free()d by the server). */
 void http_reply_buf(struct http_req *req, unsigned status, const char *ctype,
 		    char *body, size_t len);
+/* An answer of the gateway holding the watch, passed through (forward.c):
+ * body consumed; served_by names that gateway in X-Smpgw-Served-By. */
+void http_reply_forwarded(struct http_req *req, unsigned status, const char *ctype,
+			  char *body, size_t len, const char *served_by);
 /* Body borrowed and static (embedded files). */
 void http_reply_static(struct http_req *req, unsigned status,
 		       const char *ctype, const void *body, size_t len,

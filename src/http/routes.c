@@ -92,6 +92,9 @@ const struct route http_routes[] = {
 	  "Server-sent events (Last-Event-ID resume)" },
 	{ GET, "/api/v1/events/recent", events_recent, NONE, 0,
 	  "Recent events from the history" },
+	/* cluster.c */
+	{ GET, "/api/v1/gateways", gateways_list, NONE, 0,
+	  "The gateways sharing this store (several gateways)" },
 	/* metrics.c */
 	{ GET, "/api/v1/metrics", metrics_get, NONE, 0, "Prometheus metrics" },
 	{ GET, "/metrics", metrics_get, NONE, 0, "Prometheus metrics" },

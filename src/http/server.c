@@ -35,6 +35,7 @@
 #include "gateway/log.h"
 #include "gateway/metrics.h"
 #include "http/errors.h"
+#include "http/handlers.h"
 #include "http/http.h"
 #include "util/util.h"
 
@@ -57,6 +58,7 @@ struct http_server {
 	void (*sse_free)(void *);
 	struct http_req *pending; /* suspended requests waiting for a reply */
 	char *tls_key, *tls_cert;
+	char *url;              /* NULL: bound to a wildcard address */
 };
 
 enum req_stage {
@@ -145,6 +147,13 @@ struct http_server *http_req_server(struct http_req *req) { return req->srv; }
 const char *http_req_path(struct http_req *req) { return req->path; }
 unsigned http_req_method(struct http_req *req) { return req->method; }
 json_t *http_req_json(struct http_req *req) { return req->json; }
+const struct route *http_req_route(struct http_req *req) { return req->match.route; }
+
+const char *http_req_body(struct http_req *req, size_t *len)
+{
+	*len = req->json ? req->len : 0;
+	return req->json ? req->buf : NULL;
+}
 const char *http_req_filename(struct http_req *req) { return req->filename; }
 struct MHD_Connection *http_req_connection(struct http_req *req) { return req->conn; }
 void *http_server_sse(struct http_server *srv) { return srv->sse; }
@@ -302,6 +311,18 @@ void http_reply_buf(struct http_req *req, unsigned status, const char *ctype,
 		len, body, free);
 
 	add_common_headers(rsp, ctype, NULL);
+	deliver(req, rsp, status);
+}
+
+void http_reply_forwarded(struct http_req *req, unsigned status, const char *ctype,
+			  char *body, size_t len, const char *served_by)
+{
+	struct MHD_Response *rsp = MHD_create_response_from_buffer_with_free_callback(
+		len, body, free);
+
+	add_common_headers(rsp, ctype, NULL);
+	if (served_by)
+		MHD_add_response_header(rsp, "X-Smpgw-Served-By", served_by);
 	deliver(req, rsp, status);
 }
 
@@ -753,7 +774,10 @@ static void req_dispatch(struct http_req *req)
 		return;
 	}
 	req->in_handler = true;
-	r = req->match.route->handler(req);
+	/* A watch another gateway holds: its holder answers (forward.c). */
+	r = http_forward(req);
+	if (r != HTTP_PENDING && !req->replied)
+		r = req->match.route->handler(req);
 	req->in_handler = false;
 	if (req->replied)
 		return;
@@ -877,6 +901,33 @@ static int parse_listen(const char *s, struct sockaddr_storage *ss,
 	*sslen = ai->ai_addrlen;
 	freeaddrinfo(ai);
 	return 0;
+}
+
+/* "http[s]://<address>:<port>" unless the address is a wildcard. */
+static char *bound_url(const struct sockaddr_storage *ss, bool tls, uint16_t port)
+{
+	char a[INET6_ADDRSTRLEN] = "";
+	const void *addr;
+
+	if (ss->ss_family == AF_INET) {
+		const struct sockaddr_in *in = (const void *)ss;
+
+		if (in->sin_addr.s_addr == htonl(INADDR_ANY))
+			return NULL;
+		addr = &in->sin_addr;
+	} else if (ss->ss_family == AF_INET6) {
+		const struct sockaddr_in6 *in6 = (const void *)ss;
+
+		if (IN6_IS_ADDR_UNSPECIFIED(&in6->sin6_addr))
+			return NULL;
+		addr = &in6->sin6_addr;
+	} else {
+		return NULL;
+	}
+	if (!inet_ntop(ss->ss_family, addr, a, sizeof(a)))
+		return NULL;
+	return xasprintf(ss->ss_family == AF_INET6 ? "%s://[%s]:%u" : "%s://%s:%u",
+			 tls ? "https" : "http", a, port);
 }
 
 static bool addr_is_loopback(const struct sockaddr_storage *ss)
@@ -1093,6 +1144,7 @@ struct http_server *http_server_new(struct gw *gw, int *err)
 	    (r = setup_dirs(srv, cfg->general.state_dir)) < 0 ||
 	    (r = setup_images(srv, cfg)) < 0 || (r = start_mhd(srv, cfg, &ss)) < 0)
 		goto fail;
+	srv->url = bound_url(&ss, srv->tls_cert, srv->port);
 	log_info("http: listening on %s%s port %u%s", srv->tls_cert ? "https " : "",
 		 cfg->http.listen, srv->port, srv->token ? " (token required)" : "");
 	return srv;
@@ -1147,6 +1199,7 @@ struct http_server *http_server_free(struct http_server *srv)
 	free(srv->tmp_dir);
 	free(srv->tls_cert);
 	free(srv->tls_key);
+	free(srv->url);
 	free(srv);
 	return NULL;
 }
@@ -1154,4 +1207,9 @@ struct http_server *http_server_free(struct http_server *srv)
 uint16_t http_server_port(const struct http_server *srv)
 {
 	return srv->port;
+}
+
+const char *http_server_url(const struct http_server *srv)
+{
+	return srv->url;
 }

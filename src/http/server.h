@@ -24,3 +24,7 @@ struct http_server *http_server_new(struct gw *gw, int *err);
 struct http_server *http_server_free(struct http_server *srv);
 /* The bound TCP port (useful with port 0). */
 uint16_t http_server_port(const struct http_server *srv);
+/* The URL this server is reached at ("http://127.0.0.1:8080"), from the
+ * bound address and port; NULL when it listens on a wildcard address
+ * (0.0.0.0, ::), which names no host another machine could use. */
+const char *http_server_url(const struct http_server *srv);

@@ -16,12 +16,13 @@ Timing checks are against the lease rows (expires_ms, acquired_ms), not
 wall-clock bounds of the test's own polling."""
 import json
 import os
-import subprocess
 import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from rollout_fleet import NEEDS, Fleet, Gateway, executables, log, session, wait_for  # noqa: E402
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'pg'))
+from pg_server import PgServer, lease_holder as holder, test_sql as sql  # noqa: E402
 
 PG = os.environ.get('SMPGW_TEST_PG')
 A, B = 'C0:FF:EE:00:00:01', 'C0:FF:EE:00:00:02'
@@ -38,14 +39,6 @@ def check(cond, what):
     if not cond:
         raise AssertionError(what)
     log('ok: ' + what)
-
-
-def sql(q):
-    out = subprocess.run(['psql', '-X', '-q', '-A', '-t', '-d', PG, '-c', q],
-                         capture_output=True, text=True, timeout=30)
-    if out.returncode:
-        raise RuntimeError('psql: ' + out.stderr)
-    return out.stdout.strip()
 
 
 def now_ms():
@@ -78,7 +71,9 @@ def udp_served(gw):
 
 
 def managed(gw):
-    return sorted(d['id'] for d in gw.get('/api/v1/devices')['devices'])
+    """The watches gw manages itself: every gateway lists the whole fleet,
+    the ones held elsewhere (or by nobody) with their "view"."""
+    return sorted(d['id'] for d in gw.get('/api/v1/devices')['devices'] if 'view' not in d)
 
 
 def rooms(wd, run, names, per_device, extra=()):
@@ -194,8 +189,6 @@ def db_outage():
     go, before the lease could lapse on anyone's clock (nobody can take it
     without the store); when the server is back it claims the watch again.
     Nothing crashes."""
-    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'pg'))
-    from pg_server import PgServer
     pg = PgServer.attached()
     if not pg:
         print('1..0 # SKIP needs SMPGW_TEST_PG_DIR (run through tests/pg/pg_server.py)')
@@ -274,11 +267,13 @@ def main():
                    " ORDER BY gateway_id" % A).split()
         check(hear == ['g1:-50', 'g2:-70', 'g3:-80'], 'every gateway records its RSSI: %s'
               % hear)
-        st, body = gws['g3'].request('GET', '/api/v1/devices/' + A)
+        # ?forward=0: the answer instead of forwarding (test-cluster.py forwards).
+        st, body = gws['g3'].request('POST', '/api/v1/devices/%s/echo?forward=0' % A,
+                                     {'d': 'x'})
         check(st == 421 and body.get('held_by') == 'g1' and
               body['type'] == 'urn:smpgw:problem:held-elsewhere',
               'g3 answers a request for A with 421, held_by g1 (%d %s)' % (st, body))
-        st, body = gws['g3'].request('POST', '/api/v1/devices/%s/update' % A,
+        st, body = gws['g3'].request('POST', '/api/v1/devices/%s/update?forward=0' % A,
                                      {'image': '0' * 64})
         check(st == 421 and body.get('held_by') == 'g1', 'so does an update job for it')
         st, body = gws['g3'].request('GET', '/api/v1/devices/C0:FF:EE:00:00:99')

@@ -36,6 +36,29 @@ def find_bindir():
     return None
 
 
+def run_psql(conninfo, sql, psql="psql"):
+    """SQL through psql on conninfo: its unaligned output."""
+    r = subprocess.run([psql, "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1",
+                        "-d", conninfo, "-c", sql],
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=60)
+    if r.returncode:
+        raise RuntimeError(f"psql {sql!r}: {r.stderr.decode(errors='replace')}")
+    return r.stdout.decode()
+
+
+def test_sql(sql):
+    """SQL on the test's database (SMPGW_TEST_PG), output stripped."""
+    return run_psql(os.environ["SMPGW_TEST_PG"], sql).strip()
+
+
+def lease_holder(device_id):
+    """The live holder of a watch's lease (by this machine's clock), or None
+    (the gateways' leases, docs/multi-gateway.md)."""
+    now_ms = int(time.time() * 1000)
+    return test_sql("SELECT holder FROM leases WHERE device_id = '%s' AND expires_ms > %d"
+                    % (device_id, now_ms)) or None
+
+
 class PgServer:
     """initdb + pg_ctl start in a temp dir; stop and remove on exit."""
 
@@ -113,14 +136,7 @@ class PgServer:
 
     def psql(self, sql, db="postgres"):
         """Runs SQL with psql (as the client: no privileges needed)."""
-        psql = os.path.join(self.bindir, "psql")
-        r = subprocess.run([psql, "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1",
-                            "-d", self.conninfo(db), "-c", sql],
-                           stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                           timeout=60)
-        if r.returncode:
-            raise RuntimeError(f"psql {sql!r}: {r.stderr.decode(errors='replace')}")
-        return r.stdout.decode()
+        return run_psql(self.conninfo(db), sql, os.path.join(self.bindir, "psql"))
 
     def create_db(self, name):
         self.psql(f'CREATE DATABASE "{name}"')

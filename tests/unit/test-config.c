@@ -204,6 +204,24 @@ static void test_multi_gateway(void)
 	expect_error("[images]\ndir = relative/img\n", -EINVAL, "bad value for: dir",
 		     "relative image dir");
 	expect_error("[gateway]\nid =\n", -EINVAL, "id", "empty gateway id");
+	/* [gateway] url and forward_timeout (cluster.h) */
+	is_int(parse("[gateway]\nurl = http://ward-3.example.org:8080/smpgw\n"
+		     "forward_timeout = 5s\n", &cfg, &err), 0, "url and forward timeout");
+	is_str(cfg->gateway.url, "http://ward-3.example.org:8080/smpgw", "url kept");
+	is_int(cfg->gateway.forward_timeout_ms, 5000, "forward timeout");
+	gw_config_free(cfg);
+	is_int(parse("", &cfg, &err), 0, "defaults again");
+	ok(!cfg->gateway.url, "no url: the bound address");
+	is_int(cfg->gateway.forward_timeout_ms, 30000, "forward timeout 30 s");
+	gw_config_free(cfg);
+	expect_error("[gateway]\nurl = ward-3:8080\n", -EINVAL, "bad value for: url",
+		     "url without a scheme");
+	expect_error("[gateway]\nurl = http://\n", -EINVAL, "bad value for: url",
+		     "url without a host");
+	expect_error("[gateway]\nurl = http://a b\n", -EINVAL, "bad value for: url",
+		     "url with a space");
+	expect_error("[gateway]\nforward_timeout = 11min\n", -EINVAL,
+		     "bad value for: forward_timeout", "forward timeout over 10 min");
 }
 
 static void test_nul(void)

@@ -5,6 +5,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <event2/event.h>
+
 #include "gateway/store.h"
 #include "tap.h"
 #include "util/util.h"
@@ -348,6 +350,75 @@ static void test_upgrade(const char *dir)
 	free(path);
 }
 
+struct heard {
+	int notified, connected;
+};
+
+static void on_heard(bool reconnected, void *user_data)
+{
+	struct heard *h = user_data;
+
+	if (reconnected)
+		h->connected++;
+	else
+		h->notified++;
+}
+
+/* Runs base until cond holds, at most 10 s. */
+static bool run_until(struct event_base *base, const int *counter, int want)
+{
+	for (int i = 0; i < 1000 && *counter < want; i++) {
+		struct timeval tv = { 0, 10000 };
+
+		event_base_loopexit(base, &tv);
+		event_base_dispatch(base);
+	}
+	return *counter >= want;
+}
+
+/* LISTEN/NOTIFY (store.h): on the loop on PostgreSQL, -ENOTSUP on SQLite. */
+static void test_notify(const char *dir)
+{
+	struct event_base *base = event_base_new();
+	struct gw_store *s = open_real(dir, NULL, NULL);
+	struct gw_store_listener *l;
+	struct heard h = { 0 };
+	int err = 0;
+
+	l = gw_store_listen(s, base, "smpgw_test", 100, on_heard, &h, &err);
+	if (!pg) {
+		ok(!l && err == -ENOTSUP, "sqlite: no LISTEN");
+		is_int(gw_store_notify(s, "smpgw_test", "1"), -ENOTSUP, "sqlite: no NOTIFY");
+		goto out;
+	}
+	ok(l != NULL, "listener created");
+	ok(!gw_store_listen(s, base, "bad channel;", 100, on_heard, &h, &err) &&
+	   err == -EINVAL, "a bad channel name is refused");
+	ok(run_until(base, &h.connected, 1) && gw_store_listener_up(l),
+	   "the listener connects on the loop and says so");
+	is_int(gw_store_notify(s, "smpgw_test", "42"), 0, "notify");
+	ok(run_until(base, &h.notified, 1), "the notification arrives on the loop");
+	/* Inside a transaction: delivered at the commit only. */
+	gw_store_begin(s);
+	gw_store_notify(s, "smpgw_test", "43");
+	gw_store_rollback(s);
+	gw_store_begin(s);
+	gw_store_notify(s, "smpgw_test", "44");
+	gw_store_commit(s);
+	ok(run_until(base, &h.notified, 2) && h.notified == 2,
+	   "a rolled back notification is not delivered, a committed one is");
+	/* The listening connection killed: it reconnects and says so. */
+	is_int(gw_store_exec(s, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+			     " WHERE query LIKE 'LISTEN smpgw_test%'"), 0, "cut the listener");
+	ok(run_until(base, &h.connected, 2), "the listener reconnects after a cut");
+	is_int(gw_store_notify(s, "smpgw_test", "45"), 0, "notify after the cut");
+	ok(run_until(base, &h.notified, 3), "and hears again");
+out:
+	gw_store_listener_free(l);
+	gw_store_free(s);
+	event_base_free(base);
+}
+
 int main(void)
 {
 	char tmpl[] = "/tmp/test-store-XXXXXX";
@@ -365,6 +436,7 @@ int main(void)
 	test_devices(dir);
 	test_statements(dir);
 	test_upgrade(dir);
+	test_notify(dir);
 	cmd = xasprintf("rm -rf '%s'", dir);
 	if (system(cmd) != 0)
 		tap_diag("could not remove %s", dir);

@@ -205,6 +205,8 @@ function renderDevices() {
   const tbody = $('#devices tbody');
   const selected = new Set([...tbody.querySelectorAll('input.sel:checked')].map((c) => c.value));
   const devs = [...state.devices.values()].sort((a, b) => natural(a.name || a.id, b.name || b.id) || natural(a.id, b.id));
+  const cluster = devs.some((d) => 'held_by' in d);
+  $('#th-held-by').hidden = !cluster;
   const rows = devs.map((d) => {
     const fw = firmware(d);
     const job = state.jobs.get(d.id);
@@ -216,6 +218,9 @@ function renderDevices() {
       el('td', {}, el('a', { href: '#/device/' + encodeURIComponent(d.id), class: 'dev-link' }, el('code', { text: d.id }))),
       el('td', { class: 'name', text: d.name || '' }),
       el('td', { text: d.transport || '' }),
+      // Several gateways: the one holding the watch (docs/multi-gateway.md).
+      el('td', { class: 'held-by', ...(cluster ? {} : { hidden: '' }), text: d.held_by || '—',
+        title: d.view ? 'as ' + d.view.gateway + ' saw it ' + age(d.view.age_ms / 1000) + ' ago' : '' }),
       el('td', {}, el('span', { class: 'badge link ' + link, text: link })),
       el('td', { class: 'rssi', text: d.rssi == null ? '—' : d.rssi + ' dBm' }),
       batteryCell(d),
@@ -432,6 +437,7 @@ function renderDevice() {
     advertised: a ? `${a.version || '?'}, hash ${a.hash_prefix || '?'}…, ${a.update_state}` +
       `${a.self_check_ok ? ', self-check ok' : ''}${a.age_s != null ? ', heard ' + age(a.age_s) + ' ago' : ''}` : null,
     pairing: d.pairing, 'last seen': ago(d.last_seen), 'UDP port': d.udp_port, MTU: d.mtu,
+    'held by': d.held_by === undefined ? null : (d.held_by || 'nobody') + (d.view ? ` (as ${d.view.gateway} saw it ${age(d.view.age_ms / 1000)} ago)` : ''),
     'queue': `${d.queued || 0} queued, ${d.in_flight || 0} in flight`,
   }));
   fill('#dev-counters tbody', kvRows(d.counters || {}));

@@ -1,0 +1,324 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Forwarding (docs/multi-gateway.md): a request for a watch another live
+ * gateway holds ("/api/v1/devices/{id}..." routes) is passed to that
+ * gateway's REST API (its URL in the registry, cluster.h) with libevent's
+ * HTTP client on the daemon's loop, while the client's connection is
+ * suspended (HTTP_PENDING). Method, path, query, body, Content-Type and
+ * Authorization go there; status, Content-Type and body come back, with
+ * X-Smpgw-Served-By naming the holder.
+ *
+ * Never twice: the forwarded request carries X-Smpgw-Forwarded-By and a
+ * gateway receiving it answers itself (a watch it no longer holds: 421).
+ * A client that wants the 421 instead sends ?forward=0 or
+ * X-Smpgw-Forward: 0. A holder without a URL, not seen within its lease
+ * ttl, or over https (the client has no TLS) is not forwarded to: the
+ * route answers as without forwarding (421, or the last view for the
+ * device itself). A holder that cannot be reached or answers garbage:
+ * 502 holder-unreachable; no answer within [gateway] forward_timeout: 504
+ * holder-timeout; both with "held_by".
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include <event2/buffer.h>
+#include <event2/event.h>
+#include <event2/http.h>
+#include <event2/keyvalq_struct.h>
+
+#include "gateway/cluster.h"
+#include "gateway/config.h"
+#include "gateway/device.h"
+#include "gateway/gateway.h"
+#include "gateway/lease.h"
+#include "gateway/log.h"
+#include "http/handlers.h"
+#include "http/http.h"
+#include "util/util.h"
+
+#define HOP_HEADER "X-Smpgw-Forwarded-By"
+#define MAX_ANSWER (8u << 20)
+#define MAX_QUERY 16
+
+struct fwd {
+	struct http_req *req;
+	struct event_base *base;
+	struct evhttp_connection *conn;
+	char *holder;
+	enum evhttp_request_error error;
+	bool failed;
+};
+
+struct holder_url {
+	char *url;
+	bool alive;
+};
+
+static void got_gateway(const struct gw_cluster_gateway *g, void *user_data)
+{
+	struct holder_url *h = user_data;
+
+	h->alive = g->alive;
+	h->url = g->url ? xstrdup(g->url) : NULL;
+}
+
+static bool wants_no_forward(struct http_req *req)
+{
+	const char *q = http_req_query(req, "forward");
+	const char *h = http_req_header(req, "X-Smpgw-Forward");
+
+	return (q && (!strcmp(q, "0") || !strcasecmp(q, "false") || !strcasecmp(q, "no"))) ||
+	       (h && (!strcmp(h, "0") || !strcasecmp(h, "false") || !strcasecmp(h, "no")));
+}
+
+/* The holder to forward to and its URL, or false (answer locally). */
+static bool forward_target(struct http_req *req, char **holder, char **url)
+{
+	struct gw *gw = http_req_gw(req);
+	struct gw_cluster *c = gw_cluster(gw);
+	const struct route *r = http_req_route(req);
+	const char *id = http_req_param(req, "id");
+	struct holder_url h = { 0 };
+
+	if (!c || !r || strncmp(r->path, "/api/v1/devices/{id}", 20) || !id ||
+	    gw_device_find(gw, id) || http_req_header(req, HOP_HEADER) ||
+	    wants_no_forward(req))
+		return false;
+	if (gw_lease_holder(gw, id, holder) < 0)
+		return false;
+	if (!strcmp(*holder, gw_cluster_id(c)) ||
+	    gw_cluster_gateways(c, *holder, got_gateway, &h) < 0 || !h.alive || !h.url) {
+		log_debug("http: %s: held by %s, %s: not forwarded", http_req_path(req),
+			  *holder, !h.url ? "no URL known" : "not alive");
+		free(h.url);
+		free(*holder);
+		return false;
+	}
+	*url = h.url;
+	return true;
+}
+
+/* path and query, each segment and value encoded again */
+static char *target_uri(struct http_req *req, const char *prefix)
+{
+	const char *keys[MAX_QUERY], *values[MAX_QUERY];
+	size_t n = http_req_query_all(req, keys, values, MAX_QUERY);
+	struct evbuffer *b = evbuffer_new();
+	const char *p = http_req_path(req);
+	char sep = '?', *out;
+	size_t len;
+
+	evbuffer_add_printf(b, "%s", prefix);
+	while (*p == '/') {
+		size_t seg = strcspn(p + 1, "/");
+		char *e = evhttp_uriencode(p + 1, (ev_ssize_t)seg, 0);
+
+		evbuffer_add_printf(b, "/%s", e ? e : "");
+		free(e);
+		p += seg + 1;
+	}
+	for (size_t i = 0; i < n && i < MAX_QUERY; i++) {
+		char *k, *v;
+
+		if (!strcmp(keys[i], "forward"))
+			continue;
+		k = evhttp_uriencode(keys[i], -1, 0);
+		v = values[i] ? evhttp_uriencode(values[i], -1, 0) : NULL;
+		evbuffer_add_printf(b, "%c%s%s%s", sep, k ? k : "", v ? "=" : "", v ? v : "");
+		free(k);
+		free(v);
+		sep = '&';
+	}
+	len = evbuffer_get_length(b);
+	out = xmalloc(len + 1);
+	evbuffer_remove(b, out, len);
+	out[len] = '\0';
+	evbuffer_free(b);
+	return out;
+}
+
+static void free_conn(evutil_socket_t fd, short what, void *arg)
+{
+	evhttp_connection_free(arg);
+}
+
+static void fwd_free(struct fwd *f, bool conn_now)
+{
+	struct timeval now = { 0, 0 };
+
+	/* Inside the client's callback the connection is still in use: it
+	 * goes on the next turn of the loop. */
+	if (f->conn && conn_now)
+		evhttp_connection_free(f->conn);
+	else if (f->conn)
+		event_base_once(f->base, -1, EV_TIMEOUT, free_conn, f->conn, &now);
+	free(f->holder);
+	free(f);
+}
+
+static void fwd_abort(struct http_req *req, void *data)
+{
+	fwd_free(data, true); /* the request inside goes with it, no callback */
+}
+
+static const char *error_str(enum evhttp_request_error e)
+{
+	switch (e) {
+	case EVREQ_HTTP_TIMEOUT:
+		return "no answer in time";
+	case EVREQ_HTTP_EOF:
+		return "connection refused or closed";
+	case EVREQ_HTTP_INVALID_HEADER:
+		return "malformed answer";
+	case EVREQ_HTTP_BUFFER_ERROR:
+		return "read error";
+	case EVREQ_HTTP_DATA_TOO_LONG:
+		return "answer too large";
+	default:
+		return "request canceled";
+	}
+}
+
+static void on_error(enum evhttp_request_error e, void *arg)
+{
+	struct fwd *f = arg;
+
+	f->error = e;
+	f->failed = true;
+}
+
+static void reply_failed(struct fwd *f, const char *why)
+{
+	int err = f->error == EVREQ_HTTP_TIMEOUT ? -ETIME : -EHOSTUNREACH;
+	char *detail = xasprintf("the watch is held by gateway '%s', which %s (%s)",
+				 f->holder, err == -ETIME ? "did not answer in time" :
+				 "could not be reached", why);
+
+	http_reply_problem_ext(f->req, err, json_pack("{s:s}", "held_by", f->holder),
+			       detail);
+	free(detail);
+}
+
+static void on_answer(struct evhttp_request *er, void *arg)
+{
+	struct fwd *f = arg;
+	int code = er ? evhttp_request_get_response_code(er) : 0;
+	struct evbuffer *in = er ? evhttp_request_get_input_buffer(er) : NULL;
+	const char *ctype;
+	size_t len;
+	char *body;
+
+	if (!er || f->failed || code < 100 || code > 599) {
+		if (!f->failed && er)
+			f->error = EVREQ_HTTP_INVALID_HEADER;
+		reply_failed(f, er && !f->failed ? "malformed answer" : error_str(f->error));
+		fwd_free(f, false);
+		return;
+	}
+	ctype = evhttp_find_header(evhttp_request_get_input_headers(er), "Content-Type");
+	len = evbuffer_get_length(in);
+	body = xmalloc(len + 1);
+	evbuffer_remove(in, body, len);
+	http_reply_forwarded(f->req, (unsigned)code, ctype, body, len, f->holder);
+	fwd_free(f, false);
+}
+
+static void add_header(struct evkeyvalq *h, struct http_req *req, const char *name)
+{
+	const char *v = http_req_header(req, name);
+
+	if (v)
+		evhttp_add_header(h, name, v);
+}
+
+static const enum evhttp_cmd_type cmd[] = {
+	[HTTP_GET] = EVHTTP_REQ_GET, [HTTP_POST] = EVHTTP_REQ_POST,
+	[HTTP_PUT] = EVHTTP_REQ_PUT, [HTTP_DELETE] = EVHTTP_REQ_DELETE,
+};
+
+/* Sends the request; false when it could not even start (f freed). */
+static bool fwd_start(struct fwd *f, struct evhttp_uri *u, const char *holder_url)
+{
+	struct http_req *req = f->req;
+	const struct gw_config *cfg = gw_config(http_req_gw(req));
+	uint32_t ms = cfg->gateway.forward_timeout_ms ? cfg->gateway.forward_timeout_ms : 30000;
+	struct timeval tv = { ms / 1000, (ms % 1000) * 1000 };
+	const char *host = evhttp_uri_get_host(u), *path = evhttp_uri_get_path(u);
+	int port = evhttp_uri_get_port(u) > 0 ? evhttp_uri_get_port(u) : 80;
+	char *prefix = xstrdup(path ? path : ""), *uri, *hostport;
+	struct evhttp_request *er;
+	struct evkeyvalq *h;
+	const char *body;
+	size_t len;
+	int r;
+
+	while (*prefix && prefix[strlen(prefix) - 1] == '/')
+		prefix[strlen(prefix) - 1] = '\0';
+	f->conn = evhttp_connection_base_new(f->base, NULL, host, (uint16_t)port);
+	if (!f->conn) {
+		free(prefix);
+		return false;
+	}
+	evhttp_connection_set_timeout_tv(f->conn, &tv);
+	evhttp_connection_set_max_body_size(f->conn, MAX_ANSWER);
+	evhttp_connection_set_max_headers_size(f->conn, 64 * 1024);
+	er = evhttp_request_new(on_answer, f);
+	evhttp_request_set_error_cb(er, on_error);
+	h = evhttp_request_get_output_headers(er);
+	hostport = xasprintf(strchr(host, ':') ? "[%s]:%d" : "%s:%d", host, port);
+	evhttp_add_header(h, "Host", hostport);
+	free(hostport);
+	evhttp_add_header(h, HOP_HEADER, gw_cluster_id(gw_cluster(http_req_gw(req))));
+	add_header(h, req, "Content-Type");
+	add_header(h, req, "Authorization");
+	add_header(h, req, "Accept");
+	body = http_req_body(req, &len);
+	if (body && len)
+		evbuffer_add(evhttp_request_get_output_buffer(er), body, len);
+	uri = target_uri(req, prefix);
+	free(prefix);
+	log_info("http: %s %s: forwarded to %s (%s)", http_method_str(http_req_method(req)),
+		 http_req_path(req), f->holder, holder_url);
+	r = evhttp_make_request(f->conn, er, cmd[http_req_method(req)], uri);
+	free(uri);
+	return r == 0;
+}
+
+int http_forward(struct http_req *req)
+{
+	char *holder = NULL, *url = NULL;
+	struct evhttp_uri *u;
+	struct fwd *f;
+	bool started;
+
+	if (!forward_target(req, &holder, &url))
+		return 0;
+	u = evhttp_uri_parse(url);
+	if (!u || !evhttp_uri_get_host(u) || !evhttp_uri_get_scheme(u) ||
+	    strcasecmp(evhttp_uri_get_scheme(u), "http")) {
+		log_warn("http: gateway %s's URL %s is not http://host[:port][/path]: "
+			 "requests for its watches are answered here", holder, url);
+		if (u)
+			evhttp_uri_free(u);
+		free(holder);
+		free(url);
+		return 0;
+	}
+	f = xnew(struct fwd);
+	f->req = req;
+	f->base = gw_base(http_req_gw(req));
+	f->holder = holder;
+	started = fwd_start(f, u, url);
+	if (!started) {
+		f->error = EVREQ_HTTP_EOF;
+		reply_failed(f, "cannot send the request");
+		fwd_free(f, true);
+	} else {
+		http_req_on_abort(req, fwd_abort, f);
+	}
+	evhttp_uri_free(u);
+	free(url);
+	return started ? HTTP_PENDING : 0;
+}

@@ -1,0 +1,269 @@
+#!/usr/bin/python3
+# SPDX-License-Identifier: MIT
+"""Several gateways, one fleet (issue 17 part 3, docs/multi-gateway.md):
+three smpgwd (g1, g2, g3) on one real PostgreSQL server (SMPGW_TEST_PG,
+SMPGW_TEST_PG_DIR: tests/pg/pg_server.py), each with its own private bus and
+simulator playing bluetoothd, watch A best heard by g1, B by g2.
+
+- the gateway registry: every gateway lists the three, alive, with the URL
+  of its REST API;
+- every gateway lists the whole fleet with held_by (g3 holds nothing and
+  lists both from their holders' published views);
+- an event on g1 (an update job's progress, a device connecting) reaches
+  g2's event stream and recent events with "gateway": "g1", once, and is
+  not echoed back to g1;
+- a non-holder (g3) forwards device requests to the holder: echo, the
+  device itself, an update job; ?forward=0 gets the 421 instead;
+- the holder killed with kill -9: a forwarded request fails cleanly (502
+  holder-unreachable, held_by), then works against the new holder;
+- notifications missed (the listening connections terminated, then the
+  server restarted): the others' events still arrive (catch-up by id)."""
+import json
+import os
+import sys
+import time
+import urllib.error
+import urllib.request
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'pg'))
+from rollout_fleet import NEEDS, Events, Fleet, Gateway, check, executables, log, session, wait_for  # noqa: E402
+from pg_server import PgServer, lease_holder as holder, test_sql as sql  # noqa: E402
+
+PG = os.environ.get('SMPGW_TEST_PG')
+A, B = 'C0:FF:EE:00:00:01', 'C0:FF:EE:00:00:02'
+RSSI = {'g1': (-50, -75), 'g2': (-70, -55), 'g3': (-80, -90)}
+IMAGE = 'app-0.9.0-3k-hash.bin'
+
+
+def call(gw, method, path, body=None, headers=None):
+    """(status, JSON body or text, response headers)."""
+    data = json.dumps(body).encode() if body is not None else None
+    h = dict(headers or {})
+    if data is not None:
+        h['Content-Type'] = 'application/json'
+    req = urllib.request.Request(gw.base + path, data=data, method=method, headers=h)
+    try:
+        with urllib.request.urlopen(req, timeout=60) as rsp:
+            st, payload, hdrs = rsp.status, rsp.read(), rsp.headers
+    except urllib.error.HTTPError as e:
+        st, payload, hdrs = e.code, e.read(), e.headers
+    try:
+        return st, json.loads(payload), hdrs
+    except ValueError:
+        return st, payload.decode(errors='replace'), hdrs
+
+
+def fleet_of(gw):
+    """{id: held_by} of gw's GET /api/v1/devices."""
+    return {d['id']: d.get('held_by') for d in gw.get('/api/v1/devices')['devices']}
+
+
+def recent(gw, **q):
+    qs = '&'.join('%s=%s' % kv for kv in q.items())
+    return gw.get('/api/v1/events/recent?limit=1000' + ('&' + qs if qs else ''))['events']
+
+
+def start(run, wd, gw_exe, sim_exe):
+    images = os.path.join(wd, 'images')  # the shared image directory
+    os.mkdir(images)
+    gws = {}
+    for room, (ra, rb) in RSSI.items():
+        d = os.path.join(wd, room)
+        os.mkdir(d)
+        fleet = run.add(Fleet(d, sim_exe, 2, transport='ble', per_device=[
+            {'address': A, 'rssi': ra}, {'address': B, 'rssi': rb}]))
+        fleet.start()
+        gws[room] = run.add(Gateway(d, gw_exe, fleet, extra_conf=[
+            '[gateway]', 'id = ' + room, 'forward_timeout = 20s',
+            '[images]', 'dir = ' + images]))
+    for gw in gws.values():
+        gw.start()
+    return gws
+
+
+def registry_and_fleet(gws):
+    wait_for('A held by g1 and B by g2', lambda: holder(A) == 'g1' and holder(B) == 'g2',
+             timeout=40, step=0.5)
+    reg = gws['g3'].get('/api/v1/gateways')
+    check(reg['self'] == 'g3' and [g['id'] for g in reg['gateways']] == ['g1', 'g2', 'g3'],
+          'g3 lists the three gateways: %s' % [g['id'] for g in reg['gateways']])
+    for g in reg['gateways']:
+        check(g['alive'] and g['url'] == gws[g['id']].base and g['self'] == (g['id'] == 'g3'),
+              '%s alive at %s (its bound address)' % (g['id'], g['url']))
+    want = {A: 'g1', B: 'g2'}
+    for name, gw in gws.items():
+        wait_for('%s to list the whole fleet' % name, lambda: fleet_of(gw) == want,
+                 timeout=20, step=0.5)
+        check(True, '%s lists A held by g1 and B by g2' % name)
+
+    def views():
+        devs = {d['id']: d for d in gws['g3'].get('/api/v1/devices')['devices']}
+        return devs if all((devs[x].get('view') or {}).get('gateway') == want[x]
+                           for x in (A, B)) else None
+    devs = wait_for("g3 to show the holders' views", views, timeout=20, step=0.5)
+    check(devs[A]['name'] == 'PineTime-1' and devs[A]['transport'] == 'ble' and
+          devs[A]['view']['age_ms'] < 60000 and 'link_state' in devs[A],
+          "g3 shows A as g1 published it (%s, %d ms old)"
+          % (devs[A]['link_state'], devs[A]['view']['age_ms']))
+    st, body, _ = call(gws['g3'], 'GET', '/api/v1/devices?name=PineTime-2')
+    check(st == 200 and [d['id'] for d in body['devices']] == [B],
+          'the list filters apply to the whole fleet')
+    st, body, _ = call(gws['g1'], 'GET', '/api/v1/devices/%s' % A)
+    check(st == 200 and body['held_by'] == 'g1' and 'view' not in body,
+          'the holder describes its own watch')
+
+
+def forwarding(gws, conf):
+    g3 = gws['g3']
+    st, body, h = call(g3, 'POST', '/api/v1/devices/%s/echo' % A, {'d': 'via g3'})
+    check(st == 200 and body.get('r') == 'via g3' and h.get('X-Smpgw-Served-By') == 'g1',
+          'g3 forwards an echo for A to g1 (%d %s, served by %s)'
+          % (st, body, h.get('X-Smpgw-Served-By')))
+    st, body, h = call(g3, 'GET', '/api/v1/devices/%s' % A)
+    check(st == 200 and body['id'] == A and body['held_by'] == 'g1' and 'view' not in body
+          and h.get('X-Smpgw-Served-By') == 'g1', 'g3 forwards GET of A: g1 answers')
+    st, body, h = call(g3, 'GET', '/api/v1/devices/%s/image-state' % B)
+    check(st == 200 and body['images'] and h.get('X-Smpgw-Served-By') == 'g2',
+          "g3 forwards B's image-state to g2")
+    st, body, _ = call(g3, 'POST', '/api/v1/devices/%s/echo?forward=0' % A, {'d': 'x'})
+    check(st == 421 and body['held_by'] == 'g1' and
+          body['type'] == 'urn:smpgw:problem:held-elsewhere', '?forward=0 gets 421 held_by g1')
+    st, body, _ = call(g3, 'POST', '/api/v1/devices/%s/echo' % A, {'d': 'x'},
+                       headers={'X-Smpgw-Forward': '0'})
+    check(st == 421, 'so does X-Smpgw-Forward: 0')
+    st, body, _ = call(g3, 'GET', '/api/v1/devices/%s?forward=0' % A)
+    check(st == 200 and body['held_by'] == 'g1' and body['view']['gateway'] == 'g1',
+          'GET of A with ?forward=0: the view g1 published, with its age')
+    # A request that already went through a gateway is never forwarded again.
+    st, body, _ = call(g3, 'POST', '/api/v1/devices/%s/echo' % A, {'d': 'x'},
+                       headers={'X-Smpgw-Forwarded-By': 'g2'})
+    check(st == 421 and body['held_by'] == 'g1', 'a forwarded request is not forwarded twice')
+    st, body, _ = call(g3, 'POST', '/api/v1/devices/%s/echo' % A, ['not', 'an object'])
+    check(st == 400 and body['type'] == 'urn:smpgw:problem:invalid-request',
+          "a body that is not a JSON object is refused before any forwarding (%d %s)" % (st, body.get('detail')))
+    st, body, _ = call(g3, 'GET', '/api/v1/devices/C0:FF:EE:00:00:99')
+    check(st == 404, 'a watch nobody knows stays 404')
+    # An update job through g3 runs on g1; its events reach g2.
+    img = gws['g1'].upload_image(conf, IMAGE)['id']
+    ev2 = Events(gws['g2'], types=('job.', 'device.'))
+    try:
+        st, job, h = call(g3, 'POST', '/api/v1/devices/%s/update' % A,
+                          {'image': img, 'mode': 'upload'})
+        check(st == 202 and h.get('X-Smpgw-Served-By') == 'g1',
+              'g3 forwards an update job for A to g1 (job %s)' % job.get('id'))
+        jid = job['id']
+
+        def done():
+            j = gws['g1'].get('/api/v1/jobs/%d' % jid)
+            return j if j['state'] not in ('queued', 'running') else None
+        j = wait_for('the job to finish on g1', done, timeout=120, step=0.5)
+        check(j['state'] == 'done', 'job %d done on g1' % jid)
+
+        def remote_done():
+            return [e for e in ev2.events if e['type'] == 'job.result' and
+                    e['data'].get('id') == jid] or None
+        got = wait_for("g1's job.result in g2's event stream", remote_done, timeout=20,
+                       step=0.2)
+        check(len(got) == 1 and got[0]['gateway'] == 'g1' and
+              got[0]['data']['state'] == 'done', "g2's stream has g1's job.result (done) "
+              "once, with gateway g1")
+        prog = [e for e in ev2.events if e['type'] == 'job.progress' and e.get('gateway') == 'g1']
+        check(prog, "g2's stream has g1's job progress (%d events)" % len(prog))
+    finally:
+        ev2.stop()
+    rec = recent(gws['g2'], type='job.result')
+    check([e['gateway'] for e in rec if e['data'].get('id') == jid] == ['g1'],
+          "g2's recent events have g1's job.result")
+    rec1 = recent(gws['g1'])
+    check(all(e.get('gateway') == 'g1' for e in rec1 if e['data'].get('id') in (jid, A)),
+          "g1's own events are not echoed back to it")
+    check(len([e for e in rec1 if e['type'] == 'job.result' and
+               e['data'].get('id') == jid]) == 1, 'g1 has its job.result once')
+    conn = [e for e in recent(gws['g2'], type='device.') if e.get('gateway') == 'g1']
+    check(conn, "g2's recent events have g1's device events (%s)"
+          % sorted({e['type'] for e in conn}))
+    jobs2 = gws['g2'].get('/api/v1/jobs')['jobs']
+    check(not any(x['id'] == jid and x['state'] in ('queued', 'running') for x in jobs2),
+          "g2's engine did not take up g1's job from its events")
+
+
+def missed_notifications(gws, pg):
+    """The listeners' connections cut, then the whole server restarted:
+    events still get through (caught up by id)."""
+    n = sql("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+            " WHERE query LIKE 'LISTEN%'")
+    check(int(n) >= 2, 'the listening connections terminated (%s)' % n)
+    st, body, _ = call(gws['g1'], 'POST', '/api/v1/devices/%s/echo' % A, {'d': 'after cut'})
+    check(st == 200, 'g1 still answers')
+    mark = time.time() * 1000 - 1000
+
+    def seen(gw, after_ms):
+        return [e for e in recent(gw) if e.get('gateway') == 'g1' and
+                e['time_ms'] >= after_ms] or None
+    st, body, _ = call(gws['g1'], 'POST', '/api/v1/devices/%s/reset' % A, {})
+    wait_for("g1's events in g2's history after the cut", lambda: seen(gws['g2'], mark),
+             timeout=20, step=0.5)
+    check(True, 'events after the listeners were cut arrive')
+    pg.stop('immediate')
+    time.sleep(2)
+    pg.start()
+    t0 = time.monotonic()
+    wait_for('the gateways to listen again', lambda: int(sql(
+        "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'LISTEN%'")) >= 3,
+        timeout=30, step=0.5)
+    log('listening again %.1f s after the restart' % (time.monotonic() - t0))
+    mark = time.time() * 1000 - 1000
+    wait_for('g1 to write events again', lambda: call(gws['g1'], 'POST', '/api/v1/devices/%s/reset'
+                                                    % A, {})[0] in (200, 503), timeout=20)
+    wait_for("g1's events on g3 after the server restart", lambda: seen(gws['g3'], mark),
+             timeout=30, step=0.5)
+    check(True, 'after a server restart the events flow again')
+
+
+def takeover(gws):
+    g3 = gws['g3']
+    gws['g1'].kill9()
+    st, body, _ = call(g3, 'POST', '/api/v1/devices/%s/echo' % A, {'d': 'dead?'})
+    check(st == 502 and body['type'] == 'urn:smpgw:problem:holder-unreachable' and
+          body['held_by'] == 'g1', 'the holder killed: 502 holder-unreachable held_by g1 '
+          '(%d %s)' % (st, body.get('type')))
+    t0 = time.monotonic()
+    wait_for('g2 to take A over', lambda: holder(A) == 'g2', timeout=45, step=0.5)
+    log('A taken over by g2 in %.1f s' % (time.monotonic() - t0))
+
+    def echo():
+        st, body, h = call(g3, 'POST', '/api/v1/devices/%s/echo' % A, {'d': 'again'})
+        return (st, body, h) if st == 200 else None
+    st, body, h = wait_for('an echo through g3 to reach the new holder', echo,
+                           timeout=30, step=0.5)
+    check(body['r'] == 'again' and h.get('X-Smpgw-Served-By') == 'g2',
+          'then the forward goes to the new holder g2')
+    reg = {g['id']: g for g in g3.get('/api/v1/gateways')['gateways']}
+    wait_for('g1 to go stale in the registry', lambda: not {
+        g['id']: g for g in g3.get('/api/v1/gateways')['gateways']}['g1']['alive'],
+        timeout=30, step=0.5)
+    check(reg['g2']['alive'], 'the registry shows g1 stale, g2 alive')
+
+
+def main():
+    if not PG:
+        print('1..0 # SKIP needs SMPGW_TEST_PG (run through tests/pg/pg_server.py)')
+        sys.exit(77)
+    pg = PgServer.attached()
+    if not pg:
+        print('1..0 # SKIP needs SMPGW_TEST_PG_DIR (run through tests/pg/pg_server.py)')
+        sys.exit(77)
+    with session(need=NEEDS + ('dbus-daemon',)) as (wd, run):
+        gw_exe, sim_exe, conf = executables()
+        run.defer(lambda: pg.start() if not os.path.exists(
+            os.path.join(pg.data, 'postmaster.pid')) else None)
+        gws = start(run, wd, gw_exe, sim_exe)
+        registry_and_fleet(gws)
+        forwarding(gws, conf)
+        missed_notifications(gws, pg)
+        takeover(gws)
+
+
+if __name__ == '__main__':
+    main()
