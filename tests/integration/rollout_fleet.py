@@ -367,3 +367,28 @@ class Events:
         self.running = False
         self.thread.join(timeout=2)
         self.sock.close()
+
+
+def rooms(wd, run, names, per_device, extra=()):
+    """Several gateways on one store (docs/multi-gateway.md): one simulator
+    serving a bus per room (names), and a gateway per room on it, its
+    [gateway] id the room's name; extra: more config lines. Not started."""
+    gw_exe, sim_exe, _ = executables()
+    fleet = run.add(Fleet(wd, sim_exe, len(per_device), per_device=per_device,
+                          buses=names))
+    fleet.start()
+    gws = {}
+    for room in names:
+        d = os.path.join(wd, room)
+        os.mkdir(d)
+        gws[room] = run.add(Gateway(d, gw_exe, fleet, bus=room, extra_conf=[
+            '[gateway]', 'id = ' + room] + list(extra)))
+    return fleet, gws
+
+
+def host_dies(gw):
+    """A gateway's host dies: smpgwd killed, its Bluetooth radio gone (the
+    watch's link to it ends: a real bluetoothd outliving smpgwd would keep
+    it)."""
+    gw.kill9()
+    gw.fleet.power(gw.bus, False)

@@ -2,8 +2,9 @@
 # SPDX-License-Identifier: MIT
 """Several gateways, one fleet (issue 17 part 3, docs/multi-gateway.md):
 three smpgwd (g1, g2, g3) on one real PostgreSQL server (SMPGW_TEST_PG,
-SMPGW_TEST_PG_DIR: tests/pg/pg_server.py), each with its own private bus and
-simulator playing bluetoothd, watch A best heard by g1, B by g2.
+SMPGW_TEST_PG_DIR: tests/pg/pg_server.py), each with its own private bus,
+its bus served by one simulator (rollout_fleet.rooms): watch A best heard by
+g1, B by g2, both worst by g3.
 
 - the gateway registry: every gateway lists the three, alive, with the URL
   of its REST API;
@@ -14,8 +15,9 @@ simulator playing bluetoothd, watch A best heard by g1, B by g2.
   not echoed back to g1;
 - a non-holder (g3) forwards device requests to the holder: echo, the
   device itself, an update job; ?forward=0 gets the 421 instead;
-- the holder killed with kill -9: a forwarded request fails cleanly (502
-  holder-unreachable, held_by), then works against the new holder;
+- the holder's host dies (kill -9, radio off): a forwarded request fails
+  cleanly (502 holder-unreachable, held_by), then works against the new
+  holder;
 - notifications missed (the listening connections terminated, then the
   server restarted): the others' events still arrive (catch-up by id)."""
 import json
@@ -27,7 +29,8 @@ import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'pg'))
-from rollout_fleet import NEEDS, Events, Fleet, Gateway, check, executables, log, session, wait_for  # noqa: E402
+from rollout_fleet import (NEEDS, Events, check, executables, host_dies, log, rooms,  # noqa: E402
+                           session, wait_for)
 from pg_server import PgServer, lease_holder as holder, test_sql as sql  # noqa: E402
 
 PG = os.environ.get('SMPGW_TEST_PG')
@@ -64,19 +67,13 @@ def recent(gw, **q):
     return gw.get('/api/v1/events/recent?limit=1000' + ('&' + qs if qs else ''))['events']
 
 
-def start(run, wd, gw_exe, sim_exe):
+def start(run, wd):
     images = os.path.join(wd, 'images')  # the shared image directory
     os.mkdir(images)
-    gws = {}
-    for room, (ra, rb) in RSSI.items():
-        d = os.path.join(wd, room)
-        os.mkdir(d)
-        fleet = run.add(Fleet(d, sim_exe, 2, transport='ble', per_device=[
-            {'address': A, 'rssi': ra}, {'address': B, 'rssi': rb}]))
-        fleet.start()
-        gws[room] = run.add(Gateway(d, gw_exe, fleet, extra_conf=[
-            '[gateway]', 'id = ' + room, 'forward_timeout = 20s',
-            '[images]', 'dir = ' + images]))
+    _, gws = rooms(wd, run, tuple(RSSI), [
+        {'address': w, 'heard': {room: rssi[i] for room, rssi in RSSI.items()}}
+        for i, w in enumerate((A, B))],
+        extra=['forward_timeout = 20s', '[images]', 'dir = ' + images])
     for gw in gws.values():
         gw.start()
     return gws
@@ -223,7 +220,7 @@ def missed_notifications(gws, pg):
 
 def takeover(gws):
     g3 = gws['g3']
-    gws['g1'].kill9()
+    host_dies(gws['g1'])
     st, body, _ = call(g3, 'POST', '/api/v1/devices/%s/echo' % A, {'d': 'dead?'})
     check(st == 502 and body['type'] == 'urn:smpgw:problem:holder-unreachable' and
           body['held_by'] == 'g1', 'the holder killed: 502 holder-unreachable held_by g1 '
@@ -255,10 +252,10 @@ def main():
         print('1..0 # SKIP needs SMPGW_TEST_PG_DIR (run through tests/pg/pg_server.py)')
         sys.exit(77)
     with session(need=NEEDS + ('dbus-daemon',)) as (wd, run):
-        gw_exe, sim_exe, conf = executables()
+        conf = executables()[2]
         run.defer(lambda: pg.start() if not os.path.exists(
             os.path.join(pg.data, 'postmaster.pid')) else None)
-        gws = start(run, wd, gw_exe, sim_exe)
+        gws = start(run, wd)
         registry_and_fleet(gws)
         forwarding(gws, conf)
         missed_notifications(gws, pg)

@@ -20,7 +20,8 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from rollout_fleet import NEEDS, Fleet, Gateway, executables, log, session, wait_for  # noqa: E402
+from rollout_fleet import NEEDS, executables, host_dies, log, session, wait_for  # noqa: E402
+from rollout_fleet import rooms as fleet_rooms  # noqa: E402
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'pg'))
 from pg_server import PgServer, lease_holder as holder, test_sql as sql  # noqa: E402
 
@@ -43,12 +44,6 @@ def check(cond, what):
 
 def now_ms():
     return int(time.time() * 1000)
-
-
-def holder(addr):
-    """The live holder of addr's lease (by the gateways' clock), or None."""
-    return sql("SELECT holder FROM leases WHERE device_id = '%s' AND expires_ms > %d"
-               % (addr, now_ms())) or None
 
 
 def lease(addr):
@@ -77,26 +72,8 @@ def managed(gw):
 
 
 def rooms(wd, run, names, per_device, extra=()):
-    """One simulator serving a bus per room, and a gateway per room on it."""
-    gw_exe, sim_exe, _ = executables()
-    fleet = run.add(Fleet(wd, sim_exe, len(per_device), per_device=per_device,
-                          buses=names))
-    fleet.start()
-    gws = {}
-    for room in names:
-        d = os.path.join(wd, room)
-        os.mkdir(d)
-        gws[room] = run.add(Gateway(d, gw_exe, fleet, bus=room, extra_conf=[
-            '[gateway]', 'id = ' + room] + BLE_IDLE + list(extra)))
-    return fleet, gws
-
-
-def host_dies(gw):
-    """A gateway's host dies: smpgwd killed, its Bluetooth radio gone (the
-    watch's link to it ends: a real bluetoothd outliving smpgwd would keep
-    it)."""
-    gw.kill9()
-    gw.fleet.power(gw.bus, False)
+    """One simulator, a gateway per room (rollout_fleet.rooms), quick to idle."""
+    return fleet_rooms(wd, run, names, per_device, BLE_IDLE + list(extra))
 
 
 def check_takeover(addr, old, new, what):
