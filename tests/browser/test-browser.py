@@ -80,11 +80,11 @@ def main():
         env = dict(os.environ, SMPGW=gw.base, TOKEN=TOKEN,
                    PROFILE=os.path.join(wd, 'chromium'),
                    DEVICES=','.join('%s=%s' % (n, i) for n, i in names.items()),
-                   AWAY=AWAY,
+                   AWAY=AWAY, SIM=sim_exe, SIM_CTL=fleet.control,
                    IMAGE=os.path.join(conf_dir, 'images', 'app-1.2.3+4-ecdsa-p256.bin'))
         try:
             rc = subprocess.run(['node', os.path.join(HERE, 'test-dashboard.js')], env=env,
-                                timeout=300, cwd=HERE).returncode
+                                timeout=450, cwd=HERE).returncode
         except subprocess.TimeoutExpired:
             print('not ok - browser test timed out')
             rc = 1

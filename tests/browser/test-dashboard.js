@@ -3,12 +3,14 @@
 // playwright-core) against a running smpgwd with a simulated BLE fleet.
 // Started by test-browser.py, which passes SMPGW (base URL), TOKEN, DEVICES
 // (comma-separated name=id), AWAY (a watch out of range), IMAGE (an MCUboot
-// file), PROFILE (a temp directory) and optionally SCREENSHOTS (a directory
+// file), SIM and SIM_CTL (smpgw-sim and its control socket, for faults),
+// PROFILE (a temp directory) and optionally SCREENSHOTS (a directory
 // that receives dashboard-<view>.png). Every view is used with real clicks;
 // every wait is bounded. Prints TAP and a closing "N passed, N failed".
 'use strict';
 
 const path = require('path');
+const { execFileSync } = require('child_process');
 const { chromium } = require('playwright-core');
 
 const BASE = process.env.SMPGW;
@@ -17,6 +19,8 @@ const DEVICES = new Map((process.env.DEVICES || '').split(',').filter(Boolean).m
 const AWAY = process.env.AWAY;
 const IMAGE = process.env.IMAGE;
 const SHOTS = process.env.SCREENSHOTS;
+const SIM = process.env.SIM;
+const SIM_CTL = process.env.SIM_CTL;
 const id = (name) => DEVICES.get(name);
 const natural = new Intl.Collator(undefined, { numeric: true }).compare;
 
@@ -37,6 +41,24 @@ async function api(method, p, body) {
   let data = null;
   try { data = await rsp.json(); } catch (e) { /* empty */ }
   return { status: rsp.status, data };
+}
+
+// A request to the simulator's control socket (docs/simulator.md).
+function sim(req) {
+  const ans = JSON.parse(execFileSync(SIM, ['ctl', SIM_CTL, JSON.stringify(req)], { timeout: 15000 }));
+  if (!ans.ok) throw new Error('sim ctl ' + JSON.stringify(req) + ': ' + JSON.stringify(ans));
+  return ans;
+}
+
+// Polls the daemon (node side) until fn(answer of GET p) is true; false after timeout ms.
+async function untilApi(p, fn, timeout) {
+  const end = Date.now() + timeout;
+  for (;;) {
+    const r = await api('GET', p);
+    if (r.status === 200 && fn(r.data)) return true;
+    if (Date.now() > end) return false;
+    await new Promise((res) => setTimeout(res, 200));
+  }
 }
 
 // Waits for fn (run in the page) to be true; false after the timeout.
@@ -279,6 +301,63 @@ async function testRollout(page) {
   await shot(page, 'rollouts');
 }
 
+const roDev = (r, d) => (r.device_list || []).find((x) => x.device === d) || {};
+const badge = (page, d) => page.textContent(`#ro-devices tr[data-device="${d}"] .badge`).catch(() => '');
+
+// A rollout with a failed watch, repaired with the "Retry failed" button:
+// PineTime-5 writes flash slowly (so its upload lasts) and walks out of
+// range in the middle of it; its job fails ("device unreachable", after
+// [update] retry_timeout) while PineTime-4 is updated. Back in range and
+// repaired, one click puts it back to pending, and the page follows it to
+// updated.
+async function testRetryFailed(page) {
+  const good = id('PineTime-4');
+  const bad = id('PineTime-5');
+  sim({ cmd: 'fault', device: 'PineTime-5', fault: 'slow_flash', factor: 1000 });
+  const image = (await api('GET', '/images')).data.images.find((im) => im.version === '1.2.3+4');
+  const created = await api('POST', '/rollouts', {
+    name: 'retry test', image: image.id, target: { devices: [good, bad] },
+    waves: { size: 2, success_percent: 0 },
+  });
+  check(created.status === 201, 'rollout of PineTime-4 and PineTime-5 created: ' + created.status);
+  const rid = created.data.id;
+  const p = '/rollouts/' + encodeURIComponent(rid);
+  await page.goto(BASE + '/#/rollout/' + encodeURIComponent(rid), { timeout: 15000 });
+  check(await until(page, () => document.querySelectorAll('#ro-devices tbody tr').length === 2), 'its page opens');
+  const running = await untilApi(p, (r) => roDev(r, bad).state === 'running', 60000);
+  check(running, 'PineTime-5 uploading');
+  sim({ cmd: 'range', device: 'PineTime-5', in_range: false });
+  const failedShown = await until(page, (d) => {
+    const b = document.querySelector(`#ro-devices tr[data-device="${d}"] .badge`);
+    return b && b.textContent === 'failed';
+  }, bad, 150000);
+  check(failedShown, 'PineTime-5 out of range mid-upload: failed on the page (' + await badge(page, bad) + ')');
+  check(await rolloutState(page, '^completed$', 60000), 'the rollout completes: ' + await page.textContent('#ro-state'));
+  let r = (await api('GET', p)).data;
+  check(r.totals.failed === 1 && r.totals.updated === 1 && roDev(r, good).state === 'updated',
+    'the daemon agrees: PineTime-4 updated, PineTime-5 failed (' + roDev(r, bad).error + ')');
+  check(await until(page, () => !document.querySelector('#ro-retry').disabled), '"Retry failed" offered');
+
+  sim({ cmd: 'fault', device: 'PineTime-5', fault: 'clear' });
+  sim({ cmd: 'range', device: 'PineTime-5', in_range: true });
+  await page.click('#ro-retry');
+  const acted = await until(page, () => /^retry-failed: running$/.test(document.querySelector('#ro-action-status').textContent));
+  check(acted, '"Retry failed" clicked: ' + await page.textContent('#ro-action-status'));
+  r = (await api('GET', p)).data;
+  check((r.state !== 'completed' || roDev(r, bad).attempts === 2) && ['pending', 'submitting', 'running', 'updated'].includes(roDev(r, bad).state) &&
+    roDev(r, good).state === 'updated', 'the daemon retries PineTime-5 only: ' + r.state + ', ' + roDev(r, bad).state);
+  const updated = await until(page, (d) => {
+    const b = document.querySelector(`#ro-devices tr[data-device="${d}"] .badge`);
+    return b && b.textContent === 'updated';
+  }, bad, 150000);
+  check(updated, 'the page follows PineTime-5 to updated (' + await badge(page, bad) + ')');
+  check(await rolloutState(page, '^completed$', 60000), 'and the rollout to completed');
+  check(await until(page, () => document.querySelector('#ro-retry').disabled), 'nothing left to retry');
+  r = (await api('GET', p)).data;
+  check(r.state === 'completed' && r.totals.updated === 2 && !r.totals.failed && roDev(r, bad).attempts === 2,
+    `the daemon agrees: both updated, PineTime-5 on its 2nd attempt (${roDev(r, bad).attempts})`);
+}
+
 async function main() {
   const ctx = await chromium.launchPersistentContext(process.env.PROFILE, {
     executablePath: '/usr/bin/chromium',
@@ -300,6 +379,7 @@ async function main() {
     await testUpdate(page);
     await testDevicePage(page);
     await testRollout(page);
+    await testRetryFailed(page);
   } catch (e) {
     check(false, 'unexpected: ' + e.message);
   } finally {
@@ -311,6 +391,6 @@ async function main() {
   process.exit(failed ? 1 : 0);
 }
 
-const guard = setTimeout(() => { console.log('not ok - timed out'); process.exit(1); }, 290000);
+const guard = setTimeout(() => { console.log('not ok - timed out'); process.exit(1); }, 440000);
 guard.unref();
 main();
