@@ -167,7 +167,7 @@ static const char *error_str(enum evhttp_request_error e)
 {
 	switch (e) {
 	case EVREQ_HTTP_TIMEOUT:
-		return "no answer in time";
+		return "no answer within [gateway] forward_timeout";
 	case EVREQ_HTTP_EOF:
 		return "connection refused or closed";
 	case EVREQ_HTTP_INVALID_HEADER:
@@ -192,9 +192,8 @@ static void on_error(enum evhttp_request_error e, void *arg)
 static void reply_failed(struct fwd *f, const char *why)
 {
 	int err = f->error == EVREQ_HTTP_TIMEOUT ? -ETIME : -EHOSTUNREACH;
-	char *detail = xasprintf("the watch is held by gateway '%s', which %s (%s)",
-				 f->holder, err == -ETIME ? "did not answer in time" :
-				 "could not be reached", why);
+	char *detail = xasprintf("the watch is held by gateway '%s'; forwarding the request "
+				 "to it failed: %s", f->holder, why);
 
 	http_reply_problem_ext(f->req, err, json_pack("{s:s}", "held_by", f->holder),
 			       detail);

@@ -73,7 +73,7 @@ def start(run, wd):
     _, gws = rooms(wd, run, tuple(RSSI), [
         {'address': w, 'heard': {room: rssi[i] for room, rssi in RSSI.items()}}
         for i, w in enumerate((A, B))],
-        extra=['forward_timeout = 20s', '[images]', 'dir = ' + images])
+        extra=['forward_timeout = 8s', '[images]', 'dir = ' + images])
     for gw in gws.values():
         gw.start()
     return gws
@@ -167,6 +167,16 @@ def forwarding(gws, conf):
               "once, with gateway g1")
         prog = [e for e in ev2.events if e['type'] == 'job.progress' and e.get('gateway') == 'g1']
         check(prog, "g2's stream has g1's job progress (%d events)" % len(prog))
+        # A reset drops g1's link to A: device events on g1.
+        st, _, _ = call(gws['g1'], 'POST', '/api/v1/devices/%s/reset' % A, {})
+        check(st == 200, 'A reset through g1')
+
+        def dev_events():
+            return [e for e in ev2.events if e['type'].startswith('device.') and
+                    e.get('gateway') == 'g1' and e['data'].get('id') == A] or None
+        dev = wait_for("g1's device events about A in g2's stream", dev_events, timeout=20,
+                       step=0.2)
+        check(True, "g2's stream has g1's events about A (%s)" % sorted({e['type'] for e in dev}))
     finally:
         ev2.stop()
     rec = recent(gws['g2'], type='job.result')
@@ -183,6 +193,86 @@ def forwarding(gws, conf):
     jobs2 = gws['g2'].get('/api/v1/jobs')['jobs']
     check(not any(x['id'] == jid and x['state'] in ('queued', 'running') for x in jobs2),
           "g2's engine did not take up g1's job from its events")
+
+
+class BadHolder:
+    """A "gateway" that answers forwarded requests badly: garbage instead
+    of HTTP, an impossible status, a body over the 8 MiB limit, or nothing
+    at all (bounded: one thread, stopped by close())."""
+    ANSWERS = {
+        'garbage': b'NOT HTTP AT ALL\r\n\r\n',
+        'status': b'HTTP/1.1 999 Weird\r\nContent-Length: 0\r\n\r\n',
+        'huge': b'HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n'
+                b'Content-Length: 20000000\r\n\r\n' + b' ' * 65536,
+        'silent': None,
+    }
+
+    def __init__(self, mode):
+        import socket
+        import threading
+        self.mode = mode
+        self.sock = socket.socket()
+        self.sock.bind(('127.0.0.1', 0))
+        self.sock.listen(4)
+        self.sock.settimeout(0.2)
+        self.url = 'http://127.0.0.1:%d' % self.sock.getsockname()[1]
+        self.conns = []
+        self.running = True
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self):
+        import socket
+        while self.running:
+            try:
+                c, _ = self.sock.accept()
+            except socket.timeout:
+                continue
+            except OSError:
+                break
+            self.conns.append(c)
+            c.settimeout(2)
+            try:
+                c.recv(65536)
+                if self.ANSWERS[self.mode] is not None:
+                    c.sendall(self.ANSWERS[self.mode])
+                    c.close()
+            except OSError:
+                pass
+
+    def close(self):
+        self.running = False
+        self.thread.join(timeout=2)
+        for c in self.conns:
+            c.close()
+        self.sock.close()
+
+
+def bad_holders(gws, run):
+    """Watches held by "gateways" that answer badly: a clear 502 or 504
+    with held_by, and the gateway keeps running."""
+    want = {'garbage': 502, 'status': 502, 'huge': 502, 'silent': 504}
+    now = int(time.time() * 1000)
+    for i, mode in enumerate(want):
+        bad = run.add(BadHolder(mode))
+        watch, gid = 'C0:FF:EE:00:0B:%02X' % i, 'bad-' + mode
+        sql("INSERT INTO devices (id, name, transport) VALUES ('%s', 'Bad-%s', 'ble');"
+            "INSERT INTO leases VALUES ('%s', '%s', %d, %d);"
+            "INSERT INTO gateways VALUES ('%s', '%s', %d, %d)"
+            % (watch, mode, watch, gid, now + 60000, now, gid, bad.url, now, now + 60000))
+        t0 = time.monotonic()
+        st, body, _ = call(gws['g3'], 'POST', '/api/v1/devices/%s/echo' % watch, {'d': 'x'})
+        took = time.monotonic() - t0
+        check(st == want[mode] and body.get('held_by') == gid and body['type'].endswith(
+            'holder-timeout' if st == 504 else 'holder-unreachable'),
+            'a holder answering %s: %d %s (%s), in %.1f s' % (mode, st, body.get('type'),
+                                                              body.get('detail'), took))
+    check(gws['g3'].proc.poll() is None, 'g3 still runs')
+    st, body, _ = call(gws['g3'], 'GET', '/api/v1/devices/C0:FF:EE:00:0B:00?forward=0')
+    check(st == 200 and body['held_by'] == 'bad-garbage' and body['view'] is None,
+          'a watch nobody published a view of: its stored row, held_by')
+    sql("DELETE FROM leases WHERE holder LIKE 'bad-%'; DELETE FROM gateways WHERE id LIKE 'bad-%';"
+        "DELETE FROM devices WHERE name LIKE 'Bad-%'")
 
 
 def missed_notifications(gws, pg):
@@ -258,6 +348,7 @@ def main():
         gws = start(run, wd)
         registry_and_fleet(gws)
         forwarding(gws, conf)
+        bad_holders(gws, run)
         missed_notifications(gws, pg)
         takeover(gws)
 

@@ -308,7 +308,8 @@ function logTo(sel, ev, limit) {
   const ol = $(sel);
   const key = ev.type === 'job.progress' ? 'progress-' + (ev.data && ev.data.id) : '';
   if (key) for (const old of ol.querySelectorAll(`li[data-key="${key}"]`)) old.remove();
-  ol.prepend(el('li', { class: ev.type.replace(/\./g, '-'), 'data-type': ev.type, 'data-key': key, text: eventText(ev) }));
+  ol.prepend(el('li', { class: ev.type.replace(/\./g, '-'), 'data-type': ev.type, 'data-key': key,
+    text: (ev.gateway ? '[' + ev.gateway + '] ' : '') + eventText(ev) })); // several gateways: where
   while (ol.children.length > limit) ol.lastChild.remove();
 }
 
