@@ -25,6 +25,7 @@
 #include "gateway/lease.h" /* leases on watches between gateways */
 #include "gateway/log.h"
 #include "gateway/metrics.h"
+#include "gateway/reach.h" /* leases of configured UDP/serial devices */
 #include "gateway/registry/registry.h"
 #include "gateway/rollouts.h" /* rollout scheduler */
 #include "gateway/store.h"
@@ -62,10 +63,12 @@ struct daemon {
 	 * admits them picks them up without waiting for new advertising. */
 	struct ble_unmanaged *unmanaged;
 	size_t n_unmanaged;
-	/* [gateway] id: a watch is managed only while this gateway holds its
-	 * lease (lease.h, docs/multi-gateway.md); NULL: no leases. */
-	struct gw_lease *lease;
 #endif
+	/* [gateway] id: a watch (and a configured UDP/serial device) is
+	 * managed only while this gateway holds its lease (lease.h,
+	 * docs/multi-gateway.md); NULL: no leases. */
+	struct gw_lease *lease;
+	struct gw_reach *reach; /* what configured devices this gateway reaches */
 #ifdef SMPGW_HAVE_HTTP
 	struct http_server *http;
 #endif
@@ -616,45 +619,6 @@ static void reload_ble(struct daemon *d)
 	restore_ble_devices(d);
 }
 
-/* This gateway gained or lost a watch's lease: the same passes as a
- * reload (release what is no longer admitted, manage what now is). */
-static void lease_changed(const char *device_id, bool held, void *user_data)
-{
-	struct daemon *d = user_data;
-
-	/* Jobs follow the watch: handed over before it is released, adopted
-	 * once it is managed. */
-	if (!held && d->engine)
-		gw_engine_hand_over(d->engine, device_id);
-	reload_ble(d);
-	if (held && d->engine)
-		gw_engine_adopt(d->engine, device_id);
-}
-
-static void start_lease(struct daemon *d)
-{
-	const struct gw_config *cfg = gw_config(d->gw);
-	struct gw_lease_params p = {
-		.gateway_id = cfg->gateway.id,
-		.ttl_ms = cfg->gateway.lease_ttl_ms,
-		.hysteresis_db = (int)cfg->gateway.lease_hysteresis_db,
-	};
-
-	if (!cfg->gateway.id)
-		return;
-	d->lease = gw_lease_new(d->gw, &p, lease_changed, d);
-	if (d->lease)
-		log_notice("lease: gateway %s: BLE watches are managed while held "
-			   "(ttl %u ms, hysteresis %u dB)", cfg->gateway.id,
-			   cfg->gateway.lease_ttl_ms, cfg->gateway.lease_hysteresis_db);
-}
-
-/* Before the store goes: a clean stop hands the watches over at once. */
-static void stop_lease(struct daemon *d)
-{
-	d->lease = gw_lease_free(d->lease);
-}
-
 static void stop_ble(struct daemon *d)
 {
 	if (d->ble_retry)
@@ -672,16 +636,6 @@ static int start_ble(struct daemon *d)
 }
 
 static void reload_ble(struct daemon *d)
-{
-}
-
-static void start_lease(struct daemon *d)
-{
-	if (gw_config(d->gw)->gateway.id)
-		log_warn("lease: [gateway] id needs the BLE transport; ignored");
-}
-
-static void stop_lease(struct daemon *d)
 {
 }
 
@@ -730,6 +684,78 @@ static void set_cluster_url(struct daemon *d)
 	gw_cluster_set_url(d->cluster, url);
 }
 
+/* ---- leases (watches and configured devices) ---- */
+
+/* A configured UDP/serial device is registered only while held here. */
+static bool config_admitted(const char *name, void *user_data)
+{
+	struct daemon *d = user_data;
+
+	return gw_lease_held(d->lease, name);
+}
+
+static void reach_changed(const char *name, bool reachable, void *user_data)
+{
+	struct daemon *d = user_data;
+
+	if (reachable)
+		gw_lease_heard(d->lease, name, GW_REACH_RSSI);
+	else
+		gw_lease_unheard(d->lease, name);
+}
+
+/* This gateway gained or lost a lease: for a watch the same passes as a
+ * reload (release what is no longer admitted, manage what now is); a
+ * configured device is registered or released. */
+static void lease_changed(const char *device_id, bool held, void *user_data)
+{
+	struct daemon *d = user_data;
+
+	/* Jobs follow the watch: handed over before it is released, adopted
+	 * once it is managed. */
+	if (!held && d->engine)
+		gw_engine_hand_over(d->engine, device_id);
+	reload_ble(d);
+	if (held)
+		gw_add_config_devices(d->gw);
+	else
+		gw_release_config_device(d->gw, device_id, "is held by another gateway");
+	if (held && d->engine)
+		gw_engine_adopt(d->engine, device_id);
+}
+
+static void start_lease(struct daemon *d)
+{
+	const struct gw_config *cfg = gw_config(d->gw);
+	struct gw_lease_params p = {
+		.gateway_id = cfg->gateway.id,
+		.ttl_ms = cfg->gateway.lease_ttl_ms,
+		.hysteresis_db = (int)cfg->gateway.lease_hysteresis_db,
+	};
+	uint32_t round_ms;
+
+	if (!cfg->gateway.id)
+		return;
+	d->lease = gw_lease_new(d->gw, &p, lease_changed, d);
+	if (!d->lease)
+		return;
+	log_notice("lease: gateway %s: watches and configured devices are managed while held "
+		   "(ttl %u ms, hysteresis %u dB)", cfg->gateway.id,
+		   cfg->gateway.lease_ttl_ms, cfg->gateway.lease_hysteresis_db);
+	/* Configured devices: heard while reachable, probed every lease round;
+	 * unreachable after a lease's worth of silence (3 rounds). */
+	round_ms = (cfg->gateway.lease_ttl_ms ? cfg->gateway.lease_ttl_ms : 15000) / 3;
+	gw_set_config_admit(d->gw, config_admitted, d);
+	d->reach = gw_reach_new(d->gw, round_ms, 3, reach_changed, d);
+}
+
+/* Before the store goes: a clean stop hands the watches over at once. */
+static void stop_lease(struct daemon *d)
+{
+	d->reach = gw_reach_free(d->reach);
+	d->lease = gw_lease_free(d->lease);
+}
+
 /* ---- signals ---- */
 
 static void on_stop(evutil_socket_t sig, short what, void *arg)
@@ -760,6 +786,7 @@ static void on_hup(evutil_socket_t sig, short what, void *arg)
 	}
 	log_notice("SIGHUP: reloading the device list from %s", d->config_path);
 	gw_reload_devices(d->gw, cfg);
+	gw_reach_reload(d->reach);
 	reload_ble(d);
 }
 
@@ -801,6 +828,10 @@ static int start(struct daemon *d, struct gw_config *cfg)
 	log_info("store: %s, schema version %d",
 		 gw_store_backend_name(gw_store_backend(store)),
 		 gw_store_schema_version(store));
+	/* SQLite made the state directory; on PostgreSQL it may not exist yet
+	 * (ports.json lives there) */
+	if (mkdir(cfg->general.state_dir, 0750) < 0 && errno != EEXIST)
+		log_warn("state directory %s: %s", cfg->general.state_dir, strerror(errno));
 	d->ports_path = xasprintf("%s/ports.json", cfg->general.state_dir);
 	d->gw = gw_new(d->base, cfg, store);
 	gw_set_time_offset(d->gw, d->time_offset_ms); /* --time-offset-ms */
@@ -808,9 +839,9 @@ static int start(struct daemon *d, struct gw_config *cfg)
 	gw_set_metrics(d->gw, d->metrics);
 	d->udp = gw_udpface_new(d->gw);
 	gw_udpface_set_changed_cb(d->udp, ports_changed, d);
+	start_lease(d); /* before the configured devices: they may be leased */
 	gw_add_config_devices(d->gw);
 	ports_changed(d->udp, d);
-	start_lease(d);
 	start_cluster(d);
 	r = start_ble(d);
 	if (r < 0)

@@ -33,6 +33,9 @@ struct gw {
 	struct gw_rollouts *rollouts; /* borrowed: registered by rollouts.c */
 	struct gw_registry *reg;
 	int64_t time_offset_ms;
+	/* leases: a configured device is registered only while admitted */
+	gw_admit_fn admit;
+	void *admit_data;
 };
 
 
@@ -167,6 +170,8 @@ static void add_config_device(struct gw *gw, const struct gw_device_conf *d)
 	 * and admits them through the allowlist. */
 	if (d->transport == GW_TRANSPORT_BLE || gw_device_find(gw, d->name))
 		return;
+	if (gw->admit && !gw->admit(d->name, gw->admit_data))
+		return;
 	link = config_link(gw, d, &err);
 	if (!link) {
 		log_err("device \"%s\": %s", d->name, strerror(-err));
@@ -176,6 +181,23 @@ static void add_config_device(struct gw *gw, const struct gw_device_conf *d)
 		log_err("device \"%s\": id already in use", d->name);
 		link_free(link);
 	}
+}
+
+void gw_set_config_admit(struct gw *gw, gw_admit_fn admit, void *user_data)
+{
+	gw->admit = admit;
+	gw->admit_data = user_data;
+}
+
+void gw_release_config_device(struct gw *gw, const char *name, const char *why)
+{
+	struct gw_device *dev = gw_device_find(gw, name);
+
+	if (!dev || !strcmp(gw_device_transport(dev), "ble") ||
+	    !gw_config_find_device(gw->cfg, name))
+		return;
+	log_notice("device \"%s\" %s: released", gw_device_id(dev), why);
+	gw_registry_remove(gw->reg, dev);
 }
 
 void gw_add_config_devices(struct gw *gw)

@@ -6,6 +6,7 @@
  */
 #pragma once
 
+#include <stdbool.h>
 #include <stdint.h>
 
 struct event_base;
@@ -64,3 +65,10 @@ int gw_reload_devices(struct gw *gw, struct gw_config *new_cfg);
 /* Registers the UDP and serial devices of the config's [device]
  * sections (BLE sections only pin ports). */
 void gw_add_config_devices(struct gw *gw);
+/* Leases (docs/multi-gateway.md): with admit set, a UDP/serial [device] is
+ * registered (endpoint, jobs) only while admit(name) says so; call
+ * gw_add_config_devices() when one is newly admitted and
+ * gw_release_config_device() when one no longer is (why: for the log). */
+typedef bool (*gw_admit_fn)(const char *name, void *user_data);
+void gw_set_config_admit(struct gw *gw, gw_admit_fn admit, void *user_data);
+void gw_release_config_device(struct gw *gw, const char *name, const char *why);

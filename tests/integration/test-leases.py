@@ -219,6 +219,110 @@ def db_outage():
         check(True, 'a lease row a year ahead by an unknown gateway is void: g1 holds A again')
 
 
+def port_of(gw, name):
+    with open(os.path.join(gw.state, 'ports.json')) as f:
+        v = json.load(f)['devices'][name]
+    return v if isinstance(v, int) else v['port']
+
+
+def udp_devices():
+    """A configured UDP device ([device] section) shared by two gateways is
+    leased like a watch: one gateway at a time registers it, serves its UDP
+    port and runs its jobs; both hear it at the fixed 0 dBm while it answers
+    their probes, so the holder keeps it; when the holder dies the other
+    takes it over once the lease lapsed and finishes the job it left; a
+    device that stops answering is given up; the restarted gateway rejoins
+    without taking the device back."""
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from smp_udp_client import Client
+    W = 'PineTime-1'
+    with session() as (wd, run):
+        gw_exe, sim_exe, conf = executables()
+        images = os.path.join(wd, 'images')
+        os.mkdir(images)
+        fleet = run.add(Fleet(wd, sim_exe, 1, per_device=[
+            {'flash': {'program_page_us': 4000}}]))
+        fleet.start()
+        gws = {}
+        for room in ('g1', 'g2'):
+            d = os.path.join(wd, room)
+            os.mkdir(d)
+            # slow flash: MCUboot's swap takes ~12 s
+            gws[room] = run.add(Gateway(d, gw_exe, fleet, extra_conf=[
+                '[gateway]', 'id = ' + room, '[images]', 'dir = ' + images,
+                '[update]', 'boot_timeout = 60s']))
+            gws[room].start()
+        h = wait_for('one gateway to hold the UDP device', lambda: holder(W), timeout=40,
+                     step=0.5)
+        other = 'g2' if h == 'g1' else 'g1'
+        wait_for('the holder to serve it', lambda: managed(gws[h]) == [W] and
+                 udp_served(gws[h]) == [W], timeout=20, step=0.5)
+        check(managed(gws[other]) == [] and udp_served(gws[other]) == [],
+              '%s holds %s: registered and served there only, %s has no endpoint' % (h, W, other))
+        hear = sql("SELECT gateway_id || ':' || rssi FROM hearings WHERE device_id = '%s'"
+                   " ORDER BY gateway_id" % W).split()
+        check(hear == ['g1:0', 'g2:0'], 'both gateways reach it: the fixed hearing %s' % hear)
+        c = Client(port_of(gws[h], W), timeout=5)
+        check(c.echo('through the holder') == 'through the holder',
+              "the holder's UDP endpoint answers for the device")
+        c.close()
+        st, body = gws[other].request('POST', '/api/v1/devices/%s/echo?forward=0' % W,
+                                      {'d': 'x'})
+        check(st == 421 and body.get('held_by') == h,
+              '%s answers 421 held_by %s (not forwarding)' % (other, h))
+        time.sleep(2 * ROUND_MS / 1000 + 1)
+        check(holder(W) == h, 'equal hearings: the holder keeps the device (no flapping)')
+
+        # A job on the holder; the holder dies mid-upload.
+        img = gws[h].upload_image(conf, IMAGE)['id']
+        jid = gws[h].post('/api/v1/devices/%s/update' % W,
+                          {'image': img, 'mode': 'test-confirm'}, expect=202)['id']
+        wait_for('the upload to be under way on %s' % h, lambda: gws[h].get(
+            '/api/v1/jobs/%d' % jid)['progress']['bytes'] > 40000, timeout=120, step=0.3)
+        gws[h].kill9()
+        old = lease(W)
+        check(old[0] == h, 'the row still names %s after the kill' % h)
+        took = check_takeover(W, old, other, '%s killed' % h)
+        log('UDP device taken over %.1f s after the last renewal' % (took / 1000))
+        wait_for('%s to serve it' % other, lambda: udp_served(gws[other]) == [W], timeout=20,
+                 step=0.5)
+
+        def finished():
+            st, j = gws[other].request('GET', '/api/v1/jobs/%d' % jid)
+            return j if st == 200 and j['state'] not in ('queued', 'running') else None
+        j = wait_for('%s to finish the job' % other, finished, timeout=180, step=1)
+        check(j['state'] == 'done', 'the job left running by %s is finished by %s: %s (%s)'
+              % (h, other, j['state'], j.get('error')))
+        s0 = fleet.show(W)
+        check(any(sl.get('hash') == img and sl.get('confirmed') for sl in s0['slots']),
+              'the image runs confirmed')
+        check(s0['counters']['erases'] * 4096 < 2 * 360 * 1024,
+              'erased once (%d sectors): the upload resumed' % s0['counters']['erases'])
+        check(sql('SELECT runners FROM jobs WHERE id = %d' % jid) == '%s,%s' % (h, other),
+              'its row names both runners')
+
+        # The dead gateway comes back: it hears the device as well, the
+        # holder keeps it.
+        gws[h].start()
+        wait_for('%s to hear the device again' % h, lambda: sql(
+            "SELECT count(*) FROM hearings WHERE gateway_id = '%s' AND device_id = '%s'"
+            " AND heard_ms > %d" % (h, W, now_ms() - 3000)) == '1', timeout=30, step=0.5)
+        time.sleep(2 * ROUND_MS / 1000 + 1)
+        check(holder(W) == other and managed(gws[h]) == [],
+              '%s rejoined without taking the device back' % h)
+
+        # The device stops answering: the holder gives it up after three
+        # silent rounds; nobody can hold what nobody reaches.
+        fleet.range(W, False)
+        wait_for('the lease to be given up', lambda: holder(W) is None, timeout=60, step=0.5)
+        check(managed(gws[other]) == [] and udp_served(gws[other]) == [],
+              'an unreachable device is released (endpoint closed)')
+        fleet.range(W, True)
+        wait_for('a gateway to hold it again', lambda: holder(W) is not None, timeout=40,
+                 step=0.5)
+        check(True, 'back in reach: held again (by %s)' % holder(W))
+
+
 def main():
     if not PG:
         print('1..0 # SKIP needs SMPGW_TEST_PG (run through tests/pg/pg_server.py)')
@@ -228,6 +332,9 @@ def main():
         return
     if len(sys.argv) > 1 and sys.argv[1] == 'outage':
         db_outage()
+        return
+    if len(sys.argv) > 1 and sys.argv[1] == 'udp':
+        udp_devices()
         return
     with session(need=NEEDS + ('dbus-daemon',)) as (wd, run):
         fleet, gws = rooms(wd, run, ('g1', 'g2', 'g3'), [
