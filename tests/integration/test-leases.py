@@ -20,7 +20,8 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from rollout_fleet import NEEDS, executables, host_dies, log, session, wait_for  # noqa: E402
+from rollout_fleet import (NEEDS, Fleet, Gateway, executables, host_dies, log,  # noqa: E402
+                           session, wait_for)
 from rollout_fleet import rooms as fleet_rooms  # noqa: E402
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'pg'))
 from pg_server import PgServer, lease_holder as holder, test_sql as sql  # noqa: E402
@@ -259,8 +260,10 @@ def udp_devices():
                  udp_served(gws[h]) == [W], timeout=20, step=0.5)
         check(managed(gws[other]) == [] and udp_served(gws[other]) == [],
               '%s holds %s: registered and served there only, %s has no endpoint' % (h, W, other))
-        hear = sql("SELECT gateway_id || ':' || rssi FROM hearings WHERE device_id = '%s'"
-                   " ORDER BY gateway_id" % W).split()
+        hear = wait_for('both gateways to record their hearing', lambda: (lambda h: h if len(
+            h) == 2 else None)(sql("SELECT gateway_id || ':' || rssi FROM hearings WHERE"
+                                  " device_id = '%s' ORDER BY gateway_id" % W).split()),
+            timeout=2 * ROUND_MS / 1000 + 10, step=0.5)
         check(hear == ['g1:0', 'g2:0'], 'both gateways reach it: the fixed hearing %s' % hear)
         c = Client(port_of(gws[h], W), timeout=5)
         check(c.echo('through the holder') == 'through the holder',
