@@ -65,6 +65,10 @@ struct gw_cluster {
 	int64_t last_id;
 	bool baseline;       /* last_id is known (else: start at the newest) */
 	bool flush_failing;  /* logged once per outage */
+	/* A write failed: only the round (every ttl/3) tries the store until
+	 * it answers again, so an unreachable server (each try may block up
+	 * to libpq's connect_timeout) costs no more than the leases' rounds. */
+	bool store_down;
 	struct view *views;
 	size_t nviews;
 };
@@ -151,7 +155,7 @@ static void flush_cb(evutil_socket_t fd, short what, void *arg)
 	struct gw_cluster *c = arg;
 	int r;
 
-	if (!c->nq)
+	if (!c->nq || c->store_down)
 		return;
 	r = flush_queue(c);
 	if (r < 0) {
@@ -160,7 +164,7 @@ static void flush_cb(evutil_socket_t fd, short what, void *arg)
 				 "kept (up to %d) and retried", gw_store_errmsg(c->store),
 				 MAX_QUEUE);
 		c->flush_failing = true;
-		arm(c->flush, RETRY_MS);
+		c->store_down = true;
 		return;
 	}
 	if (c->flush_failing || c->dropped)
@@ -290,8 +294,13 @@ void gw_cluster_tick(struct gw_cluster *c)
 {
 	uint64_t now = gw_now_ms(c->gw);
 
-	if (register_me(c, now) < 0)
+	if (register_me(c, now) < 0) {
+		c->store_down = true;
 		return; /* the store is away: lease.c says so */
+	}
+	c->store_down = false;
+	if (c->nq)
+		arm(c->flush, 0);
 	prune(c, now);
 	fetch_cb(-1, 0, c); /* catches up on a missed notification */
 }
@@ -375,13 +384,18 @@ static void views_cb(evutil_socket_t fd, short what, void *arg)
 	struct views_pass p = { c, gw_now_ms(c->gw), 0 };
 	size_t k = 0;
 
-	if (gw_store_begin(c->store) < 0)
+	if (c->store_down)
 		return;
+	if (gw_store_begin(c->store) < 0) {
+		c->store_down = true;
+		return;
+	}
 	gw_device_foreach(c->gw, view_one, &p);
 	if (p.err || gw_store_commit(c->store) < 0) {
 		if (!p.err)
 			p.err = -EIO;
 		gw_store_rollback(c->store);
+		c->store_down = true;
 	}
 	/* Forget devices no longer managed here (a new holder publishes). */
 	for (size_t i = 0; i < c->nviews; i++) {
