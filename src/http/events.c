@@ -294,7 +294,8 @@ int events_stream(struct http_req *req)
  * one JSON answer, for pages that show what happened before they opened
  * (the stream only carries what comes next). Filters: limit (1..1000,
  * default 100), device (an event about that device: its data's id, device
- * or name) and type (a prefix: "job." or "device.connected"). last_id is
+ * or name), type (a prefix: "job." or "device.connected") and gateway
+ * (where it happened, with several gateways). last_id is
  * the newest event on the bus, matching or not: open the stream with
  * ?last_event_id=<last_id> and nothing falls between the two.
  */
@@ -302,7 +303,7 @@ int events_stream(struct http_req *req)
 #define RECENT_MAX 1000
 
 struct recent {
-	const char *device, *type;
+	const char *device, *type, *gateway;
 	json_t *events; /* matching, oldest first */
 };
 
@@ -326,6 +327,8 @@ static void recent_collect(const struct gw_event *ev, void *user_data)
 	if (r->type && strncmp(ev->type, r->type, strlen(r->type)))
 		return;
 	if (r->device && !about_device(ev->data, r->device))
+		return;
+	if (r->gateway && (!ev->gateway || strcmp(ev->gateway, r->gateway)))
 		return;
 	json_array_append_new(r->events, event_json(ev));
 }
@@ -351,7 +354,8 @@ int events_recent(struct http_req *req)
 {
 	struct gw_events *bus = gw_events(http_req_gw(req));
 	struct recent r = { .device = http_req_query(req, "device"),
-			    .type = http_req_query(req, "type") };
+			    .type = http_req_query(req, "type"),
+			    .gateway = http_req_query(req, "gateway") };
 	uint64_t first = gw_events_first_id(bus);
 	size_t limit, n;
 	json_t *out;

@@ -182,6 +182,9 @@ def forwarding(gws, conf):
     rec = recent(gws['g2'], type='job.result')
     check([e['gateway'] for e in rec if e['data'].get('id') == jid] == ['g1'],
           "g2's recent events have g1's job.result")
+    check(recent(gws['g2'], type='job.result', gateway='g3') == [] and
+          [e['data']['id'] for e in recent(gws['g2'], type='job.result', gateway='g1')] == [jid],
+          '?gateway= filters the recent events by where they happened')
     rec1 = recent(gws['g1'])
     check(all(e.get('gateway') == 'g1' for e in rec1 if e['data'].get('id') in (jid, A)),
           "g1's own events are not echoed back to it")
