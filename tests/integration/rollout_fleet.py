@@ -198,7 +198,7 @@ class Gateway:
     restarts); REST on an OS-chosen loopback port."""
     log_tail = True  # Running prints the end of its log when a test fails
 
-    def __init__(self, workdir, gw_exe, fleet, extra_conf=(), bus=None):
+    def __init__(self, workdir, gw_exe, fleet, extra_conf=(), bus=None, conninfo=None):
         self.dir = workdir
         self.exe = gw_exe
         self.fleet = fleet
@@ -215,7 +215,10 @@ class Gateway:
         conf += list(extra_conf)
         conf += fleet.gateway_devices()
         with open(self.conf, 'w') as f:
-            f.write('\n'.join(conf) + '\n' + store_conf())
+            # conninfo: this gateway's own way to the server (a proxy)
+            f.write('\n'.join(conf) + '\n' + (
+                '\n[store]\nbackend = postgresql\nconninfo = %s\n' % conninfo if conninfo
+                else store_conf()))
         self.log_path = os.path.join(workdir, 'smpgwd.log')
         self.logf = open(self.log_path, 'a')
         self.proc = None
@@ -369,10 +372,11 @@ class Events:
         self.sock.close()
 
 
-def rooms(wd, run, names, per_device, extra=()):
+def rooms(wd, run, names, per_device, extra=(), conninfo=None):
     """Several gateways on one store (docs/multi-gateway.md): one simulator
     serving a bus per room (names), and a gateway per room on it, its
-    [gateway] id the room's name; extra: more config lines. Not started."""
+    [gateway] id the room's name; extra: more config lines; conninfo: {room:
+    its own way to the server} (a proxy). Not started."""
     gw_exe, sim_exe, _ = executables()
     fleet = run.add(Fleet(wd, sim_exe, len(per_device), per_device=per_device,
                           buses=names))
@@ -382,7 +386,7 @@ def rooms(wd, run, names, per_device, extra=()):
         d = os.path.join(wd, room)
         os.mkdir(d)
         gws[room] = run.add(Gateway(d, gw_exe, fleet, bus=room, extra_conf=[
-            '[gateway]', 'id = ' + room] + list(extra)))
+            '[gateway]', 'id = ' + room] + list(extra), conninfo=(conninfo or {}).get(room)))
     return fleet, gws
 
 

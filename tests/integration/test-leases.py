@@ -72,9 +72,10 @@ def managed(gw):
     return sorted(d['id'] for d in gw.get('/api/v1/devices')['devices'] if 'view' not in d)
 
 
-def rooms(wd, run, names, per_device, extra=()):
-    """One simulator, a gateway per room (rollout_fleet.rooms), quick to idle."""
-    return fleet_rooms(wd, run, names, per_device, BLE_IDLE + list(extra))
+def rooms(wd, run, names, per_device, extra=(), conninfo=None):
+    """One simulator, a gateway per room (rollout_fleet.rooms), quick to idle
+    (conninfo: {room: its own way to the server})."""
+    return fleet_rooms(wd, run, names, per_device, BLE_IDLE + list(extra), conninfo=conninfo)
 
 
 def check_takeover(addr, old, new, what):
@@ -326,6 +327,197 @@ def udp_devices():
         check(True, 'back in reach: held again (by %s)' % holder(W))
 
 
+class Partition:
+    """The network between one gateway and the database, played by a proxy
+    on a Unix socket in the test's directory (in front of the server's
+    socket): cut() closes every connection through it and refuses new ones
+    (a partition that rejects: the gateway's statements fail at once),
+    heal() accepts again. One thread, select() with a short timeout: every
+    wait is bounded; stop() ends it."""
+
+    def __init__(self, server_dir, wd):
+        import threading
+        self.target = os.path.join(server_dir, '.s.PGSQL.5432')
+        self.dir = os.path.join(wd, 'pgproxy')
+        os.mkdir(self.dir)
+        os.chmod(self.dir, 0o755)
+        self.path = os.path.join(self.dir, '.s.PGSQL.5432')
+        self.lock = threading.Lock()
+        self.lis = None
+        self.pairs = []  # [client, server]
+        self.running = True
+        self.heal()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def conninfo(self, conninfo):
+        """conninfo with the proxy's directory as its host."""
+        import re
+        return re.sub(r'host=\S+', 'host=' + self.dir, conninfo)
+
+    def heal(self):
+        import socket
+        with self.lock:
+            if self.lis:
+                return
+            if os.path.exists(self.path):
+                os.unlink(self.path)
+            self.lis = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            self.lis.bind(self.path)
+            os.chmod(self.path, 0o777)
+            self.lis.listen(64)
+
+    def cut(self):
+        with self.lock:
+            if self.lis:
+                self.lis.close()
+                os.unlink(self.path)
+                self.lis = None
+            for pair in self.pairs:
+                for sock in pair:
+                    sock.close()
+            self.pairs = []
+
+    def _run(self):
+        import select
+        import socket
+        while self.running:
+            with self.lock:
+                socks = ([self.lis] if self.lis else []) + [x for p in self.pairs for x in p]
+            try:
+                ready, _, _ = select.select(socks, [], [], 0.05)
+            except (OSError, ValueError):
+                continue  # a socket closed by cut() meanwhile
+            with self.lock:
+                for sock in ready:
+                    if sock is self.lis:
+                        c, _ = sock.accept()
+                        srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                        try:
+                            srv.connect(self.target)
+                        except OSError:
+                            c.close()
+                            continue
+                        self.pairs.append([c, srv])
+                        continue
+                    pair = next((p for p in self.pairs if sock in p), None)
+                    if not pair:
+                        continue
+                    try:
+                        data = sock.recv(65536)
+                        if data:
+                            (pair[1] if sock is pair[0] else pair[0]).sendall(data)
+                    except OSError:
+                        data = b''
+                    if not data:
+                        for x in pair:
+                            x.close()
+                        self.pairs.remove(pair)
+
+    def stop(self):
+        self.running = False
+        self.thread.join(timeout=5)
+        self.cut()
+
+
+def partition():
+    """g1 loses the database while g2 keeps it (a proxy between g1 and the
+    server's socket is cut): g1, holding watch A with an update job running
+    on it, keeps serving until its margin and lets A go before its lease
+    could lapse; g2 takes A over only after the lease lapsed (lease rows),
+    claims the job once g1's claim lapsed and finishes it from the watch's
+    state (one erase: the upload resumed, never run by both); after the
+    network heals g1 rejoins (logs it, hears A again) and nothing flaps:
+    g2 keeps A (within the hysteresis) and g1 does not run the job again."""
+    server_dir = os.environ.get('SMPGW_TEST_PG_DIR')
+    if not server_dir:
+        print('1..0 # SKIP needs SMPGW_TEST_PG_DIR (run through tests/pg/pg_server.py)')
+        sys.exit(77)
+    with session(need=NEEDS + ('dbus-daemon',)) as (wd, run):
+        _, _, conf = executables()
+        images = os.path.join(wd, 'images')
+        os.mkdir(images)
+        net = run.add(Partition(server_dir, wd))
+        # g1 hears A 5 dB better than g2: within the hysteresis
+        fleet, gws = rooms(wd, run, ('g1', 'g2'), [
+            {'address': A, 'heard': {'g1': -50, 'g2': -55}, 'flash': {'program_page_us': 4000}}],
+            extra=['[images]', 'dir = ' + images], conninfo={'g1': net.conninfo(PG)})
+        for gw in gws.values():
+            gw.start()
+        g1, g2 = gws['g1'], gws['g2']
+        wait_for('A held and managed by g1', lambda: holder(A) == 'g1' and managed(g1) == [A],
+                 timeout=40, step=0.5)
+        img = g1.upload_image(conf, IMAGE)['id']
+        jid = g1.post('/api/v1/devices/%s/update' % A,
+                      {'image': img, 'mode': 'test-confirm'}, expect=202)['id']
+        wait_for('the upload to be under way on g1', lambda: g1.get(
+            '/api/v1/jobs/%d' % jid)['progress']['bytes'] > 40000, timeout=120, step=0.3)
+        fleet.fault('PineTime-1', 'slow_flash', factor=5)  # the rest outlasts the margin
+        _, expires, _ = wait_renewal(A)
+        net.cut()
+        cut_ms = now_ms()
+        log('g1 cut off from the database %d ms after its last renewal'
+            % (cut_ms - (expires - TTL_MS)))
+        wait_for('g1 to log the outage', lambda: 'store is unreachable' in g1.read_log(),
+                 timeout=15, step=0.2)
+        check(A in (udp_served(g1) or []) and
+              g1.get('/api/v1/jobs/%d' % jid)['state'] == 'running',
+              'cut off, g1 keeps serving A (its UDP endpoint, the job)')
+        wait_for('g1 to let A go', lambda: A not in (udp_served(g1) or []), timeout=30,
+                 step=0.1)
+        let_go = now_ms()
+        check(expires - TTL_MS // 3 <= let_go < expires,
+              'g1 let A go %d ms after its last renewal: after its margin began, %d ms before '
+              'the lease could lapse' % (let_go - (expires - TTL_MS), expires - let_go))
+        fleet.fault('PineTime-1', 'slow_flash', factor=1)
+        # what g1 wrote to A over its radio; nothing more once it let go
+        wait_for("g1's link to A to end", lambda: 'g1' not in fleet.ctl(
+            {'cmd': 'list'})['devices'][0]['connected'], timeout=10, step=0.1)
+        g1_writes = fleet.ctl({'cmd': 'counters'})['buses']['g1']['writes']
+        wait_for('g2 to take A over', lambda: holder(A) == 'g2', timeout=60, step=0.2)
+        _, _, acquired = lease(A)
+        check(acquired > expires, 'g2 claimed A only after the lease lapsed (%d ms after)'
+              % (acquired - expires))
+        check(g2.proc.poll() is None and g1.proc.poll() is None, 'both gateways run')
+
+        def finished():
+            st, j = g2.request('GET', '/api/v1/jobs/%d' % jid)
+            return j if st == 200 and j['state'] not in ('queued', 'running') else None
+        j = wait_for('g2 to finish the job', finished, timeout=240, step=1)
+        check(j['state'] == 'done', 'the job g1 left is finished by g2: %s (%s)'
+              % (j['state'], j.get('error')))
+        check(sql('SELECT runners FROM jobs WHERE id = %d' % jid) == 'g1,g2',
+              'its row names g1 then g2')
+        s0 = fleet.show('PineTime-1')
+        check(any(sl.get('hash') == img and sl.get('confirmed') for sl in s0['slots']),
+              'the image runs confirmed on A')
+        check(s0['counters']['erases'] * 4096 < 2 * 360 * 1024,
+              'A was erased once (%d sectors): the upload resumed on g2, not run twice'
+              % s0['counters']['erases'])
+        c = fleet.ctl({'cmd': 'counters'})['buses']
+        check(c['g1']['writes'] == g1_writes and c['g2']['writes'] > 0,
+              'g1 sent A nothing after it let go (%d writes before), g2 the rest (%d writes)'
+              % (g1_writes, c['g2']['writes']))
+
+        # The network heals: g1 rejoins, nothing moves.
+        net.heal()
+        wait_for('g1 to log the recovery', lambda: 'store is reachable again' in g1.read_log(),
+                 timeout=30, step=0.5)
+        held = lease(A)
+        time.sleep(3 * ROUND_MS / 1000 + 1)
+        now = lease(A)
+        check(now[0] == 'g2' and now[2] == held[2],
+              'three rounds after healing g2 still holds A, acquired at the same time (no flap)')
+        check(managed(g1) == [] and A not in (udp_served(g1) or []),
+              'g1 manages nothing and serves no endpoint for A')
+        log_g1 = g1.read_log()
+        check(sql('SELECT state FROM jobs WHERE id = %d' % jid) == 'done' and
+              'job %d: test-confirm' % jid not in log_g1.split('store is reachable again')[-1],
+              'g1 did not start the job again after rejoining')
+        check(fleet.ctl({'cmd': 'counters'})['buses']['g1']['writes'] == g1_writes,
+              'nor wrote to A')
+
+
 def main():
     if not PG:
         print('1..0 # SKIP needs SMPGW_TEST_PG (run through tests/pg/pg_server.py)')
@@ -338,6 +530,9 @@ def main():
         return
     if len(sys.argv) > 1 and sys.argv[1] == 'udp':
         udp_devices()
+        return
+    if len(sys.argv) > 1 and sys.argv[1] == 'partition':
+        partition()
         return
     with session(need=NEEDS + ('dbus-daemon',)) as (wd, run):
         fleet, gws = rooms(wd, run, ('g1', 'g2', 'g3'), [
