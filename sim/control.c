@@ -104,11 +104,13 @@ static json_t *device_json(struct sim_control *ctl, size_t i)
 
 static json_t *counters_json(const struct sim_counters *c)
 {
-	return json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}",
+	return json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}",
 			 "frames_rx", (json_int_t)c->frames_rx, "frames_tx", (json_int_t)c->frames_tx,
 			 "bytes_rx", (json_int_t)c->bytes_rx, "bytes_tx", (json_int_t)c->bytes_tx,
 			 "drops", (json_int_t)c->drops, "erases", (json_int_t)c->erases,
-			 "programs", (json_int_t)c->programs, "resets", (json_int_t)c->resets);
+			 "programs", (json_int_t)c->programs, "resets", (json_int_t)c->resets,
+			 "upload_bytes", (json_int_t)c->upload_bytes, "confirms", (json_int_t)c->confirms,
+			 "confirms_unbooted", (json_int_t)c->confirms_unbooted);
 }
 
 /* The BlueZ face's link-level counters (c NULL: no --bus). */
@@ -499,6 +501,9 @@ static json_t *cmd_counters(struct sim_control *ctl, const json_t *req, char *er
 		total.drops += c->drops;
 		total.erases += c->erases;
 		total.programs += c->programs;
+		total.upload_bytes += c->upload_bytes;
+		total.confirms += c->confirms;
+		total.confirms_unbooted += c->confirms_unbooted;
 		total.resets += c->resets;
 		if (s.end - s.first <= 100) /* keep answers to big fleets short */
 			json_object_set_new(per, sim_device_address(DEV(i)), counters_json(c));

@@ -181,6 +181,9 @@ struct sim_counters {
 	uint64_t erases;               /* sectors erased */
 	uint64_t programs;             /* pages programmed */
 	uint64_t resets;
+	uint64_t upload_bytes;         /* image bytes written into slot 1 (overlaps counted) */
+	uint64_t confirms;             /* confirms of the running image (slot 0) */
+	uint64_t confirms_unbooted;    /* confirms of the slot-1 image: never booted yet */
 };
 const struct sim_counters *sim_device_counters(const struct sim_device *dev);
 

@@ -126,6 +126,8 @@ static int img_state_write(struct sim_req *req)
 		if (slot < 0)
 			return img_err(req, IMG_ERR_HASH_NOT_FOUND);
 	}
+	if (confirm)
+		*(slot == 0 ? &dev->ctr.confirms : &dev->ctr.confirms_unbooted) += 1;
 	if (slot == 0) {
 		if (!confirm)
 			return img_err(req, IMG_ERR_TEST_TO_ACTIVE_DENIED);
@@ -261,6 +263,7 @@ static void upload_write(struct sim_req *req, const struct upload_req *u)
 	}
 	slot_write(&dev->slot[1], up->off, u->data, u->data_len);
 	dev->ctr.programs += (u->data_len + 255) / 256;
+	dev->ctr.upload_bytes += u->data_len;
 	req->cost_us += sim_device_program_cost(dev, u->data_len);
 	up->off = end;
 	sim_device_upload_progress(dev, end);

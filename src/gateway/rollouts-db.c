@@ -30,38 +30,67 @@ void ro_db_rollback(struct gw_store *st)
 	gw_store_rollback(st);
 }
 
+/* Several gateways: a write of the scheduler only while it is the owner
+ * (-EPERM otherwise: another gateway took the rollout over). */
+static const char *me_of(const struct rollout *r)
+{
+	return r->owner ? r->owner->me : NULL;
+}
+
+static int run_owned(struct gw_stmt *s, const struct rollout *r)
+{
+	int rc;
+
+	if (!me_of(r))
+		return gw_stmt_run(s);
+	rc = gw_stmt_step(s);
+	gw_stmt_finalize(s);
+	return rc < 0 ? rc : rc == 1 ? 0 : -EPERM;
+}
+
 int ro_db_save(struct gw_store *st, const struct rollout *r)
 {
-	struct gw_stmt *s = gw_store_prepare(st,
+	struct gw_stmt *s = gw_store_prepare(st, me_of(r) ?
+		"UPDATE rollouts SET state = ?2, reason = ?3, started_ms = ?4,"
+		" finished_ms = ?5, windows_done = ?6 WHERE id = ?1 AND owner = ?7"
+		" RETURNING id" :
 		"UPDATE rollouts SET state = ?2, reason = ?3, started_ms = ?4,"
 		" finished_ms = ?5, windows_done = ?6 WHERE id = ?1");
 
 	if (!s)
 		return -EIO;
+	if (me_of(r))
+		gw_stmt_bind_text(s, 7, me_of(r));
 	gw_stmt_bind_text(s, 1, r->id);
 	gw_stmt_bind_text(s, 2, rollout_state_str(r->state));
 	gw_stmt_bind_text(s, 3, r->reason);
 	gw_stmt_bind_int64(s, 4, r->started_ms);
 	gw_stmt_bind_int64(s, 5, r->finished_ms);
 	gw_stmt_bind_int64(s, 6, r->windows_done);
-	return gw_stmt_run(s);
+	return run_owned(s, r);
 }
+
+#define DEV_UPDATE "UPDATE rollout_devices SET position = ?3, wave = ?4, state = ?5," \
+	" job_id = ?6, attempts = ?7, acked = ?8, error = ?9," \
+	" from_version = ?10, started_ms = ?11, finished_ms = ?12," \
+	" last_try_ms = ?13 WHERE rollout_id = ?1 AND device_id = ?2"
 
 static int dev_write(struct gw_store *st, const struct ro_dev *d, bool insert)
 {
+	bool owned = !insert && me_of(d->ro);
 	struct gw_stmt *s = gw_store_prepare(st, insert ?
 		"INSERT INTO rollout_devices (rollout_id, device_id, position,"
 		" wave, state, job_id, attempts, acked, error, from_version,"
 		" started_ms, finished_ms, last_try_ms)"
 		" VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)" :
-		"UPDATE rollout_devices SET position = ?3, wave = ?4, state = ?5,"
-		" job_id = ?6, attempts = ?7, acked = ?8, error = ?9,"
-		" from_version = ?10, started_ms = ?11, finished_ms = ?12,"
-		" last_try_ms = ?13"
-		" WHERE rollout_id = ?1 AND device_id = ?2");
+		owned ? DEV_UPDATE " AND EXISTS (SELECT 1 FROM rollouts WHERE"
+		" rollouts.id = ?1 AND rollouts.owner = ?14) RETURNING device_id" :
+		DEV_UPDATE);
 
 	if (!s)
 		return -EIO;
+	if (owned)
+		gw_stmt_bind_text(s, 14, me_of(d->ro));
 	gw_stmt_bind_text(s, 1, d->ro->id);
 	gw_stmt_bind_text(s, 2, d->id);
 	gw_stmt_bind_int64(s, 3, d->position);
@@ -75,7 +104,7 @@ static int dev_write(struct gw_store *st, const struct ro_dev *d, bool insert)
 	gw_stmt_bind_int64(s, 11, d->started_ms);
 	gw_stmt_bind_int64(s, 12, d->finished_ms);
 	gw_stmt_bind_int64(s, 13, d->last_try_ms);
-	return gw_stmt_run(s);
+	return owned ? run_owned(s, d->ro) : gw_stmt_run(s);
 }
 
 int ro_db_save_dev(struct gw_store *st, const struct ro_dev *d)
@@ -85,10 +114,11 @@ int ro_db_save_dev(struct gw_store *st, const struct ro_dev *d)
 
 static int insert_row(struct gw_store *st, const struct rollout *r)
 {
+	/* Several gateways: the creating gateway schedules it first. */
 	struct gw_stmt *s = gw_store_prepare(st,
 		"INSERT INTO rollouts (id, image_id, image_version, spec, state,"
-		" reason, created_ms, started_ms, finished_ms, windows_done)"
-		" VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)");
+		" reason, created_ms, started_ms, finished_ms, windows_done, owner,"
+		" owner_expires) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)");
 	char *spec;
 	int ret;
 
@@ -105,6 +135,8 @@ static int insert_row(struct gw_store *st, const struct rollout *r)
 	gw_stmt_bind_int64(s, 8, r->started_ms);
 	gw_stmt_bind_int64(s, 9, r->finished_ms);
 	gw_stmt_bind_int64(s, 10, r->windows_done);
+	gw_stmt_bind_text(s, 11, me_of(r));
+	gw_stmt_bind_int64(s, 12, r->scheduler_expires);
 	ret = gw_stmt_run(s);
 	free(spec);
 	return ret;
@@ -185,6 +217,9 @@ static struct rollout *row_rollout(struct gw_store *st, struct gw_stmt *s)
 	r->started_ms = gw_stmt_int64(s, 7);
 	r->finished_ms = gw_stmt_int64(s, 8);
 	r->windows_done = (uint32_t)gw_stmt_int64(s, 9);
+	r->scheduler = col_dup(s, 10);
+	r->scheduler_expires = gw_stmt_int64(s, 11);
+	r->command = col_dup(s, 12);
 	if (rollout_state_parse(gw_stmt_text(s, 4), &r->state) < 0)
 		r->state = ROLLOUT_STATE_PAUSED;
 	if (!spec || ro_spec_parse(spec, &r->spec, &r->spec_json, &err) < 0 ||
@@ -200,12 +235,87 @@ static struct rollout *row_rollout(struct gw_store *st, struct gw_stmt *s)
 	return r;
 }
 
+#define RO_COLUMNS "id, image_id, image_version, spec, state, reason," \
+	" created_ms, started_ms, finished_ms, windows_done, owner, owner_expires, command"
+
+struct rollout *ro_db_load_one(struct gw_store *st, const char *id)
+{
+	struct gw_stmt *s = gw_store_prepare(st, "SELECT " RO_COLUMNS
+					     " FROM rollouts WHERE id = ?1");
+	struct rollout *r = NULL;
+
+	if (!s)
+		return NULL;
+	gw_stmt_bind_text(s, 1, id);
+	if (gw_stmt_step(s) == 1)
+		r = row_rollout(st, s);
+	gw_stmt_finalize(s);
+	return r;
+}
+
+int ro_db_claim(struct gw_store *st, const char *id, const char *me, int64_t now,
+		uint32_t ttl_ms, char **command)
+{
+	struct gw_stmt *s = gw_store_prepare(st,
+		"UPDATE rollouts SET owner = ?2, owner_expires = ?4 WHERE id = ?1"
+		" AND (owner IS NULL OR owner = ?2 OR owner_expires < ?3) RETURNING command");
+	int rc;
+
+	if (!s)
+		return -EIO;
+	gw_stmt_bind_text(s, 1, id);
+	gw_stmt_bind_text(s, 2, me);
+	gw_stmt_bind_int64(s, 3, now);
+	gw_stmt_bind_int64(s, 4, now + ttl_ms);
+	rc = gw_stmt_step(s);
+	*command = rc == 1 ? col_dup(s, 0) : NULL;
+	gw_stmt_finalize(s);
+	return rc;
+}
+
+void ro_db_release(struct gw_store *st, const char *id, const char *me)
+{
+	struct gw_stmt *s = gw_store_prepare(st,
+		"UPDATE rollouts SET owner_expires = 0 WHERE id = ?1 AND owner = ?2");
+
+	if (s) {
+		gw_stmt_bind_text(s, 1, id);
+		gw_stmt_bind_text(s, 2, me);
+	}
+	gw_stmt_run(s);
+}
+
+int ro_db_command(struct gw_store *st, const char *id, const char *cmd, bool set)
+{
+	struct gw_stmt *s = gw_store_prepare(st, set ?
+		"UPDATE rollouts SET command = ?2 WHERE id = ?1" :
+		"UPDATE rollouts SET command = NULL WHERE id = ?1 AND command = ?2");
+
+	if (!s)
+		return -EIO;
+	gw_stmt_bind_text(s, 1, id);
+	gw_stmt_bind_text(s, 2, cmd);
+	return gw_stmt_run(s);
+}
+
+int ro_db_heads(struct gw_store *st, ro_db_head_cb cb, void *user_data)
+{
+	struct gw_stmt *s = gw_store_prepare(st, "SELECT id, state FROM rollouts"
+					     " ORDER BY created_ms, length(id), id");
+	int rc;
+
+	if (!s)
+		return -EIO;
+	while ((rc = gw_stmt_step(s)) == 1)
+		cb(gw_stmt_text(s, 0), gw_stmt_text(s, 1), user_data);
+	gw_stmt_finalize(s);
+	return rc < 0 ? rc : 0;
+}
+
 int ro_db_load(struct gw_store *st, ro_db_load_cb cb, void *user_data)
 {
 	struct gw_stmt *s = gw_store_prepare(st,
-		"SELECT id, image_id, image_version, spec, state, reason,"
-		" created_ms, started_ms, finished_ms, windows_done FROM rollouts"
-		" ORDER BY created_ms, length(id), id");
+		"SELECT " RO_COLUMNS " FROM rollouts ORDER BY created_ms, length(id), id");
 	int rc;
 
 	if (!s)

@@ -70,6 +70,12 @@ struct rollout {
 	size_t n;
 	struct event *timer;
 	struct rollout *next;
+	/* Several gateways (docs/multi-gateway.md): one scheduler at a time. */
+	char *scheduler;          /* the stored owner, or NULL */
+	int64_t scheduler_expires;
+	char *command;            /* a person's action asked elsewhere, or NULL */
+	bool active;              /* this gateway schedules it */
+	int64_t owned_until;      /* ... and may act until then */
 };
 
 struct gw_rollouts {
@@ -77,6 +83,10 @@ struct gw_rollouts {
 	struct rollout *list;     /* newest first */
 	unsigned sub;             /* event bus subscription */
 	uint64_t next_seq;        /* for new ids */
+	/* Several gateways ([gateway] id): NULL with one. */
+	char *me;
+	uint32_t ttl_ms;          /* ownership of a rollout lasts this long */
+	struct event *own_ev;     /* the ownership round */
 };
 
 /* ---- rollouts-json.c ---- */
@@ -114,6 +124,21 @@ typedef void (*ro_db_load_cb)(struct rollout *r, void *user_data);
 int ro_db_load(struct gw_store *st, ro_db_load_cb cb, void *user_data);
 /* Largest numeric suffix of the ids in the table. */
 uint64_t ro_db_max_seq(struct gw_store *st);
+/* One rollout (new, owner unset) or NULL. */
+struct rollout *ro_db_load_one(struct gw_store *st, const char *id);
+/* Several gateways: claims or renews the scheduling of rollout id
+ * atomically (free, lapsed or own): 1 with the pending command in
+ * *command (new string or NULL), 0 when another gateway schedules it,
+ * negative errno. */
+int ro_db_claim(struct gw_store *st, const char *id, const char *me, int64_t now,
+		uint32_t ttl_ms, char **command);
+void ro_db_release(struct gw_store *st, const char *id, const char *me);
+/* A person's action for the scheduler (set) or taken (cleared, only when
+ * it is still cmd). */
+int ro_db_command(struct gw_store *st, const char *id, const char *cmd, bool set);
+/* Every rollout's id, state and scheduler, to cb. */
+typedef void (*ro_db_head_cb)(const char *id, const char *state, void *user_data);
+int ro_db_heads(struct gw_store *st, ro_db_head_cb cb, void *user_data);
 
 /* Frees r (not linked anywhere any more). */
 void ro_free(struct rollout *r);

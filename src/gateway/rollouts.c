@@ -24,9 +24,11 @@
 #include "codec/cbor-util.h"
 #include "codec/mcuboot.h"
 #include "codec/smp.h"
+#include "gateway/config.h"
 #include "gateway/device.h"
 #include "gateway/events.h"
 #include "gateway/gateway.h"
+#include "gateway/lease.h"
 #include "gateway/log.h"
 #include "gateway/rollouts-int.h"
 #include "gateway/store.h"
@@ -78,6 +80,8 @@ void ro_free(struct rollout *r)
 	free(r->image_id);
 	free(r->image_version);
 	free(r->reason);
+	free(r->scheduler);
+	free(r->command);
 	free(r);
 }
 
@@ -242,10 +246,12 @@ static void apply_job(struct ro_dev *d, const json_t *job)
 		    out == ROLLOUT_DEV_UP_TO_DATE ? NULL : err);
 }
 
+static bool acting(const struct rollout *r);
+
 static struct ro_dev *dev_by_job(struct gw_rollouts *ro, int64_t job_id)
 {
 	for (struct rollout *r = ro->list; r; r = r->next)
-		for (size_t i = 0; i < r->n; i++)
+		for (size_t i = 0; acting(r) && i < r->n; i++)
 			if (r->devs[i].job_id == job_id &&
 			    (r->devs[i].state == ROLLOUT_DEV_RUNNING ||
 			     r->devs[i].state == ROLLOUT_DEV_SUBMITTING))
@@ -374,6 +380,50 @@ static void probe_cb(int err, const uint8_t *frame, size_t len, void *user_data)
 	kick(d->ro);
 }
 
+/* The active slot of image 0 from the store's typed slots (devmodel.h). */
+static void stored_slots_cb(const struct gw_store_device *sd, uint16_t port,
+			    void *user_data)
+{
+	struct slot_view *v = user_data;
+	json_t *slots = sd->slots_json ? json_loads(sd->slots_json, 0, NULL) : NULL, *s;
+	size_t i;
+
+	json_array_foreach(slots, i, s) {
+		const char *hash = json_string_value(json_object_get(s, "hash"));
+		const char *ver = json_string_value(json_object_get(s, "version_text"));
+
+		if (json_integer_value(json_object_get(s, "image")) != 0 ||
+		    !json_is_true(json_object_get(s, "active")) || !hash ||
+		    hex_decode(hash, v->hash, sizeof(v->hash)) != (int)sizeof(v->hash))
+			continue;
+		if (!ver)
+			ver = json_string_value(json_object_get(s, "version"));
+		snprintf(v->version, sizeof(v->version), "%s", ver ? ver : "");
+		v->confirmed = json_is_true(json_object_get(s, "confirmed"));
+		v->found = true;
+	}
+	json_decref(slots);
+}
+
+/* Several gateways: a watch another gateway holds. Seen when a gateway
+ * holds its lease; what it runs is what its holder last read (the store's
+ * slots). Unknown slots: the job reads the state itself and finds out
+ * (an image already running ends it up to date). */
+static void probe_elsewhere(struct ro_dev *d)
+{
+	struct gw *gw = gw_of(d->ro);
+	struct slot_view v = { 0 };
+	char *holder = NULL;
+
+	if (gw_lease_holder(gw, d->id, &holder) < 0) {
+		not_seen(d, "no gateway holds it");
+		return;
+	}
+	free(holder);
+	gw_store_device_get(gw_store(gw), d->id, stored_slots_cb, &v);
+	decide(d, &v);
+}
+
 static void probe(struct ro_dev *d)
 {
 	struct rollout *r = d->ro;
@@ -387,6 +437,10 @@ static void probe(struct ro_dev *d)
 	size_t len = 0;
 	int64_t id;
 
+	if (!dev && r->owner->me) {
+		probe_elsewhere(d);
+		return;
+	}
 	if (!dev) {
 		not_seen(d, "not known to the gateway yet");
 		return;
@@ -628,12 +682,20 @@ static void schedule(struct rollout *r, int64_t now, int64_t boundary)
 	evtimer_add(r->timer, &tv);
 }
 
+/* Several gateways: only the one scheduler acts, and only while its
+ * ownership is renewed (a third of the ttl before it could lapse). */
+static bool acting(const struct rollout *r)
+{
+	return !r->owner->me || (r->active && now_of(r) < r->owned_until);
+}
+
 static void tick(struct rollout *r)
 {
 	int64_t now = now_of(r), boundary = INT64_MAX;
 	bool inside = true;
 
-	if (r->state == ROLLOUT_STATE_COMPLETED || r->state == ROLLOUT_STATE_CANCELED)
+	if (r->state == ROLLOUT_STATE_COMPLETED || r->state == ROLLOUT_STATE_CANCELED ||
+	    !acting(r))
 		return;
 	if (rollout_window_locate(&r->spec.window, now, &inside, &boundary, NULL) < 0)
 		inside = true; /* checked at creation; a zone file that vanished */
@@ -663,7 +725,7 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
 static void on_device_event(struct gw_rollouts *ro, const char *id)
 {
 	for (struct rollout *r = ro->list; r && id; r = r->next) {
-		if (r->state != ROLLOUT_STATE_RUNNING)
+		if (r->state != ROLLOUT_STATE_RUNNING || !acting(r))
 			continue;
 		for (size_t i = 0; i < r->n; i++) {
 			struct ro_dev *d = &r->devs[i];
@@ -712,6 +774,158 @@ static void load_one(struct rollout *r, void *user_data)
 	attach(user_data, r);
 }
 
+/* ---- several gateways: one scheduler per rollout ---- */
+
+#define OWN_ROUND_MS 2000
+
+static void detach(struct gw_rollouts *ro, struct rollout *r)
+{
+	for (struct rollout **p = &ro->list; *p; p = &(*p)->next)
+		if (*p == r) {
+			*p = r->next;
+			break;
+		}
+	for (size_t i = 0; i < r->n; i++)
+		cancel_probe(&r->devs[i]);
+}
+
+/* This gateway schedules r from now on: its records are read again (the
+ * last scheduler wrote them) and reconciled with the jobs of the fleet. */
+static struct rollout *take_over(struct gw_rollouts *ro, struct rollout *r)
+{
+	struct rollout *fresh = ro_db_load_one(gw_store(ro->gw), r->id);
+	int64_t now = (int64_t)gw_now_ms(ro->gw);
+
+	if (!fresh)
+		return NULL;
+	/* r is the copy read before the claim: who had it then. */
+	if (r->scheduler && strcmp(r->scheduler, ro->me))
+		log_notice("rollout %s: scheduled by %s (taken over from %s)", r->id, ro->me,
+			   r->scheduler);
+	else
+		log_notice("rollout %s: scheduled by %s", r->id, ro->me);
+	detach(ro, r);
+	ro_free(r);
+	attach(ro, fresh);
+	fresh->active = true;
+	fresh->owned_until = now + ro->ttl_ms - ro->ttl_ms / 3;
+	reconcile(fresh);
+	kick(fresh);
+	return fresh;
+}
+
+static void go_passive(struct rollout *r, const char *why)
+{
+	if (!r->active)
+		return;
+	r->active = false;
+	for (size_t i = 0; i < r->n; i++)
+		cancel_probe(&r->devs[i]);
+	evtimer_del(r->timer);
+	log_notice("rollout %s: no longer scheduled by %s (%s)", r->id, r->owner->me, why);
+}
+
+static int do_pause(struct rollout *r, char **errmsg);
+static int do_resume(struct rollout *r, char **errmsg);
+static int do_cancel(struct rollout *r, char **errmsg);
+static int do_retry_failed(struct rollout *r, char **errmsg);
+
+static const struct {
+	const char *name;
+	int (*fn)(struct rollout *r, char **errmsg);
+} commands[] = {
+	{ "pause", do_pause }, { "resume", do_resume }, { "cancel", do_cancel },
+	{ "retry-failed", do_retry_failed },
+};
+
+/* A person's action asked on another gateway: taken, then done here. */
+static void run_command(struct rollout *r, const char *cmd)
+{
+	char *msg = NULL;
+
+	if (ro_db_command(store_of(r), r->id, cmd, false) < 0)
+		return;
+	for (size_t i = 0; i < ARRAY_SIZE(commands); i++) {
+		if (strcmp(commands[i].name, cmd))
+			continue;
+		if (commands[i].fn(r, &msg) < 0)
+			log_notice("rollout %s: %s asked on another gateway: %s", r->id, cmd,
+				   msg ? msg : "refused");
+		else
+			log_notice("rollout %s: %s asked on another gateway: done", r->id, cmd);
+		free(msg);
+		return;
+	}
+	log_warn("rollout %s: unknown command \"%s\" in the store: ignored", r->id, cmd);
+}
+
+static void head_cb(const char *id, const char *state, void *user_data)
+{
+	json_array_append_new(user_data, json_pack("{s:s, s:s}", "id", id ? id : "",
+						   "state", state ? state : ""));
+}
+
+/* Every OWN_ROUND_MS: new rollouts of other gateways become known; every
+ * unfinished rollout is claimed or renewed (one gateway wins), taken over
+ * when its scheduler died, let go when another gateway has it. */
+static void own_round(struct gw_rollouts *ro)
+{
+	struct gw_store *st = gw_store(ro->gw);
+	int64_t now = (int64_t)gw_now_ms(ro->gw);
+	json_t *heads = json_array(), *h;
+	size_t i;
+
+	if (ro_db_heads(st, head_cb, heads) < 0) {
+		for (struct rollout *r = ro->list; r; r = r->next)
+			if (r->active && now >= r->owned_until)
+				go_passive(r, "the store is unreachable");
+		json_decref(heads);
+		return;
+	}
+	json_array_foreach(heads, i, h) {
+		const char *id = json_string_value(json_object_get(h, "id"));
+		enum rollout_state state;
+		struct rollout *r = find(ro, id);
+		char *cmd = NULL;
+		int c;
+
+		if (!r && (r = ro_db_load_one(st, id)))
+			attach(ro, r);
+		if (!r || rollout_state_parse(json_string_value(json_object_get(h, "state")),
+					      &state) < 0)
+			continue;
+		if (state == ROLLOUT_STATE_COMPLETED || state == ROLLOUT_STATE_CANCELED) {
+			/* Done: nothing to schedule (retry-failed claims it again). */
+			if (r->active) {
+				ro_db_release(st, r->id, ro->me);
+				r->active = false;
+				evtimer_del(r->timer);
+			}
+			continue;
+		}
+		c = ro_db_claim(st, r->id, ro->me, now, ro->ttl_ms, &cmd);
+		if (c == 1) {
+			if (!r->active)
+				r = take_over(ro, r);
+			if (r)
+				r->owned_until = now + ro->ttl_ms - ro->ttl_ms / 3;
+			if (r && cmd)
+				run_command(r, cmd);
+		} else if (c == 0) {
+			go_passive(r, "another gateway schedules it");
+		} else if (r->active && now >= r->owned_until) {
+			go_passive(r, "the store is unreachable");
+		}
+		free(cmd);
+	}
+	json_decref(heads);
+}
+
+static void own_cb(evutil_socket_t fd, short what, void *arg)
+{
+	own_round(arg);
+}
+
 struct gw_rollouts *gw_rollouts_new(struct gw *gw, int *err)
 {
 	struct gw_rollouts *ro = xnew(struct gw_rollouts);
@@ -730,7 +944,19 @@ struct gw_rollouts *gw_rollouts_new(struct gw *gw, int *err)
 		ro->next_seq = ro_db_max_seq(st);
 	}
 	ro->sub = gw_events_subscribe(gw_events(gw), on_event, ro);
-	for (struct rollout *x = ro->list; x; x = x->next) {
+	if (st && gw_config(gw)->gateway.id) {
+		/* Several gateways: the ownership round decides which rollouts
+		 * this gateway schedules (at once, then every 2 s). */
+		struct timeval tv = { OWN_ROUND_MS / 1000, (OWN_ROUND_MS % 1000) * 1000 };
+
+		ro->me = xstrdup(gw_config(gw)->gateway.id);
+		ro->ttl_ms = gw_config(gw)->gateway.lease_ttl_ms ?
+			     gw_config(gw)->gateway.lease_ttl_ms : 15000;
+		ro->own_ev = event_new(gw_base(gw), -1, EV_PERSIST, own_cb, ro);
+		event_add(ro->own_ev, &tv);
+		event_active(ro->own_ev, 0, 0);
+	}
+	for (struct rollout *x = ro->list; x && !ro->me; x = x->next) {
 		reconcile(x);
 		kick(x);
 	}
@@ -748,12 +974,19 @@ struct gw_rollouts *gw_rollouts_free(struct gw_rollouts *ro)
 		gw_set_rollouts(ro->gw, NULL);
 	if (ro->sub)
 		gw_events_unsubscribe(gw_events(ro->gw), ro->sub);
+	if (ro->own_ev)
+		event_free(ro->own_ev);
 	while ((r = ro->list)) {
 		ro->list = r->next;
 		for (size_t i = 0; i < r->n; i++)
 			cancel_probe(&r->devs[i]);
+		/* A clean stop: another gateway takes the rollout over at its
+		 * next round. */
+		if (r->active)
+			ro_db_release(gw_store(ro->gw), r->id, ro->me);
 		ro_free(r);
 	}
+	free(ro->me);
 	free(ro);
 	return NULL;
 }
@@ -901,6 +1134,8 @@ static struct rollout *rollout_build(struct gw_rollouts *ro, struct ro_spec *spe
 	return r;
 }
 
+static json_t *with_scheduler(const struct rollout *r, json_t *o);
+
 int gw_rollout_create(struct gw_rollouts *ro, const json_t *spec,
 		      const json_t *image, json_t **ret, char **errmsg)
 {
@@ -924,9 +1159,24 @@ int gw_rollout_create(struct gw_rollouts *ro, const json_t *spec,
 		json_decref(norm);
 		return err;
 	}
+	if (ro->me) /* several gateways: ids are numbered across the fleet */
+		ro->next_seq = MAX(ro->next_seq, ro_db_max_seq(gw_store(ro->gw)));
 	r = rollout_build(ro, &s, norm, image, &c);
 	cands_clear(&c);
+	if (ro->me) {
+		r->active = true;
+		r->scheduler_expires = (int64_t)gw_now_ms(ro->gw) + ro->ttl_ms;
+		r->owned_until = r->scheduler_expires - ro->ttl_ms / 3;
+		r->scheduler = xstrdup(ro->me);
+	}
 	err = gw_store(ro->gw) ? ro_db_insert(gw_store(ro->gw), r) : 0;
+	for (int tries = 0; ro->me && err == -EEXIST && tries < 5; tries++) {
+		/* Another gateway made a rollout with this id meanwhile. */
+		free(r->id);
+		ro->next_seq = MAX(ro->next_seq, ro_db_max_seq(gw_store(ro->gw)));
+		r->id = xasprintf("ro-%llu", (unsigned long long)++ro->next_seq);
+		err = ro_db_insert(gw_store(ro->gw), r);
+	}
 	if (err < 0) {
 		*errmsg = xasprintf("cannot record the rollout: %s", strerror(-err));
 		ro_free(r);
@@ -940,40 +1190,100 @@ int gw_rollout_create(struct gw_rollouts *ro, const json_t *spec,
 					   "previous", "reason", "created"));
 	emit_progress(r);
 	kick(r);
-	*ret = ro_detail_json(r);
+	*ret = with_scheduler(r, ro_detail_json(r));
 	return 0;
 }
 
 /* ---- views ---- */
 
+/* Several gateways: who schedules it and a person's action on its way. */
+static json_t *with_scheduler(const struct rollout *r, json_t *o)
+{
+	bool live = r->scheduler && r->scheduler_expires > now_of(r);
+
+	if (!r->owner->me || !o)
+		return o;
+	json_object_set_new(o, "scheduler", live ? json_string(r->scheduler) : json_null());
+	json_object_set_new(o, "command", r->command ? json_string(r->command) : json_null());
+	return o;
+}
+
+struct listing {
+	struct gw_rollouts *ro;
+	json_t *a;
+};
+
+static void list_one(struct rollout *r, void *user_data)
+{
+	struct listing *l = user_data;
+
+	r->owner = l->ro;
+	json_array_insert_new(l->a, 0, with_scheduler(r, ro_summary_json(r)));
+	ro_free(r);
+}
+
+/* Several gateways: every view is read from the store (the scheduler
+ * writes every change before it announces it); NULL: unknown. */
+static struct rollout *stored(struct gw_rollouts *ro, const char *id)
+{
+	struct rollout *r = id ? ro_db_load_one(gw_store(ro->gw), id) : NULL;
+
+	if (r)
+		r->owner = ro;
+	return r;
+}
+
 json_t *gw_rollouts_list(struct gw_rollouts *ro)
 {
 	json_t *a = json_array();
+	struct listing l = { ro, a };
 
+	if (ro->me) {
+		ro_db_load(gw_store(ro->gw), list_one, &l);
+		return a;
+	}
 	for (struct rollout *r = ro->list; r; r = r->next)
 		json_array_append_new(a, ro_summary_json(r));
 	return a;
 }
 
+enum view { VIEW_DETAIL, VIEW_REPORT };
+
+static json_t *view(struct gw_rollouts *ro, const char *id, enum view v)
+{
+	struct rollout *r = ro->me ? stored(ro, id) : find(ro, id);
+	json_t *o;
+
+	if (!r)
+		return NULL;
+	o = v == VIEW_DETAIL ? with_scheduler(r, ro_detail_json(r)) :
+	    ro_report_json(r, now_of(r));
+	if (ro->me)
+		ro_free(r);
+	return o;
+}
+
 json_t *gw_rollout_get(struct gw_rollouts *ro, const char *id)
 {
-	struct rollout *r = find(ro, id);
-
-	return r ? ro_detail_json(r) : NULL;
+	return view(ro, id, VIEW_DETAIL);
 }
 
 json_t *gw_rollout_report(struct gw_rollouts *ro, const char *id)
 {
-	struct rollout *r = find(ro, id);
-
-	return r ? ro_report_json(r, now_of(r)) : NULL;
+	return view(ro, id, VIEW_REPORT);
 }
 
 char *gw_rollout_report_text(struct gw_rollouts *ro, const char *id)
 {
-	struct rollout *r = find(ro, id);
+	struct rollout *r = ro->me ? stored(ro, id) : find(ro, id);
+	char *t;
 
-	return r ? ro_report_text(r, now_of(r)) : NULL;
+	if (!r)
+		return NULL;
+	t = ro_report_text(r, now_of(r));
+	if (ro->me)
+		ro_free(r);
+	return t;
 }
 
 /* ---- a person's actions ---- */
@@ -996,12 +1306,8 @@ static enum rollout_state runnable_state(struct rollout *r)
 	return inside ? ROLLOUT_STATE_RUNNING : ROLLOUT_STATE_WAITING;
 }
 
-int gw_rollout_pause(struct gw_rollouts *ro, const char *id, char **errmsg)
+static int do_pause(struct rollout *r, char **errmsg)
 {
-	struct rollout *r = find(ro, id);
-
-	if (!r)
-		return -ENOENT;
 	if (r->state != ROLLOUT_STATE_RUNNING && r->state != ROLLOUT_STATE_WAITING)
 		return refuse(r, errmsg, "pause");
 	return set_state(r, ROLLOUT_STATE_PAUSED, "paused by request");
@@ -1049,25 +1355,18 @@ static int ack_and_set(struct rollout *r, enum rollout_state st, bool reopen)
 	return err;
 }
 
-int gw_rollout_resume(struct gw_rollouts *ro, const char *id, char **errmsg)
+static int do_resume(struct rollout *r, char **errmsg)
 {
-	struct rollout *r = find(ro, id);
-
-	if (!r)
-		return -ENOENT;
 	if (r->state != ROLLOUT_STATE_PAUSED)
 		return refuse(r, errmsg, "resume");
 	return ack_and_set(r, runnable_state(r), false);
 }
 
-int gw_rollout_retry_failed(struct gw_rollouts *ro, const char *id, char **errmsg)
+static int do_retry_failed(struct rollout *r, char **errmsg)
 {
-	struct rollout *r = find(ro, id);
 	enum rollout_state st;
 	int err;
 
-	if (!r)
-		return -ENOENT;
 	if (r->state == ROLLOUT_STATE_CANCELED)
 		return refuse(r, errmsg, "retry");
 	st = r->state == ROLLOUT_STATE_COMPLETED ? runnable_state(r) : r->state;
@@ -1079,16 +1378,13 @@ int gw_rollout_retry_failed(struct gw_rollouts *ro, const char *id, char **errms
 	return err;
 }
 
-int gw_rollout_cancel(struct gw_rollouts *ro, const char *id, char **errmsg)
+static int do_cancel(struct rollout *r, char **errmsg)
 {
-	struct rollout *r = find(ro, id);
 	enum rollout_state prev;
 	struct gw_store *s;
 	struct gw_engine *eng;
 	int err = 0;
 
-	if (!r)
-		return -ENOENT;
 	if (r->state == ROLLOUT_STATE_COMPLETED || r->state == ROLLOUT_STATE_CANCELED)
 		return refuse(r, errmsg, "cancel");
 	s = store_of(r);
@@ -1120,4 +1416,76 @@ int gw_rollout_cancel(struct gw_rollouts *ro, const char *id, char **errmsg)
 		if (r->devs[i].state == ROLLOUT_DEV_RUNNING)
 			gw_job_cancel(eng, r->devs[i].job_id);
 	return err;
+}
+
+/* Several gateways: an action is done here when this gateway schedules the
+ * rollout or can (nobody else does: it claims it); otherwise it is checked
+ * against the stored state and written for the scheduler, which does it
+ * at its next round (1: asked). */
+static int act(struct gw_rollouts *ro, const char *id, const char *cmd, char **errmsg)
+{
+	struct rollout *r = find(ro, id), *cur;
+	int (*fn)(struct rollout *r, char **errmsg) = NULL;
+	char *pending = NULL;
+	int c;
+
+	for (size_t i = 0; i < ARRAY_SIZE(commands); i++)
+		if (!strcmp(commands[i].name, cmd))
+			fn = commands[i].fn;
+	if (!ro->me)
+		return r ? fn(r, errmsg) : -ENOENT;
+	if (!r && id && (r = ro_db_load_one(gw_store(ro->gw), id)))
+		attach(ro, r);
+	if (!r)
+		return -ENOENT;
+	if (acting(r))
+		return fn(r, errmsg);
+	c = ro_db_claim(gw_store(ro->gw), id, ro->me, now_of(r), ro->ttl_ms, &pending);
+	free(pending);
+	if (c < 0)
+		return c;
+	if (c == 1) {
+		r = take_over(ro, r);
+		return r ? fn(r, errmsg) : -EIO;
+	}
+	/* Refused as the scheduler would refuse it, from the stored state. */
+	cur = stored(ro, id);
+	if (!cur)
+		return -ENOENT;
+	if ((!strcmp(cmd, "pause") && cur->state != ROLLOUT_STATE_RUNNING &&
+	     cur->state != ROLLOUT_STATE_WAITING) ||
+	    (!strcmp(cmd, "resume") && cur->state != ROLLOUT_STATE_PAUSED) ||
+	    (!strcmp(cmd, "cancel") && (cur->state == ROLLOUT_STATE_COMPLETED ||
+					cur->state == ROLLOUT_STATE_CANCELED)) ||
+	    (!strcmp(cmd, "retry-failed") && cur->state == ROLLOUT_STATE_CANCELED)) {
+		c = refuse(cur, errmsg, !strcmp(cmd, "retry-failed") ? "retry" : cmd);
+		ro_free(cur);
+		return c;
+	}
+	ro_free(cur);
+	c = ro_db_command(gw_store(ro->gw), id, cmd, true);
+	if (c < 0)
+		return c;
+	log_notice("rollout %s: %s asked of its scheduler", id, cmd);
+	return 1;
+}
+
+int gw_rollout_pause(struct gw_rollouts *ro, const char *id, char **errmsg)
+{
+	return act(ro, id, "pause", errmsg);
+}
+
+int gw_rollout_resume(struct gw_rollouts *ro, const char *id, char **errmsg)
+{
+	return act(ro, id, "resume", errmsg);
+}
+
+int gw_rollout_cancel(struct gw_rollouts *ro, const char *id, char **errmsg)
+{
+	return act(ro, id, "cancel", errmsg);
+}
+
+int gw_rollout_retry_failed(struct gw_rollouts *ro, const char *id, char **errmsg)
+{
+	return act(ro, id, "retry-failed", errmsg);
 }

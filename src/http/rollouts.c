@@ -115,7 +115,8 @@ static int action(struct http_req *req, action_fn fn)
 		free(msg);
 		return 0;
 	}
-	http_reply_json(req, 200, gw_rollout_get(sched(req), id));
+	/* 1: asked of the gateway that schedules it (several gateways). */
+	http_reply_json(req, r > 0 ? 202 : 200, gw_rollout_get(sched(req), id));
 	return 0;
 }
 

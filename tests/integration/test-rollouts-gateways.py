@@ -1,0 +1,186 @@
+#!/usr/bin/python3
+# SPDX-License-Identifier: MIT
+"""Jobs and rollouts across gateways (issue 17 part 3, docs/multi-gateway.md):
+three smpgwd (g1, g2, g3) on one real PostgreSQL server and one simulator
+that plays each room's bluetoothd (smpgw-sim --bus per room), six watches
+each heard by all three rooms at different RSSI, held two per gateway.
+
+One rollout (canary 1, waves of 2, 100 % success to go on, no failure
+allowed, 2 at once) is made on g1, which schedules it; the other gateways'
+watches get queued job rows that their holders claim and run. Mid-wave the
+scheduler's host dies (kill -9, its radio off): another gateway takes the
+scheduling over and the dead host's watches move. A person pauses and
+resumes the rollout on the gateway that does not schedule it. Then the host
+of a gateway running a job mid-upload dies too; the last gateway finishes.
+
+Asserted from the simulator's own counters and the store: every watch ends
+running the image confirmed, confirmed exactly once, never a confirm of an
+image that had not booted, no more bytes written into its slot than the
+image plus a resume overlap; one job per watch, each claimed by at most the
+gateways its watch passed through; at no moment more than 2 devices of the
+rollout under way, and no wave started before the previous one succeeded."""
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from rollout_fleet import (NEEDS, check, executables, host_dies, log, rooms,  # noqa: E402
+                           session, wait_for)
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'pg'))
+from pg_server import lease_holder as holder, test_sql as sql  # noqa: E402
+
+ROOMS = ('g1', 'g2', 'g3')
+N = 6
+# PineTime-k is best heard in room HOME[k-1] (waves span the gateways) and
+# by the other two worse, so a dead room's watches move to the next best.
+HOME = ('g1', 'g2', 'g3', 'g1', 'g2', 'g3')
+IMAGE = 'app-3.1.0+7-350k-ecdsa-p256.bin'
+FRAME = 2475  # the simulated watch's buf_size: one upload chunk at most
+MAX_CONCURRENT = 2
+
+
+def heard(k):
+    home = HOME[k]
+    others = [r for r in ROOMS if r != home]
+    return {home: -45, others[0]: -65 - 3 * k, others[1]: -75 - 2 * k}
+
+
+def scheduler(gw, rid):
+    return gw.rollout(rid).get('scheduler')
+
+
+def running_jobs(gw):
+    return [j for j in gw.jobs() if j['state'] == 'running' and j.get('rollout')]
+
+
+def main():
+    if not os.environ.get('SMPGW_TEST_PG'):
+        print('1..0 # SKIP needs SMPGW_TEST_PG (run through tests/pg/pg_server.py)')
+        sys.exit(77)
+    with session(need=NEEDS + ('dbus-daemon',)) as (wd, run):
+        _, _, conf = executables()
+        images = os.path.join(wd, 'images')  # the shared image directory
+        os.mkdir(images)
+        fleet, gws = rooms(wd, run, ROOMS, [
+            {'heard': heard(k), 'flash': {'program_page_us': 3000}} for k in range(N)],
+            # quick to idle: a watch connected to its holder is not heard
+            # by the other rooms (one central)
+            extra=['[ble]', 'idle_timeout = 3s', '[images]', 'dir = ' + images])
+        for gw in gws.values():
+            gw.start()
+        names = ['PineTime-%d' % (k + 1) for k in range(N)]
+        addr = {n: fleet.id(n) for n in names}
+        wait_for('every watch held by its home room', lambda: all(
+            holder(addr[n]) == HOME[k] for k, n in enumerate(names)), timeout=60, step=0.5)
+        wait_for('the holders to manage them', lambda: all(
+            addr[n] in [d['id'] for d in gws[HOME[k]].get('/api/v1/devices')['devices']
+                        if 'view' not in d]  # managed there, not another's view
+            for k, n in enumerate(names)), timeout=30, step=0.5)
+
+        img = gws['g1'].upload_image(conf, IMAGE)
+        size = img['size']
+        ro = gws['g1'].post('/api/v1/rollouts', {
+            'image': img['id'], 'target': 'all', 'mode': 'test-confirm',
+            'waves': {'canary': 1, 'size': 2, 'success_percent': 100},
+            'stop': {'max_failures': 0}, 'max_concurrent': MAX_CONCURRENT,
+            'retry_interval_s': 2}, expect=201)
+        rid = ro['id']
+        check(ro['devices'] == N and ro.get('scheduler') == 'g1',
+              'rollout %s of %d watches made on g1, which schedules it (%s)'
+              % (rid, N, {k: ro.get(k) for k in ('devices', 'scheduler', 'state')}))
+        check(gws['g3'].rollout(rid)['id'] == rid, 'g3 serves it from the store')
+
+        # Mid-wave 1 (PineTime-2 on g2, PineTime-3 on g3): g1's host dies.
+        def wave1_uploading():
+            return any(j['progress']['bytes'] > 30000 and j['device'] in
+                       (addr['PineTime-2'], addr['PineTime-3'])
+                       for j in running_jobs(gws['g2']))
+        wait_for('wave 1 to be uploading', wave1_uploading, timeout=180, step=0.3)
+        t0 = time.monotonic()
+        host_dies(gws['g1'])
+        new = wait_for('another gateway to schedule the rollout', lambda: (
+            lambda s: s if s in ('g2', 'g3') else None)(scheduler(gws['g2'], rid)),
+            timeout=60, step=0.5)
+        log('%s schedules %s %.1f s after g1 died' % (new, rid, time.monotonic() - t0))
+        check('rollout %s: scheduled by %s (taken over from g1)' % (rid, new)
+              in gws[new].read_log(), '%s took the rollout over from g1' % new)
+        other = 'g3' if new == 'g2' else 'g2'
+
+        # A person on the gateway that does not schedule it pauses and resumes.
+        st, body = gws[other].request('POST', '/api/v1/rollouts/%s/pause' % rid, {})
+        check(st == 202 and body['command'] == 'pause' and body['scheduler'] == new,
+              'pause on %s is asked of %s (202, command pending)' % (other, new))
+        wait_for('the scheduler to pause it', lambda: gws[other].rollout(rid)['state']
+                 == 'paused', timeout=30, step=0.3)
+        check(gws[other].rollout(rid)['command'] is None, '%s acted on it: paused' % new)
+        st, body = gws[other].request('POST', '/api/v1/rollouts/%s/resume' % rid, {})
+        check(st == 202, 'resume on %s is asked too' % other)
+        wait_for('the scheduler to resume it', lambda: gws[other].rollout(rid)['state']
+                 in ('running', 'completed'), timeout=30, step=0.3)
+
+        # Then the host of the gateway that runs a job but does not schedule
+        # the rollout dies mid-upload.
+        def victim_uploading():
+            if gws[other].rollout(rid)['state'] == 'completed':
+                raise AssertionError('the rollout completed before a job ran on %s' % other)
+            return any(j['progress']['bytes'] > 30000 and j['runner'] == other
+                       for j in running_jobs(gws[other]))
+        wait_for('a job uploading on %s' % other, victim_uploading, timeout=240, step=0.3)
+        host_dies(gws[other])
+        log('%s died mid-upload' % other)
+
+        r = wait_for('the rollout to complete', lambda: (
+            lambda x: x if x['state'] in ('completed', 'paused', 'canceled') else None)(
+                gws[new].rollout(rid)), timeout=400, step=1)
+        check(r['state'] == 'completed' and r['totals'].get('updated') == N,
+              'the rollout completed on %s: %d updated (%s)' % (new, N, r['totals']))
+
+        # Every watch: the image runs confirmed, confirmed once, never unbooted.
+        for n in names:
+            s = fleet.show(n)
+            c = s['counters']
+            check(any(sl.get('hash') == img['id'] and sl.get('confirmed') and sl.get('active')
+                      for sl in s.get('slots') or []), '%s runs the image confirmed' % n)
+            check(c['confirms'] == 1 and c['confirms_unbooted'] == 0,
+                  '%s: one confirm, none of an unbooted image (%d, %d)'
+                  % (n, c['confirms'], c['confirms_unbooted']))
+            check(size <= c['upload_bytes'] <= size + 4 * FRAME,
+                  '%s: %d bytes written for a %d-byte image (resume overlap %d)'
+                  % (n, c['upload_bytes'], size, c['upload_bytes'] - size))
+
+        # The store: one job per watch, each run by the gateways its watch
+        # passed through, never two at once (a claim is taken only after
+        # the previous one lapsed or was let go).
+        rows = sql("SELECT device_id || ' ' || count(*) || ' ' || max(runners) FROM jobs"
+                   " WHERE rollout_id = '%s' GROUP BY device_id" % rid).split('\n')
+        check(len(rows) == N and all(x.split()[1] == '1' for x in rows),
+              'one job per watch (%s)' % rows)
+        for x in rows:
+            dev, _, runners = x.split()
+            k = list(addr.values()).index(dev)
+            chain = runners.split(',')
+            check(len(chain) == len(set(chain)) and set(chain[:-1]) <= {'g1', other},
+                  'the job of %s was run by %s: a gateway after another only when that'
+                  ' one died' % (names[k], runners))
+        jobs_views = [sorted(j['id'] for j in gws[new].jobs())]
+        check(all(j.get('runner') for j in gws[new].jobs() if j.get('rollout') == rid),
+              'every job of the rollout names its runner in GET /api/v1/jobs')
+        log('jobs: %s' % jobs_views)
+
+        # Globally: never more than max_concurrent under way, waves in order.
+        devs = sql("SELECT wave || ' ' || started_ms || ' ' || finished_ms FROM"
+                   " rollout_devices WHERE rollout_id = '%s'" % rid).split('\n')
+        iv = [tuple(int(v) for v in d.split()) for d in devs]
+        for w, s, f in iv:
+            under = sum(1 for w2, s2, f2 in iv if s2 <= s < f2)
+            check(under <= MAX_CONCURRENT, 'at most %d under way when a wave-%d device started'
+                  ' (%d)' % (MAX_CONCURRENT, w, under))
+        for w in range(1, max(x[0] for x in iv) + 1):
+            prev_done = max(f for w2, s, f in iv if w2 == w - 1)
+            first = min(s for w2, s, f in iv if w2 == w)
+            check(first >= prev_done, 'wave %d started after wave %d succeeded (%d ms later)'
+                  % (w, w - 1, first - prev_done))
+
+
+if __name__ == '__main__':
+    main()
