@@ -238,3 +238,32 @@ def frame_complete(buf):
         return 0
     n = 8 + (buf[2] << 8 | buf[3])
     return n if len(buf) >= n else 0
+
+
+# ---- TAP and D-Bus error helpers shared by the tests ----------------------------
+
+class Tap:
+    """Numbered TAP lines; the first failure ends the test."""
+    n = 0
+
+
+def ok(cond, what):
+    Tap.n += 1
+    print(("ok %d - %s" if cond else "not ok %d - %s") % (Tap.n, what), flush=True)
+    if not cond:
+        raise SystemExit(1)
+
+
+def eq(got, want, what):
+    if got != want:
+        print("# got:  %r\n# want: %r" % (got, want))
+    ok(got == want, what)
+
+
+def dbus_error(fn, *args, **kw):
+    """(error name, message) of a D-Bus call that fails, (None, None) if not."""
+    try:
+        fn(*args, **kw)
+    except dbus.exceptions.DBusException as e:
+        return e.get_dbus_name(), e.get_dbus_message()
+    return None, None

@@ -20,15 +20,14 @@ except ImportError as e:  # python3-dbus / python3-gi: scripts/deps.sh --test
     sys.exit(77)
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bluezsim import (BLUEZ, SMP_CHAR, SMP_SERVICE, Env, frame_complete,  # noqa: E402
-                      smp_echo)
+from bluezsim import (BLUEZ, SMP_CHAR, SMP_SERVICE, Env, Tap, dbus_error, eq,  # noqa: E402
+                      frame_complete, ok, smp_echo)
 
 REC = json.load(open(os.path.join(os.environ["CONFORMANCE_DIR"], "bluez",
                                   "bluez-dbus-surface.json")))
 REC_DEV = "/org/bluez/hci1/dev_00_AA_01_00_00_00"
 AD = "/org/bluez/hci0"
 ECHO_RSP = bytes.fromhex(REC["notify fd first read (echo rsp)"])
-N = 0
 
 
 def F(d):
@@ -37,28 +36,6 @@ def F(d):
 
 def OPTS():
     return dbus.Dictionary({}, signature="sv")
-
-
-def ok(cond, what):
-    global N
-    N += 1
-    print(("ok %d - %s" if cond else "not ok %d - %s") % (N, what), flush=True)
-    if not cond:
-        raise SystemExit(1)
-
-
-def eq(got, want, what):
-    if got != want:
-        print("# got:  %r\n# want: %r" % (got, want))
-    ok(got == want, what)
-
-
-def dbus_error(fn, *args, **kw):
-    try:
-        fn(*args, **kw)
-    except dbus.exceptions.DBusException as e:
-        return e.get_dbus_name(), e.get_dbus_message()
-    return None, None
 
 
 def sig(v):
@@ -822,4 +799,4 @@ CASES = {k[5:]: v for k, v in globals().items() if k.startswith("case_")}
 
 if __name__ == "__main__":
     CASES[sys.argv[1]]()
-    print("1..%d" % N)
+    print("1..%d" % Tap.n)

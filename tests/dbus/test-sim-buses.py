@@ -23,25 +23,10 @@ except ImportError as e:  # python3-dbus / python3-gi: scripts/deps.sh --test
     sys.exit(77)
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bluezsim import _readline, _reap, Env, smp_echo  # noqa: E402
+from bluezsim import Env, Tap, _readline, _reap, dbus_error, eq, ok, smp_echo  # noqa: E402
 
 SIM = os.environ.get("SMPGW_SIM")
 A, B, C, D = "C0:FF:EE:00:00:01", "C0:FF:EE:00:00:02", "C0:FF:EE:00:00:03", "C0:FF:EE:00:00:04"
-N = 0
-
-
-def ok(cond, what):
-    global N
-    N += 1
-    print(("ok %d - %s" if cond else "not ok %d - %s") % (N, what), flush=True)
-    if not cond:
-        raise SystemExit(1)
-
-
-def eq(got, want, what):
-    if got != want:
-        print("# got:  %r\n# want: %r" % (got, want))
-    ok(got == want, what)
 
 
 def adapters_of(bus):
@@ -131,14 +116,6 @@ def seen(bus):
         if d:
             out[str(d["Address"])] = int(d["RSSI"]) if "RSSI" in d else None
     return out
-
-
-def dbus_error(fn, *args, **kw):
-    try:
-        fn(*args, **kw)
-    except dbus.exceptions.DBusException as e:
-        return e.get_dbus_name(), e.get_dbus_message()
-    return None, None
 
 
 def echo_over(bus, addr, text):
@@ -305,7 +282,7 @@ def main():
         print("1..0 # SKIP needs SMPGW_SIM")
         sys.exit(77)
     {"buses": case_buses, "errors": case_errors}[sys.argv[1]]()
-    print("1..%d" % N)
+    print("1..%d" % Tap.n)
 
 
 if __name__ == "__main__":
