@@ -327,6 +327,74 @@ def udp_devices():
         check(True, 'back in reach: held again (by %s)' % holder(W))
 
 
+class SerialFaces:
+    """The fleet as gateways see it over serial: one [device] section per
+    watch on its pty (smpgw-sim --serial), no Bluetooth."""
+
+    def __init__(self, fleet):
+        self.fleet = fleet
+        self.ptys = {d['name']: d['pty'] for d in fleet.ctl({'cmd': 'list'})['devices']}
+
+    def gateway_devices(self):
+        out = []
+        for name, pty in sorted(self.ptys.items()):
+            out += ['[device "%s"]' % name, 'transport = serial', 'path = ' + pty]
+        return out
+
+    def gateway_args(self, bus=None):
+        return ['--no-ble']
+
+
+def serial_devices():
+    """A serial [device] shared by two gateways on one host (one pty): one
+    holds it and talks to it; the other only checks that the port opens
+    (no bytes: it would steal the holder's), so the holder's traffic is
+    undisturbed; kill -9 of the holder hands it over after the lapse."""
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from smp_udp_client import Client
+    W = 'PineTime-1'
+    with session() as (wd, run):
+        gw_exe, sim_exe, _ = executables()
+        fleet = run.add(Fleet(wd, sim_exe, 1, per_device=[{'serial': True}]))
+        fleet.start()
+        faces = SerialFaces(fleet)
+        gws = {}
+        for room in ('g1', 'g2'):
+            d = os.path.join(wd, room)
+            os.mkdir(d)
+            gws[room] = run.add(Gateway(d, gw_exe, faces, extra_conf=['[gateway]', 'id = ' + room]))
+            gws[room].start()
+        h = wait_for('one gateway to hold the serial device', lambda: holder(W), timeout=40,
+                     step=0.5)
+        other = 'g2' if h == 'g1' else 'g1'
+        wait_for('the holder to serve it', lambda: udp_served(gws[h]) == [W], timeout=20,
+                 step=0.5)
+        wait_for('both to hear it', lambda: sql(
+            "SELECT count(*) FROM hearings WHERE device_id = '%s' AND rssi = 0" % W) == '2',
+            timeout=2 * ROUND_MS / 1000 + 10, step=0.5)
+        check(managed(gws[other]) == [] and udp_served(gws[other]) == [],
+              '%s holds the serial device, %s (whose probe only opens the port) has no endpoint'
+              % (h, other))
+        c = Client(port_of(gws[h], W), timeout=5)
+        t0 = time.monotonic()
+        n = bad = 0
+        while time.monotonic() - t0 < ROUND_MS / 1000 + 1:  # across the other's probes
+            bad += c.echo('serial %d' % n) != 'serial %d' % n
+            n += 1
+        c.close()
+        check(n > 10 and bad == 0, '%d echoes through %s over the serial link, all answered '
+              'while %s probed the port' % (n, h, other))
+        gws[h].kill9()
+        old = lease(W)
+        check_takeover(W, old, other, '%s killed' % h)
+        wait_for('%s to serve it' % other, lambda: udp_served(gws[other]) == [W], timeout=20,
+                 step=0.5)
+        c = Client(port_of(gws[other], W), timeout=5)
+        check(c.echo('after the takeover') == 'after the takeover',
+              '%s talks to the device over the same pty' % other)
+        c.close()
+
+
 class Partition:
     """The network between one gateway and the database, played by a proxy
     on a Unix socket in the test's directory (in front of the server's
@@ -530,6 +598,9 @@ def main():
         return
     if len(sys.argv) > 1 and sys.argv[1] == 'udp':
         udp_devices()
+        return
+    if len(sys.argv) > 1 and sys.argv[1] == 'serial':
+        serial_devices()
         return
     if len(sys.argv) > 1 and sys.argv[1] == 'partition':
         partition()
