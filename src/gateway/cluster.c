@@ -458,7 +458,8 @@ int gw_cluster_watches(struct gw_cluster *c, const char *id,
 		" v.json, v.gateway, v.updated_ms FROM devices d"
 		" LEFT JOIN leases l ON upper(l.device_id) = upper(d.id) AND l.expires_ms > ?1"
 		" LEFT JOIN device_views v ON v.device_id = d.id"
-		" WHERE upper(d.id) = upper(?2)" :
+		" WHERE upper(d.id) = upper(?2) OR d.name = ?2"
+		" ORDER BY CASE WHEN upper(d.id) = upper(?2) THEN 0 ELSE 1 END, d.id" :
 		"SELECT d.id, d.name, d.transport, d.last_seen, d.rssi, l.holder,"
 		" v.json, v.gateway, v.updated_ms FROM devices d"
 		" LEFT JOIN leases l ON upper(l.device_id) = upper(d.id) AND l.expires_ms > ?1"

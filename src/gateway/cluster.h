@@ -76,6 +76,7 @@ struct gw_cluster_watch {
 	uint64_t view_ms;         /* when */
 };
 typedef void (*gw_cluster_watch_cb)(const struct gw_cluster_watch *w, void *user_data);
-/* Every watch the store knows (id NULL), by id, or one: -ENOENT. */
+/* Every watch the store knows (id NULL), by id, or the ones whose id
+ * (any case) or name is id (the id first): -ENOENT when none. */
 int gw_cluster_watches(struct gw_cluster *c, const char *id,
 		       gw_cluster_watch_cb cb, void *user_data);

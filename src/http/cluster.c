@@ -14,6 +14,7 @@
 #include "gateway/cluster.h"
 #include "gateway/device.h"
 #include "gateway/gateway.h"
+#include "gateway/lease.h"
 #include "http/devfilter.h"
 #include "http/handlers.h"
 #include "http/http.h"
@@ -106,4 +107,34 @@ json_t *http_fleet_view(struct http_req *req, const char *id)
 	j = json_incref(json_array_get(out, 0));
 	json_decref(out);
 	return j;
+}
+
+struct holder_ctx {
+	char *holder;
+	bool found;
+};
+
+static void holder_one(const struct gw_cluster_watch *w, void *user_data)
+{
+	struct holder_ctx *h = user_data;
+
+	if (h->found)
+		return; /* the id's own row comes first; then a name's */
+	h->found = true;
+	h->holder = w->held_by ? xstrdup(w->held_by) : NULL;
+}
+
+int http_fleet_holder(struct http_req *req, const char *id_or_name, char **holder)
+{
+	struct gw *gw = http_req_gw(req);
+	struct gw_cluster *c = gw_cluster(gw);
+	struct holder_ctx h = { 0 };
+
+	/* A watch whose row the holder did not write yet: its lease. */
+	if (!c || gw_cluster_watches(c, id_or_name, holder_one, &h) < 0 || !h.found)
+		return gw_lease_holder(gw, id_or_name, holder);
+	if (!h.holder)
+		return -ENOENT;
+	*holder = h.holder;
+	return 0;
 }

@@ -18,7 +18,6 @@
 #include "gateway/devmodel.h"
 #include "gateway/device.h"
 #include "gateway/gateway.h"
-#include "gateway/lease.h"
 #include "http/devfilter.h"
 #include "http/handlers.h"
 #include "http/http.h"
@@ -87,7 +86,7 @@ bool http_reply_held_elsewhere(struct http_req *req, const char *id)
 	const char *me = gw_config(gw)->gateway.id;
 	char *holder = NULL, *detail;
 
-	if (!me || gw_lease_holder(gw, id, &holder) < 0)
+	if (!me || http_fleet_holder(req, id, &holder) < 0)
 		return false;
 	if (!strcmp(holder, me)) {
 		free(holder);

@@ -32,7 +32,6 @@
 #include "gateway/config.h"
 #include "gateway/device.h"
 #include "gateway/gateway.h"
-#include "gateway/lease.h"
 #include "gateway/log.h"
 #include "http/handlers.h"
 #include "http/http.h"
@@ -86,7 +85,7 @@ static bool forward_target(struct http_req *req, char **holder, char **url)
 	    gw_device_find(gw, id) || http_req_header(req, HOP_HEADER) ||
 	    wants_no_forward(req))
 		return false;
-	if (gw_lease_holder(gw, id, holder) < 0)
+	if (http_fleet_holder(req, id, holder) < 0)
 		return false;
 	if (!strcmp(*holder, gw_cluster_id(c)) ||
 	    gw_cluster_gateways(c, *holder, got_gateway, &h) < 0 || !h.alive || !h.url) {

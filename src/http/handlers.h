@@ -42,7 +42,10 @@ int gateways_list(struct http_req *req);
  * (their holder's last view, "held_by", "view") that pass f to out. */
 struct devices_filter;
 void http_fleet_remote(struct http_req *req, const struct devices_filter *f, json_t *out);
-/* The store's view of one watch not managed here, or NULL. */
+/* The gateway holding the watch id_or_name (its id or name) in a new
+ * string, -ENOENT when none does, or another negative errno. */
+int http_fleet_holder(struct http_req *req, const char *id_or_name, char **holder);
+/* The store's view of one watch not managed here (by id or name), or NULL. */
 json_t *http_fleet_view(struct http_req *req, const char *id);
 
 /* smp.c: the generic passthrough, and the request helper the typed

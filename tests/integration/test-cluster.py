@@ -120,6 +120,11 @@ def forwarding(gws, conf):
     st, body, h = call(g3, 'GET', '/api/v1/devices/%s' % A)
     check(st == 200 and body['id'] == A and body['held_by'] == 'g1' and 'view' not in body
           and h.get('X-Smpgw-Served-By') == 'g1', 'g3 forwards GET of A: g1 answers')
+    st, body, h = call(g3, 'POST', '/api/v1/devices/PineTime-2/echo', {'d': 'by name'})
+    check(st == 200 and body.get('r') == 'by name' and h.get('X-Smpgw-Served-By') == 'g2',
+          'a watch named instead of its id is forwarded too (PineTime-2 to g2)')
+    st, body, _ = call(g3, 'GET', '/api/v1/devices/PineTime-1?forward=0')
+    check(st == 200 and body['id'] == A and body['held_by'] == 'g1', 'and its view found by name')
     st, body, h = call(g3, 'GET', '/api/v1/devices/%s/image-state' % B)
     check(st == 200 and body['images'] and h.get('X-Smpgw-Served-By') == 'g2',
           "g3 forwards B's image-state to g2")
