@@ -18,6 +18,7 @@
 #include "gateway/config.h"
 #include "gateway/engine-int.h"
 #include "gateway/gateway.h"
+#include "gateway/lease.h"
 #include "gateway/log.h"
 #include "util/util.h"
 
@@ -253,8 +254,11 @@ bool engine_image_id_valid(const char *id)
 	" error, size, off, created, started, finished, updated, flags, bytes_sent," \
 	" runner, runner_expires, runners, cancel_req"
 #define JOB_UNFINISHED "state IN ('queued', 'running')"
-/* A row this gateway may claim: free, its claim lapsed, or its own. */
-#define JOB_CLAIMABLE "(runner IS NULL OR runner = ?2 OR runner_expires < ?3)"
+/* A row this gateway may claim: free, its claim lapsed, its own, or void
+ * (a claim further ahead than the longest lease: corrupt, or written by a
+ * clock far ahead; ?4 is now + GW_LEASE_TTL_MAX_MS). */
+#define JOB_CLAIMABLE "(runner IS NULL OR runner = ?2 OR runner_expires < ?3" \
+	" OR runner_expires > ?4)"
 
 static char *col_dup(struct gw_stmt *st, int i)
 {
@@ -409,13 +413,15 @@ json_t *engine_db_claimable(struct gw_engine *eng)
 {
 	struct gw_stmt *st = gw_store_prepare(eng->store,
 			"SELECT DISTINCT device_id FROM jobs WHERE " JOB_UNFINISHED
-			" AND (runner IS NULL OR runner = ?1 OR runner_expires < ?2)");
+			" AND (runner IS NULL OR runner = ?1 OR runner_expires < ?2"
+			" OR runner_expires > ?3)");
 	json_t *a = json_array();
 
 	if (!st)
 		return a;
 	gw_stmt_bind_text(st, 1, eng->me);
 	gw_stmt_bind_int64(st, 2, (int64_t)gw_now_ms(eng->gw));
+	gw_stmt_bind_int64(st, 3, (int64_t)(gw_now_ms(eng->gw) + GW_LEASE_TTL_MAX_MS));
 	while (gw_stmt_step(st) == 1)
 		json_array_append_new(a, json_string(gw_stmt_text(st, 0)));
 	gw_stmt_finalize(st);
@@ -450,6 +456,7 @@ int engine_db_claim(struct gw_engine *eng, const char *device_id)
 	gw_stmt_bind_text(st, 1, device_id);
 	gw_stmt_bind_text(st, 2, eng->me);
 	gw_stmt_bind_int64(st, 3, (int64_t)now);
+	gw_stmt_bind_int64(st, 4, (int64_t)(now + GW_LEASE_TTL_MAX_MS));
 	while ((r = gw_stmt_step(st)) == 1) {
 		if (in_memory(eng, gw_stmt_int64(st, 0)))
 			continue;
@@ -598,7 +605,7 @@ int engine_db_cancel_unclaimed(struct gw_engine *eng, struct job *job)
 {
 	uint64_t now = gw_now_ms(eng->gw);
 	struct gw_stmt *st = gw_store_prepare(eng->store,
-			"UPDATE jobs SET state = 'canceled', error = ?4, finished = ?3,"
+			"UPDATE jobs SET state = 'canceled', error = ?5, finished = ?3,"
 			" updated = ?3 WHERE id = ?1 AND " JOB_UNFINISHED " AND "
 			JOB_CLAIMABLE " RETURNING id");
 	int r;
@@ -608,7 +615,8 @@ int engine_db_cancel_unclaimed(struct gw_engine *eng, struct job *job)
 	gw_stmt_bind_int64(st, 1, job->id);
 	gw_stmt_bind_text(st, 2, eng->me);
 	gw_stmt_bind_int64(st, 3, (int64_t)now);
-	gw_stmt_bind_text(st, 4, job->error);
+	gw_stmt_bind_int64(st, 4, (int64_t)(now + GW_LEASE_TTL_MAX_MS));
+	gw_stmt_bind_text(st, 5, job->error);
 	r = gw_stmt_step(st);
 	gw_stmt_finalize(st);
 	if (r == 1) {

@@ -367,6 +367,8 @@ static void scan(struct gw_images *im)
 			continue;
 		memcpy(id, de->d_name, 64);
 		id[64] = '\0';
+		if (find(im, id))
+			continue; /* known (another gateway may have added files since) */
 		path = bin_path(im, id);
 		if (validate(im, path, &desc, &msg) < 0 ||
 		    strcmp(json_string_value(json_object_get(desc, "id")), id)) {
@@ -503,6 +505,10 @@ json_t *gw_images_list(struct gw_images *im)
 {
 	json_t *a = json_array();
 
+	/* Several gateways share the directory ([images] dir): what the
+	 * others stored since is listed too. */
+	if (im->db && gw_store_backend(im->db) == GW_STORE_POSTGRESQL)
+		scan(im);
 	for (size_t i = 0; i < im->n; i++)
 		json_array_append(a, im->v[i].desc);
 	return a;
@@ -511,6 +517,11 @@ json_t *gw_images_list(struct gw_images *im)
 json_t *gw_images_get(struct gw_images *im, const char *id)
 {
 	struct entry *e = find(im, id);
+
+	if (!e && im->db && gw_store_backend(im->db) == GW_STORE_POSTGRESQL) {
+		scan(im); /* stored by another gateway since the start */
+		e = find(im, id);
+	}
 
 	return e ? json_incref(e->desc) : NULL;
 }

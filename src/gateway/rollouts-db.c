@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "gateway/lease.h"
 #include "gateway/log.h"
 #include "gateway/rollouts-int.h"
 #include "gateway/store.h"
@@ -258,7 +259,8 @@ int ro_db_claim(struct gw_store *st, const char *id, const char *me, int64_t now
 {
 	struct gw_stmt *s = gw_store_prepare(st,
 		"UPDATE rollouts SET owner = ?2, owner_expires = ?4 WHERE id = ?1"
-		" AND (owner IS NULL OR owner = ?2 OR owner_expires < ?3) RETURNING command");
+		" AND (owner IS NULL OR owner = ?2 OR owner_expires < ?3"
+		" OR owner_expires > ?5) RETURNING command");
 	int rc;
 
 	if (!s)
@@ -267,6 +269,9 @@ int ro_db_claim(struct gw_store *st, const char *id, const char *me, int64_t now
 	gw_stmt_bind_text(s, 2, me);
 	gw_stmt_bind_int64(s, 3, now);
 	gw_stmt_bind_int64(s, 4, now + ttl_ms);
+	/* A claim further ahead than the longest lease is void (corrupt, or
+	 * written by a clock far ahead): a ghost cannot pin the rollout. */
+	gw_stmt_bind_int64(s, 5, now + GW_LEASE_TTL_MAX_MS);
 	rc = gw_stmt_step(s);
 	*command = rc == 1 ? col_dup(s, 0) : NULL;
 	gw_stmt_finalize(s);

@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "gateway/config.h"
 #include "gateway/device.h"
 #include "gateway/gateway.h"
 #include "gateway/images.h"
@@ -124,7 +125,9 @@ static void device_series(struct gw_device *dev, void *user_data)
 	json_decref(j);
 }
 
-static void job_series(struct gw_metrics *m, struct gw_engine *eng)
+/* Several gateways ([gateway] id): the jobs this gateway runs or ran (its
+ * claim is on their rows); the store lists the whole fleet's. */
+static void job_series(struct gw_metrics *m, struct gw_engine *eng, const char *me)
 {
 	json_t *jobs = gw_jobs_to_json(eng, NULL), *job;
 	size_t i;
@@ -137,7 +140,9 @@ static void job_series(struct gw_metrics *m, struct gw_engine *eng)
 	json_array_foreach(jobs, i, job) {
 		const char *st = json_string_value(json_object_get(job, "state"));
 
-		if (!st)
+		const char *runner = json_string_value(json_object_get(job, "runner"));
+
+		if (!st || (me && (!runner || strcmp(runner, me))))
 			continue;
 		snprintf(l, sizeof(l), "state=\"%s\"", st);
 		gw_metrics_set(m, GW_M_JOBS, l, gw_metrics_get(m, GW_M_JOBS, l) + 1);
@@ -203,7 +208,7 @@ static void fleet_series(struct gw *gw, struct gw_metrics *m)
 		gw_metrics_reset(m, fleet_gauges[i]);
 	gw_device_foreach(gw, device_series, m);
 	if (gw_engine(gw))
-		job_series(m, gw_engine(gw));
+		job_series(m, gw_engine(gw), gw_config(gw)->gateway.id);
 	if (gw_rollouts(gw))
 		rollout_series(m, gw_rollouts(gw));
 }
