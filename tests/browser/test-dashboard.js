@@ -89,6 +89,8 @@ async function testFleet(page) {
   const i2 = names.indexOf('PineTime-2');
   const i10 = names.indexOf('PineTime-10');
   check(i2 >= 0 && i10 > i2, 'PineTime-2 before PineTime-10');
+  check(!(await page.isVisible('#th-held-by')) && !(await page.isVisible('#devices tbody td.held-by')),
+    'one gateway: no Gateway column');
   const links = await cells(page, '#devices tbody .badge.link');
   check(links.every((l) => ['down', 'connecting', 'up'].includes(l)), 'link state shown: ' + links.join(', '));
   // Battery and firmware for every watch, none connected: from advertising.
@@ -358,6 +360,30 @@ async function testRetryFailed(page) {
     `the daemon agrees: both updated, PineTime-5 on its 2nd attempt (${roDev(r, bad).attempts})`);
 }
 
+// Several gateways (docs/multi-gateway.md; CLUSTER=1, test-browser.py --cluster):
+// the dashboard of one gateway (SMPGW) shows the whole fleet with the
+// gateway holding each watch; HOLDERS: name=gateway.
+async function testCluster(page) {
+  const holders = new Map(process.env.HOLDERS.split(',').map((x) => x.split('=')));
+  await page.goto(BASE + '/', { timeout: 15000 });
+  await page.waitForSelector('#devices tbody tr', { timeout: 15000 });
+  const shown = await until(page, (k) => document.querySelectorAll('#devices tbody tr').length === k, holders.size);
+  check(shown, 'every watch of the store listed: ' + (await cells(page, '#devices tbody td.name')).join(', '));
+  check(await page.isVisible('#th-held-by'), 'the Gateway column is shown');
+  const rows = await page.$$eval('#devices tbody tr', (r) => r.map((x) => [x.querySelector('td.name').textContent,
+    x.querySelector('td.held-by').textContent, x.querySelector('td.held-by').title]));
+  check(rows.every(([nm, gw]) => holders.get(nm) === gw), 'each row names its holder: ' + rows.map((r) => r.join(' ')).join('; '));
+  const remote = rows.filter(([, , title]) => /^as g\d saw it/.test(title));
+  check(remote.length > 0, 'a watch held elsewhere says whose view it shows: ' + remote.map((r) => r[2]).join('; '));
+  const [name] = rows[0];
+  await page.click(`#devices tr[data-id="${id(name)}"] a.dev-link`);
+  await page.waitForSelector('#dev-info tbody tr', { timeout: 15000 });
+  const ok = await until(page, (g) => [...document.querySelectorAll('#dev-info tbody tr')].some((r) =>
+    r.querySelector('th').textContent === 'held by' && r.querySelector('td').textContent.startsWith(g)), holders.get(name));
+  check(ok, `the device page of ${name} says it is held by ${holders.get(name)}`);
+  await shot(page, 'cluster');
+}
+
 async function main() {
   const ctx = await chromium.launchPersistentContext(process.env.PROFILE, {
     executablePath: '/usr/bin/chromium',
@@ -373,13 +399,17 @@ async function main() {
   page.on('console', (m) => { if (/Content Security Policy/.test(m.text())) errors.push(m.text().slice(0, 120)); });
   page.on('request', (r) => { if (!r.url().startsWith(BASE)) errors.push('external request: ' + r.url()); });
   try {
-    await testFleet(page);
-    await testLiveUpdate(page);
-    await testUpload(page);
-    await testUpdate(page);
-    await testDevicePage(page);
-    await testRollout(page);
-    await testRetryFailed(page);
+    if (process.env.CLUSTER) {
+      await testCluster(page);
+    } else {
+      await testFleet(page);
+      await testLiveUpdate(page);
+      await testUpload(page);
+      await testUpdate(page);
+      await testDevicePage(page);
+      await testRollout(page);
+      await testRetryFailed(page);
+    }
   } catch (e) {
     check(false, 'unexpected: ' + e.message);
   } finally {
