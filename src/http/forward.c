@@ -48,6 +48,7 @@ struct fwd {
 	char *holder;
 	enum evhttp_request_error error;
 	bool failed;
+	bool *gone;     /* set when f is freed while http_forward() runs */
 };
 
 struct holder_url {
@@ -153,6 +154,8 @@ static void fwd_free(struct fwd *f, bool conn_now)
 		evhttp_connection_free(f->conn);
 	else if (f->conn)
 		event_base_once(f->base, -1, EV_TIMEOUT, free_conn, f->conn, &now);
+	if (f->gone)
+		*f->gone = true;
 	free(f->holder);
 	free(f);
 }
@@ -289,7 +292,7 @@ int http_forward(struct http_req *req)
 	char *holder = NULL, *url = NULL;
 	struct evhttp_uri *u;
 	struct fwd *f;
-	bool started;
+	bool started, gone = false;
 
 	if (!forward_target(req, &holder, &url))
 		return 0;
@@ -308,12 +311,18 @@ int http_forward(struct http_req *req)
 	f->req = req;
 	f->base = gw_base(http_req_gw(req));
 	f->holder = holder;
+	/* libevent may answer inside evhttp_make_request() (a connection
+	 * refused at once): then f is gone and the request answered. */
+	f->gone = &gone;
 	started = fwd_start(f, u, url);
-	if (!started) {
+	if (gone) {
+		started = false;
+	} else if (!started) {
 		f->error = EVREQ_HTTP_EOF;
 		reply_failed(f, "cannot send the request");
 		fwd_free(f, true);
 	} else {
+		f->gone = NULL;
 		http_req_on_abort(req, fwd_abort, f);
 	}
 	evhttp_uri_free(u);
