@@ -412,18 +412,27 @@ int engine_db_adopt(struct gw_engine *eng, const char *device_id)
 json_t *engine_db_claimable(struct gw_engine *eng)
 {
 	struct gw_stmt *st = gw_store_prepare(eng->store,
-			"SELECT DISTINCT device_id FROM jobs WHERE " JOB_UNFINISHED
+			"SELECT device_id, id FROM jobs WHERE " JOB_UNFINISHED
 			" AND (runner IS NULL OR runner = ?1 OR runner_expires < ?2"
-			" OR runner_expires > ?3)");
+			" OR runner_expires > ?3) ORDER BY device_id");
 	json_t *a = json_array();
+	const char *last = NULL;
 
 	if (!st)
 		return a;
 	gw_stmt_bind_text(st, 1, eng->me);
 	gw_stmt_bind_int64(st, 2, (int64_t)gw_now_ms(eng->gw));
 	gw_stmt_bind_int64(st, 3, (int64_t)(gw_now_ms(eng->gw) + GW_LEASE_TTL_MAX_MS));
-	while (gw_stmt_step(st) == 1)
-		json_array_append_new(a, json_string(gw_stmt_text(st, 0)));
+	while (gw_stmt_step(st) == 1) {
+		const char *dev = gw_stmt_text(st, 0);
+
+		/* Rows this gateway runs already need no claim (a big rollout
+		 * would otherwise lock them all every round). */
+		if (!dev || in_memory(eng, gw_stmt_int64(st, 1)) || (last && !strcmp(last, dev)))
+			continue;
+		json_array_append_new(a, json_string(dev));
+		last = json_string_value(json_array_get(a, json_array_size(a) - 1));
+	}
 	gw_stmt_finalize(st);
 	return a;
 }

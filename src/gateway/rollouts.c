@@ -36,6 +36,7 @@
 
 #define POLL_JOBS_MS 5000      /* safety net beside job.result events */
 #define MAX_SLEEP_MS 60000     /* re-check the window at least this often */
+#define UNHELD_RETRY_MS 5000   /* several gateways: a watch nobody holds, again */
 
 static void tick(struct rollout *r);
 
@@ -417,6 +418,10 @@ static void probe_elsewhere(struct ro_dev *d)
 
 	if (gw_lease_holder(gw, d->id, &holder) < 0) {
 		not_seen(d, "no gateway holds it");
+		/* A lease is how the fleet says it sees the watch (as BLE
+		 * advertisements do for a local one): looked for again soon. */
+		if (d->retry_at_ms > now_of(d->ro) + UNHELD_RETRY_MS)
+			d->retry_at_ms = now_of(d->ro) + UNHELD_RETRY_MS;
 		return;
 	}
 	free(holder);
