@@ -72,7 +72,8 @@ static void battery(json_t *d, char *buf, size_t size)
 		 json_is_true(json_object_get(adv, "charging")) ? " chg" : "");
 }
 
-static void print_row(json_t *d)
+/* Several gateways (docs/multi-gateway.md): a GATEWAY column, the holder. */
+static void print_row(json_t *d, bool cluster)
 {
 	const char *name = json_string_value(json_object_get(d, "name"));
 	json_t *rssi = json_object_get(d, "rssi");
@@ -87,9 +88,11 @@ static void print_row(json_t *d)
 		snprintf(rs, sizeof(rs), "-");
 	cli_age((long long)json_integer_value(json_object_get(d, "last_seen")), seen,
 		sizeof(seen));
-	printf("%-20s %-10s %-16s %-8s %5s  %s\n", name ? name : "?",
-	       cli_str(d, "link_state", "?"), firmware(d), bat, rs,
-	       seen);
+	printf("%-20s %-10s %-16s %-8s %5s  ", name ? name : "?",
+	       cli_str(d, "link_state", "?"), firmware(d), bat, rs);
+	if (cluster)
+		printf("%-12s ", cli_str(d, "held_by", "-"));
+	printf("%s\n", seen);
 }
 
 static void print_table(json_t *list)
@@ -97,14 +100,19 @@ static void print_table(json_t *list)
 	json_t *devs = json_object_get(list, "devices");
 	size_t n = json_array_size(devs);
 	json_t **v = xnew_array(json_t *, n + 1);
+	bool cluster = false;
 
-	for (size_t i = 0; i < n; i++)
+	for (size_t i = 0; i < n; i++) {
 		v[i] = json_array_get(devs, i);
+		cluster |= json_object_get(v[i], "held_by") != NULL;
+	}
 	qsort(v, n, sizeof(*v), by_name);
-	printf("%-20s %-10s %-16s %-8s %5s  %s\n", "NAME", "LINK", "FIRMWARE", "BATTERY",
-	       "RSSI", "LAST SEEN");
+	printf("%-20s %-10s %-16s %-8s %5s  ", "NAME", "LINK", "FIRMWARE", "BATTERY", "RSSI");
+	if (cluster)
+		printf("%-12s ", "GATEWAY");
+	printf("LAST SEEN\n");
 	for (size_t i = 0; i < n; i++)
-		print_row(v[i]);
+		print_row(v[i], cluster);
 	free(v);
 }
 

@@ -78,6 +78,9 @@ static void print_event(json_t *e)
 	localtime_r(&secs, &tm);
 	strftime(when, sizeof(when), "%H:%M:%S", &tm);
 	printf("%s.%03lld %s", when, ms % 1000, cli_str(e, "type", "?"));
+	/* Several gateways: where it happened (docs/multi-gateway.md). */
+	if (json_is_string(json_object_get(e, "gateway")))
+		print_value("gateway", json_object_get(e, "gateway"));
 	if (json_is_object(data))
 		json_object_foreach(data, k, v)
 			print_value(k, v);

@@ -22,6 +22,7 @@ g1, B by g2, both worst by g3.
   server restarted): the others' events still arrive (catch-up by id)."""
 import json
 import os
+import subprocess
 import sys
 import time
 import urllib.error
@@ -103,6 +104,12 @@ def registry_and_fleet(gws):
           devs[A]['view']['age_ms'] < 60000 and 'link_state' in devs[A],
           "g3 shows A as g1 published it (%s, %d ms old)"
           % (devs[A]['link_state'], devs[A]['view']['age_ms']))
+    # The command-line tool shows the holders too (a GATEWAY column).
+    out = subprocess.run([os.environ['SMPGW_CLI'], '--url', gws['g3'].base, 'devices'],
+                         capture_output=True, text=True, timeout=30).stdout.splitlines()
+    cols = {ln.split()[0]: ln.split() for ln in out[1:]}
+    check(out[0].split()[5] == 'GATEWAY' and cols['PineTime-1'][5] == 'g1' and
+          cols['PineTime-2'][5] == 'g2', 'smpgw devices on g3: %s' % out)
     st, body, _ = call(gws['g3'], 'GET', '/api/v1/devices?name=PineTime-2')
     check(st == 200 and [d['id'] for d in body['devices']] == [B],
           'the list filters apply to the whole fleet')
