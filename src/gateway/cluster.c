@@ -158,6 +158,14 @@ static void flush_cb(evutil_socket_t fd, short what, void *arg)
 	if (!c->nq || c->store_down)
 		return;
 	r = flush_queue(c);
+	if (r < 0 && gw_store_exec(c->store, "SELECT 1") == 0) {
+		/* The store answers: the batch itself is refused (a corrupt
+		 * event?). Dropped, or it would hold back every later one. */
+		log_err("cluster: the store refuses %zu events (%s): dropped", c->nq,
+			gw_store_errmsg(c->store));
+		c->dropped += c->nq;
+		r = 0;
+	}
 	if (r < 0) {
 		if (!c->flush_failing)
 			log_warn("cluster: cannot write events to the store (%s): "
@@ -169,7 +177,7 @@ static void flush_cb(evutil_socket_t fd, short what, void *arg)
 	}
 	if (c->flush_failing || c->dropped)
 		log_notice("cluster: events reach the store again (%" PRIu64
-			   " lost while it was away)", c->dropped);
+			   " lost)", c->dropped);
 	c->flush_failing = false;
 	c->dropped = 0;
 	for (size_t i = 0; i < c->nq; i++)

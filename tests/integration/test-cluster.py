@@ -307,6 +307,12 @@ def bad_holders(gws, run):
 def missed_notifications(gws, pg):
     """The listeners' connections cut, then the whole server restarted:
     events still get through (caught up by id)."""
+    # A corrupted row (not JSON) is reported and skipped; later ones still come.
+    sql("INSERT INTO cluster_events (gateway, type, json, time_ms) VALUES"
+        " ('ghost', 'device.seen', 'not json {', 0); NOTIFY smpgw_events")
+    wait_for('g2 to report the corrupted event', lambda: 'is not a JSON object' in
+             gws['g2'].read_log(), timeout=15, step=0.3)
+    check(gws['g2'].proc.poll() is None, 'a corrupted event row: reported, skipped')
     n = sql("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
             " WHERE query LIKE 'LISTEN%'")
     check(int(n) >= 2, 'the listening connections terminated (%s)' % n)
