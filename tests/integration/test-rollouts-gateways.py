@@ -2,8 +2,8 @@
 # SPDX-License-Identifier: MIT
 """Jobs and rollouts across gateways (issue 17 part 3, docs/multi-gateway.md):
 three smpgwd (g1, g2, g3) on one real PostgreSQL server and one simulator
-that plays each room's bluetoothd (smpgw-sim --bus per room), six watches
-each heard by all three rooms at different RSSI, held two per gateway.
+that plays each room's bluetoothd (smpgw-sim --bus per room), eight watches
+each heard by all three rooms at different RSSI, spread over the gateways.
 
 One rollout (canary 1, waves of 2, 100 % success to go on, no failure
 allowed, 2 at once) is made on g1, which schedules it; the other gateways'
@@ -11,7 +11,10 @@ watches get queued job rows that their holders claim and run. Mid-wave the
 scheduler's host dies (kill -9, its radio off): another gateway takes the
 scheduling over and the dead host's watches move. A person pauses and
 resumes the rollout on the gateway that does not schedule it. Then the host
-of a gateway running a job mid-upload dies too; the last gateway finishes.
+of a gateway running a job mid-upload dies too; the last gateway goes on.
+One watch never passes its post-boot self-check: its job fails wherever it
+runs and the stop rule (no failure allowed) pauses the rollout before its
+last wave; resumed, it completes.
 
 Asserted from the simulator's own counters and the store: every watch ends
 running the image confirmed, confirmed exactly once, never a confirm of an
@@ -31,10 +34,14 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..'
 from pg_server import lease_holder as holder, test_sql as sql  # noqa: E402
 
 ROOMS = ('g1', 'g2', 'g3')
-N = 6
+N = 8
 # PineTime-k is best heard in room HOME[k-1] (waves span the gateways) and
 # by the other two worse, so a dead room's watches move to the next best.
-HOME = ('g1', 'g2', 'g3', 'g1', 'g2', 'g3')
+HOME = ('g1', 'g2', 'g3', 'g1', 'g2', 'g3', 'g2', 'g3')
+# PineTime-7 (wave 3 of 4) never passes its post-boot self-check: its
+# confirm is refused, its job fails ([update] self_check_timeout), the stop
+# rule (no failure allowed) pauses the rollout before wave 4 (PineTime-8).
+FAILING = 'PineTime-7'
 IMAGE = 'app-3.1.0+7-350k-ecdsa-p256.bin'
 FRAME = 2475  # the simulated watch's buf_size: one upload chunk at most
 MAX_CONCURRENT = 2
@@ -63,10 +70,12 @@ def main():
         images = os.path.join(wd, 'images')  # the shared image directory
         os.mkdir(images)
         fleet, gws = rooms(wd, run, ROOMS, [
-            {'heard': heard(k), 'flash': {'program_page_us': 3000}} for k in range(N)],
+            dict({'heard': heard(k), 'flash': {'program_page_us': 3000}},
+                 **({'self_check_ms': 86400000} if k == 6 else {})) for k in range(N)],
             # quick to idle: a watch connected to its holder is not heard
             # by the other rooms (one central)
-            extra=['[ble]', 'idle_timeout = 3s', '[images]', 'dir = ' + images])
+            extra=['[ble]', 'idle_timeout = 3s', '[images]', 'dir = ' + images,
+                   '[update]', 'self_check_timeout = 3s'])
         for gw in gws.values():
             gw.start()
         names = ['PineTime-%d' % (k + 1) for k in range(N)]
@@ -130,14 +139,35 @@ def main():
         host_dies(gws[other])
         log('%s died mid-upload' % other)
 
-        r = wait_for('the rollout to complete', lambda: (
-            lambda x: x if x['state'] in ('completed', 'paused', 'canceled') else None)(
-                gws[new].rollout(rid)), timeout=400, step=1)
-        check(r['state'] == 'completed' and r['totals'].get('updated') == N,
-              'the rollout completed on %s: %d updated (%s)' % (new, N, r['totals']))
+        def settled():
+            x = gws[new].rollout(rid)
+            t = x['totals']
+            return x if t['submitting'] + t['running'] == 0 and \
+                x['state'] in ('paused', 'completed') else None
+        r = wait_for('the rollout to settle', settled, timeout=400, step=1)
+        check(r['state'] == 'paused' and 'failure' in (r.get('reason') or '') and
+              r['totals'].get('updated') == N - 2 and r['totals'].get('failed') == 1 and
+              r['totals'].get('pending') == 1,
+              'the stop rule paused it on %s (%s): %d updated, %s failed (%s)'
+              % (new, r.get('reason'), N - 2, FAILING, r['totals']))
+        bad = [d for d in r['device_list'] if d['device'] == addr[FAILING]][0]
+        check(bad['state'] == 'failed' and 'self-check' in (bad.get('error') or ''),
+              '%s failed: %s' % (FAILING, bad.get('error')))
+        c = fleet.show(FAILING)['counters']
+        check(c['confirms'] == 0 and c['confirms_unbooted'] == 0 and
+              c['upload_bytes'] <= size + 4 * FRAME,
+              '%s: its image was never confirmed (the watch refused), %d bytes written'
+              % (FAILING, c['upload_bytes']))
+        gws[new].post('/api/v1/rollouts/%s/resume' % rid, {})
+        r = wait_for('the rollout to complete', lambda: (lambda x: x if x['state'] in
+                     ('completed', 'paused') else None)(gws[new].rollout(rid)),
+                     timeout=120, step=1)
+        check(r['state'] == 'completed' and r['totals'].get('updated') == N - 1,
+              'resumed, it completed: wave 4 too (%s)' % r['totals'])
 
-        # Every watch: the image runs confirmed, confirmed once, never unbooted.
-        for n in names:
+        # Every other watch: the image runs confirmed, confirmed once, never
+        # an unbooted one.
+        for n in [x for x in names if x != FAILING]:
             s = fleet.show(n)
             c = s['counters']
             check(any(sl.get('hash') == img['id'] and sl.get('confirmed') and sl.get('active')
