@@ -825,6 +825,7 @@ static int start(struct daemon *d, struct gw_config *cfg)
 		gw_config_free(cfg);
 		return r;
 	}
+	gw_store_set_timeout(store, cfg->store.timeout_ms);
 	log_info("store: %s, schema version %d",
 		 gw_store_backend_name(gw_store_backend(store)),
 		 gw_store_schema_version(store));

@@ -47,6 +47,7 @@ struct gw_config *gw_config_new_default(void)
 	cfg->gateway.lease_ttl_ms = 15000;
 	cfg->gateway.lease_hysteresis_db = 8;
 	cfg->gateway.forward_timeout_ms = 30000;
+	cfg->store.timeout_ms = GW_STORE_TIMEOUT_DEFAULT_MS;
 	cfg->http.listen = xstrdup("127.0.0.1:8080");
 	cfg->http.max_body = 16u << 20;
 	cfg->http.max_connections = 64;
@@ -419,7 +420,8 @@ static int set_images(struct gw_config *cfg, const char *key, const char *value)
 	return 0;
 }
 
-/* [store]: backend = sqlite | postgresql, conninfo = libpq string. */
+/* [store]: backend = sqlite | postgresql, conninfo = libpq string,
+ * timeout = the bound of one round trip to the server. */
 static int set_store(struct gw_config *cfg, const char *key, const char *value)
 {
 	if (!strcmp(key, "backend")) {
@@ -433,6 +435,13 @@ static int set_store(struct gw_config *cfg, const char *key, const char *value)
 	if (!strcmp(key, "conninfo")) {
 		set_str(&cfg->store.conninfo, value);
 		return 0;
+	}
+	if (!strcmp(key, "timeout")) {
+		int r = set_duration(&cfg->store.timeout_ms, value);
+
+		if (r == 0 && (cfg->store.timeout_ms < 100 || cfg->store.timeout_ms > 60000))
+			r = -ERANGE;
+		return r;
 	}
 	return -ENOENT;
 }

@@ -118,6 +118,7 @@ struct gw_config {
 	struct {
 		int backend;            /* enum gw_store_backend; default sqlite */
 		char *conninfo;         /* postgresql: libpq connection string */
+		uint32_t timeout_ms;    /* one round trip; default 3 s */
 	} store;
 	struct gw_device_conf *devices;
 	size_t n_devices;

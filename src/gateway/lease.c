@@ -219,11 +219,26 @@ static void arm_margin(struct gw_lease *l, uint64_t now)
 	event_add(l->margin, &tv);
 }
 
+/* The store unreachable: the held watches whose serve_until_ms passed go
+ * first, before a store call of this round may wait up to [store] timeout. */
+static void let_go_due(struct gw_lease *l, uint64_t now)
+{
+	for (size_t i = 0; l->store_down && i < l->n; i++) {
+		if (!l->v[i].held || now < l->v[i].serve_until_ms)
+			continue;
+		l->v[i].held = false;
+		log_notice("lease: %s no longer held by %s", l->v[i].id, l->me);
+		if (l->cb)
+			l->cb(l->v[i].id, false, l->user_data);
+	}
+}
+
 void gw_lease_tick(struct gw_lease *l)
 {
 	uint64_t now = gw_now_ms(l->gw);
 	bool failed = false;
 
+	let_go_due(l, now);
 	for (size_t i = 0; i < l->n; i++) {
 		struct watch *w = &l->v[i];
 		int r = decide(l, w, now);
@@ -235,6 +250,9 @@ void gw_lease_tick(struct gw_lease *l)
 			 * until a third of ttl before that (clock skew margin). */
 			w->serve_until_ms = now + l->ttl_ms - l->ttl_ms / 3;
 		if (r < 0) {
+			/* The clock again: a store call may have waited up to
+			 * [store] timeout. */
+			now = gw_now_ms(l->gw);
 			held = w->held && w->heard && now < w->serve_until_ms;
 			if (!failed && !l->store_down)
 				log_warn("lease: the store is unreachable (%s): held watches"

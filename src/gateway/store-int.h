@@ -13,6 +13,8 @@ struct gw_store_ops {
 	/* A connection (opaque to store.c); NULL with *err and *errmsg. */
 	void *(*open)(const char *where, int *err, char **errmsg);
 	void (*close)(void *conn);
+	/* Bounds every round trip from now on (NULL: nothing to bound). */
+	void (*set_timeout)(void *conn, uint32_t ms);
 	const char *(*errmsg)(void *conn);
 	int (*exec)(void *conn, const char *sql);
 	const char *begin_sql;      /* a write transaction */

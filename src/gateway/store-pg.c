@@ -7,22 +7,37 @@
  * (SQLite's integers are 64-bit) and INTEGER PRIMARY KEY AUTOINCREMENT an
  * identity column. Parameters travel as text (integers typed int8, the
  * rest inferred by the server). A connection lost between transactions is
- * re-established once per statement; inside a transaction the error is
- * returned (the transaction is gone with the connection).
+ * re-established on the next statement (at most once a second, less often
+ * while the server does not answer); inside a transaction every statement
+ * up to the COMMIT or ROLLBACK fails (the transaction is gone with the
+ * connection; COMMIT reports it).
+ *
+ * Every round trip is bounded ([store] timeout, gw_store_set_timeout()):
+ * the statement is sent without blocking and its socket waited on with a
+ * deadline. A server that stops answering without closing the connection
+ * (a partition that drops) costs at most one timeout: the connection is
+ * dropped, the statement fails with -ETIMEDOUT, and reconnecting is tried
+ * again only after twice the timeout, so the event loop (UDP, REST, BLE)
+ * is never frozen for long. Connecting is bounded too (connect_timeout
+ * when the conninfo names none; reconnects poll with the same deadline).
  *
  * LISTEN (store.h) uses a connection of its own, driven by the event loop
  * without blocking: PQconnectStart/PQconnectPoll while connecting, then
  * the socket is one persistent read event that consumes input and drains
  * the notifications. The statement connection never listens, so a
  * notification can never be swallowed by a statement waiting for its
- * result.
+ * result. Connecting and LISTEN must finish within the timeout, and an idle
+ * listener pings the server (LISTEN again) every PING_MS: no answer within
+ * the timeout and it reconnects.
  */
 #include <ctype.h>
 #include <errno.h>
 #include <inttypes.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 
 #include <event2/event.h>
@@ -33,11 +48,20 @@
 
 #define INT8OID 20
 
+static void quiet(void *arg, const char *msg);
+/* While opening (migrations may wait for another gateway's): the bound of
+ * a round trip until gw_store_set_timeout() gives the configured one. */
+#define OPEN_TIMEOUT_MS 60000
+#define PING_MS 10000
+
 struct pg {
-	PGconn *c;
-	char *conninfo; /* for the listener's own connection */
+	PGconn *c;      /* NULL: dropped, reconnected on the next statement */
+	char *conninfo; /* for reconnects and the listener's own connection */
 	char *err;
-	struct timespec last_reset; /* reconnects are tried at most once a second */
+	uint32_t timeout_ms;  /* a round trip's bound; 0: none */
+	uint64_t retry_at_ms; /* no reconnect before (monotonic) */
+	bool in_tx;     /* BEGIN sent, no COMMIT/ROLLBACK yet */
+	bool lost_tx;   /* the connection went inside that transaction */
 };
 
 struct pg_stmt {
@@ -87,6 +111,56 @@ static int state_errno(const PGresult *res, PGconn *c)
 	if (!strncmp(s, "28", 2) || !strcmp(s, "42501"))
 		return -EACCES;
 	return -EIO;
+}
+
+static uint64_t mono_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+/* Waits for fd (POLLIN/POLLOUT) until deadline (monotonic ms; 0: none):
+ * 1 ready, 0 the deadline passed, -1 error. */
+static int wait_fd(int fd, short events, uint64_t deadline)
+{
+	for (;;) {
+		struct pollfd p = { .fd = fd, .events = events };
+		uint64_t now = mono_ms();
+		int r;
+
+		if (deadline && now >= deadline)
+			return 0;
+		r = poll(&p, 1, deadline ? (int)(deadline - now) : -1);
+		if (r > 0)
+			return 1;
+		if (r < 0 && errno != EINTR)
+			return -1;
+	}
+}
+
+/* A connection to conninfo, blocking (bounded by connect_timeout) or
+ * started (PQconnectStartParams). conninfo may be a URI or key=value
+ * words; its own connect_timeout wins over ours (later words win). */
+static PGconn *start_conn(const char *conninfo, uint32_t timeout_ms, bool blocking)
+{
+	static const char *const kw[] = { "connect_timeout", "dbname", NULL };
+	char secs[16];
+	const char *vals[3];
+	uint32_t t = (timeout_ms + 999) / 1000;
+
+	snprintf(secs, sizeof(secs), "%u", t < 2 ? 2u : t); /* libpq's minimum */
+	vals[0] = secs;
+	vals[1] = conninfo ? conninfo : "";
+	vals[2] = NULL;
+	return blocking ? PQconnectdbParams(kw, vals, 1) : PQconnectStartParams(kw, vals, 1);
+}
+
+static void conn_ready(PGconn *c)
+{
+	PQsetNoticeProcessor(c, quiet, NULL);
+	PQsetnonblocking(c, 1);
 }
 
 static bool word_at(const char *p, const char *start, const char *w)
@@ -168,7 +242,7 @@ static void *pg_open(const char *conninfo, int *err, char **errmsg)
 {
 	struct pg *pg = xnew(struct pg);
 
-	pg->c = PQconnectdb(conninfo ? conninfo : "");
+	pg->c = start_conn(conninfo, GW_STORE_TIMEOUT_DEFAULT_MS, true);
 	if (!pg->c || PQstatus(pg->c) != CONNECTION_OK) {
 		set_err(pg, pg->c ? PQerrorMessage(pg->c) : "out of memory");
 		*errmsg = xasprintf("PostgreSQL: %s", pg->err);
@@ -176,9 +250,34 @@ static void *pg_open(const char *conninfo, int *err, char **errmsg)
 		pg_close(pg);
 		return NULL;
 	}
-	PQsetNoticeProcessor(pg->c, quiet, NULL);
+	conn_ready(pg->c);
 	pg->conninfo = xstrdup(conninfo ? conninfo : "");
+	pg->timeout_ms = OPEN_TIMEOUT_MS;
 	return pg;
+}
+
+static void pg_set_timeout(void *conn, uint32_t ms)
+{
+	((struct pg *)conn)->timeout_ms = ms;
+}
+
+/* After a round trip or connect that ran into the timeout: no reconnect
+ * before twice the timeout (a second at least), so a server that does not
+ * answer blocks the loop a third of the time at most. */
+static uint32_t quiet_ms(const struct pg *pg)
+{
+	return pg->timeout_ms * 2 > 1000 ? pg->timeout_ms * 2 : 1000;
+}
+
+/* The connection is gone (lost, or dropped after a timeout): reconnected
+ * by the first statement after wait_ms. */
+static void drop(struct pg *pg, uint32_t wait_ms)
+{
+	PQfinish(pg->c);
+	pg->c = NULL;
+	if (pg->in_tx)
+		pg->lost_tx = true;
+	pg->retry_at_ms = mono_ms() + wait_ms;
 }
 
 static const char *pg_errmsg(void *conn)
@@ -188,40 +287,174 @@ static const char *pg_errmsg(void *conn)
 	return pg->err ? pg->err : "no error";
 }
 
-/* Reconnects when the server went away and no transaction was open; at
- * most once a second (a reconnect blocks up to conninfo's
- * connect_timeout; the statements in between fail with -ENOTCONN). */
+/* Reconnects when the connection is gone and no transaction was open
+ * (see drop() for how often); the connection is polled with the timeout
+ * as its deadline. The statements in between fail with -ENOTCONN. */
 static void revive(struct pg *pg)
 {
-	struct timespec now;
+	uint64_t deadline;
+	bool late = false;
+	PGconn *c;
 
-	if (PQstatus(pg->c) != CONNECTION_BAD)
+	if (pg->c && PQstatus(pg->c) != CONNECTION_BAD)
 		return;
-	clock_gettime(CLOCK_MONOTONIC, &now);
-	if (pg->last_reset.tv_sec && now.tv_sec - pg->last_reset.tv_sec < 1)
+	if (pg->c)
+		drop(pg, 0); /* lost (closed): reconnect at once */
+	if (pg->lost_tx || mono_ms() < pg->retry_at_ms)
 		return;
-	pg->last_reset = now;
-	PQreset(pg->c);
-	if (PQstatus(pg->c) == CONNECTION_OK)
-		PQsetNoticeProcessor(pg->c, quiet, NULL);
+	if (!pg->timeout_ms) {
+		c = start_conn(pg->conninfo, GW_STORE_TIMEOUT_DEFAULT_MS, true);
+	} else {
+		c = start_conn(pg->conninfo, pg->timeout_ms, false);
+		deadline = mono_ms() + pg->timeout_ms;
+		for (PostgresPollingStatusType st = PGRES_POLLING_WRITING;
+		     c && PQstatus(c) != CONNECTION_BAD;) {
+			int w = 0;
+
+			if (st == PGRES_POLLING_READING)
+				w = wait_fd(PQsocket(c), POLLIN, deadline);
+			else if (st == PGRES_POLLING_WRITING)
+				w = wait_fd(PQsocket(c), POLLOUT, deadline);
+			if (w <= 0 && st != PGRES_POLLING_OK) {
+				set_err(pg, "PostgreSQL did not answer the connection in time");
+				PQfinish(c);
+				c = NULL;
+				late = true;
+				break;
+			}
+			st = PQconnectPoll(c);
+			if (st == PGRES_POLLING_OK || st == PGRES_POLLING_FAILED)
+				break;
+		}
+	}
+	if (!c || PQstatus(c) != CONNECTION_OK) {
+		if (c)
+			set_err(pg, PQerrorMessage(c));
+		PQfinish(c);
+		drop(pg, late ? quiet_ms(pg) : 1000);
+		return;
+	}
+	conn_ready(c);
+	pg->c = c;
+}
+
+/* Reads the results of what was just sent (sent: what PQsend* returned)
+ * within the timeout: the last result, or the first failed one. NULL with
+ * *err: not sent, the connection lost or no answer in time (dropped). */
+static PGresult *roundtrip(struct pg *pg, int sent, int *err)
+{
+	uint64_t deadline = pg->timeout_ms ? mono_ms() + pg->timeout_ms : 0;
+	PGresult *keep = NULL, *res;
+	int f, w;
+
+	if (!sent)
+		goto lost;
+	while ((f = PQflush(pg->c)) == 1) {
+		w = wait_fd(PQsocket(pg->c), POLLOUT | POLLIN, deadline);
+		if (w == 0)
+			goto late;
+		if (w < 0 || !PQconsumeInput(pg->c))
+			goto lost;
+	}
+	if (f < 0)
+		goto lost;
+	for (;;) {
+		while (PQisBusy(pg->c)) {
+			w = wait_fd(PQsocket(pg->c), POLLIN, deadline);
+			if (w == 0)
+				goto late;
+			if (w < 0 || !PQconsumeInput(pg->c))
+				goto lost;
+		}
+		res = PQgetResult(pg->c);
+		if (!res)
+			break;
+		if (keep && PQresultStatus(keep) == PGRES_FATAL_ERROR) {
+			PQclear(res);
+		} else {
+			PQclear(keep);
+			keep = res;
+		}
+	}
+	if (keep)
+		return keep;
+lost:
+	set_err(pg, pg->c ? PQerrorMessage(pg->c) : "no connection");
+	*err = -ENOTCONN;
+	PQclear(keep);
+	if (!pg->c || PQstatus(pg->c) == CONNECTION_BAD)
+		drop(pg, 0);
+	return NULL;
+late:
+	{
+		char *m = xasprintf("PostgreSQL did not answer within %u ms: connection dropped",
+				    pg->timeout_ms);
+
+		set_err(pg, m);
+		free(m);
+	}
+	PQclear(keep);
+	drop(pg, quiet_ms(pg));
+	*err = -ETIMEDOUT;
+	return NULL;
+}
+
+/* The first word of sql, for the transaction bookkeeping. */
+static bool starts(const char *sql, const char *w)
+{
+	while (isspace((unsigned char)*sql))
+		sql++;
+	return !strncasecmp(sql, w, strlen(w)) && !isalnum((unsigned char)sql[strlen(w)]);
+}
+
+/* Before a statement: 0 to send it, or the error without a connection. */
+static int ready(struct pg *pg, const char *sql)
+{
+	bool end = sql && (starts(sql, "COMMIT") || starts(sql, "ROLLBACK"));
+
+	if (pg->lost_tx) {
+		if (!end) {
+			set_err(pg, "the connection was lost inside the transaction");
+			return -ENOTCONN;
+		}
+		pg->lost_tx = pg->in_tx = false;
+		if (starts(sql, "ROLLBACK"))
+			return 1; /* nothing left to roll back */
+		set_err(pg, "the connection was lost inside the transaction: not committed");
+		return -ENOTCONN;
+	}
+	revive(pg);
+	if (!pg->c) {
+		if (!pg->err)
+			set_err(pg, "no connection");
+		return -ENOTCONN;
+	}
+	return 0;
 }
 
 static int pg_exec(void *conn, const char *sql)
 {
 	struct pg *pg = conn;
-	char *q = translate(sql, NULL);
+	bool end = starts(sql, "COMMIT") || starts(sql, "ROLLBACK");
 	PGresult *res;
-	int r = 0;
+	char *q;
+	int r = ready(pg, sql);
 
-	if (PQtransactionStatus(pg->c) == PQTRANS_IDLE ||
-	    PQtransactionStatus(pg->c) == PQTRANS_UNKNOWN)
-		revive(pg);
-	res = PQexec(pg->c, q);
-	if (PQresultStatus(res) != PGRES_COMMAND_OK &&
+	if (r)
+		return r > 0 ? 0 : r;
+	q = translate(sql, NULL);
+	res = roundtrip(pg, PQsendQuery(pg->c, q), &r);
+	if (res && PQresultStatus(res) != PGRES_COMMAND_OK &&
 	    PQresultStatus(res) != PGRES_TUPLES_OK) {
 		set_err(pg, PQerrorMessage(pg->c));
 		r = state_errno(res, pg->c);
 	}
+	if (end)
+		pg->in_tx = pg->lost_tx = false;
+	else if (r == 0 && starts(sql, "BEGIN"))
+		pg->in_tx = true;
+	if (pg->c && PQstatus(pg->c) == CONNECTION_BAD)
+		drop(pg, 0);
 	PQclear(res);
 	free(q);
 	return r;
@@ -231,7 +464,7 @@ static bool pg_tx_failed(void *conn)
 {
 	struct pg *pg = conn;
 
-	return PQtransactionStatus(pg->c) == PQTRANS_INERROR;
+	return pg->lost_tx || (pg->c && PQtransactionStatus(pg->c) == PQTRANS_INERROR);
 }
 
 static struct gw_stmt *pg_prepare(void *conn, const char *sql)
@@ -273,13 +506,16 @@ static void pg_bind_int64(struct gw_stmt *st, int i, int64_t v)
 static int pg_run(struct pg_stmt *s)
 {
 	ExecStatusType status;
+	int r = ready(s->pg, NULL);
 
-	if (PQtransactionStatus(s->pg->c) == PQTRANS_IDLE ||
-	    PQtransactionStatus(s->pg->c) == PQTRANS_UNKNOWN)
-		revive(s->pg);
-	s->res = PQexecParams(s->pg->c, s->sql, s->n, s->types,
-			      (const char *const *)s->vals, NULL, NULL, 0);
 	s->ran = true;
+	if (r)
+		return r;
+	s->res = roundtrip(s->pg, PQsendQueryParams(s->pg->c, s->sql, s->n, s->types,
+						    (const char *const *)s->vals,
+						    NULL, NULL, 0), &r);
+	if (!s->res)
+		return r;
 	status = PQresultStatus(s->res);
 	if (status == PGRES_TUPLES_OK) {
 		s->rows = PQntuples(s->res);
@@ -292,7 +528,10 @@ static int pg_run(struct pg_stmt *s)
 		return 0;
 	}
 	set_err(s->pg, PQerrorMessage(s->pg->c));
-	return state_errno(s->res, s->pg->c);
+	r = state_errno(s->res, s->pg->c);
+	if (PQstatus(s->pg->c) == CONNECTION_BAD)
+		drop(s->pg, 0);
+	return r;
 }
 
 static int pg_step(struct gw_stmt *st)
@@ -353,19 +592,29 @@ static void pg_finalize(struct gw_stmt *st)
 
 /* ---- LISTEN ---- */
 
-enum lstate { L_DOWN = 0, L_CONNECTING, L_LISTEN_SENT, L_UP };
+enum lstate { L_DOWN = 0, L_CONNECTING, L_LISTEN_SENT, L_UP, L_PING };
 
 struct pg_listener {
 	struct gw_store_listener base;
 	struct event_base *evb;
 	char *conninfo, *channel;
-	uint32_t retry_ms;
+	uint32_t retry_ms, timeout_ms;
 	gw_store_listen_cb cb;
 	void *user_data;
 	PGconn *c;
 	enum lstate state;
 	struct event *io, *retry;
+	/* Connecting, LISTEN or a ping not finished in time: down. Up: the
+	 * next ping. */
+	struct event *deadline;
 };
+
+static void l_arm(struct pg_listener *l, uint32_t ms)
+{
+	struct timeval tv = { ms / 1000, (ms % 1000) * 1000 };
+
+	evtimer_add(l->deadline, &tv);
+}
 
 static void l_io(evutil_socket_t fd, short what, void *arg);
 
@@ -388,6 +637,7 @@ static void l_down(struct pg_listener *l)
 	PQfinish(l->c);
 	l->c = NULL;
 	l->state = L_DOWN;
+	evtimer_del(l->deadline);
 	evtimer_add(l->retry, &tv);
 }
 
@@ -402,6 +652,7 @@ static void l_connect(evutil_socket_t fd, short what, void *arg)
 	}
 	PQsetNoticeProcessor(l->c, quiet, NULL);
 	l->state = L_CONNECTING;
+	l_arm(l, l->timeout_ms);
 	l_watch(l, EV_WRITE); /* PQconnectPoll's first state is "writing" */
 }
 
@@ -430,13 +681,18 @@ static void l_read(struct pg_listener *l)
 		l_down(l);
 		return;
 	}
-	while (l->state == L_LISTEN_SENT && !PQisBusy(l->c)) {
+	while ((l->state == L_LISTEN_SENT || l->state == L_PING) && !PQisBusy(l->c)) {
 		PGresult *res = PQgetResult(l->c);
 
 		if (!res) {
+			up = l->state == L_LISTEN_SENT;
 			l->state = L_UP;
-			up = true;
+			l_arm(l, PING_MS);
 			break;
+		}
+		if (l->state == L_PING) {
+			PQclear(res); /* the ping's answer */
+			continue;
 		}
 		if (PQresultStatus(res) != PGRES_COMMAND_OK) {
 			PQclear(res);
@@ -452,8 +708,34 @@ static void l_read(struct pg_listener *l)
 	/* The callback may free the listener: it comes last. */
 	if (up)
 		l->cb(true, l->user_data);
-	else if (notified && l->state == L_UP)
+	else if (notified && l->state >= L_UP)
 		l->cb(false, l->user_data);
+}
+
+/* The deadline: connecting, LISTEN or the last ping took too long (the
+ * server does not answer: reconnect), or it is time to ping. */
+static void l_deadline(evutil_socket_t fd, short what, void *arg)
+{
+	struct pg_listener *l = arg;
+
+	char *q;
+
+	if (l->state != L_UP) {
+		l_down(l);
+		return;
+	}
+	/* LISTEN again (idempotent): the connection stays recognizable as a
+	 * listener in pg_stat_activity. */
+	q = xasprintf("LISTEN %s", l->channel);
+	if (!PQsendQuery(l->c, q)) {
+		free(q);
+		l_down(l);
+		return;
+	}
+	free(q);
+	PQflush(l->c);
+	l->state = L_PING;
+	l_arm(l, l->timeout_ms);
 }
 
 static void l_io(evutil_socket_t fd, short what, void *arg)
@@ -492,6 +774,9 @@ static struct gw_store_listener *pg_listen(void *conn, struct event_base *base,
 	l->conninfo = xstrdup(pg->conninfo);
 	l->channel = xstrdup(channel);
 	l->retry_ms = retry_ms ? retry_ms : 1000;
+	l->timeout_ms = pg->timeout_ms && pg->timeout_ms < OPEN_TIMEOUT_MS ? pg->timeout_ms :
+			GW_STORE_TIMEOUT_DEFAULT_MS;
+	l->deadline = evtimer_new(base, l_deadline, l);
 	l->cb = cb;
 	l->user_data = user_data;
 	l->retry = evtimer_new(base, l_connect, l);
@@ -506,6 +791,7 @@ static struct gw_store_listener *pg_listener_free(struct gw_store_listener *gl)
 	if (l->io)
 		event_free(l->io);
 	event_free(l->retry);
+	event_free(l->deadline);
 	PQfinish(l->c);
 	free(l->conninfo);
 	free(l->channel);
@@ -515,13 +801,14 @@ static struct gw_store_listener *pg_listener_free(struct gw_store_listener *gl)
 
 static bool pg_listener_up(const struct gw_store_listener *gl)
 {
-	return ((const struct pg_listener *)gl)->state == L_UP;
+	return ((const struct pg_listener *)gl)->state >= L_UP;
 }
 
 const struct gw_store_ops gw_store_pg_ops = {
 	.backend = GW_STORE_POSTGRESQL,
 	.open = pg_open,
 	.close = pg_close,
+	.set_timeout = pg_set_timeout,
 	.errmsg = pg_errmsg,
 	.exec = pg_exec,
 	.begin_sql = "BEGIN",

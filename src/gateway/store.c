@@ -532,6 +532,12 @@ struct gw_store *gw_store_free(struct gw_store *store)
 	return NULL;
 }
 
+void gw_store_set_timeout(struct gw_store *store, uint32_t ms)
+{
+	if (store->ops->set_timeout)
+		store->ops->set_timeout(store->conn, ms);
+}
+
 int gw_store_schema_version(struct gw_store *store)
 {
 	return store->version;

@@ -50,6 +50,12 @@ struct gw_store *gw_store_open_with(enum gw_store_backend backend,
 				    const struct gw_migration *steps,
 				    size_t n_steps, int *err, char **errmsg);
 struct gw_store *gw_store_free(struct gw_store *store);
+/* The bound of one round trip to a database server ([store] timeout; 0:
+ * none): a statement without an answer by then fails with -ETIMEDOUT and
+ * the connection is dropped (reconnected later). While opening, a minute.
+ * SQLite: nothing to bound. */
+#define GW_STORE_TIMEOUT_DEFAULT_MS 3000
+void gw_store_set_timeout(struct gw_store *store, uint32_t ms);
 /* The schema's migration steps, oldest first (tests open older versions). */
 const struct gw_migration *gw_store_migrations(size_t *n);
 

@@ -36,6 +36,8 @@ int gateways_list(struct http_req *req)
 
 	if (r < 0) {
 		json_decref(out);
+		if (r == -ENOTCONN || r == -ETIMEDOUT)
+			r = -EHOSTDOWN; /* 503 store-unavailable */
 		return http_reply_problem(req, r, "cannot read the gateway registry "
 					  "from the store"), 0;
 	}

@@ -400,8 +400,11 @@ class Partition:
     on a Unix socket in the test's directory (in front of the server's
     socket): cut() closes every connection through it and refuses new ones
     (a partition that rejects: the gateway's statements fail at once),
-    heal() accepts again. One thread, select() with a short timeout: every
-    wait is bounded; stop() ends it."""
+    hole() keeps every connection and accepts new ones but forwards nothing
+    either way (a partition that silently drops: nothing ever answers),
+    heal() accepts and forwards again (connections made in the hole are
+    closed then, as TCP would give up on them). One thread, select() with a
+    short timeout: every wait is bounded; stop() ends it."""
 
     def __init__(self, server_dir, wd):
         import threading
@@ -413,6 +416,8 @@ class Partition:
         self.lock = threading.Lock()
         self.lis = None
         self.pairs = []  # [client, server]
+        self.black = False
+        self.held = []  # connections accepted in the hole
         self.running = True
         self.heal()
         self.thread = threading.Thread(target=self._run, daemon=True)
@@ -423,9 +428,17 @@ class Partition:
         import re
         return re.sub(r'host=\S+', 'host=' + self.dir, conninfo)
 
+    def hole(self):
+        with self.lock:
+            self.black = True
+
     def heal(self):
         import socket
         with self.lock:
+            self.black = False
+            for sock in self.held:
+                sock.close()
+            self.held = []
             if self.lis:
                 return
             if os.path.exists(self.path):
@@ -451,7 +464,8 @@ class Partition:
         import socket
         while self.running:
             with self.lock:
-                socks = ([self.lis] if self.lis else []) + [x for p in self.pairs for x in p]
+                socks = ([self.lis] if self.lis else []) + (
+                    [] if self.black else [x for p in self.pairs for x in p])
             try:
                 ready, _, _ = select.select(socks, [], [], 0.05)
             except (OSError, ValueError):
@@ -460,6 +474,9 @@ class Partition:
                 for sock in ready:
                     if sock is self.lis:
                         c, _ = sock.accept()
+                        if self.black:
+                            self.held.append(c)
+                            continue
                         srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
                         try:
                             srv.connect(self.target)
@@ -469,7 +486,7 @@ class Partition:
                         self.pairs.append([c, srv])
                         continue
                     pair = next((p for p in self.pairs if sock in p), None)
-                    if not pair:
+                    if not pair or self.black:
                         continue
                     try:
                         data = sock.recv(65536)
@@ -485,6 +502,7 @@ class Partition:
     def stop(self):
         self.running = False
         self.thread.join(timeout=5)
+        self.heal()
         self.cut()
 
 
@@ -586,6 +604,104 @@ def partition():
               'nor wrote to A')
 
 
+STORE_TIMEOUT_MS = 3000  # [store] timeout default
+
+
+def blackhole():
+    """g1's way to the database becomes a black hole (the proxy keeps the
+    connections, accepts new ones, answers nothing: a partition that drops
+    silently). Every round trip of g1 is bounded by [store] timeout, so g1
+    keeps its loop: REST answers within a bound (GET /api/v1/gateways, read
+    from the store, 503 store-unavailable; the watch it holds 200) and so
+    does the UDP endpoint of the watch it holds (echo through BLE); it lets
+    the watch go at its margin, before the lease could lapse, and g2 takes
+    it over after the lapse. The hole closes: g1 logs the recovery, records
+    its hearings again and answers GET /api/v1/gateways from the store."""
+    server_dir = os.environ.get('SMPGW_TEST_PG_DIR')
+    if not server_dir:
+        print('1..0 # SKIP needs SMPGW_TEST_PG_DIR (run through tests/pg/pg_server.py)')
+        sys.exit(77)
+    from smp_udp_client import Client, SmpError
+    with session(need=NEEDS + ('dbus-daemon',)) as (wd, run):
+        net = run.add(Partition(server_dir, wd))
+        _, gws = rooms(wd, run, ('g1', 'g2'), [{'address': A, 'heard': {'g1': -50, 'g2': -55}}],
+                       conninfo={'g1': net.conninfo(PG)})
+        for gw in gws.values():
+            gw.start()
+        g1, g2 = gws['g1'], gws['g2']
+        wait_for('A held and managed by g1', lambda: holder(A) == 'g1' and managed(g1) == [A],
+                 timeout=40, step=0.5)
+        wait_for('g1 to serve A over UDP', lambda: udp_served(g1) == [A], timeout=20, step=0.5)
+        udp = Client(port_of(g1, A), timeout=2 * STORE_TIMEOUT_MS / 1000 + 5)
+        check(udp.echo('before') == 'before', "g1 answers an echo on A's UDP port")
+        _, expires, _ = wait_renewal(A)
+        net.hole()
+        hole_ms = now_ms()
+        log('black hole %d ms after the last renewal' % (hole_ms - (expires - TTL_MS)))
+        # While g1 still holds A: REST and UDP answer within a bound (one
+        # store round trip, plus a loaded machine's slack).
+        bound = 2 * STORE_TIMEOUT_MS / 1000 + 3
+        worst = {'rest': 0.0, 'udp': 0.0}
+        statuses = set()
+        n = 0
+        let_go = None
+        while let_go is None and now_ms() < expires + 10000:
+            t0 = time.monotonic()
+            st, body = g1.request('GET', '/api/v1/gateways')
+            worst['rest'] = max(worst['rest'], time.monotonic() - t0)
+            statuses.add((st, body.get('type', '').rsplit(':', 1)[-1]))
+            if A in (udp_served(g1) or []):
+                t0 = time.monotonic()
+                try:
+                    got = udp.echo('in the hole %d' % n)
+                except (OSError, TimeoutError, SmpError) as e:
+                    got = e  # fine only if g1 let A go meanwhile
+                if got != 'in the hole %d' % n and A in (udp_served(g1) or []):
+                    raise AssertionError('echo %d through g1 while it holds A: %r' % (n, got))
+                worst['udp'] = max(worst['udp'], time.monotonic() - t0)
+                t0 = time.monotonic()
+                st, _ = g1.request('GET', '/api/v1/devices/' + A)
+                worst['rest'] = max(worst['rest'], time.monotonic() - t0)
+            else:
+                let_go = now_ms()
+            n += 1
+            time.sleep(0.2)
+        log('in the hole: %d rounds of requests, slowest REST %.2f s, slowest UDP echo %.2f s'
+            % (n, worst['rest'], worst['udp']))
+        check(let_go is not None, 'g1 let A go')
+        check(worst['rest'] <= bound and worst['udp'] <= bound,
+              'every REST answer and UDP echo came within %.0f s (REST %.2f s, UDP %.2f s)'
+              % (bound, worst['rest'], worst['udp']))
+        check((503, 'store-unavailable') in statuses,
+              'GET /api/v1/gateways answers 503 store-unavailable from the hole (%s)'
+              % sorted(statuses))
+        check('did not answer within' in g1.read_log(),
+              'g1 logs the round trip that ran into the timeout')
+        check(expires - TTL_MS // 3 <= let_go < expires,
+              'g1 let A go %d ms after its last renewal: after its margin began, %d ms before '
+              'the lease could lapse' % (let_go - (expires - TTL_MS), expires - let_go))
+        wait_for('g2 to take A over', lambda: holder(A) == 'g2', timeout=60, step=0.2)
+        _, _, acquired = lease(A)
+        check(acquired > expires, 'g2 claimed A only after the lease lapsed (%d ms after)'
+              % (acquired - expires))
+        st, _ = g1.request('GET', '/api/v1/devices/' + A + '?forward=0')
+        check(g1.proc.poll() is None and st in (404, 421, 503),
+              'g1 runs and no longer serves A (%d)' % st)
+        # The hole closes.
+        net.heal()
+        healed = now_ms()
+        wait_for('g1 to log the recovery', lambda: 'store is reachable again' in
+                 g1.read_log(), timeout=60, step=0.5)
+        wait_for("g1's hearing of A recorded again", lambda: int(sql(
+            "SELECT heard_ms FROM hearings WHERE gateway_id = 'g1' AND device_id = '%s'" % A)
+            or 0) > healed, timeout=60, step=0.5)
+        st, body = g1.request('GET', '/api/v1/gateways')
+        check(st == 200 and sorted(g['id'] for g in body['gateways']) == ['g1', 'g2'],
+              'after the hole g1 reads the registry from the store again')
+        check(holder(A) == 'g2', 'A stays with g2 (within the hysteresis)')
+        udp.close()
+
+
 def main():
     if not PG:
         print('1..0 # SKIP needs SMPGW_TEST_PG (run through tests/pg/pg_server.py)')
@@ -604,6 +720,9 @@ def main():
         return
     if len(sys.argv) > 1 and sys.argv[1] == 'partition':
         partition()
+        return
+    if len(sys.argv) > 1 and sys.argv[1] == 'blackhole':
+        blackhole()
         return
     with session(need=NEEDS + ('dbus-daemon',)) as (wd, run):
         fleet, gws = rooms(wd, run, ('g1', 'g2', 'g3'), [
