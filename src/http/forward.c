@@ -248,7 +248,7 @@ static bool fwd_start(struct fwd *f, struct evhttp_uri *u, const char *holder_ur
 	struct timeval tv = { ms / 1000, (ms % 1000) * 1000 };
 	const char *host = evhttp_uri_get_host(u), *path = evhttp_uri_get_path(u);
 	int port = evhttp_uri_get_port(u) > 0 ? evhttp_uri_get_port(u) : 80;
-	char *prefix = xstrdup(path ? path : ""), *uri, *hostport;
+	char *prefix = xstrdup(path ? path : ""), *uri, *hostport, *addr;
 	struct evhttp_request *er;
 	struct evkeyvalq *h;
 	const char *body;
@@ -257,7 +257,10 @@ static bool fwd_start(struct fwd *f, struct evhttp_uri *u, const char *holder_ur
 
 	while (*prefix && prefix[strlen(prefix) - 1] == '/')
 		prefix[strlen(prefix) - 1] = '\0';
-	f->conn = evhttp_connection_base_new(f->base, NULL, host, (uint16_t)port);
+	/* libevent keeps an IPv6 literal's brackets: not for connecting. */
+	addr = host[0] == '[' ? xstrndup(host + 1, strcspn(host + 1, "]")) : xstrdup(host);
+	f->conn = evhttp_connection_base_new(f->base, NULL, addr, (uint16_t)port);
+	free(addr);
 	if (!f->conn) {
 		free(prefix);
 		return false;
@@ -268,7 +271,7 @@ static bool fwd_start(struct fwd *f, struct evhttp_uri *u, const char *holder_ur
 	er = evhttp_request_new(on_answer, f);
 	evhttp_request_set_error_cb(er, on_error);
 	h = evhttp_request_get_output_headers(er);
-	hostport = xasprintf(strchr(host, ':') ? "[%s]:%d" : "%s:%d", host, port);
+	hostport = xasprintf("%s:%d", host, port);
 	evhttp_add_header(h, "Host", hostport);
 	free(hostport);
 	evhttp_add_header(h, HOP_HEADER, gw_cluster_id(gw_cluster(http_req_gw(req))));

@@ -227,24 +227,30 @@ def forwarding(gws, conf):
 class BadHolder:
     """A "gateway" that answers forwarded requests badly: garbage instead
     of HTTP, an impossible status, a body over the 8 MiB limit, or nothing
-    at all (bounded: one thread, stopped by close())."""
+    at all; or well, at an IPv6 address (bounded: one thread, stopped by
+    close())."""
     ANSWERS = {
         'garbage': b'NOT HTTP AT ALL\r\n\r\n',
         'status': b'HTTP/1.1 999 Weird\r\nContent-Length: 0\r\n\r\n',
         'huge': b'HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n'
                 b'Content-Length: 20000000\r\n\r\n' + b' ' * 65536,
         'silent': None,
+        # a good answer, over IPv6: status, type and body passed through
+        'v6': b'HTTP/1.1 207 Multi-Status\r\nContent-Type: application/json\r\n'
+              b'Content-Length: 13\r\n\r\n{"from":"v6"}',
     }
 
     def __init__(self, mode):
         import socket
         import threading
         self.mode = mode
-        self.sock = socket.socket()
-        self.sock.bind(('127.0.0.1', 0))
+        v6 = mode == 'v6'
+        self.sock = socket.socket(socket.AF_INET6 if v6 else socket.AF_INET)
+        self.sock.bind(('::1' if v6 else '127.0.0.1', 0))
         self.sock.listen(4)
         self.sock.settimeout(0.2)
-        self.url = 'http://127.0.0.1:%d' % self.sock.getsockname()[1]
+        self.url = ('http://[::1]:%d' if v6 else 'http://127.0.0.1:%d') % \
+            self.sock.getsockname()[1]
         self.conns = []
         self.running = True
         self.thread = threading.Thread(target=self._run, daemon=True)
@@ -279,8 +285,9 @@ class BadHolder:
 
 def bad_holders(gws, run):
     """Watches held by "gateways" that answer badly: a clear 502 or 504
-    with held_by, and the gateway keeps running."""
-    want = {'garbage': 502, 'status': 502, 'huge': 502, 'silent': 504}
+    with held_by, and the gateway keeps running; one at [::1] answering
+    well: its answer as it is."""
+    want = {'garbage': 502, 'status': 502, 'huge': 502, 'silent': 504, 'v6': 207}
     now = int(time.time() * 1000)
     for i, mode in enumerate(want):
         bad = run.add(BadHolder(mode))
@@ -290,8 +297,13 @@ def bad_holders(gws, run):
             "INSERT INTO gateways VALUES ('%s', '%s', %d, %d)"
             % (watch, mode, watch, gid, now + 60000, now, gid, bad.url, now, now + 60000))
         t0 = time.monotonic()
-        st, body, _ = call(gws['g3'], 'POST', '/api/v1/devices/%s/echo' % watch, {'d': 'x'})
+        st, body, h = call(gws['g3'], 'POST', '/api/v1/devices/%s/echo' % watch, {'d': 'x'})
         took = time.monotonic() - t0
+        if mode == 'v6':
+            check(st == 207 and body == {'from': 'v6'} and h.get('X-Smpgw-Served-By') == gid
+                  and h.get('Content-Type') == 'application/json',
+                  'a holder at an IPv6 address: its status, type and body passed through')
+            continue
         check(st == want[mode] and body.get('held_by') == gid and body['type'].endswith(
             'holder-timeout' if st == 504 else 'holder-unreachable'),
             'a holder answering %s: %d %s (%s), in %.1f s' % (mode, st, body.get('type'),
