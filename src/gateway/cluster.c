@@ -424,17 +424,27 @@ static void views_cb(evutil_socket_t fd, short what, void *arg)
 
 /* ---- queries for the REST API ---- */
 
+/* A query's result: a server that is gone or silent marks the store down
+ * (until the next round reaches it), so the REST API does not wait out
+ * the store's timeout on every request meanwhile. */
+static int query_done(struct gw_cluster *c, int r)
+{
+	if (r == -ENOTCONN || r == -ETIMEDOUT)
+		c->store_down = true;
+	return r;
+}
+
 int gw_cluster_gateways(struct gw_cluster *c, const char *id,
 			gw_cluster_gateway_cb cb, void *user_data)
 {
-	struct gw_stmt *st = gw_store_prepare(c->store, id ?
+	struct gw_stmt *st = c->store_down ? NULL : gw_store_prepare(c->store, id ?
 		"SELECT id, url, started_ms, last_seen_ms FROM gateways WHERE id = ?1" :
 		"SELECT id, url, started_ms, last_seen_ms FROM gateways ORDER BY id");
 	uint64_t now = gw_now_ms(c->gw);
 	int r, n = 0;
 
 	if (!st)
-		return -EIO;
+		return c->store_down ? -ENOTCONN : -EIO;
 	if (id)
 		gw_stmt_bind_text(st, 1, id);
 	while ((r = gw_stmt_step(st)) == 1) {
@@ -455,13 +465,13 @@ int gw_cluster_gateways(struct gw_cluster *c, const char *id,
 		n++;
 	}
 	gw_stmt_finalize(st);
-	return r < 0 ? r : id && !n ? -ENOENT : 0;
+	return r < 0 ? query_done(c, r) : id && !n ? -ENOENT : 0;
 }
 
 int gw_cluster_watches(struct gw_cluster *c, const char *id,
 		       gw_cluster_watch_cb cb, void *user_data)
 {
-	struct gw_stmt *st = gw_store_prepare(c->store, id ?
+	struct gw_stmt *st = c->store_down ? NULL : gw_store_prepare(c->store, id ?
 		"SELECT d.id, d.name, d.transport, d.last_seen, d.rssi, l.holder,"
 		" v.json, v.gateway, v.updated_ms FROM devices d"
 		" LEFT JOIN leases l ON upper(l.device_id) = upper(d.id) AND l.expires_ms > ?1"
@@ -475,7 +485,7 @@ int gw_cluster_watches(struct gw_cluster *c, const char *id,
 	int r, n = 0;
 
 	if (!st)
-		return -EIO;
+		return c->store_down ? -ENOTCONN : -EIO;
 	gw_stmt_bind_int64(st, 1, (int64_t)gw_now_ms(c->gw));
 	if (id)
 		gw_stmt_bind_text(st, 2, id);
@@ -498,7 +508,7 @@ int gw_cluster_watches(struct gw_cluster *c, const char *id,
 		n++;
 	}
 	gw_stmt_finalize(st);
-	return r < 0 ? r : id && !n ? -ENOENT : 0;
+	return r < 0 ? query_done(c, r) : id && !n ? -ENOENT : 0;
 }
 
 /* ---- lifecycle ---- */

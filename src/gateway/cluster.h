@@ -61,7 +61,9 @@ struct gw_cluster_gateway {
 typedef void (*gw_cluster_gateway_cb)(const struct gw_cluster_gateway *g,
 				      void *user_data);
 /* The registry (id NULL: every gateway, by id), or one gateway: -ENOENT
- * when it has no row. */
+ * when it has no row. These queries answer -ENOTCONN at once while the
+ * store is known to be away (a write or query failed; the next round,
+ * every ttl/3, tries again), so REST calls do not wait for it. */
 int gw_cluster_gateways(struct gw_cluster *c, const char *id,
 			gw_cluster_gateway_cb cb, void *user_data);
 

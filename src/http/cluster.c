@@ -132,8 +132,12 @@ int http_fleet_holder(struct http_req *req, const char *id_or_name, char **holde
 	struct gw_cluster *c = gw_cluster(gw);
 	struct holder_ctx h = { 0 };
 
+	int r = c ? gw_cluster_watches(c, id_or_name, holder_one, &h) : -ENOENT;
+
+	if (r == -ENOTCONN || r == -ETIMEDOUT)
+		return r; /* the store is away: nobody to ask */
 	/* A watch whose row the holder did not write yet: its lease. */
-	if (!c || gw_cluster_watches(c, id_or_name, holder_one, &h) < 0 || !h.found)
+	if (r < 0 || !h.found)
 		return gw_lease_holder(gw, id_or_name, holder);
 	if (!h.holder)
 		return -ENOENT;

@@ -340,6 +340,15 @@ def missed_notifications(gws, pg):
              timeout=20, step=0.5)
     check(True, 'events after the listeners were cut arrive')
     pg.stop('immediate')
+    t0 = time.monotonic()
+    st, body, _ = call(gws['g3'], 'GET', '/api/v1/gateways')
+    check(st == 503 and body['type'].endswith('store-unavailable'),
+          'without the server: the registry is 503 store-unavailable')
+    st, body, _ = call(gws['g3'], 'GET', '/api/v1/devices')
+    check(st == 200 and body['devices'] == [], 'the device list has what g3 manages (nothing)')
+    st, body, _ = call(gws['g1'], 'GET', '/api/v1/devices')
+    check(st == 200 and [d['id'] for d in body['devices']] == [A],
+          'g1 lists A, which it manages (%.1f s into the outage)' % (time.monotonic() - t0))
     time.sleep(2)
     pg.start()
     t0 = time.monotonic()
