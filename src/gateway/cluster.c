@@ -81,6 +81,14 @@ static void arm(struct event *ev, uint32_t ms)
 		evtimer_add(ev, &tv);
 }
 
+/* The store answered: events kept for it go now. */
+static void store_up(struct gw_cluster *c)
+{
+	c->store_down = false;
+	if (c->nq)
+		arm(c->flush, 0);
+}
+
 /* ---- local events to the store ---- */
 
 static void queued_clear(struct queued *e)
@@ -225,6 +233,8 @@ static int fetch_batch(struct gw_cluster *c)
 		emit_row(c, st);
 	}
 	gw_stmt_finalize(st);
+	if (r >= 0)
+		store_up(c);
 	return r < 0 ? r : n;
 }
 
@@ -306,9 +316,7 @@ void gw_cluster_tick(struct gw_cluster *c)
 		c->store_down = true;
 		return; /* the store is away: lease.c says so */
 	}
-	c->store_down = false;
-	if (c->nq)
-		arm(c->flush, 0);
+	store_up(c);
 	prune(c, now);
 	fetch_cb(-1, 0, c); /* catches up on a missed notification */
 }
@@ -431,6 +439,8 @@ static int query_done(struct gw_cluster *c, int r)
 {
 	if (r == -ENOTCONN || r == -ETIMEDOUT)
 		c->store_down = true;
+	else if (r >= 0)
+		store_up(c);
 	return r;
 }
 
@@ -465,7 +475,8 @@ int gw_cluster_gateways(struct gw_cluster *c, const char *id,
 		n++;
 	}
 	gw_stmt_finalize(st);
-	return r < 0 ? query_done(c, r) : id && !n ? -ENOENT : 0;
+	r = query_done(c, r);
+	return r < 0 ? r : id && !n ? -ENOENT : 0;
 }
 
 int gw_cluster_watches(struct gw_cluster *c, const char *id,
@@ -508,7 +519,8 @@ int gw_cluster_watches(struct gw_cluster *c, const char *id,
 		n++;
 	}
 	gw_stmt_finalize(st);
-	return r < 0 ? query_done(c, r) : id && !n ? -ENOENT : 0;
+	r = query_done(c, r);
+	return r < 0 ? r : id && !n ? -ENOENT : 0;
 }
 
 /* ---- lifecycle ---- */

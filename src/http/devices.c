@@ -78,15 +78,21 @@ int devices_list(struct http_req *req)
 }
 
 /* Several gateways (docs/multi-gateway.md): a watch this gateway does not
- * manage but another holds is answered 421 with "held_by". True when it
- * replied. */
+ * manage but another holds is answered 421 with "held_by" (503 while the
+ * store cannot say). True when it replied. */
 bool http_reply_held_elsewhere(struct http_req *req, const char *id)
 {
 	struct gw *gw = http_req_gw(req);
 	const char *me = gw_config(gw)->gateway.id;
 	char *holder = NULL, *detail;
+	int r = me ? http_fleet_holder(req, id, &holder) : -ENOENT;
 
-	if (!me || http_fleet_holder(req, id, &holder) < 0)
+	if (r == -ENOTCONN || r == -ETIMEDOUT) {
+		http_reply_problem(req, -EHOSTDOWN, "'%s' is not managed here and the store "
+				   "that says which gateway holds it is unreachable", id);
+		return true;
+	}
+	if (r < 0)
 		return false;
 	if (!strcmp(holder, me)) {
 		free(holder);

@@ -346,6 +346,9 @@ def missed_notifications(gws, pg):
           'without the server: the registry is 503 store-unavailable')
     st, body, _ = call(gws['g3'], 'GET', '/api/v1/devices')
     check(st == 200 and body['devices'] == [], 'the device list has what g3 manages (nothing)')
+    st, body, _ = call(gws['g3'], 'POST', '/api/v1/devices/%s/echo' % A, {'d': 'x'})
+    check(st == 503 and body['type'].endswith('store-unavailable'),
+          'a request for a watch g3 does not manage: 503 (%s)' % body.get('detail'))
     st, body, _ = call(gws['g1'], 'GET', '/api/v1/devices')
     check(st == 200 and [d['id'] for d in body['devices']] == [A],
           'g1 lists A, which it manages (%.1f s into the outage)' % (time.monotonic() - t0))
