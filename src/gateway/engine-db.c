@@ -555,6 +555,12 @@ int engine_db_renew(struct gw_engine *eng, void (*cb)(struct gw_engine *eng, int
 	return r;
 }
 
+void engine_db_notify(struct gw_engine *eng)
+{
+	if (eng->me && gw_store_backend(eng->store) == GW_STORE_POSTGRESQL)
+		gw_store_notify(eng->store, GW_JOBS_CHANNEL, "");
+}
+
 void engine_db_release(struct gw_engine *eng, int64_t id)
 {
 	struct gw_stmt *st = gw_store_prepare(eng->store,
@@ -565,6 +571,7 @@ void engine_db_release(struct gw_engine *eng, int64_t id)
 		gw_stmt_bind_text(st, 2, eng->me);
 	}
 	gw_stmt_run(st);
+	engine_db_notify(eng); /* the next holder claims it now */
 }
 
 struct job *engine_db_job(struct gw_engine *eng, int64_t id)
@@ -639,11 +646,14 @@ int engine_db_cancel_request(struct gw_engine *eng, int64_t id)
 {
 	struct gw_stmt *st = gw_store_prepare(eng->store,
 			"UPDATE jobs SET cancel_req = 1 WHERE id = ?1");
+	int r;
 
 	if (!st)
 		return -EIO;
 	gw_stmt_bind_int64(st, 1, id);
-	return gw_stmt_run(st);
+	r = gw_stmt_run(st);
+	engine_db_notify(eng); /* its runner acts at its next round: now */
+	return r;
 }
 
 static void device_id_cb(const struct gw_store_device *d, uint16_t port, void *user_data)

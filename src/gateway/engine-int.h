@@ -272,7 +272,11 @@ struct gw_engine {
 	char *me;
 	uint32_t claim_ttl_ms;    /* [gateway] lease_ttl */
 	struct event *claim_ev;   /* the claim round */
+	struct gw_store_listener *listener; /* GW_JOBS_CHANNEL: a claim round now */
 };
+
+/* Sends GW_JOBS_CHANNEL (jobs.h) with several gateways on PostgreSQL. */
+void engine_db_notify(struct gw_engine *eng);
 
 static inline bool engine_job_final(const struct job *job)
 {

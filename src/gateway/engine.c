@@ -257,6 +257,7 @@ static void job_finish(struct job *job, enum gw_job_state state, const char *fmt
 	if (state == GW_JOB_STATE_DONE)
 		job->phase = PHASE_DONE;
 	engine_job_persist(job);
+	engine_db_notify(eng); /* a scheduler elsewhere may wait for it */
 	dur = job->started_ms ? job->finished_ms - job->started_ms : 0;
 	if (state == GW_JOB_STATE_DONE)
 		log_info("job %lld: %s %s on %s: done%s", (long long)job->id,
@@ -1263,6 +1264,13 @@ static void claim_cb(evutil_socket_t fd, short what, void *arg)
 	claim_round(arg);
 }
 
+static void jobs_notified(bool reconnected, void *user_data)
+{
+	struct gw_engine *eng = user_data;
+
+	event_active(eng->claim_ev, 0, 0);
+}
+
 /* ---- public API ---- */
 
 struct job *engine_job_new(struct gw_engine *eng)
@@ -1340,6 +1348,7 @@ int64_t gw_job_submit(struct gw_engine *engine, const char *device_id,
 	}
 	job->id = id;
 	if (!dev) {
+		engine_db_notify(engine);
 		log_info("job %lld queued: %s %s on %s (not managed here: its holder "
 			 "claims it)", (long long)id, gw_job_mode_str(mode), image_id,
 			 job->device_id);
@@ -1519,6 +1528,10 @@ struct gw_engine *gw_engine_new(struct gw *gw, int *err)
 		eng->claim_ev = event_new(gw_base(gw), -1, EV_PERSIST, claim_cb, eng);
 		event_add(eng->claim_ev, &tv);
 		event_active(eng->claim_ev, 0, 0);
+		/* PostgreSQL: a round at once when another gateway queues or
+		 * lets go a job (NULL on SQLite: the rounds alone). */
+		eng->listener = gw_store_listen(store, gw_base(gw), GW_JOBS_CHANNEL,
+						CLAIM_ROUND_MS, jobs_notified, eng, NULL);
 	}
 	if (eng->store && engine_load_jobs(eng) < 0) {
 		if (err)
@@ -1561,6 +1574,7 @@ struct gw_engine *gw_engine_free(struct gw_engine *engine)
 		free(engine->probes[i].id);
 	free(engine->probes);
 	event_free(engine->dispatch_ev);
+	gw_store_listener_free(engine->listener);
 	if (engine->claim_ev)
 		event_free(engine->claim_ev);
 	free(engine->me);

@@ -60,6 +60,13 @@ struct gw_job_opts {
 	void *user_data;
 };
 
+/* Several gateways on PostgreSQL (docs/multi-gateway.md): the store
+ * notification channel hinting that a job row may be claimed (queued for a
+ * watch held elsewhere, let go, a cancel asked) or finished. The engines
+ * run a claim round at once, the rollout schedulers look at their jobs.
+ * Only a hint: both poll anyway. */
+#define GW_JOBS_CHANNEL "smpgw_job_rows"
+
 struct gw_engine *gw_engine_new(struct gw *gw, int *err);
 struct gw_engine *gw_engine_free(struct gw_engine *engine);
 

@@ -87,6 +87,7 @@ struct gw_rollouts {
 	char *me;
 	uint32_t ttl_ms;          /* ownership of a rollout lasts this long */
 	struct event *own_ev;     /* the ownership round */
+	struct gw_store_listener *listener; /* jobs changed elsewhere (engine) */
 };
 
 /* ---- rollouts-json.c ---- */

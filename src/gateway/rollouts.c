@@ -931,6 +931,21 @@ static void own_cb(evutil_socket_t fd, short what, void *arg)
 	own_round(arg);
 }
 
+/* A job finished (or was queued) on some gateway: the rollouts this
+ * gateway schedules look at their running devices' jobs now rather than
+ * at their next poll. */
+static void jobs_notified(bool reconnected, void *user_data)
+{
+	struct gw_rollouts *ro = user_data;
+
+	for (struct rollout *r = ro->list; r; r = r->next)
+		if (acting(r) && r->state != ROLLOUT_STATE_COMPLETED &&
+		    r->state != ROLLOUT_STATE_CANCELED) {
+			r->last_poll_ms = 0;
+			kick(r);
+		}
+}
+
 struct gw_rollouts *gw_rollouts_new(struct gw *gw, int *err)
 {
 	struct gw_rollouts *ro = xnew(struct gw_rollouts);
@@ -960,6 +975,8 @@ struct gw_rollouts *gw_rollouts_new(struct gw *gw, int *err)
 		ro->own_ev = event_new(gw_base(gw), -1, EV_PERSIST, own_cb, ro);
 		event_add(ro->own_ev, &tv);
 		event_active(ro->own_ev, 0, 0);
+		ro->listener = gw_store_listen(st, gw_base(gw), GW_JOBS_CHANNEL, OWN_ROUND_MS,
+					       jobs_notified, ro, NULL);
 	}
 	for (struct rollout *x = ro->list; x && !ro->me; x = x->next) {
 		reconcile(x);
@@ -979,6 +996,7 @@ struct gw_rollouts *gw_rollouts_free(struct gw_rollouts *ro)
 		gw_set_rollouts(ro->gw, NULL);
 	if (ro->sub)
 		gw_events_unsubscribe(gw_events(ro->gw), ro->sub);
+	gw_store_listener_free(ro->listener);
 	if (ro->own_ev)
 		event_free(ro->own_ev);
 	while ((r = ro->list)) {

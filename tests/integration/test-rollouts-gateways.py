@@ -193,6 +193,9 @@ def main():
             check(len(chain) == len(set(chain)) and set(chain[:-1]) <= {'g1', other},
                   'the job of %s was run by %s: a gateway after another only when that'
                   ' one died' % (names[k], runners))
+        log('from a job row queued to its start on the holder: %s ms' % sql(
+            "SELECT string_agg((started - created)::text, ' ' ORDER BY id) FROM jobs"
+            " WHERE rollout_id = '%s'" % rid))
         jobs_views = [sorted(j['id'] for j in gws[new].jobs())]
         check(all(j.get('runner') for j in gws[new].jobs() if j.get('rollout') == rid),
               'every job of the rollout names its runner in GET /api/v1/jobs')
