@@ -69,6 +69,7 @@ struct daemon {
 	 * docs/multi-gateway.md); NULL: no leases. */
 	struct gw_lease *lease;
 	struct gw_reach *reach; /* what configured devices this gateway reaches */
+	struct event *leftover_ev; /* every lease round: leftover links */
 #ifdef SMPGW_HAVE_HTTP
 	struct http_server *http;
 #endif
@@ -351,8 +352,13 @@ static void ble_seen(struct ble_manager *mgr, const struct ble_device_info *info
 	struct gw_device *dev = gw_device_find(d->gw, info->address);
 	struct smpgw_adv rec;
 
-	if (gw_config_ble_allowed(gw_config(d->gw), info->address, info->name))
-		gw_lease_heard(d->lease, info->address, info->rssi);
+	if (gw_config_ble_allowed(gw_config(d->gw), info->address, info->name)) {
+		/* Only fresh hearings count (docs/multi-gateway.md): the RSSI
+		 * of this advertisement, or this gateway's own link to it. */
+		gw_lease_heard(d->lease, info->address, info->rssi_fresh ? info->rssi : 127);
+		gw_lease_linked(d->lease, info->address,
+				info->connected && gw_lease_held(d->lease, info->address));
+	}
 	if (!dev) {
 		dev = manage_ble(d, info->address, info->name);
 		if (!dev) {
@@ -698,9 +704,10 @@ static void reach_changed(const char *name, bool reachable, void *user_data)
 {
 	struct daemon *d = user_data;
 
-	if (reachable)
+	if (reachable) {
 		gw_lease_heard(d->lease, name, GW_REACH_RSSI);
-	else
+		gw_lease_linked(d->lease, name, true); /* heard until unreachable */
+	} else
 		gw_lease_unheard(d->lease, name);
 }
 
@@ -723,6 +730,45 @@ static void lease_changed(const char *device_id, bool held, void *user_data)
 	if (held && d->engine)
 		gw_engine_adopt(d->engine, device_id);
 }
+
+#ifdef SMPGW_HAVE_BLE
+/* A watch of the fleet connected on this gateway's adapter without a link
+ * of this smpgwd, and not held here: a link a previous smpgwd left (killed
+ * while its bluetoothd kept the connection). The watch does not advertise
+ * while connected, so nobody else could hear or connect it: disconnect. */
+static void leftover_link(const struct ble_device_info *info, void *user_data)
+{
+	struct daemon *d = user_data;
+	const struct gw_config *cfg = gw_config(d->gw);
+	char *holder = NULL;
+	int r;
+
+	if (!gw_config_ble_allowed(cfg, info->address, info->name) ||
+	    gw_lease_held(d->lease, info->address))
+		return;
+	r = gw_lease_holder(d->gw, info->address, &holder);
+	if (r == 0 && !strcmp(holder, cfg->gateway.id)) {
+		free(holder); /* this gateway's lease: its round renews it */
+		return;
+	}
+	if (r < 0 && r != -ENOENT)
+		return; /* the store unreachable: decide next round */
+	r = ble_manager_disconnect(d->ble, info->address);
+	log_notice("ble: %s is connected on %s but not held here (%s%s): a leftover link,"
+		   " disconnected%s%s", info->address, info->adapter ? info->adapter : "?",
+		   holder ? "held by " : "held by nobody", holder ? holder : "",
+		   r < 0 ? ": " : "", r < 0 ? strerror(-r) : "");
+	free(holder);
+}
+
+static void leftover_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct daemon *d = arg;
+
+	if (d->ble && d->lease)
+		ble_manager_foreach_unowned(d->ble, leftover_link, d);
+}
+#endif
 
 static void start_lease(struct daemon *d)
 {
@@ -747,11 +793,22 @@ static void start_lease(struct daemon *d)
 	round_ms = (cfg->gateway.lease_ttl_ms ? cfg->gateway.lease_ttl_ms : 15000) / 3;
 	gw_set_config_admit(d->gw, config_admitted, d);
 	d->reach = gw_reach_new(d->gw, round_ms, 3, reach_changed, d);
+#ifdef SMPGW_HAVE_BLE
+	{
+		struct timeval tv = { round_ms / 1000, (round_ms % 1000) * 1000 };
+
+		d->leftover_ev = event_new(d->base, -1, EV_PERSIST, leftover_cb, d);
+		event_add(d->leftover_ev, &tv);
+	}
+#endif
 }
 
 /* Before the store goes: a clean stop hands the watches over at once. */
 static void stop_lease(struct daemon *d)
 {
+	if (d->leftover_ev)
+		event_free(d->leftover_ev);
+	d->leftover_ev = NULL;
 	d->reach = gw_reach_free(d->reach);
 	d->lease = gw_lease_free(d->lease);
 }

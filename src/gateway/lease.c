@@ -24,6 +24,10 @@ struct watch {
 	char *id;
 	int rssi;       /* 127: unknown */
 	bool heard;     /* in this gateway's radio range */
+	bool linked;    /* connected here (or a reachable UDP/serial device) */
+	bool recorded;  /* its row in "hearings" exists */
+	bool stale;     /* heard, but no fresh RSSI (logged once) */
+	uint64_t rssi_ms; /* when rssi was last given (0: never) */
 	bool held;
 	uint64_t serve_until_ms; /* held: the store unreachable, served until then */
 };
@@ -70,8 +74,34 @@ void gw_lease_heard(struct gw_lease *l, const char *device_id, int rssi)
 	if (!w)
 		return;
 	w->heard = true;
-	if (rssi != 127)
+	if (rssi != 127) {
 		w->rssi = rssi;
+		w->rssi_ms = gw_now_ms(l->gw);
+	}
+}
+
+void gw_lease_linked(struct gw_lease *l, const char *device_id, bool linked)
+{
+	struct watch *w = l ? (linked ? get(l, device_id) : find(l, device_id)) : NULL;
+
+	if (!w)
+		return;
+	/* Linked until now: heard until now (the watch advertises again
+	 * within a moment, its next RSSI follows). */
+	if (w->linked && !linked)
+		w->rssi_ms = gw_now_ms(l->gw);
+	w->linked = linked;
+	if (linked)
+		w->heard = true;
+}
+
+/* Heard now: linked, or an RSSI from an advertisement of the last
+ * GW_LEASE_FRESH_ROUNDS rounds. */
+static bool fresh(const struct gw_lease *l, const struct watch *w, uint64_t now)
+{
+	uint64_t bound = (uint64_t)l->ttl_ms / 3 * GW_LEASE_FRESH_ROUNDS;
+
+	return w->heard && (w->linked || (w->rssi_ms && now <= w->rssi_ms + bound));
 }
 
 void gw_lease_unheard(struct gw_lease *l, const char *device_id)
@@ -79,7 +109,7 @@ void gw_lease_unheard(struct gw_lease *l, const char *device_id)
 	struct watch *w = l ? find(l, device_id) : NULL;
 
 	if (w)
-		w->heard = false;
+		w->heard = w->linked = false;
 }
 
 bool gw_lease_held(struct gw_lease *l, const char *device_id)
@@ -101,7 +131,21 @@ static int record_hearing(struct gw_lease *l, const struct watch *w, uint64_t no
 	gw_stmt_bind_text(st, 1, l->me);
 	gw_stmt_bind_text(st, 2, w->id);
 	gw_stmt_bind_int64(st, 3, w->rssi == 127 ? -127 : w->rssi);
-	gw_stmt_bind_int64(st, 4, (int64_t)now);
+	/* When it was heard: now over a link, else its advertisement's time
+	 * (so the others' "fresh" counts from the hearing, not the round). */
+	gw_stmt_bind_int64(st, 4, (int64_t)(w->linked || !w->rssi_ms ? now : w->rssi_ms));
+	return gw_stmt_run(st);
+}
+
+static int forget_hearing(struct gw_lease *l, const struct watch *w)
+{
+	struct gw_stmt *st = gw_store_prepare(l->store,
+		"DELETE FROM hearings WHERE gateway_id = ?1 AND device_id = ?2");
+
+	if (st) {
+		gw_stmt_bind_text(st, 1, l->me);
+		gw_stmt_bind_text(st, 2, w->id);
+	}
 	return gw_stmt_run(st);
 }
 
@@ -172,12 +216,21 @@ static int decide(struct gw_lease *l, struct watch *w, uint64_t now)
 {
 	int other = -128, r;
 
-	if (!w->heard) {
+	if (!fresh(l, w, now)) {
+		if (w->heard && !w->stale)
+			log_info("lease: %s: no advertisement heard for %u ms: no longer reported",
+				 w->id, l->ttl_ms / 3 * GW_LEASE_FRESH_ROUNDS);
+		w->stale = w->heard;
 		if (w->held)
 			give_up(l, w->id);
+		if (w->recorded && forget_hearing(l, w) == 0)
+			w->recorded = false;
 		return 0;
 	}
+	w->stale = false;
 	r = record_hearing(l, w, now);
+	if (r == 0)
+		w->recorded = true;
 	if (r == 0)
 		r = best_other(l, w->id, now, &other);
 	if (r == -ENOENT)
@@ -253,7 +306,7 @@ void gw_lease_tick(struct gw_lease *l)
 			/* The clock again: a store call may have waited up to
 			 * [store] timeout. */
 			now = gw_now_ms(l->gw);
-			held = w->held && w->heard && now < w->serve_until_ms;
+			held = w->held && fresh(l, w, now) && now < w->serve_until_ms;
 			if (!failed && !l->store_down)
 				log_warn("lease: the store is unreachable (%s): held watches"
 					 " are served until their lease lapses",

@@ -42,9 +42,18 @@ struct gw_lease *gw_lease_new(struct gw *gw, const struct gw_lease_params *p,
 			      gw_lease_changed_cb cb, void *user_data);
 struct gw_lease *gw_lease_free(struct gw_lease *l);
 
-/* This gateway hears device_id at rssi (127: unknown, kept) / no more. */
+/* This gateway hears device_id at rssi (127: unknown, kept) / no more.
+ * Only fresh hearings count: an RSSI (not 127) given here is a hearing of
+ * now; one older than GW_LEASE_FRESH_ROUNDS rounds is no longer reported
+ * (the watch counts as unheard here; its row in "hearings" is deleted)
+ * unless the watch is linked here. */
 void gw_lease_heard(struct gw_lease *l, const char *device_id, int rssi);
 void gw_lease_unheard(struct gw_lease *l, const char *device_id);
+#define GW_LEASE_FRESH_ROUNDS 2
+/* device_id is (or no longer is) connected to this gateway: a link is a
+ * hearing of its own (a connected watch does not advertise); its RSSI is
+ * the last one heard. */
+void gw_lease_linked(struct gw_lease *l, const char *device_id, bool linked);
 /* Held by this gateway (as of the last renewal). */
 bool gw_lease_held(struct gw_lease *l, const char *device_id);
 /* The gateway holding device_id's live lease in gw's store (new string in

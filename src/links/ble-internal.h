@@ -75,6 +75,7 @@ struct ble_dev {
 	char *path;             /* /org/bluez/hci0/dev_AA_BB_... */
 	char *address, *name, *adapter_path;
 	int16_t rssi;
+	bool rssi_new;          /* the update being handled carried RSSI */
 	bool connected, resolved, paired, smp; /* smp: advertises the service */
 	uint16_t mfr_id;
 	uint8_t *mfr_data, *svc_data;

@@ -132,6 +132,7 @@ static void dev_report(struct ble_manager *mgr, struct ble_dev *dev)
 		.name = dev->name,
 		.adapter = ad ? ad->name : NULL,
 		.rssi = dev->rssi,
+		.rssi_fresh = dev->rssi_new && dev->rssi != 127,
 		.connected = dev->connected,
 		.mfr_id = dev->mfr_id,
 		.mfr_data = dev->mfr_data,
@@ -228,6 +229,7 @@ static void dev_prop(struct ble_dev *dev, const char *key, DBusMessageIter *v)
 		 dbus_message_iter_get_arg_type(v) == DBUS_TYPE_INT16) {
 		dbus_message_iter_get_basic(v, &rssi);
 		dev->rssi = rssi;
+		dev->rssi_new = true;
 	} else if (!strcmp(key, "Connected"))
 		ble_var_bool(v, &dev->connected);
 	else if (!strcmp(key, "ServicesResolved")) {
@@ -272,6 +274,7 @@ static void dev_update(struct ble_manager *mgr, const char *path,
 		dev->rssi = 127;
 		LIST_INSERT_HEAD(&mgr->devs, dev, entry);
 	}
+	dev->rssi_new = false;
 	while (ble_dict_next(props, &key, &var))
 		dev_prop(dev, key, &var);
 	if (!dev->address)
@@ -280,6 +283,11 @@ static void dev_update(struct ble_manager *mgr, const char *path,
 	if (bl)
 		dev->smp = true; /* the gateway wants it: report it */
 	dev_report(mgr, dev);
+	/* The callback may have removed the device: look it up again. */
+	dev = dev_by_path(mgr, path);
+	if (!dev)
+		return;
+	dev->rssi_new = false;
 	/* The callback may have forgotten the link: look it up again. */
 	bl = link_by_addr(mgr, dev->address);
 	if (bl && dev_by_path(mgr, path) == dev)
@@ -1208,6 +1216,71 @@ struct link *ble_manager_link(struct ble_manager *mgr, const char *address)
 		LIST_INSERT_HEAD(&mgr->links, bl, entry);
 	}
 	return bl->link;
+}
+
+static bool unowned(struct ble_manager *mgr, const struct ble_dev *dev)
+{
+	struct ble_adapter *ad = ble_mgr_adapter(mgr, dev->adapter_path);
+
+	return dev->connected && dev->address && ad && ad->selected &&
+	       !link_by_addr(mgr, dev->address);
+}
+
+void ble_manager_foreach_unowned(struct ble_manager *mgr,
+				 void (*cb)(const struct ble_device_info *info, void *user_data),
+				 void *user_data)
+{
+	struct ble_dev *dev;
+	size_t n = 0, i = 0;
+	char **addrs;
+
+	LIST_FOREACH(dev, &mgr->devs, entry)
+		n += unowned(mgr, dev);
+	if (!n)
+		return;
+	/* Addresses first: the callback may disconnect (or the list change). */
+	addrs = xcalloc(n, sizeof(*addrs));
+	LIST_FOREACH(dev, &mgr->devs, entry)
+		if (i < n && unowned(mgr, dev))
+			addrs[i++] = xstrdup(dev->address);
+	for (i = 0; i < n; i++) {
+		LIST_FOREACH(dev, &mgr->devs, entry)
+			if (dev->address && !strcasecmp(dev->address, addrs[i]))
+				break;
+		if (dev && unowned(mgr, dev)) {
+			struct ble_adapter *ad = ble_mgr_adapter(mgr, dev->adapter_path);
+			struct ble_device_info info = {
+				.address = dev->address, .name = dev->name,
+				.adapter = ad ? ad->name : NULL, .rssi = dev->rssi,
+				.connected = true,
+			};
+
+			cb(&info, user_data);
+		}
+		free(addrs[i]);
+	}
+	free(addrs);
+}
+
+int ble_manager_disconnect(struct ble_manager *mgr, const char *address)
+{
+	struct ble_dev *dev;
+	DBusMessage *m;
+
+	LIST_FOREACH(dev, &mgr->devs, entry)
+		if (dev->address && !strcasecmp(dev->address, address) && dev->connected)
+			break;
+	if (!dev)
+		return -ENOENT;
+	if (link_by_addr(mgr, address))
+		return -EBUSY;
+	if (!mgr->owner || !mgr->conn)
+		return -ENOTCONN;
+	m = ble_method(dev->path, BLUEZ_DEVICE, "Disconnect");
+	dbus_message_set_no_reply(m, TRUE);
+	dbus_connection_send(mgr->conn, m, NULL);
+	dbus_message_unref(m);
+	return 0;
 }
 
 void ble_manager_forget(struct ble_manager *mgr, const char *address)

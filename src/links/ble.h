@@ -45,7 +45,11 @@ struct ble_device_info {
 	const char *name;          /* may be NULL */
 	const char *adapter;       /* "hci0" */
 	int16_t rssi;              /* 127 when unknown */
-	bool connected;
+	/* rssi came with this report (bluetoothd sets RSSI from each
+	 * advertisement it receives); false: the value BlueZ kept from an
+	 * earlier one, stale when the watch stopped advertising. */
+	bool rssi_fresh;
+	bool connected;            /* on this gateway's adapter */
 	/* Manufacturer data of the first company id and SMP service data, raw. */
 	uint16_t mfr_id;
 	const uint8_t *mfr_data;
@@ -93,6 +97,15 @@ int ble_manager_reconnect(struct ble_manager *mgr);
  * freed with it or by ble_manager_forget()). */
 struct link *ble_manager_link(struct ble_manager *mgr, const char *address);
 void ble_manager_forget(struct ble_manager *mgr, const char *address);
+/* Calls cb for every device connected on a selected adapter that has no
+ * link of the gateway (ble_manager_link()): someone else's connection, or
+ * one a previous smpgwd left behind. */
+void ble_manager_foreach_unowned(struct ble_manager *mgr,
+				 void (*cb)(const struct ble_device_info *info, void *user_data),
+				 void *user_data);
+/* Device1.Disconnect of such a device (not waited for): 0, -ENOENT (not
+ * known or not connected) or -EBUSY (the gateway has a link for it). */
+int ble_manager_disconnect(struct ble_manager *mgr, const char *address);
 /*
  * Link states reported by BLE links (link_callbacks.state):
  *  CONNECTING   after link_connect(): waiting for a connection slot on the

@@ -702,6 +702,95 @@ def blackhole():
         udp.close()
 
 
+def connected(fleet):
+    """The buses the (only) watch is connected on, in the simulator."""
+    return fleet.ctl({'cmd': 'list'})['devices'][0]['connected']
+
+
+def stale_hearing():
+    """Only fresh hearings count. g2's bluetoothd keeps a watch and its last
+    RSSI long after the watch stopped advertising to it (as BlueZ does for
+    a paired watch: SMPGW_SIM_TEMP_TIMEOUT_MS long here). A is first heard
+    best by g2 (-30; g1 -80) and held there; it walks out of g2's range into
+    g1's (g1 -50): g2 stops reporting its stale -30 within two rounds, lets
+    A go, and g1 takes it. g1 connects A (an echo) and keeps the link: A
+    stops advertising. Back in g2's range at -30, A is not heard there (it
+    does not advertise); g2's last hearing, much better than g1's, is stale:
+    A stays with g1, connected, for three rounds."""
+    os.environ['SMPGW_SIM_TEMP_TIMEOUT_MS'] = '600000'
+    with session(need=NEEDS + ('dbus-daemon',)) as (wd, run):
+        fleet, gws = fleet_rooms(wd, run, ('g1', 'g2'), [
+            {'address': A, 'heard': {'g1': -80, 'g2': -30}}])
+        for gw in gws.values():
+            gw.start()
+        g1, g2 = gws['g1'], gws['g2']
+        wait_for('A held by g2', lambda: holder(A) == 'g2', timeout=40, step=0.5)
+        wait_for('A advertising (not connected)', lambda: connected(fleet) == [], timeout=30,
+                 step=0.5)
+        fleet.move('PineTime-1', {'g1': -50, 'g2': None})
+        walked = now_ms()
+        wait_for('g1 to take A over', lambda: holder(A) == 'g1', timeout=60, step=0.5)
+        took = now_ms() - walked
+        log('A walked out of g2\'s range: held by g1 %.1f s later' % (took / 1000))
+        check('no advertisement heard' in g2.read_log(),
+              'g2 logs that it stopped reporting its stale hearing')
+        check(sql("SELECT count(*) FROM hearings WHERE gateway_id = 'g2'") == '0',
+              "g2's hearing row is gone")
+        st, body = g1.request('POST', '/api/v1/devices/%s/echo' % A, {'d': 'here'})
+        check(st == 200 and body.get('r') == 'here', 'g1 talks to A (%d %s)' % (st, body))
+        wait_for('A connected to g1', lambda: connected(fleet) == ['g1'], timeout=20, step=0.5)
+        acquired = lease(A)[2]
+        fleet.move('PineTime-1', {'g1': -50, 'g2': -30})
+        time.sleep(3 * ROUND_MS / 1000 + 1)
+        check(holder(A) == 'g1' and lease(A)[2] == acquired and connected(fleet) == ['g1'],
+              'three rounds later A is still held by g1 (same acquired_ms) and connected there:'
+              ' the -30 dBm g2 heard before is stale')
+        check(sql("SELECT count(*) FROM hearings WHERE gateway_id = 'g2'") == '0',
+              'g2 reports no hearing of A (it does not advertise)')
+
+
+def leftover_link():
+    """smpgwd killed (kill -9) while its bluetoothd keeps the link to a
+    watch: the watch does not advertise, so nobody hears it and nobody can
+    connect it. g1 holds A (g2 hears it 5 dB better: within the hysteresis)
+    and is connected to it; g1's smpgwd is killed, its simulated bluetoothd
+    keeps the link; g1's lease lapses and g2 cannot take A (no fresh
+    hearing). Restarted, g1 finds A connected on its adapter without holding
+    it: it disconnects the leftover link (logged), A advertises again and g2
+    (the better hearer, the lease free) takes it and talks to it."""
+    with session(need=NEEDS + ('dbus-daemon',)) as (wd, run):
+        fleet, gws = fleet_rooms(wd, run, ('g1', 'g2'), [
+            {'address': A, 'heard': {'g1': -50, 'g2': -70}}])
+        for gw in gws.values():
+            gw.start()
+        g1, g2 = gws['g1'], gws['g2']
+        wait_for('A held and managed by g1', lambda: holder(A) == 'g1' and managed(g1) == [A],
+                 timeout=40, step=0.5)
+        fleet.move('PineTime-1', {'g1': -50, 'g2': -45})
+        wait_for('g2 to record -45 for A', lambda: sql(
+            "SELECT rssi FROM hearings WHERE gateway_id = 'g2' AND device_id = '%s'" % A)
+            == '-45', timeout=60, step=0.5)
+        st, body = g1.request('POST', '/api/v1/devices/%s/echo' % A, {'d': 'x'})
+        check(st == 200, 'g1 talks to A')
+        wait_for('A connected to g1', lambda: connected(fleet) == ['g1'], timeout=20, step=0.5)
+        _, expires, _ = wait_renewal(A)
+        g1.kill9()
+        check(connected(fleet) == ['g1'], "smpgwd g1 killed: its bluetoothd keeps A's link")
+        wait_for("g1's lease to lapse", lambda: now_ms() > expires + 2 * ROUND_MS, timeout=40,
+                 step=0.5)
+        check(holder(A) is None and connected(fleet) == ['g1'],
+              'the lease lapsed; nobody holds A (not advertising: no fresh hearing), still'
+              ' connected on g1')
+        g1.start()
+        wait_for('g1 to disconnect the leftover link', lambda: 'a leftover link, disconnected'
+                 in g1.read_log(), timeout=30, step=0.5)
+        wait_for('g2 to take A', lambda: holder(A) == 'g2', timeout=60, step=0.5)
+        st, body = g2.request('POST', '/api/v1/devices/%s/echo' % A, {'d': 'y'})
+        check(st == 200 and body.get('r') == 'y', 'g2 (the new holder) talks to A (%d)' % st)
+        check(connected(fleet) == ['g2'], 'A is connected to g2 only')
+        check(managed(g1) == [], 'g1 does not manage A')
+
+
 def main():
     if not PG:
         print('1..0 # SKIP needs SMPGW_TEST_PG (run through tests/pg/pg_server.py)')
@@ -723,6 +812,12 @@ def main():
         return
     if len(sys.argv) > 1 and sys.argv[1] == 'blackhole':
         blackhole()
+        return
+    if len(sys.argv) > 1 and sys.argv[1] == 'stale':
+        stale_hearing()
+        return
+    if len(sys.argv) > 1 and sys.argv[1] == 'leftover':
+        leftover_link()
         return
     with session(need=NEEDS + ('dbus-daemon',)) as (wd, run):
         fleet, gws = rooms(wd, run, ('g1', 'g2', 'g3'), [

@@ -194,7 +194,15 @@ static void test_multi_gateway(void)
 	is_int(cfg->gateway.lease_ttl_ms, 6000, "lease ttl");
 	is_int(cfg->gateway.lease_hysteresis_db, 3, "hysteresis");
 	is_str(cfg->images.dir, "/srv/img", "image dir");
+	is_int(cfg->store.timeout_ms, 3000, "store timeout 3 s by default");
 	gw_config_free(cfg);
+	is_int(parse("[store]\ntimeout = 1500ms\n", &cfg, &err), 0, "store timeout");
+	is_int(cfg->store.timeout_ms, 1500, "store timeout 1.5 s");
+	gw_config_free(cfg);
+	expect_error("[store]\ntimeout = 50ms\n", -EINVAL, "bad value for: timeout",
+		     "store timeout under 100 ms");
+	expect_error("[store]\ntimeout = 2min\n", -EINVAL, "bad value for: timeout",
+		     "store timeout over 60 s");
 	expect_error("[store]\nbackend = mysql\n", -EINVAL, "bad value for: backend",
 		     "unknown backend");
 	expect_error("[gateway]\nlease_ttl = 100ms\n", -EINVAL, "bad value for: lease_ttl",
