@@ -955,7 +955,7 @@ static int test_system(const char *adapter)
 		const char *mode = acquire ? "system bus, fast path" : "system bus, fallback";
 		struct ble_manager *mgr = manager(acquire, 0, 0);
 
-		ok(run_until(seen_n, &one, 30000), "%s: watch discovered", mode);
+		ok(run_until(seen_n, &one, 60000), "%s: watch discovered", mode);
 		if (!n_watches) {
 			ble_manager_free(mgr);
 			break;
