@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <event2/event.h>
@@ -419,6 +420,63 @@ out:
 	event_base_free(base);
 }
 
+static double mono_s(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* [store] timeout: a round trip the server does not answer in time fails
+ * with -ETIMEDOUT (a statement sleeping stands in for a silent server),
+ * the connection is dropped, a transaction it was in fails up to its
+ * COMMIT (nothing committed on a new connection), and the next statement
+ * after twice the timeout reconnects. */
+static void test_timeout(const char *dir)
+{
+	struct gw_store *s = open_real(dir, NULL, NULL);
+	double t0;
+	int r;
+
+	gw_store_set_timeout(s, 300);
+	if (!pg) {
+		ok(query_ok(s, "SELECT 1"), "sqlite: nothing to bound");
+		gw_store_free(s);
+		return;
+	}
+	ok(query_ok(s, "CREATE TABLE IF NOT EXISTS t_timeout (v INTEGER)") &&
+	   query_ok(s, "DELETE FROM t_timeout"), "a table");
+	t0 = mono_s();
+	r = gw_store_exec(s, "SELECT pg_sleep(3)");
+	is_int(r, -ETIMEDOUT, "an unanswered statement times out");
+	ok(mono_s() - t0 < 2.5, "after the timeout, not the statement's 3 s (%.2f s)",
+	   mono_s() - t0);
+	ok(strstr(gw_store_errmsg(s), "did not answer within 300 ms") != NULL,
+	   "the error says so: %s", gw_store_errmsg(s));
+	is_int(gw_store_exec(s, "SELECT 1"), -ENOTCONN,
+	       "right after: no connection (no reconnect before 2 x timeout, 1 s at least)");
+	usleep(1200 * 1000);
+	ok(query_ok(s, "SELECT 1"), "after that the next statement reconnects");
+	/* Inside a transaction. */
+	is_int(gw_store_begin(s), 0, "begin");
+	ok(query_ok(s, "INSERT INTO t_timeout (v) VALUES (1)"), "a write in it");
+	is_int(gw_store_exec(s, "SELECT pg_sleep(3)"), -ETIMEDOUT, "a timeout in it");
+	usleep(1200 * 1000);
+	ok(!query_ok(s, "INSERT INTO t_timeout (v) VALUES (2)"),
+	   "the rest of the transaction fails (not run on a new connection)");
+	ok(gw_store_commit(s) < 0, "its commit fails");
+	ok(query_ok(s, "SELECT 1"), "the next statement runs on a new connection");
+	{
+		struct gw_stmt *st = gw_store_prepare(s, "SELECT count(*) FROM t_timeout");
+
+		ok(st && gw_stmt_step(st) == 1 && gw_stmt_int64(st, 0) == 0,
+		   "nothing of the transaction was committed");
+		gw_stmt_finalize(st);
+	}
+	gw_store_free(s);
+}
+
 int main(void)
 {
 	char tmpl[] = "/tmp/test-store-XXXXXX";
@@ -437,6 +495,7 @@ int main(void)
 	test_statements(dir);
 	test_upgrade(dir);
 	test_notify(dir);
+	test_timeout(dir);
 	cmd = xasprintf("rm -rf '%s'", dir);
 	if (system(cmd) != 0)
 		tap_diag("could not remove %s", dir);
