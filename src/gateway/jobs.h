@@ -84,15 +84,21 @@ int gw_engine_adopt(struct gw_engine *engine, const char *device_id);
 
 /* Queues a job for device_id with image_id (the image's SHA-256 TLV in
  * hex, as stored by images.c). Returns the job id > 0, or -ENOENT (device
- * or image unknown), -EINVAL. Durable before returning. */
+ * or image unknown), -EINVAL. Durable before returning. Several gateways
+ * ([gateway] id): a device this gateway does not manage but the store
+ * knows gets a queued row that its holder claims (opts->done is then never
+ * called; the result is in the row). */
 int64_t gw_job_submit(struct gw_engine *engine, const char *device_id,
 		      const char *image_id, enum gw_job_mode mode,
 		      const struct gw_job_opts *opts);
 /* Cancels at any moment without leaving the device half-tested (what the
  * watch is left with in each phase: docs/updates.md). 0, -ENOENT,
- * -EALREADY (finished), -EBUSY (the confirm is on its way). */
+ * -EALREADY (finished), -EBUSY (the confirm is on its way). Several
+ * gateways: a job another gateway runs is asked of it through its row
+ * (0; the JSON says "cancel_requested"). */
 int gw_job_cancel(struct gw_engine *engine, int64_t job_id);
-/* New references; NULL if unknown. The object is the job.state data plus
+/* New references; NULL if unknown. Several gateways: every job of the
+ * fleet from the store, with "runner" and "runners". The object is the job.state data plus
  * created, updated, started, finished (ms since the epoch or null),
  * skipped_upload, up_to_date and progress {bytes, total, percent, rate,
  * bytes_sent}; the list is newest first (device_id NULL: every device). */

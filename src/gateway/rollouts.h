@@ -54,6 +54,10 @@ char *gw_rollout_report_text(struct gw_rollouts *ro, const char *id);
 /*
  * Person's actions. 0 (durable, event emitted), -ENOENT unknown rollout,
  * -EBUSY when the rollout's state does not allow it (*errmsg says why).
+ * Several gateways ([gateway] id): one gateway schedules a rollout at a
+ * time (the store's owner claim); on another gateway an action is checked
+ * against the stored state and written for the scheduler, which does it
+ * within about 2 s: 1 (asked). Views are read from the store there.
  *   pause:        waiting/running -> paused (running jobs finish);
  *   resume:       paused -> running/waiting; failures so far are
  *                 acknowledged (the stop rules count new ones);
