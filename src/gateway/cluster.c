@@ -19,6 +19,7 @@
 #include "gateway/device.h"
 #include "gateway/events.h"
 #include "gateway/gateway.h"
+#include "gateway/lease.h"
 #include "gateway/log.h"
 #include "gateway/store.h"
 #include "util/util.h"
@@ -467,7 +468,10 @@ int gw_cluster_gateways(struct gw_cluster *c, const char *id,
 
 		if (!g.id)
 			continue;
-		g.alive = g.last_seen_ms && g.last_seen_ms + c->ttl_ms > now;
+		/* Seen in the future (a corrupted row, a clock far off): not
+		 * alive, so not forwarded to. */
+		g.alive = g.last_seen_ms && g.last_seen_ms + c->ttl_ms > now &&
+			  g.last_seen_ms <= now + GW_LEASE_TTL_MAX_MS;
 		g.self = !strcmp(g.id, c->me);
 		if (g.url && !*g.url)
 			g.url = NULL;
@@ -486,12 +490,14 @@ int gw_cluster_watches(struct gw_cluster *c, const char *id,
 		"SELECT d.id, d.name, d.transport, d.last_seen, d.rssi, l.holder,"
 		" v.json, v.gateway, v.updated_ms FROM devices d"
 		" LEFT JOIN leases l ON upper(l.device_id) = upper(d.id) AND l.expires_ms > ?1"
+		" AND l.expires_ms <= ?1 + 300000" /* void beyond GW_LEASE_TTL_MAX_MS */
 		" LEFT JOIN device_views v ON v.device_id = d.id"
 		" WHERE upper(d.id) = upper(?2) OR d.name = ?2"
 		" ORDER BY CASE WHEN upper(d.id) = upper(?2) THEN 0 ELSE 1 END, d.id" :
 		"SELECT d.id, d.name, d.transport, d.last_seen, d.rssi, l.holder,"
 		" v.json, v.gateway, v.updated_ms FROM devices d"
 		" LEFT JOIN leases l ON upper(l.device_id) = upper(d.id) AND l.expires_ms > ?1"
+		" AND l.expires_ms <= ?1 + 300000" /* void beyond GW_LEASE_TTL_MAX_MS */
 		" LEFT JOIN device_views v ON v.device_id = d.id ORDER BY d.id");
 	int r, n = 0;
 

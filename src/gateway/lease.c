@@ -154,7 +154,8 @@ static int best_other(struct gw_lease *l, const char *id, uint64_t now, int *rss
 {
 	struct gw_stmt *st = gw_store_prepare(l->store,
 		"SELECT max(rssi) FROM hearings WHERE device_id = ?1"
-		" AND gateway_id != ?2 AND heard_ms > ?3");
+		" AND gateway_id != ?2 AND heard_ms > ?3 AND heard_ms <= ?4"
+		" AND rssi BETWEEN -127 AND 20");
 	int r;
 
 	if (!st)
@@ -162,6 +163,10 @@ static int best_other(struct gw_lease *l, const char *id, uint64_t now, int *rss
 	gw_stmt_bind_text(st, 1, id);
 	gw_stmt_bind_text(st, 2, l->me);
 	gw_stmt_bind_int64(st, 3, (int64_t)(now - l->ttl_ms));
+	/* A hearing from the future or at an impossible RSSI (a corrupted
+	 * row, a clock far off) is void: it could otherwise keep every
+	 * gateway from claiming the watch. */
+	gw_stmt_bind_int64(st, 4, (int64_t)(now + GW_LEASE_TTL_MAX_MS));
 	r = gw_stmt_step(st);
 	if (r == 1 && !gw_stmt_is_null(st, 0))
 		*rssi = (int)gw_stmt_int64(st, 0);
@@ -340,12 +345,15 @@ int gw_lease_holder(struct gw *gw, const char *device_id, char **holder)
 
 	if (!store || !device_id)
 		return -ENOENT;
+	/* A lease further ahead than the longest ttl is void (claim()). */
 	st = gw_store_prepare(store, "SELECT holder FROM leases WHERE"
-			      " upper(device_id) = upper(?1) AND expires_ms > ?2");
+			      " upper(device_id) = upper(?1) AND expires_ms > ?2"
+			      " AND expires_ms <= ?3");
 	if (!st)
 		return -EIO;
 	gw_stmt_bind_text(st, 1, device_id);
 	gw_stmt_bind_int64(st, 2, (int64_t)gw_now_ms(gw));
+	gw_stmt_bind_int64(st, 3, (int64_t)(gw_now_ms(gw) + GW_LEASE_TTL_MAX_MS));
 	r = gw_stmt_step(st);
 	if (r == 1 && gw_stmt_text(st, 0))
 		*holder = xstrdup(gw_stmt_text(st, 0));
