@@ -601,19 +601,26 @@ json_t *engine_db_jobs_json(struct gw_engine *eng, const char *device_id,
 			"SELECT " JOB_COLUMNS " FROM jobs WHERE " JOB_UNFINISHED
 			" OR id > (SELECT coalesce(max(id), 0) FROM jobs) - ?1 ORDER BY id DESC");
 	json_t *a = json_array();
+	int r;
 
-	if (!st)
-		return a;
+	if (!st) {
+		json_decref(a);
+		return NULL;
+	}
 	gw_stmt_bind_int64(st, 1, ENGINE_FINISHED_KEPT);
 	if (device_id)
 		gw_stmt_bind_text(st, 2, device_id);
-	while (gw_stmt_step(st) == 1) {
+	while ((r = gw_stmt_step(st)) == 1) {
 		struct job *job = row_job(eng, st);
 
 		json_array_append_new(a, to_json(job));
 		engine_job_free(job);
 	}
 	gw_stmt_finalize(st);
+	if (r < 0) { /* the store cannot be reached: no list rather than part of one */
+		json_decref(a);
+		return NULL;
+	}
 	return a;
 }
 

@@ -101,7 +101,9 @@ int gw_job_cancel(struct gw_engine *engine, int64_t job_id);
  * fleet from the store, with "runner" and "runners". The object is the job.state data plus
  * created, updated, started, finished (ms since the epoch or null),
  * skipped_upload, up_to_date and progress {bytes, total, percent, rate,
- * bytes_sent}; the list is newest first (device_id NULL: every device). */
+ * bytes_sent}; the list is newest first (device_id NULL: every device).
+ * Several gateways (read from the store): the list is NULL when the store
+ * cannot be reached. */
 json_t *gw_job_to_json(struct gw_engine *engine, int64_t job_id);
 json_t *gw_jobs_to_json(struct gw_engine *engine, const char *device_id);
 

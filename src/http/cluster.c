@@ -47,13 +47,21 @@ int gateways_list(struct http_req *req)
 	return 0;
 }
 
-/* A watch as the store knows it: the holder's view, or the device row. */
+/* A view larger than this is not one a gateway wrote (a corrupted row). */
+#define VIEW_MAX (64u * 1024u)
+
+/* A watch as the store knows it: the holder's view, or the device row (a
+ * view that is not a JSON object, or too large, is ignored). */
 static json_t *watch_json(struct gw *gw, const struct gw_cluster_watch *w)
 {
-	json_t *j = w->view_json ? json_loads(w->view_json, 0, NULL) : NULL;
+	json_t *j = w->view_json && strlen(w->view_json) <= VIEW_MAX ?
+		    json_loads(w->view_json, 0, NULL) : NULL;
 	uint64_t now = gw_now_ms(gw);
 
-	if (!json_is_object(j)) {
+	if (json_is_object(j)) {
+		/* The row's id is the watch's, whatever the view says. */
+		json_object_set_new(j, "id", json_string(w->id));
+	} else {
 		json_decref(j);
 		j = json_pack("{s:s, s:s?, s:s?, s:n}", "id", w->id, "name", w->name,
 			      "transport", w->transport, "link_state");

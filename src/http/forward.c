@@ -212,9 +212,12 @@ static void on_answer(struct evhttp_request *er, void *arg)
 	char *body;
 
 	if (!er || f->failed || code < 100 || code > 599) {
+		/* No status at all: the connection was refused or closed
+		 * before an answer (libevent gives no error callback then). */
 		if (!f->failed && er)
-			f->error = EVREQ_HTTP_INVALID_HEADER;
-		reply_failed(f, er && !f->failed ? "malformed answer" : error_str(f->error));
+			f->error = code ? EVREQ_HTTP_INVALID_HEADER : EVREQ_HTTP_EOF;
+		reply_failed(f, er && !f->failed && code ? "malformed answer" :
+			     error_str(f->error));
 		fwd_free(f, false);
 		return;
 	}

@@ -9,11 +9,13 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "gateway/config.h"
 #include "gateway/device.h"
 #include "gateway/gateway.h"
 #include "gateway/images.h"
 #include "gateway/jobs.h"
 #include "gateway/log.h"
+#include "gateway/store.h"
 #include "http/handlers.h"
 #include "http/http.h"
 #include "util/util.h"
@@ -80,6 +82,17 @@ int dev_update(struct http_req *req)
 	return 0;
 }
 
+/* Several gateways: the jobs are read from the shared store; is it away? */
+static bool store_down(struct http_req *req)
+{
+	struct gw *gw = http_req_gw(req);
+
+	return gw_config(gw)->gateway.id && gw_store(gw) &&
+	       gw_store_exec(gw_store(gw), "SELECT 1") < 0;
+}
+
+#define STORE_DOWN "the shared store cannot be reached: the fleet's jobs are read from it"
+
 int jobs_list(struct http_req *req)
 {
 	const char *dev = http_req_query(req, "device");
@@ -90,6 +103,8 @@ int jobs_list(struct http_req *req)
 		return http_reply_problem(req, -ENOSYS, "the upload engine is not running"), 0;
 	/* A name is accepted as well as the device id. */
 	a = gw_jobs_to_json(engine(req), d ? gw_device_id(d) : dev);
+	if (!a)
+		return http_reply_problem(req, -EHOSTDOWN, STORE_DOWN), 0;
 	http_reply_json(req, 200, json_pack("{s:o, s:I}", "jobs", a, "count",
 					    (json_int_t)json_array_size(a)));
 	return 0;
@@ -103,6 +118,8 @@ int jobs_get(struct http_req *req)
 	if (parse_job_id(req, &id) < 0)
 		return http_reply_problem(req, -EDOM, "job ids are positive integers"), 0;
 	job = gw_job_to_json(engine(req), id);
+	if (!job && store_down(req))
+		return http_reply_problem(req, -EHOSTDOWN, STORE_DOWN), 0;
 	if (!job)
 		return http_reply_problem(req, -ENOENT, "no job %lld", (long long)id), 0;
 	http_reply_json(req, 200, job);
