@@ -88,6 +88,7 @@ struct gw_rollouts {
 	uint32_t ttl_ms;          /* ownership of a rollout lasts this long */
 	struct event *own_ev;     /* the ownership round */
 	struct gw_store_listener *listener; /* jobs changed elsewhere (engine) */
+	json_t *unreadable;       /* id -> when a row failed to load (ms) */
 };
 
 /* ---- rollouts-json.c ---- */

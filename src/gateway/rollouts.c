@@ -873,6 +873,8 @@ static void head_cb(const char *id, const char *state, void *user_data)
 /* Every OWN_ROUND_MS: new rollouts of other gateways become known; every
  * unfinished rollout is claimed or renewed (one gateway wins), taken over
  * when its scheduler died, let go when another gateway has it. */
+#define UNREADABLE_RETRY_MS 60000
+
 static void own_round(struct gw_rollouts *ro)
 {
 	struct gw_store *st = gw_store(ro->gw);
@@ -894,8 +896,15 @@ static void own_round(struct gw_rollouts *ro)
 		char *cmd = NULL;
 		int c;
 
+		/* A row that does not load (a corrupted spec) is tried (and
+		 * logged) again once a minute, not at every round. */
+		if (!r && now - json_integer_value(json_object_get(ro->unreadable, id)) <
+		    UNREADABLE_RETRY_MS)
+			continue;
 		if (!r && (r = ro_db_load_one(st, id)))
 			attach(ro, r);
+		else if (!r && id)
+			json_object_set_new(ro->unreadable, id, json_integer(now));
 		if (!r || rollout_state_parse(json_string_value(json_object_get(h, "state")),
 					      &state) < 0)
 			continue;
@@ -910,10 +919,20 @@ static void own_round(struct gw_rollouts *ro)
 		}
 		c = ro_db_claim(st, r->id, ro->me, now, ro->ttl_ms, &cmd);
 		if (c == 1) {
+			/* Still ours, but its claim ran past owned_until while
+			 * the store was away: tick() stopped acting (and
+			 * re-arming its timer) then; it goes on now. */
+			bool stalled = r->active && now >= r->owned_until;
+
 			if (!r->active)
 				r = take_over(ro, r);
 			if (r)
 				r->owned_until = now + ro->ttl_ms - ro->ttl_ms / 3;
+			if (r && stalled) {
+				log_notice("rollout %s: the store is reachable again:"
+					   " scheduled by %s again", r->id, ro->me);
+				kick(r);
+			}
 			if (r && cmd)
 				run_command(r, cmd);
 		} else if (c == 0) {
@@ -973,6 +992,7 @@ struct gw_rollouts *gw_rollouts_new(struct gw *gw, int *err)
 		ro->ttl_ms = gw_config(gw)->gateway.lease_ttl_ms ?
 			     gw_config(gw)->gateway.lease_ttl_ms : 15000;
 		ro->own_ev = event_new(gw_base(gw), -1, EV_PERSIST, own_cb, ro);
+		ro->unreadable = json_object();
 		event_add(ro->own_ev, &tv);
 		event_active(ro->own_ev, 0, 0);
 		ro->listener = gw_store_listen(st, gw_base(gw), GW_JOBS_CHANNEL, OWN_ROUND_MS,
@@ -1009,6 +1029,7 @@ struct gw_rollouts *gw_rollouts_free(struct gw_rollouts *ro)
 			ro_db_release(gw_store(ro->gw), r->id, ro->me);
 		ro_free(r);
 	}
+	json_decref(ro->unreadable);
 	free(ro->me);
 	free(ro);
 	return NULL;
