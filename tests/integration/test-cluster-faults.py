@@ -419,18 +419,11 @@ def db_unreachable(fleet, gws, pg, img, wd, w, v, wj):
 
 
 def main():
-    if not os.environ.get('SMPGW_TEST_PG'):
-        print('1..0 # SKIP needs SMPGW_TEST_PG (run through tests/pg/pg_server.py)')
-        sys.exit(77)
-    pg = PgServer.attached()
-    if not pg:
-        print('1..0 # SKIP needs SMPGW_TEST_PG_DIR (run through tests/pg/pg_server.py)')
-        sys.exit(77)
+    pg = PgServer.attached_or_skip()
     only = sys.argv[1:]
     with session(need=NEEDS + ('dbus-daemon',)) as (wd, run):
         _, _, conf = executables()
-        run.defer(lambda: pg.start() if not os.path.exists(
-            os.path.join(pg.data, 'postmaster.pid')) else None)
+        pg.started_at_end(run)
         images = os.path.join(wd, 'images')  # the shared image directory
         os.mkdir(images)
         fleet, gws = rooms(wd, run, ROOMS, [

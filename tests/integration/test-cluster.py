@@ -34,7 +34,6 @@ from rollout_fleet import (NEEDS, Events, check, executables, host_dies, log, ro
                            session, wait_for)
 from pg_server import PgServer, lease_holder as holder, test_sql as sql  # noqa: E402
 
-PG = os.environ.get('SMPGW_TEST_PG')
 A, B = 'C0:FF:EE:00:00:01', 'C0:FF:EE:00:00:02'
 RSSI = {'g1': (-50, -75), 'g2': (-70, -55), 'g3': (-80, -90)}
 IMAGE = 'app-0.9.0-3k-hash.bin'
@@ -393,17 +392,10 @@ def takeover(gws):
 
 
 def main():
-    if not PG:
-        print('1..0 # SKIP needs SMPGW_TEST_PG (run through tests/pg/pg_server.py)')
-        sys.exit(77)
-    pg = PgServer.attached()
-    if not pg:
-        print('1..0 # SKIP needs SMPGW_TEST_PG_DIR (run through tests/pg/pg_server.py)')
-        sys.exit(77)
+    pg = PgServer.attached_or_skip()
     with session(need=NEEDS + ('dbus-daemon',)) as (wd, run):
         conf = executables()[2]
-        run.defer(lambda: pg.start() if not os.path.exists(
-            os.path.join(pg.data, 'postmaster.pid')) else None)
+        pg.started_at_end(run)
         gws = start(run, wd)
         registry_and_fleet(gws)
         forwarding(gws, conf)

@@ -114,6 +114,23 @@ class PgServer:
                    "-w", "-t", "60", "start"])
 
     @classmethod
+    def attached_or_skip(cls):
+        """attached(), or the test is skipped (exit 77) when it does not run
+        through pg_server.py (no SMPGW_TEST_PG / SMPGW_TEST_PG_DIR)."""
+        pg = cls.attached() if os.environ.get("SMPGW_TEST_PG") else None
+        if not pg:
+            print("1..0 # SKIP needs SMPGW_TEST_PG and SMPGW_TEST_PG_DIR"
+                  " (run through tests/pg/pg_server.py)")
+            sys.exit(SKIP)
+        return pg
+
+    def started_at_end(self, run):
+        """Has run (harness_common.Running) start this server again at the
+        end if a test left it stopped."""
+        run.defer(lambda: self.start() if not os.path.exists(
+            os.path.join(self.data, "postmaster.pid")) else None)
+
+    @classmethod
     def attached(cls):
         """The server pg_server.py started for this test (SMPGW_TEST_PG_DIR),
         to stop and start it (a database outage); None outside one."""
