@@ -207,11 +207,7 @@ def corrupted_rows(fleet, gws, img, addr):
         "INSERT INTO leases VALUES ('C0:FF:EE:DE:AD:02', %s, -1, -1)" % huge,
         "INSERT INTO devices (id, name, transport) VALUES ('C0:FF:EE:DE:AD:01', 'Ghost-1',"
         " 'ble'), ('C0:FF:EE:DE:AD:02', %s, 'carrier-pigeon')" % huge,
-        # jobs: a claim a year ahead by nobody known on W's queued job, a
-        # row of unknown words, a job of an image nobody has
-        "INSERT INTO jobs (device_id, image_id, mode, state, phase, created, updated,"
-        " runner, runner_expires, runners) VALUES (%s, %s, 'test-confirm', 'queued', 'queued',"
-        " %d, %d, 'ghost', %d, 'ghost')" % (q(w), q(img['id']), t, t, t + YEAR_MS),
+        # jobs: a row of unknown words, a job of an image nobody has
         "INSERT INTO jobs (device_id, image_id, mode, state, phase, created, updated, size)"
         " VALUES (%s, 'not-an-image', 'sideways', 'bogus', 'nowhere', -1, %d, -7)" % (q(v), t),
         "INSERT INTO jobs (device_id, image_id, mode, state, phase, created, updated)"
@@ -232,6 +228,11 @@ def corrupted_rows(fleet, gws, img, addr):
         # udp_ports: a port of a device nobody has, the lowest port
         "INSERT INTO udp_ports VALUES ('ghost-device', 65000, 1), ('C0:FF:EE:DE:AD:01', 1, 0)",
     ]))
+    # jobs: a claim a year ahead by nobody known on W's queued job
+    wj = sql("INSERT INTO jobs (device_id, image_id, mode, state, phase, created, updated,"
+             " runner, runner_expires, runners) VALUES (%s, %s, 'test-confirm', 'queued',"
+             " 'queued', %d, %d, 'ghost', %d, 'ghost') RETURNING id"
+             % (q(w), q(img['id']), t, t, t + YEAR_MS))
     # rollouts: one whose spec is not JSON, with an unknown command, scheduled
     # a year ahead by nobody known
     sql("INSERT INTO rollouts (id, image_id, spec, state, created_ms, owner, owner_expires,"
@@ -246,7 +247,6 @@ def corrupted_rows(fleet, gws, img, addr):
     log('corrupted rows written')
 
     # W's job claimed a year ahead by nobody known: void, run by W's holder.
-    wj = sql("SELECT id FROM jobs WHERE device_id = %s AND runners = 'ghost'" % q(w))
     wait_for('W\'s holder to claim the job from "ghost"', lambda: sql(
         'SELECT state FROM jobs WHERE id = %s' % wj) == 'done', timeout=90, step=0.5)
     check(sql('SELECT runners FROM jobs WHERE id = %s' % wj) == 'ghost,' + hw,
