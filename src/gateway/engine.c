@@ -816,6 +816,12 @@ static void wait_begin(struct job *job)
 	const struct gw_config *cfg = gw_config(job->eng->gw);
 
 	set_phase(job, PHASE_WAIT);
+	/* The watch reboots (MCUboot's swap: tens of seconds on a PineTime)
+	 * with its link down: the adapter's token goes to the next job, or
+	 * the radio would idle through every swap (bench/README.md, "The
+	 * 1000-watch night"). The job keeps its device; the few requests
+	 * after the boot need no token. */
+	radio_release(job);
 	job->wait_deadline_ms = gw_now_ms(job->eng->gw) + cfg->update.boot_timeout_ms;
 	job_after(job, WAIT_FIRST_POLL_MS, job_wait_poll);
 }
