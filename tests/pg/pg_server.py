@@ -62,8 +62,10 @@ def lease_holder(device_id):
 class PgServer:
     """initdb + pg_ctl start in a temp dir; stop and remove on exit."""
 
-    def __init__(self, bindir=None):
+    def __init__(self, bindir=None, opts=""):
+        """opts: more server options (e.g. "-c shared_preload_libraries=...")."""
         self.bindir = bindir or find_bindir()
+        self.opts = opts
         if not self.bindir:
             raise FileNotFoundError("PostgreSQL server binaries (package postgresql)")
         self.tmp = None
@@ -108,7 +110,7 @@ class PgServer:
     def start(self):
         """Starts the server (again, after stop())."""
         opts = (f"-c listen_addresses='' -c unix_socket_directories='{self.sock}'"
-                " -c fsync=off -c max_connections=60")
+                " -c fsync=off -c max_connections=60 " + self.opts)
         self._run([os.path.join(self.bindir, "pg_ctl"), "-D", self.data,
                    "-l", os.path.join(self.tmp, "log"), "-o", opts,
                    "-w", "-t", "60", "start"])
