@@ -25,6 +25,9 @@
 #include "util/util.h"
 
 #define CHANNEL "smpgw_events"
+/* An event row no gateway writes: a longer type or gateway id, larger data. */
+#define EVENT_NAME_MAX 64
+#define EVENT_JSON_MAX (256u * 1024u)
 /* Events are kept this long for gateways catching up. */
 #define EVENTS_KEEP_MS (10u * 60u * 1000u)
 /* Local events waiting for the store (it may be away for a while). */
@@ -202,9 +205,21 @@ static void emit_row(struct gw_cluster *c, struct gw_stmt *st)
 	json_error_t jerr;
 	json_t *data;
 
+	const char *json = gw_stmt_text(st, 3);
+
 	if (!gw || !type || !strcasecmp(gw, c->me))
 		return; /* our own: already on the local bus */
-	data = json_loads(gw_stmt_text(st, 3) ? gw_stmt_text(st, 3) : "", 0, &jerr);
+	/* No gateway writes such a row (a corrupted one): not passed on to
+	 * every client's event stream. */
+	if (strlen(type) > EVENT_NAME_MAX || strlen(gw) > EVENT_NAME_MAX ||
+	    (json && strlen(json) > EVENT_JSON_MAX)) {
+		log_warn("cluster: event %" PRId64 " (%.*s... from %.*s) in the store is"
+			 " malformed (type or gateway over %d characters, or data over %u"
+			 " bytes): skipped", gw_stmt_int64(st, 0), EVENT_NAME_MAX, type,
+			 EVENT_NAME_MAX, gw, EVENT_NAME_MAX, EVENT_JSON_MAX);
+		return;
+	}
+	data = json_loads(json ? json : "", 0, &jerr);
 	if (!json_is_object(data)) {
 		log_warn("cluster: event %" PRId64 " (%s from %s) in the store is not a"
 			 " JSON object (%s): skipped", gw_stmt_int64(st, 0), type, gw,

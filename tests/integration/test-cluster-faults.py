@@ -291,8 +291,11 @@ def corrupted_rows(fleet, gws, img, addr):
         st, body = gw.request('GET', '/api/v1/rollouts/ro-bad')
         check(st == 404, '%s: the unreadable rollout is left out (%d)' % (name, st))
     text = logs_since(gws, marks)
-    check(any('is not a JSON object' in x for x in text.values()),
-          'the garbage events are logged and skipped')
+    check(any('is not a JSON object' in x for x in text.values()) and
+          any('in the store is malformed' in x for x in text.values()),
+          'the garbage events (not JSON, a 1 MiB type) are logged and skipped')
+    check(all(len(e['type']) < 100 for e in gws['g1'].get(
+        '/api/v1/events/recent?limit=1000')['events']), 'no 1 MiB event type is passed on')
     check(any('rollout ro-bad: cannot load it' in x for x in text.values()),
           'the unreadable rollout is logged')
     check(any('unknown command "bogus"' in x for x in text.values()),
