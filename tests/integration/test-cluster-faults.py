@@ -267,6 +267,27 @@ def corrupted_rows(fleet, gws, img, addr):
             " AND image_id = %s" % (q(v), q('0' * 64)))), timeout=60, step=0.5)
     check(bad.startswith('failed ') and len(bad) > 8, 'a job of an image nobody has fails'
           ' with a reason: %s' % bad)
+    # devices: the stored record of a watch nobody manages now, garbled;
+    # then it comes into range and is managed from that row.
+    zn = 'PineTime-1'
+    z = addr[zn]
+    fleet.range(zn, False)
+    wait_for('%s to be let go' % z, lambda: not holder(z) and managed_by(gws, z) == [],
+             timeout=60, step=0.5)
+    sql("UPDATE devices SET adv = '{\"company\": \"x\", \"data\": 7}', slots ="
+        " '[1, \"x\", {\"hash\": 5, \"active\": \"yes\", \"image\": -1}]',"
+        " slots_ms = %d, rec_ms = -1, rssi = 9999, last_seen = -5, name = NULL"
+        " WHERE id = %s" % (now_ms() + YEAR_MS, q(z)))
+    fleet.range(zn, True)
+    wait_for('%s held and managed again' % z, lambda: (
+        lambda h: h and managed_by(gws, z) == [h])(holder(z)), timeout=60, step=0.5)
+    for name, gw in gws.items():
+        st, body = gw.request('GET', '/api/v1/devices/%s' % z)
+        check(st == 200 and body['id'] == z, '%s: a watch managed from a garbled devices'
+              ' row is described (%d)' % (name, st))
+        st, body = gw.request('GET', '/api/v1/devices/%s/image-state' % z)
+        check(st == 200 and body.get('images'), '%s: its image state is read from the'
+              ' watch (%d)' % (name, st))
     # Two more lease rounds: V kept by its holder despite the void hearings.
     time.sleep(2 * TTL_MS / 3000 + 1)
     check(holder(v) == hv and sql('SELECT acquired_ms FROM leases WHERE device_id = %s'
