@@ -22,11 +22,14 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/socket.h>
 
 #include <event2/buffer.h>
+#include <event2/dns.h>
 #include <event2/event.h>
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
+#include <event2/util.h>
 
 #include "gateway/cluster.h"
 #include "gateway/config.h"
@@ -242,6 +245,13 @@ static const enum evhttp_cmd_type cmd[] = {
 	[HTTP_PUT] = EVHTTP_REQ_PUT, [HTTP_DELETE] = EVHTTP_REQ_DELETE,
 };
 
+static bool is_numeric(const char *host)
+{
+	unsigned char a[16];
+
+	return evutil_inet_pton(AF_INET, host, a) == 1 || evutil_inet_pton(AF_INET6, host, a) == 1;
+}
+
 /* Sends the request; false when it could not even start (f freed). */
 static bool fwd_start(struct fwd *f, struct evhttp_uri *u, const char *holder_url)
 {
@@ -253,6 +263,7 @@ static bool fwd_start(struct fwd *f, struct evhttp_uri *u, const char *holder_ur
 	int port = evhttp_uri_get_port(u) > 0 ? evhttp_uri_get_port(u) : 80;
 	char *prefix = xstrdup(path ? path : ""), *uri, *hostport, *addr;
 	struct evhttp_request *er;
+	struct evdns_base *dns;
 	struct evkeyvalq *h;
 	const char *body;
 	size_t len;
@@ -262,7 +273,11 @@ static bool fwd_start(struct fwd *f, struct evhttp_uri *u, const char *holder_ur
 		prefix[strlen(prefix) - 1] = '\0';
 	/* libevent keeps an IPv6 literal's brackets: not for connecting. */
 	addr = host[0] == '[' ? xstrndup(host + 1, strcspn(host + 1, "]")) : xstrdup(host);
-	f->conn = evhttp_connection_base_new(f->base, NULL, addr, (uint16_t)port);
+	/* With a resolver a host name is looked up on the loop; without one
+	 * libevent would block the whole daemon in getaddrinfo(). */
+	dns = http_server_dns(http_req_server(req));
+	f->conn = dns || is_numeric(addr) ?
+		  evhttp_connection_base_new(f->base, dns, addr, (uint16_t)port) : NULL;
 	free(addr);
 	if (!f->conn) {
 		free(prefix);

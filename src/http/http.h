@@ -27,6 +27,7 @@ struct gw;
 struct http_req;
 struct http_server;
 struct MHD_Connection;
+struct evdns_base;
 
 #define HTTP_PENDING 1
 
@@ -150,3 +151,6 @@ void http_server_set_sse(struct http_server *srv, void *sse,
 struct gw_images *http_server_images(struct http_server *srv);
 /* Whether the server is shutting down (streams end). */
 bool http_server_stopping(struct http_server *srv);
+/* The server's asynchronous resolver for outgoing connections (forward.c),
+ * or NULL when none could be made. */
+struct evdns_base *http_server_dns(struct http_server *srv);

@@ -25,6 +25,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <event2/dns.h>
 #include <event2/event.h>
 #include <microhttpd.h>
 #include <openssl/evp.h>
@@ -59,6 +60,7 @@ struct http_server {
 	struct http_req *pending; /* suspended requests waiting for a reply */
 	char *tls_key, *tls_cert;
 	char *url;              /* NULL: bound to a wildcard address */
+	struct evdns_base *dns; /* forwarding's resolver, made when first needed */
 };
 
 enum req_stage {
@@ -1186,6 +1188,9 @@ struct http_server *http_server_free(struct http_server *srv)
 		MHD_stop_daemon(srv->mhd); /* completes every request */
 	if (srv->sse_free)
 		srv->sse_free(srv->sse);
+	/* after MHD_stop_daemon(): no forward is waiting for a name */
+	if (srv->dns)
+		evdns_base_free(srv->dns, 0);
 	if (srv->ev_io)
 		event_free(srv->ev_io);
 	if (srv->ev_timer)
@@ -1212,4 +1217,18 @@ uint16_t http_server_port(const struct http_server *srv)
 const char *http_server_url(const struct http_server *srv)
 {
 	return srv->url;
+}
+
+struct evdns_base *http_server_dns(struct http_server *srv)
+{
+	/* Reads /etc/resolv.conf and /etc/hosts once; the lookups themselves
+	 * run on the loop. Without a resolver (NULL), libevent would call
+	 * getaddrinfo() on the loop. */
+	if (!srv->dns)
+		srv->dns = evdns_base_new(srv->base, EVDNS_BASE_INITIALIZE_NAMESERVERS |
+							     EVDNS_BASE_DISABLE_WHEN_INACTIVE);
+	if (!srv->dns && (srv->dns = evdns_base_new(srv->base,
+						    EVDNS_BASE_DISABLE_WHEN_INACTIVE)))
+		evdns_base_load_hosts(srv->dns, NULL);
+	return srv->dns;
 }

@@ -237,6 +237,10 @@ class BadHolder:
         # a good answer, over IPv6: status, type and body passed through
         'v6': b'HTTP/1.1 207 Multi-Status\r\nContent-Type: application/json\r\n'
               b'Content-Length: 13\r\n\r\n{"from":"v6"}',
+        # a good answer from a holder whose URL names its host: looked up
+        # with the loop's resolver (evdns, /etc/hosts), not getaddrinfo()
+        'name': b'HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n'
+                b'Content-Length: 15\r\n\r\n{"from":"name"}',
     }
 
     def __init__(self, mode):
@@ -248,8 +252,8 @@ class BadHolder:
         self.sock.bind(('::1' if v6 else '127.0.0.1', 0))
         self.sock.listen(4)
         self.sock.settimeout(0.2)
-        self.url = ('http://[::1]:%d' if v6 else 'http://127.0.0.1:%d') % \
-            self.sock.getsockname()[1]
+        self.url = ('http://[::1]:%d' if v6 else 'http://localhost:%d' if mode == 'name'
+                    else 'http://127.0.0.1:%d') % self.sock.getsockname()[1]
         self.conns = []
         self.running = True
         self.thread = threading.Thread(target=self._run, daemon=True)
@@ -286,7 +290,7 @@ def bad_holders(gws, run):
     """Watches held by "gateways" that answer badly: a clear 502 or 504
     with held_by, and the gateway keeps running; one at [::1] answering
     well: its answer as it is."""
-    want = {'garbage': 502, 'status': 502, 'huge': 502, 'silent': 504, 'v6': 207}
+    want = {'garbage': 502, 'status': 502, 'huge': 502, 'silent': 504, 'v6': 207, 'name': 200}
     now = int(time.time() * 1000)
     for i, mode in enumerate(want):
         bad = run.add(BadHolder(mode))
@@ -302,6 +306,11 @@ def bad_holders(gws, run):
             check(st == 207 and body == {'from': 'v6'} and h.get('X-Smpgw-Served-By') == gid
                   and h.get('Content-Type') == 'application/json',
                   'a holder at an IPv6 address: its status, type and body passed through')
+            continue
+        if mode == 'name':
+            check(st == 200 and body == {'from': 'name'} and h.get('X-Smpgw-Served-By') == gid,
+                  'a holder whose URL names its host (%s): resolved on the loop, its answer'
+                  ' passed through (%d %s)' % (bad.url, st, body))
             continue
         check(st == want[mode] and body.get('held_by') == gid and body['type'].endswith(
             'holder-timeout' if st == 504 else 'holder-unreachable'),
