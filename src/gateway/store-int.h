@@ -48,6 +48,7 @@ struct gw_store_listener {
 /* Every backend's statement starts with this. */
 struct gw_stmt {
 	const struct gw_store_ops *ops;
+	struct gw_store *store; /* set by gw_store_prepare (failure count) */
 };
 
 extern const struct gw_store_ops gw_store_sqlite_ops;

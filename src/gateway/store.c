@@ -152,7 +152,27 @@ struct gw_store {
 	const struct gw_store_ops *ops;
 	void *conn;
 	int version;
+	uint64_t failures; /* see gw_store_failures() */
+	int last_failure;
 };
+
+/* Counts a failed call (a constraint violation is an answer, not a
+ * failure of the store). Returns r. */
+static int failed(struct gw_store *store, int r)
+{
+	if (r < 0 && r != -EEXIST && store) {
+		store->failures++;
+		store->last_failure = r;
+	}
+	return r;
+}
+
+uint64_t gw_store_failures(const struct gw_store *store, int *last_err)
+{
+	if (last_err)
+		*last_err = store ? store->last_failure : 0;
+	return store ? store->failures : 0;
+}
 
 static const struct gw_store_ops *ops_of(enum gw_store_backend backend)
 {
@@ -197,12 +217,12 @@ const char *gw_store_errmsg(struct gw_store *store)
 
 int gw_store_exec(struct gw_store *store, const char *sql)
 {
-	return store->ops->exec(store->conn, sql);
+	return failed(store, store->ops->exec(store->conn, sql));
 }
 
 int gw_store_begin(struct gw_store *store)
 {
-	return store->ops->exec(store->conn, store->ops->begin_sql);
+	return failed(store, store->ops->exec(store->conn, store->ops->begin_sql));
 }
 
 void gw_store_rollback(struct gw_store *store)
@@ -218,7 +238,7 @@ int gw_store_commit(struct gw_store *store)
 		gw_store_rollback(store);
 		return -EIO;
 	}
-	r = store->ops->exec(store->conn, "COMMIT");
+	r = failed(store, store->ops->exec(store->conn, "COMMIT"));
 	if (r < 0)
 		gw_store_rollback(store);
 	return r;
@@ -226,7 +246,13 @@ int gw_store_commit(struct gw_store *store)
 
 struct gw_stmt *gw_store_prepare(struct gw_store *store, const char *sql)
 {
-	return store->ops->prepare(store->conn, sql);
+	struct gw_stmt *st = store->ops->prepare(store->conn, sql);
+
+	if (st)
+		st->store = store;
+	else
+		failed(store, -EIO);
+	return st;
 }
 
 void gw_stmt_bind_text(struct gw_stmt *st, int i, const char *v)
@@ -241,7 +267,7 @@ void gw_stmt_bind_int64(struct gw_stmt *st, int i, int64_t v)
 
 int gw_stmt_step(struct gw_stmt *st)
 {
-	return st->ops->step(st);
+	return failed(st->store, st->ops->step(st));
 }
 
 bool gw_stmt_is_null(struct gw_stmt *st, int col)

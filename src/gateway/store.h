@@ -69,6 +69,13 @@ int gw_store_schema_version(struct gw_store *store);
  * call on this store). */
 const char *gw_store_errmsg(struct gw_store *store);
 
+/* How many calls on this store failed so far (the server unreachable or
+ * not answering, a read-only or full database, ...; a constraint
+ * violation, -EEXIST, is an answer and not counted) and *last_err, the
+ * last failure's negative errno. The REST layer compares the count around
+ * a request (src/http/server.c) to answer a store failure as one. */
+uint64_t gw_store_failures(const struct gw_store *store, int *last_err);
+
 /* ---- statements (every module's SQL goes through these) ---- */
 
 /* Runs one or more statements without parameters. 0 or negative errno. */

@@ -41,7 +41,7 @@ static const struct http_error table[] = {
 	{ ECONNRESET, 502, "link-lost", "Link to the device lost" },
 	{ EHOSTUNREACH, 502, "holder-unreachable", "The gateway holding the watch cannot be reached" },
 	{ ETIME, 504, "holder-timeout", "The gateway holding the watch did not answer in time" },
-	{ EHOSTDOWN, 503, "store-unavailable", "The store (database server) is unreachable or did not answer in time" },
+	{ EHOSTDOWN, 503, "store-unavailable", "The store is unavailable (database server unreachable or not answering, or the database refuses the write)" },
 	{ EPROTO, 502, "bad-device-response", "Malformed response from the device" },
 	{ ENOLINK, 403, "pairing-not-allowed", "The watch needs a bond and pairing with it is not allowed" },
 	{ EKEYEXPIRED, 503, "pairing-refused", "The watch refused pairing" },

@@ -35,6 +35,7 @@
 #include "gateway/images.h"
 #include "gateway/log.h"
 #include "gateway/metrics.h"
+#include "gateway/store.h"
 #include "http/errors.h"
 #include "http/handlers.h"
 #include "http/http.h"
@@ -93,6 +94,7 @@ struct http_req {
 	bool multipart_file_seen;
 	/* reply */
 	bool in_handler, replied;
+	uint64_t store_failures; /* the store's failure count at dispatch */
 	struct MHD_Response *rsp; /* waiting to be queued after resume */
 	unsigned status;
 	http_abort_cb abort_cb;
@@ -359,11 +361,40 @@ void http_reply_json(struct http_req *req, unsigned status, json_t *json)
 	reply_json_ctype(req, status, json, "application/json");
 }
 
-void http_reply_problem_ext(struct http_req *req, int err, json_t *extra,
-			    const char *detail)
+/*
+ * The one place where a store failure becomes its problem: when a call on
+ * the store failed while the handler ran (synchronously) and the handler
+ * answers with an error, that error is the store's, whatever errno it
+ * passed on: the store's -ENOTCONN or -ETIMEDOUT must not read as
+ * "device-unreachable" or "device-timeout", nor a failed read as a 404.
+ * A full store stays 507 no-space; anything else is 503 store-unavailable.
+ */
+static int store_problem(struct http_req *req, int err, char **detail)
 {
-	json_t *p = http_problem_new(err, req->path, detail);
-	unsigned status = http_error_lookup(err)->status;
+	struct gw_store *store = req->srv->gw ? gw_store(req->srv->gw) : NULL;
+	int last;
+	char *d;
+
+	if (!req->in_handler || !store ||
+	    gw_store_failures(store, &last) == req->store_failures)
+		return err;
+	d = xasprintf("%s%sstore: %s", *detail ? *detail : "", *detail ? "; " : "",
+		      gw_store_errmsg(store));
+	free(*detail);
+	*detail = d;
+	return last == -ENOSPC ? -ENOSPC : -EHOSTDOWN;
+}
+
+void http_reply_problem_ext(struct http_req *req, int err, json_t *extra,
+			    const char *detail_in)
+{
+	char *detail = detail_in ? xstrdup(detail_in) : NULL;
+	json_t *p;
+	unsigned status;
+
+	err = store_problem(req, err, &detail);
+	p = http_problem_new(err, req->path, detail);
+	status = http_error_lookup(err)->status;
 
 	if (extra)
 		json_object_update_missing(p, extra);
@@ -372,6 +403,7 @@ void http_reply_problem_ext(struct http_req *req, int err, json_t *extra,
 		log_warn("http: %s %s: %d %s", http_method_str(req->method),
 			 req->path, status, detail ? detail : "");
 	reply_json_ctype(req, status, p, HTTP_PROBLEM_CTYPE);
+	free(detail);
 }
 
 void http_reply_problem(struct http_req *req, int err, const char *fmt, ...)
@@ -776,6 +808,8 @@ static void req_dispatch(struct http_req *req)
 		return;
 	}
 	req->in_handler = true;
+	if (req->srv->gw)
+		req->store_failures = gw_store_failures(gw_store(req->srv->gw), NULL);
 	/* A watch another gateway holds: its holder answers (forward.c). */
 	r = http_forward(req);
 	if (r != HTTP_PENDING && !req->replied)
