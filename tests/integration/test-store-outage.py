@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 # SPDX-License-Identifier: MIT
 """The store unavailable behind the REST API (docs/rest-api.md, "store-
-unavailable"): one smpgwd on a real PostgreSQL server (tests/pg/pg_server.py)
+unavailable"): one smpgwd (`[gateway] id` set, as in a fleet) on a real PostgreSQL server (tests/pg/pg_server.py)
 managing two simulated watches over UDP. With an image, a finished update
 job and a rollout in the store, the server is stopped: every REST route
 that reads or writes the store answers promptly (bounded by [store]
@@ -25,7 +25,8 @@ from pg_server import PgServer  # noqa: E402
 IMG = conformance_image('app-1.2.3+4-ecdsa-p256.bin')
 IMG2 = conformance_image('app-0.9.0-3k-hash.bin')
 IMG2_ID = None  # its SHA-256, known once uploaded
-CONF = '\n'.join(['[request]', 'timeout = 1s', '[update]', 'boot_timeout = 40s',
+CONF = '\n'.join(['[gateway]', 'id = g1',
+                  '[request]', 'timeout = 1s', '[update]', 'boot_timeout = 40s',
                   '[store]', 'timeout = 2s'])
 STORE = 'urn:smpgw:problem:store-unavailable'
 PROMPT = 15.0  # seconds: 2 s store timeout, reconnect attempts, a loaded CI box
@@ -94,6 +95,7 @@ def main():
     global IMG2_ID
     with session(tap=t) as (wd, run):
         sim, gw = sim_and_gateway(run, wd, CONF, count=2)
+        gw.wait_devices(2, timeout=60)  # leased (held) first
         img = gw.add_image(IMG)
         st, job = gw.update('w0', img)
         t.eq(st, 202, 'an update job is queued')
@@ -131,8 +133,9 @@ def main():
         t.eq((st, d['state']), (200, 'done'), 'the job from before is still there, done')
         st, d = gw.request('GET', '/api/v1/rollouts/%s' % rid)
         t.eq(st, 200, 'the rollout from before is still there')
-        st, d = gw.request('GET', '/api/v1/gateways')
-        t.eq(st, 200, 'the gateway registry answers again')
+        wait_for('the gateway registry to answer again',
+                 lambda: gw.request('GET', '/api/v1/gateways')[0] == 200, timeout=60, step=0.5)
+        t.ok(True, 'the gateway registry answers again')
         st, d = gw.request('GET', '/api/v1/images')
         t.ok(st == 200 and [i['id'] for i in d['images']] == [img],
              'the images: the one from before, not the one deleted during the outage')
