@@ -664,8 +664,6 @@ static void start_cluster(struct daemon *d)
 	if (d->cluster)
 		log_notice("cluster: gateway %s shares its events and devices with the "
 			   "other gateways of the store", cfg->gateway.id);
-	else if (cfg->gateway.id && cfg->store.backend != GW_STORE_POSTGRESQL)
-		log_notice("cluster: [gateway] id on a SQLite store: this gateway is alone");
 }
 
 /* The URL the other gateways forward requests for this gateway's watches

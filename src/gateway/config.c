@@ -706,6 +706,16 @@ static int check_device(const struct gw_device_conf *d, char **err)
 
 static int check_config(struct gw_config *cfg, char **err)
 {
+	/* Leases, job claims and rollout owners are between gateways sharing
+	 * a database server; a SQLite store belongs to one gateway, where they
+	 * would only delay and narrow what it manages (docs/multi-gateway.md,
+	 * "One gateway: SQLite, no id"). */
+	if (cfg->gateway.id && cfg->store.backend != GW_STORE_POSTGRESQL) {
+		*err = xasprintf("[gateway] id = %s needs [store] backend = postgresql: an id "
+				 "names one of several gateways sharing a database server; "
+				 "a gateway alone on SQLite has none (remove it)", cfg->gateway.id);
+		return -EINVAL;
+	}
 	for (size_t i = 0; i < cfg->n_devices; i++) {
 		int r = check_device(&cfg->devices[i], err);
 

@@ -212,6 +212,11 @@ static void test_multi_gateway(void)
 	expect_error("[images]\ndir = relative/img\n", -EINVAL, "bad value for: dir",
 		     "relative image dir");
 	expect_error("[gateway]\nid =\n", -EINVAL, "id", "empty gateway id");
+	expect_error("[gateway]\nid = ward-3\n", -EINVAL,
+		     "[gateway] id = ward-3 needs [store] backend = postgresql",
+		     "a gateway id on SQLite (the default) is refused");
+	expect_error("[gateway]\nid = ward-3\n[store]\nbackend = sqlite\n", -EINVAL,
+		     "needs [store] backend = postgresql", "a gateway id on SQLite is refused");
 	/* [gateway] url and forward_timeout (cluster.h) */
 	is_int(parse("[gateway]\nurl = http://ward-3.example.org:8080/smpgw\n"
 		     "forward_timeout = 5s\n", &cfg, &err), 0, "url and forward timeout");
