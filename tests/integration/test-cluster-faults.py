@@ -23,7 +23,9 @@ every watch heard by every room at the same RSSI.
 - the database unreachable at start (exit 1, libpq's message) and for a
   while under running gateways: REST answers at once (503 where the answer
   needs the store), the events of the outage reach the others afterwards
-  and a rollout under way completes."""
+  and a rollout under way completes;
+- three rollouts made at the same instant on three gateways: distinct ids,
+  all complete."""
 import os
 import sys
 import threading
@@ -442,6 +444,31 @@ def db_unreachable(fleet, gws, pg, img, wd, w, v, wj):
     check(all(gw.proc.poll() is None for gw in gws.values()), 'every gateway still runs')
 
 
+def rollouts_at_once(gws, img, watches):
+    """Each gateway makes a rollout at the same instant (ids are numbered
+    across the fleet: no two may get the same): all made, all complete."""
+    out = {}
+
+    def make(name, dev):
+        out[name] = gws[name].request('POST', '/api/v1/rollouts', {
+            'image': img['id'], 'target': {'devices': [dev]}, 'mode': 'test-confirm',
+            'retry_interval_s': 1})
+    ts = [threading.Thread(target=make, args=(n, d)) for n, d in zip(ROOMS, watches)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join(timeout=60)
+    ids = sorted(b.get('id') for st, b in out.values() if st == 201)
+    check(len(set(ids)) == len(ROOMS), 'three rollouts made at once on three gateways: %s'
+          % ({n: (st, b.get('id') or b.get('detail')) for n, (st, b) in out.items()}))
+    for rid in ids:
+        r = wait_for('%s to end' % rid, lambda: (
+            lambda x: x if x['state'] in ('completed', 'canceled', 'paused') else None)(
+                gws['g1'].rollout(rid)), timeout=120, step=1)
+        check(r['state'] == 'completed' and r['totals']['updated'] + r['totals']['up_to_date']
+              == 1, '%s completed (%s)' % (rid, r['state']))
+
+
 def main():
     pg = PgServer.attached_or_skip()
     only = sys.argv[1:]
@@ -464,6 +491,7 @@ def main():
         w, v, wj = corrupted_rows(fleet, gws, img, addr)
         stale_gateway(gws, w)
         db_unreachable(fleet, gws, pg, img, wd, w, v, wj)
+        rollouts_at_once(gws, img, (w, v, addr['PineTime-1']))
 
 
 if __name__ == '__main__':
