@@ -881,6 +881,7 @@ static int start(struct daemon *d, struct gw_config *cfg)
 		return r;
 	}
 	gw_store_set_timeout(store, cfg->store.timeout_ms);
+	gw_store_set_loop(store, d->base); /* reconnects never block the loop */
 	log_info("store: %s, schema version %d",
 		 gw_store_backend_name(gw_store_backend(store)),
 		 gw_store_schema_version(store));

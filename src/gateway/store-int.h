@@ -15,6 +15,8 @@ struct gw_store_ops {
 	void (*close)(void *conn);
 	/* Bounds every round trip from now on (NULL: nothing to bound). */
 	void (*set_timeout)(void *conn, uint32_t ms);
+	/* Reconnects without blocking, on base (NULL: nothing to do). */
+	void (*set_loop)(void *conn, struct event_base *base);
 	const char *(*errmsg)(void *conn);
 	int (*exec)(void *conn, const char *sql);
 	const char *begin_sql;      /* a write transaction */

@@ -7,8 +7,8 @@
  * (SQLite's integers are 64-bit) and INTEGER PRIMARY KEY AUTOINCREMENT an
  * identity column. Parameters travel as text (integers typed int8, the
  * rest inferred by the server). A connection lost between transactions is
- * re-established on the next statement (at most once a second, less often
- * while the server does not answer); inside a transaction every statement
+ * re-established (on the loop, or by the next statement: at most once a
+ * second, less often while the server does not answer); inside a transaction every statement
  * up to the COMMIT or ROLLBACK fails (the transaction is gone with the
  * connection; COMMIT reports it).
  *
@@ -17,9 +17,17 @@
  * deadline. A server that stops answering without closing the connection
  * (a partition that drops) costs at most one timeout: the connection is
  * dropped, the statement fails with -ETIMEDOUT, and reconnecting is tried
- * again only after twice the timeout, so the event loop (UDP, REST, BLE)
- * is never frozen for long. Connecting is bounded too (connect_timeout
- * when the conninfo names none; reconnects poll with the same deadline).
+ * again only after twice the timeout. Reconnecting never blocks the
+ * daemon: with its event loop given (gw_store_set_loop()) the new
+ * connection is made on the loop (PQconnectStartParams/PQconnectPoll on
+ * the socket's events, the timeout as the deadline, a failed attempt
+ * retried after a second) and every statement meanwhile fails at once
+ * with -ENOTCONN, so during an outage or a black hole the loop (UDP,
+ * REST, BLE) stalls at most once, for the round trip in flight when the
+ * server went silent. Without a loop (tools, tests) the statement after
+ * the retry time reconnects itself, polling with the same deadline.
+ * Opening is a blocking connect (connect_timeout when the conninfo names
+ * none): the daemon needs the schema before it serves anything.
  *
  * LISTEN (store.h) uses a connection of its own, driven by the event loop
  * without blocking: PQconnectStart/PQconnectPoll while connecting, then
@@ -55,13 +63,18 @@ static void quiet(void *arg, const char *msg);
 #define PING_MS 10000
 
 struct pg {
-	PGconn *c;      /* NULL: dropped, reconnected on the next statement */
+	PGconn *c;      /* NULL: dropped, reconnected (see revive()) */
 	char *conninfo; /* for reconnects and the listener's own connection */
 	char *err;
 	uint32_t timeout_ms;  /* a round trip's bound; 0: none */
 	uint64_t retry_at_ms; /* no reconnect before (monotonic) */
 	bool in_tx;     /* BEGIN sent, no COMMIT/ROLLBACK yet */
 	bool lost_tx;   /* the connection went inside that transaction */
+	/* With a loop (pg_set_loop): reconnecting without blocking. */
+	struct event_base *evb;
+	PGconn *pending;     /* being connected (PQconnectPoll) */
+	struct event *io;    /* its socket */
+	struct event *timer; /* pending: its deadline; else the next try */
 };
 
 struct pg_stmt {
@@ -233,6 +246,11 @@ static void pg_close(void *conn)
 	if (!pg)
 		return;
 	PQfinish(pg->c);
+	PQfinish(pg->pending);
+	if (pg->io)
+		event_free(pg->io);
+	if (pg->timer)
+		event_free(pg->timer);
 	free(pg->conninfo);
 	free(pg->err);
 	free(pg);
@@ -262,8 +280,8 @@ static void pg_set_timeout(void *conn, uint32_t ms)
 }
 
 /* After a round trip or connect that ran into the timeout: no reconnect
- * before twice the timeout (a second at least), so a server that does not
- * answer blocks the loop a third of the time at most. */
+ * before twice the timeout (a second at least), so without a loop a server
+ * that does not answer blocks the caller a third of the time at most. */
 static uint32_t quiet_ms(const struct pg *pg)
 {
 	return pg->timeout_ms * 2 > 1000 ? pg->timeout_ms * 2 : 1000;
@@ -278,6 +296,108 @@ static void drop(struct pg *pg, uint32_t wait_ms)
 	if (pg->in_tx)
 		pg->lost_tx = true;
 	pg->retry_at_ms = mono_ms() + wait_ms;
+	if (pg->evb && !pg->pending) {
+		struct timeval tv = { wait_ms / 1000, (wait_ms % 1000) * 1000 };
+
+		evtimer_add(pg->timer, &tv);
+	}
+}
+
+/* ---- reconnecting on the loop (pg_set_loop) ----
+ * PQconnectStartParams, then PQconnectPoll each time the socket is ready
+ * the way the last poll asked (the socket may change between polls: each
+ * poll re-registers it), within the timeout; the statements meanwhile
+ * fail at once (ready()). A failed or late attempt is retried after a
+ * second. */
+
+static void p_io(evutil_socket_t fd, short what, void *arg);
+
+static void p_watch(struct pg *pg, short what)
+{
+	if (pg->io)
+		event_free(pg->io);
+	pg->io = event_new(pg->evb, PQsocket(pg->pending), what, p_io, pg);
+	event_add(pg->io, NULL);
+}
+
+/* The attempt failed (msg: why, NULL: libpq's message). */
+static void p_failed(struct pg *pg, const char *msg)
+{
+	set_err(pg, msg ? msg : PQerrorMessage(pg->pending));
+	if (pg->io)
+		event_free(pg->io);
+	pg->io = NULL;
+	PQfinish(pg->pending);
+	pg->pending = NULL;
+	drop(pg, 1000);
+}
+
+static void p_start(struct pg *pg)
+{
+	uint32_t ms = pg->timeout_ms ? pg->timeout_ms : GW_STORE_TIMEOUT_DEFAULT_MS;
+	struct timeval tv = { ms / 1000, (ms % 1000) * 1000 };
+
+	pg->pending = start_conn(pg->conninfo, ms, false);
+	if (!pg->pending || PQstatus(pg->pending) == CONNECTION_BAD ||
+	    PQsocket(pg->pending) < 0) {
+		p_failed(pg, pg->pending ? NULL : "out of memory");
+		return;
+	}
+	evtimer_add(pg->timer, &tv); /* the deadline */
+	p_watch(pg, EV_WRITE);       /* PQconnectPoll's first state is "writing" */
+}
+
+static void p_io(evutil_socket_t fd, short what, void *arg)
+{
+	struct pg *pg = arg;
+
+	(void)fd;
+	(void)what;
+	switch (PQconnectPoll(pg->pending)) {
+	case PGRES_POLLING_READING:
+		p_watch(pg, EV_READ);
+		break;
+	case PGRES_POLLING_WRITING:
+		p_watch(pg, EV_WRITE);
+		break;
+	case PGRES_POLLING_OK:
+		event_free(pg->io);
+		pg->io = NULL;
+		evtimer_del(pg->timer);
+		conn_ready(pg->pending);
+		PQfinish(pg->c);
+		pg->c = pg->pending;
+		pg->pending = NULL;
+		break;
+	default:
+		p_failed(pg, NULL);
+		break;
+	}
+}
+
+/* The deadline of the attempt under way, or time to try again. */
+static void p_timer(evutil_socket_t fd, short what, void *arg)
+{
+	struct pg *pg = arg;
+
+	(void)fd;
+	(void)what;
+	if (pg->pending)
+		p_failed(pg, "PostgreSQL did not answer the connection in time");
+	else if (!pg->c)
+		p_start(pg);
+}
+
+static void pg_set_loop(void *conn, struct event_base *base)
+{
+	struct pg *pg = conn;
+
+	if (pg->evb || !base)
+		return;
+	pg->evb = base;
+	pg->timer = evtimer_new(base, p_timer, pg);
+	if (!pg->c)
+		drop(pg, 0);
 }
 
 static const char *pg_errmsg(void *conn)
@@ -289,7 +409,8 @@ static const char *pg_errmsg(void *conn)
 
 /* Reconnects when the connection is gone and no transaction was open
  * (see drop() for how often); the connection is polled with the timeout
- * as its deadline. The statements in between fail with -ENOTCONN. */
+ * as its deadline. The statements in between fail with -ENOTCONN. With a
+ * loop the reconnect runs on it (see above): never here. */
 static void revive(struct pg *pg)
 {
 	uint64_t deadline;
@@ -300,6 +421,13 @@ static void revive(struct pg *pg)
 		return;
 	if (pg->c)
 		drop(pg, 0); /* lost (closed): reconnect at once */
+	if (pg->evb) {
+		if (!pg->pending && !evtimer_pending(pg->timer, NULL))
+			drop(pg, 0); /* not scheduled (cannot happen): now */
+		if (pg->pending)
+			set_err(pg, "connecting to PostgreSQL");
+		return;
+	}
 	if (pg->lost_tx || mono_ms() < pg->retry_at_ms)
 		return;
 	if (!pg->timeout_ms) {
@@ -809,6 +937,7 @@ const struct gw_store_ops gw_store_pg_ops = {
 	.open = pg_open,
 	.close = pg_close,
 	.set_timeout = pg_set_timeout,
+	.set_loop = pg_set_loop,
 	.errmsg = pg_errmsg,
 	.exec = pg_exec,
 	.begin_sql = "BEGIN",

@@ -564,6 +564,12 @@ void gw_store_set_timeout(struct gw_store *store, uint32_t ms)
 		store->ops->set_timeout(store->conn, ms);
 }
 
+void gw_store_set_loop(struct gw_store *store, struct event_base *base)
+{
+	if (store->ops->set_loop)
+		store->ops->set_loop(store->conn, base);
+}
+
 int gw_store_schema_version(struct gw_store *store)
 {
 	return store->version;

@@ -56,6 +56,14 @@ struct gw_store *gw_store_free(struct gw_store *store);
  * SQLite: nothing to bound. */
 #define GW_STORE_TIMEOUT_DEFAULT_MS 3000
 void gw_store_set_timeout(struct gw_store *store, uint32_t ms);
+/* Reconnects on base, without blocking (PostgreSQL): a lost connection is
+ * re-established in the background (libpq's non-blocking connect, bounded
+ * by the timeout, retried every second), and a statement issued meanwhile
+ * fails at once with -ENOTCONN. Without it (tools, tests) the first
+ * statement after a loss reconnects, blocking up to the timeout. SQLite:
+ * nothing to do. Before gw_store_free(), base must still exist. */
+struct event_base;
+void gw_store_set_loop(struct gw_store *store, struct event_base *base);
 /* The schema's migration steps, oldest first (tests open older versions). */
 const struct gw_migration *gw_store_migrations(size_t *n);
 

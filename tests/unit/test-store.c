@@ -1,8 +1,14 @@
 /* SPDX-License-Identifier: MIT */
 #include <errno.h>
+#include <poll.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -477,6 +483,224 @@ static void test_timeout(const char *dir)
 	gw_store_free(s);
 }
 
+/* A proxy in a child process from dir/.s.PGSQL.5432 to the server's
+ * socket in server_dir. While dir/hole exists it forwards nothing and
+ * holds new connections unanswered (a partition that drops silently);
+ * once it is gone the held ones are closed. Ends after 120 s at most. */
+#define PROXY_MAX 32
+static void proxy_unix(struct sockaddr_un *a, const char *dir)
+{
+	memset(a, 0, sizeof(*a));
+	a->sun_family = AF_UNIX;
+	snprintf(a->sun_path, sizeof(a->sun_path), "%s/.s.PGSQL.5432", dir);
+}
+
+static pid_t hole_proxy(const char *dir, const char *server_dir)
+{
+	int pairs[PROXY_MAX][2], held[PROXY_MAX], np = 0, nh = 0, lis;
+	char *hole = xasprintf("%s/hole", dir), buf[65536];
+	struct sockaddr_un a, srv;
+	double end = mono_s() + 120;
+	pid_t pid = fork();
+
+	if (pid)
+		return pid;
+	signal(SIGPIPE, SIG_IGN); /* a peer gone: its write fails, the pair closes */
+	proxy_unix(&a, dir);
+	proxy_unix(&srv, server_dir);
+	lis = socket(AF_UNIX, SOCK_STREAM, 0);
+	if (lis < 0 || bind(lis, (struct sockaddr *)&a, sizeof(a)) < 0 || listen(lis, 16) < 0)
+		_exit(1);
+	while (mono_s() < end && getppid() != 1) {
+		struct pollfd p[1 + 2 * PROXY_MAX] = { { .fd = lis, .events = POLLIN } };
+		bool black = access(hole, F_OK) == 0;
+		int n = 1;
+
+		for (; !black && nh; nh--)
+			close(held[nh - 1]);
+		for (int i = 0; !black && i < np; i++) {
+			p[n++] = (struct pollfd){ .fd = pairs[i][0], .events = POLLIN };
+			p[n++] = (struct pollfd){ .fd = pairs[i][1], .events = POLLIN };
+		}
+		if (poll(p, (nfds_t)n, 50) <= 0)
+			continue;
+		if (p[0].revents) {
+			int c = accept(lis, NULL, NULL), sv;
+
+			if (c >= 0 && black && nh < PROXY_MAX) {
+				held[nh++] = c;
+			} else if (c >= 0 && np < PROXY_MAX &&
+				   (sv = socket(AF_UNIX, SOCK_STREAM, 0)) >= 0) {
+				if (connect(sv, (struct sockaddr *)&srv, sizeof(srv)) == 0) {
+					pairs[np][0] = c;
+					pairs[np++][1] = sv;
+				} else {
+					close(sv);
+					close(c);
+				}
+			} else if (c >= 0) {
+				close(c);
+			}
+		}
+		for (int k = 1; k < n; k++) {
+			int i = (k - 1) / 2, from = (k - 1) % 2;
+			ssize_t r, w = 0;
+
+			if (!p[k].revents || i >= np)
+				continue;
+			r = read(pairs[i][from], buf, sizeof(buf));
+			while (r > 0 && w < r) {
+				ssize_t x = write(pairs[i][!from], buf + w, (size_t)(r - w));
+
+				if (x <= 0)
+					break;
+				w += x;
+			}
+			if (r <= 0 || w < r) {
+				close(pairs[i][0]);
+				close(pairs[i][1]);
+				pairs[i][0] = pairs[i][1] = -1; /* compacted below */
+			}
+		}
+		for (int i = 0; i < np; i++)
+			if (pairs[i][0] < 0) {
+				pairs[i][0] = pairs[np - 1][0];
+				pairs[i][1] = pairs[np - 1][1];
+				np--;
+				i--;
+			}
+	}
+	_exit(0);
+}
+
+struct outage {
+	struct gw_store *s;
+	double timeout_s;
+	int calls, ok_calls, slow, late_connects;
+	double worst, worst_fast; /* worst_fast: but the slow ones */
+};
+
+/* A statement every tick of the loop, timed. */
+static void outage_tick(evutil_socket_t fd, short what, void *arg)
+{
+	struct outage *o = arg;
+	double t0 = mono_s(), dt;
+	int r = gw_store_exec(o->s, "SELECT 1");
+
+	(void)fd;
+	(void)what;
+	dt = mono_s() - t0;
+	o->calls++;
+	o->ok_calls += r == 0;
+	o->late_connects += strstr(gw_store_errmsg(o->s), "the connection in time") != NULL;
+	if (dt >= o->timeout_s * 0.9)
+		o->slow++;
+	else if (dt > o->worst_fast)
+		o->worst_fast = dt;
+	if (dt > o->worst)
+		o->worst = dt;
+}
+
+static void run_for(struct event_base *base, double secs)
+{
+	struct timeval tv = { (time_t)secs, (suseconds_t)((secs - (long)secs) * 1e6) };
+
+	event_base_loopexit(base, &tv);
+	event_base_dispatch(base);
+}
+
+/* A black hole between the store and the server (gw_store_set_loop()):
+ * the statement in flight waits the timeout once; after that every
+ * statement fails at once while the reconnects run on the loop (each
+ * bounded by the timeout), and the loop keeps turning. The hole closes:
+ * the loop reconnects and the next statement works. A transaction the
+ * hole cut fails up to its COMMIT, then the connection made meanwhile
+ * serves the next statement. */
+static void test_blackhole(const char *dir)
+{
+	const char *server_dir = getenv("SMPGW_TEST_PG_DIR");
+	char *pdir, *hole, *ci, *msg = NULL;
+	struct outage o = { .timeout_s = 0.5 };
+	struct timeval tick = { 0, 50000 };
+	struct event_base *base;
+	struct event *ev;
+	struct stat sb;
+	int err = 0, ok_before;
+	double t0;
+	pid_t pid;
+
+	if (!pg || !server_dir)
+		return; /* SQLite: no server; or no server of our own to proxy */
+	pdir = xasprintf("%s/pgproxy", dir);
+	hole = xasprintf("%s/hole", pdir);
+	mkdir(pdir, 0755);
+	pid = hole_proxy(pdir, server_dir);
+	ci = xasprintf("%s/.s.PGSQL.5432", pdir);
+	for (int i = 0; i < 500 && stat(ci, &sb) < 0; i++)
+		usleep(10000);
+	free(ci);
+	ci = xasprintf("%s host=%s", pg, pdir); /* the later host wins */
+	o.s = gw_store_open_pg(ci, &err, &msg);
+	ok(o.s != NULL, "opened through a proxy (%s)", msg ? msg : "ok");
+	free(msg);
+	if (!o.s)
+		goto out;
+	base = event_base_new();
+	gw_store_set_timeout(o.s, 500);
+	gw_store_set_loop(o.s, base);
+	ok(query_ok(o.s, "CREATE TABLE IF NOT EXISTS t_hole (v INTEGER)") &&
+	   query_ok(o.s, "DELETE FROM t_hole"), "statements through the proxy");
+	ev = event_new(base, -1, EV_PERSIST, outage_tick, &o);
+	event_add(ev, &tick);
+	fclose(fopen(hole, "w"));
+	run_for(base, 4.0); /* 8 timeouts */
+	tap_diag("in the hole for 4 s: %d statements (%d answered), %d waited the timeout, "
+		 "the slowest of the others %.1f ms", o.calls, o.ok_calls, o.slow,
+		 o.worst_fast * 1000);
+	ok(o.calls >= 10, "the loop keeps turning in the hole (%d ticks of 50 ms in 4 s)",
+	   o.calls);
+	ok(o.slow <= 1, "no more than one statement waited the whole timeout (%d)", o.slow);
+	ok(o.late_connects > 0, "reconnects were tried in the hole, bounded (%s)",
+	   gw_store_errmsg(o.s));
+	unlink(hole);
+	t0 = mono_s();
+	ok_before = o.ok_calls;
+	for (int i = 0; i < 200 && o.ok_calls == ok_before; i++)
+		run_for(base, 0.05);
+	ok(o.ok_calls > ok_before, "the hole closed: statements work again %.2f s later (%s)",
+	   mono_s() - t0, o.ok_calls > ok_before ? "ok" : gw_store_errmsg(o.s));
+	event_free(ev);
+	/* A transaction the hole cuts. */
+	is_int(gw_store_begin(o.s), 0, "begin");
+	ok(query_ok(o.s, "INSERT INTO t_hole (v) VALUES (1)"), "a write in it");
+	fclose(fopen(hole, "w"));
+	usleep(200 * 1000); /* the proxy sees it */
+	is_int(gw_store_exec(o.s, "SELECT 1"), -ETIMEDOUT, "the hole: a timeout in it");
+	unlink(hole);
+	run_for(base, 2.5); /* the reconnect after twice the timeout, on the loop */
+	ok(!query_ok(o.s, "INSERT INTO t_hole (v) VALUES (2)"),
+	   "the rest of the transaction fails (not run on the new connection)");
+	ok(gw_store_commit(o.s) < 0, "its commit fails");
+	t0 = mono_s();
+	ok(query_ok(o.s, "SELECT 1") && mono_s() - t0 < 0.4,
+	   "the next statement runs on the connection made meanwhile");
+	{
+		struct gw_stmt *st = gw_store_prepare(o.s, "SELECT count(*) FROM t_hole");
+
+		ok(st && gw_stmt_step(st) == 1 && gw_stmt_int64(st, 0) == 0,
+		   "nothing of the transaction was committed");
+		gw_stmt_finalize(st);
+	}
+	gw_store_free(o.s);
+	event_base_free(base);
+out:
+	kill(pid, SIGTERM);
+	waitpid(pid, NULL, 0);
+	free(ci);
+	free(hole);
+	free(pdir);
+}
+
 int main(void)
 {
 	char tmpl[] = "/tmp/test-store-XXXXXX";
@@ -496,6 +720,7 @@ int main(void)
 	test_upgrade(dir);
 	test_notify(dir);
 	test_timeout(dir);
+	test_blackhole(dir);
 	cmd = xasprintf("rm -rf '%s'", dir);
 	if (system(cmd) != 0)
 		tap_diag("could not remove %s", dir);
