@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "gateway/cluster.h"
 #include "gateway/config.h"
 #include "gateway/device.h"
 #include "gateway/gateway.h"
@@ -150,6 +151,44 @@ static void job_series(struct gw_metrics *m, struct gw_engine *eng, const char *
 	json_decref(jobs);
 }
 
+/*
+ * Several gateways ([gateway] id): every series says what this gateway
+ * holds or does, so that Prometheus' sum over the gateways is the fleet
+ * (docs/metrics.md, "Several gateways"). A fleet-wide series, one every
+ * gateway could read from the store, is reported by one gateway only: a
+ * rollout's by its scheduler, and what has no scheduler (a finished
+ * rollout, one between its scheduler's death and a takeover, the shared
+ * image directory) by the fleet reporter, the registry's first alive
+ * gateway by id. Without the registry (the store away) nobody here is the
+ * reporter: the others, still on the store, report.
+ */
+struct first_alive {
+	const char *first;
+	bool self;
+};
+
+static void first_alive_one(const struct gw_cluster_gateway *g, void *user_data)
+{
+	struct first_alive *f = user_data;
+
+	if (g->alive && (!f->first || strcmp(g->id, f->first) < 0)) {
+		f->first = g->id;
+		f->self = g->self;
+	}
+}
+
+static bool fleet_reporter(struct gw *gw)
+{
+	struct gw_cluster *c = gw_cluster(gw);
+	struct first_alive f = { 0 };
+
+	if (!c)
+		return true; /* one gateway: it is the fleet */
+	if (gw_cluster_gateways(c, NULL, first_alive_one, &f) < 0)
+		return false;
+	return f.self;
+}
+
 static void rollout_one(struct gw_metrics *m, const json_t *r)
 {
 	const char *rid = json_string_value(json_object_get(r, "id")), *k;
@@ -176,8 +215,19 @@ static json_int_t finished_at(const json_t *r)
 	return json_integer_value(json_object_get(r, "finished_ms"));
 }
 
+/* Several gateways: is this rollout's series this gateway's to report? */
+static bool reports_rollout(const json_t *r, const char *me, bool reporter)
+{
+	const json_t *sched = json_object_get(r, "scheduler");
+
+	if (!me)
+		return true;
+	return json_is_string(sched) ? !strcmp(json_string_value(sched), me) : reporter;
+}
+
 /* Unfinished rollouts, and the few most recently finished. */
-static void rollout_series(struct gw_metrics *m, struct gw_rollouts *ro)
+static void rollout_series(struct gw_metrics *m, struct gw_rollouts *ro, const char *me,
+			   bool reporter)
 {
 	json_t *list = gw_rollouts_list(ro), *r;
 	json_int_t cut = 0, top[MAX_FINISHED_ROLLOUTS] = { 0 };
@@ -196,13 +246,14 @@ static void rollout_series(struct gw_metrics *m, struct gw_rollouts *ro)
 	}
 	cut = top[MAX_FINISHED_ROLLOUTS - 1];
 	json_array_foreach(list, i, r)
-		if (!json_is_integer(json_object_get(r, "finished_ms")) ||
-		    (finished_at(r) && finished_at(r) >= cut))
+		if ((!json_is_integer(json_object_get(r, "finished_ms")) ||
+		     (finished_at(r) && finished_at(r) >= cut)) &&
+		    reports_rollout(r, me, reporter))
 			rollout_one(m, r);
 	json_decref(list);
 }
 
-static void fleet_series(struct gw *gw, struct gw_metrics *m)
+static void fleet_series(struct gw *gw, struct gw_metrics *m, bool reporter)
 {
 	for (size_t i = 0; i < ARRAY_SIZE(fleet_gauges); i++)
 		gw_metrics_reset(m, fleet_gauges[i]);
@@ -210,7 +261,7 @@ static void fleet_series(struct gw *gw, struct gw_metrics *m)
 	if (gw_engine(gw))
 		job_series(m, gw_engine(gw), gw_config(gw)->gateway.id);
 	if (gw_rollouts(gw))
-		rollout_series(m, gw_rollouts(gw));
+		rollout_series(m, gw_rollouts(gw), gw_config(gw)->gateway.id, reporter);
 }
 
 int metrics_get(struct http_req *req)
@@ -219,6 +270,7 @@ int metrics_get(struct http_req *req)
 	struct gw_metrics *m = gw_metrics(gw);
 	struct gw_images *im = http_server_images(http_req_server(req));
 	unsigned n[3] = { 0 };
+	bool reporter = fleet_reporter(gw);
 	char *text;
 
 	if (!m)
@@ -227,10 +279,11 @@ int metrics_get(struct http_req *req)
 	gw_metrics_set(m, GW_M_DEVICES, "state=\"down\"", n[0]);
 	gw_metrics_set(m, GW_M_DEVICES, "state=\"connecting\"", n[1]);
 	gw_metrics_set(m, GW_M_DEVICES, "state=\"up\"", n[2]);
-	if (im)
+	gw_metrics_reset(m, GW_M_IMAGES);
+	if (im && reporter)
 		gw_metrics_set(m, GW_M_IMAGES, NULL, (double)gw_images_count(im));
 	gw_device_foreach(gw, zero_series, m);
-	fleet_series(gw, m);
+	fleet_series(gw, m, reporter);
 	text = gw_metrics_render(m);
 	http_reply_buf(req, 200, "text/plain; version=0.0.4; charset=utf-8", text,
 		       strlen(text));
