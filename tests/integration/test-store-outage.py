@@ -11,8 +11,15 @@ device's problem type (device-unreachable, device-timeout) for the store's
 failure. A write that cannot be stored (a rollout, an update job) is
 refused with 503; an image upload or delete is done on the image directory
 (the files are the truth) and its row caught up later. The server started again, the same routes work, the
-image, job and rollout from before are all there, and a new job runs."""
+image, job and rollout from before are all there, and a new job runs.
+
+With the argument "locked" (no server: SQLite): another process holds the
+database's write lock (BEGIN EXCLUSIVE) under one smpgwd: a write that
+needs the store (a rollout, an update job) is refused with 503
+store-unavailable after the busy timeout (2 s), its detail saying the
+database is locked, reads answer; the lock released, both work."""
 import os
+import sqlite3
 import sys
 import time
 
@@ -28,6 +35,7 @@ IMG2_ID = None  # its SHA-256, known once uploaded
 CONF = '\n'.join(['[gateway]', 'id = g1',
                   '[request]', 'timeout = 1s', '[update]', 'boot_timeout = 40s',
                   '[store]', 'timeout = 2s'])
+LITE_CONF = '\n'.join(['[request]', 'timeout = 1s', '[update]', 'boot_timeout = 40s'])
 STORE = 'urn:smpgw:problem:store-unavailable'
 PROMPT = 15.0  # seconds: 2 s store timeout, reconnect attempts, a loaded CI box
 
@@ -86,7 +94,40 @@ def outage(gw, img, jid, rid):
                  what + ': answered from memory or 503 store-unavailable')
 
 
+def locked():
+    with session(tap=t) as (wd, run):
+        sim, gw = sim_and_gateway(run, wd, LITE_CONF, count=1)
+        img = gw.add_image(IMG)
+        db = sqlite3.connect(os.path.join(gw.state, 'smpgw.db'), isolation_level=None,
+                             timeout=10)
+        db.execute('BEGIN EXCLUSIVE')
+        try:
+            for method, path, body in [
+                    ('POST', '/api/v1/rollouts', {'image': img, 'target': 'all'}),
+                    ('POST', '/api/v1/devices/w0/update', {'image': img})]:
+                st, d, dt = timed(gw, method, path, body)
+                t.ok(st == 503 and kind(st, d) == STORE and 'locked' in d.get('detail', '')
+                     and dt < PROMPT, '%s %s with the database locked: %d %s (%.1f s): %s'
+                     % (method, path, st, kind(st, d), dt,
+                        d.get('detail') if isinstance(d, dict) else d))
+            for path in ('/api/v1/images', '/api/v1/devices', '/api/v1/jobs', '/api/v1/rollouts'):
+                st, d, dt = timed(gw, 'GET', path)
+                t.ok(st == 200 and dt < PROMPT, 'GET %s with the database locked: %d' % (path, st))
+        finally:
+            db.execute('ROLLBACK')
+            db.close()
+        st, ro = gw.request('POST', '/api/v1/rollouts', {'image': img, 'target': 'all'})
+        t.eq(st, 201, 'the lock released: a rollout is created')
+        j = gw.wait_job(wait_for('its job', lambda: gw.request(
+            'GET', '/api/v1/jobs')[1]['jobs'], timeout=60)[0]['id'], timeout=90)
+        t.eq(j['state'], 'done', 'and its job runs to done (%s)' % j.get('error'))
+        t.eq(gw.stop(), 0, 'smpgwd exits cleanly')
+    t.done()
+
+
 def main():
+    if sys.argv[1:] == ['locked']:
+        return locked()
     pg = PgServer.attached()
     if not os.environ.get('SMPGW_TEST_PG') or pg is None:
         print('1..0 # SKIP needs SMPGW_TEST_PG and SMPGW_TEST_PG_DIR '
