@@ -5,8 +5,8 @@
  * gateway's REST API (its URL in the registry, cluster.h) with libevent's
  * HTTP client on the daemon's loop, while the client's connection is
  * suspended (HTTP_PENDING). Method, path, query, body, Content-Type and
- * Authorization go there; status, Content-Type and body come back, with
- * X-Smpgw-Served-By naming the holder.
+ * Authorization go there; status, Content-Type, WWW-Authenticate and body
+ * come back, with X-Smpgw-Served-By naming the holder.
  *
  * Never twice: the forwarded request carries X-Smpgw-Forwarded-By and a
  * gateway receiving it answers itself (a watch it no longer holds: 421).
@@ -210,7 +210,7 @@ static void on_answer(struct evhttp_request *er, void *arg)
 	struct fwd *f = arg;
 	int code = er ? evhttp_request_get_response_code(er) : 0;
 	struct evbuffer *in = er ? evhttp_request_get_input_buffer(er) : NULL;
-	const char *ctype;
+	const char *ctype, *auth;
 	size_t len;
 	char *body;
 
@@ -225,10 +225,12 @@ static void on_answer(struct evhttp_request *er, void *arg)
 		return;
 	}
 	ctype = evhttp_find_header(evhttp_request_get_input_headers(er), "Content-Type");
+	/* a 401 without its challenge would break the client's auth */
+	auth = evhttp_find_header(evhttp_request_get_input_headers(er), "WWW-Authenticate");
 	len = evbuffer_get_length(in);
 	body = xmalloc(len + 1);
 	evbuffer_remove(in, body, len);
-	http_reply_forwarded(f->req, (unsigned)code, ctype, body, len, f->holder);
+	http_reply_forwarded(f->req, (unsigned)code, ctype, body, len, f->holder, auth);
 	fwd_free(f, false);
 }
 

@@ -126,9 +126,11 @@ void http_reply_problem_ext(struct http_req *req, int err, json_t *extra,
 void http_reply_buf(struct http_req *req, unsigned status, const char *ctype,
 		    char *body, size_t len);
 /* An answer of the gateway holding the watch, passed through (forward.c):
- * body consumed; served_by names that gateway in X-Smpgw-Served-By. */
+ * body consumed; served_by names that gateway in X-Smpgw-Served-By;
+ * www_auth: its WWW-Authenticate (a 401's challenge), NULL when none. */
 void http_reply_forwarded(struct http_req *req, unsigned status, const char *ctype,
-			  char *body, size_t len, const char *served_by);
+			  char *body, size_t len, const char *served_by,
+			  const char *www_auth);
 /* Body borrowed and static (embedded files). */
 void http_reply_static(struct http_req *req, unsigned status,
 		       const char *ctype, const void *body, size_t len,

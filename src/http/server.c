@@ -319,7 +319,8 @@ void http_reply_buf(struct http_req *req, unsigned status, const char *ctype,
 }
 
 void http_reply_forwarded(struct http_req *req, unsigned status, const char *ctype,
-			  char *body, size_t len, const char *served_by)
+			  char *body, size_t len, const char *served_by,
+			  const char *www_auth)
 {
 	struct MHD_Response *rsp = MHD_create_response_from_buffer_with_free_callback(
 		len, body, free);
@@ -327,6 +328,8 @@ void http_reply_forwarded(struct http_req *req, unsigned status, const char *cty
 	add_common_headers(rsp, ctype, NULL);
 	if (served_by)
 		MHD_add_response_header(rsp, "X-Smpgw-Served-By", served_by);
+	if (www_auth)
+		MHD_add_response_header(rsp, MHD_HTTP_HEADER_WWW_AUTHENTICATE, www_auth);
 	deliver(req, rsp, status);
 }
 

@@ -241,6 +241,10 @@ class BadHolder:
         # with the loop's resolver (evdns, /etc/hosts), not getaddrinfo()
         'name': b'HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n'
                 b'Content-Length: 15\r\n\r\n{"from":"name"}',
+        # a holder with another token: its 401 keeps its challenge
+        'auth': b'HTTP/1.1 401 Unauthorized\r\nContent-Type: application/problem+json\r\n'
+                b'WWW-Authenticate: Bearer realm="smpgw"\r\n'
+                b'Content-Length: 2\r\n\r\n{}',
     }
 
     def __init__(self, mode):
@@ -290,7 +294,8 @@ def bad_holders(gws, run):
     """Watches held by "gateways" that answer badly: a clear 502 or 504
     with held_by, and the gateway keeps running; one at [::1] answering
     well: its answer as it is."""
-    want = {'garbage': 502, 'status': 502, 'huge': 502, 'silent': 504, 'v6': 207, 'name': 200}
+    want = {'garbage': 502, 'status': 502, 'huge': 502, 'silent': 504, 'v6': 207, 'name': 200,
+            'auth': 401}
     now = int(time.time() * 1000)
     for i, mode in enumerate(want):
         bad = run.add(BadHolder(mode))
@@ -306,6 +311,12 @@ def bad_holders(gws, run):
             check(st == 207 and body == {'from': 'v6'} and h.get('X-Smpgw-Served-By') == gid
                   and h.get('Content-Type') == 'application/json',
                   'a holder at an IPv6 address: its status, type and body passed through')
+            continue
+        if mode == 'auth':
+            check(st == 401 and h.get('WWW-Authenticate') == 'Bearer realm="smpgw"'
+                  and h.get('X-Smpgw-Served-By') == gid,
+                  "a holder's 401 passed through with its WWW-Authenticate (%d %s)"
+                  % (st, h.get('WWW-Authenticate')))
             continue
         if mode == 'name':
             check(st == 200 and body == {'from': 'name'} and h.get('X-Smpgw-Served-By') == gid,
