@@ -176,6 +176,38 @@ static void conn_ready(PGconn *c)
 	PQsetnonblocking(c, 1);
 }
 
+/* old replaced by an event for what on c's socket (which may change
+ * between the steps of a connect). */
+static struct event *watch_conn(struct event *old, struct event_base *base, PGconn *c,
+				short what, event_callback_fn fn, void *arg)
+{
+	struct event *ev;
+
+	if (old)
+		event_free(old);
+	ev = event_new(base, PQsocket(c), what, fn, arg);
+	event_add(ev, NULL);
+	return ev;
+}
+
+/* One step of a non-blocking connect, its socket ready: 1 connected, 0
+ * wait for *what, -1 failed. */
+static int connect_step(PGconn *c, short *what)
+{
+	switch (PQconnectPoll(c)) {
+	case PGRES_POLLING_READING:
+		*what = EV_READ;
+		return 0;
+	case PGRES_POLLING_WRITING:
+		*what = EV_WRITE;
+		return 0;
+	case PGRES_POLLING_OK:
+		return 1;
+	default:
+		return -1;
+	}
+}
+
 static bool word_at(const char *p, const char *start, const char *w)
 {
 	size_t n = strlen(w);
@@ -245,12 +277,12 @@ static void pg_close(void *conn)
 
 	if (!pg)
 		return;
-	PQfinish(pg->c);
-	PQfinish(pg->pending);
 	if (pg->io)
-		event_free(pg->io);
+		event_free(pg->io); /* before its socket closes */
 	if (pg->timer)
 		event_free(pg->timer);
+	PQfinish(pg->c);
+	PQfinish(pg->pending);
 	free(pg->conninfo);
 	free(pg->err);
 	free(pg);
@@ -314,10 +346,7 @@ static void p_io(evutil_socket_t fd, short what, void *arg);
 
 static void p_watch(struct pg *pg, short what)
 {
-	if (pg->io)
-		event_free(pg->io);
-	pg->io = event_new(pg->evb, PQsocket(pg->pending), what, p_io, pg);
-	event_add(pg->io, NULL);
+	pg->io = watch_conn(pg->io, pg->evb, pg->pending, what, p_io, pg);
 }
 
 /* The attempt failed (msg: why, NULL: libpq's message). */
@@ -350,17 +379,14 @@ static void p_start(struct pg *pg)
 static void p_io(evutil_socket_t fd, short what, void *arg)
 {
 	struct pg *pg = arg;
+	int r = connect_step(pg->pending, &what);
 
 	(void)fd;
-	(void)what;
-	switch (PQconnectPoll(pg->pending)) {
-	case PGRES_POLLING_READING:
-		p_watch(pg, EV_READ);
-		break;
-	case PGRES_POLLING_WRITING:
-		p_watch(pg, EV_WRITE);
-		break;
-	case PGRES_POLLING_OK:
+	if (r == 0) {
+		p_watch(pg, what);
+	} else if (r < 0) {
+		p_failed(pg, NULL);
+	} else {
 		event_free(pg->io);
 		pg->io = NULL;
 		evtimer_del(pg->timer);
@@ -368,10 +394,6 @@ static void p_io(evutil_socket_t fd, short what, void *arg)
 		PQfinish(pg->c);
 		pg->c = pg->pending;
 		pg->pending = NULL;
-		break;
-	default:
-		p_failed(pg, NULL);
-		break;
 	}
 }
 
@@ -748,10 +770,7 @@ static void l_io(evutil_socket_t fd, short what, void *arg);
 
 static void l_watch(struct pg_listener *l, short what)
 {
-	if (l->io)
-		event_free(l->io);
-	l->io = event_new(l->evb, PQsocket(l->c), what, l_io, l);
-	event_add(l->io, NULL);
+	l->io = watch_conn(l->io, l->evb, l->c, what, l_io, l);
 }
 
 /* The connection failed or was lost: try again in retry_ms. */
@@ -869,25 +888,19 @@ static void l_deadline(evutil_socket_t fd, short what, void *arg)
 static void l_io(evutil_socket_t fd, short what, void *arg)
 {
 	struct pg_listener *l = arg;
+	int r;
 
 	if (l->state != L_CONNECTING) {
 		l_read(l);
 		return;
 	}
-	switch (PQconnectPoll(l->c)) {
-	case PGRES_POLLING_READING:
-		l_watch(l, EV_READ);
-		break;
-	case PGRES_POLLING_WRITING:
-		l_watch(l, EV_WRITE);
-		break;
-	case PGRES_POLLING_OK:
+	r = connect_step(l->c, &what);
+	if (r == 0)
+		l_watch(l, what);
+	else if (r > 0)
 		l_send_listen(l);
-		break;
-	default:
+	else
 		l_down(l);
-		break;
-	}
 }
 
 static struct gw_store_listener *pg_listen(void *conn, struct event_base *base,
