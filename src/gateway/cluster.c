@@ -526,22 +526,25 @@ int gw_cluster_watches(struct gw_cluster *c, const char *id,
 		"SELECT d.id, d.name, d.transport, d.last_seen, d.rssi, l.holder,"
 		" v.json, v.gateway, v.updated_ms FROM devices d"
 		" LEFT JOIN leases l ON upper(l.device_id) = upper(d.id) AND l.expires_ms > ?1"
-		" AND l.expires_ms <= ?1 + 300000" /* void beyond GW_LEASE_TTL_MAX_MS */
+		" AND l.expires_ms <= ?3" /* void beyond now + GW_LEASE_TTL_MAX_MS */
 		" LEFT JOIN device_views v ON v.device_id = d.id"
 		" WHERE upper(d.id) = upper(?2) OR d.name = ?2"
 		" ORDER BY CASE WHEN upper(d.id) = upper(?2) THEN 0 ELSE 1 END, d.id" :
 		"SELECT d.id, d.name, d.transport, d.last_seen, d.rssi, l.holder,"
 		" v.json, v.gateway, v.updated_ms FROM devices d"
 		" LEFT JOIN leases l ON upper(l.device_id) = upper(d.id) AND l.expires_ms > ?1"
-		" AND l.expires_ms <= ?1 + 300000" /* void beyond GW_LEASE_TTL_MAX_MS */
+		" AND l.expires_ms <= ?2" /* void beyond now + GW_LEASE_TTL_MAX_MS */
 		" LEFT JOIN device_views v ON v.device_id = d.id ORDER BY d.id");
+	uint64_t now;
 	int r, n = 0;
 
 	if (!st)
 		return c->store_down ? -ENOTCONN : -EIO;
-	gw_stmt_bind_int64(st, 1, (int64_t)gw_now_ms(c->gw));
+	now = gw_now_ms(c->gw);
+	gw_stmt_bind_int64(st, 1, (int64_t)now);
 	if (id)
 		gw_stmt_bind_text(st, 2, id);
+	gw_stmt_bind_int64(st, id ? 3 : 2, (int64_t)(now + GW_LEASE_TTL_MAX_MS));
 	while ((r = gw_stmt_step(st)) == 1) {
 		struct gw_cluster_watch w = {
 			.id = gw_stmt_text(st, 0),
