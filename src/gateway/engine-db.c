@@ -18,6 +18,7 @@
 #include "gateway/config.h"
 #include "gateway/engine-int.h"
 #include "gateway/gateway.h"
+#include "gateway/images.h"
 #include "gateway/lease.h"
 #include "gateway/log.h"
 #include "util/util.h"
@@ -191,6 +192,12 @@ struct image *engine_image_get(struct gw_engine *eng, const char *id, int *err)
 	FILE *f;
 	long n;
 
+	/* The id may come from a store row (a job another gateway queued):
+	 * one that is not an image id is a corrupted row, never a path. */
+	if (!gw_images_id_valid(id)) {
+		*err = -EINVAL;
+		return NULL;
+	}
 	LIST_FOREACH(im, &eng->images, entry)
 		if (!strcmp(im->id, id)) {
 			im->refs++;
@@ -236,16 +243,6 @@ void engine_image_put(struct image *im)
 	free(im->id);
 	free(im->buf);
 	free(im);
-}
-
-bool engine_image_id_valid(const char *id)
-{
-	if (!id || strlen(id) != 2 * GW_IMG_HASH_LEN)
-		return false;
-	for (const char *p = id; *p; p++)
-		if (!strchr("0123456789abcdef", *p))
-			return false;
-	return true;
 }
 
 /* ---- construction: load what the store knows ---- */

@@ -317,7 +317,6 @@ int engine_db_cancel_request(struct gw_engine *eng, int64_t id);
 char *engine_db_device(struct gw_engine *eng, const char *id);
 struct image *engine_image_get(struct gw_engine *eng, const char *id, int *err);
 void engine_image_put(struct image *im);
-bool engine_image_id_valid(const char *id);
 /* engine.c */
 struct job *engine_job_new(struct gw_engine *eng);
 void engine_job_free(struct job *job);

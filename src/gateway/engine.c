@@ -31,6 +31,7 @@
 #include "gateway/engine-int.h"
 #include "gateway/events.h"
 #include "gateway/gateway.h"
+#include "gateway/images.h"
 #include "gateway/jobs.h"
 #include "gateway/log.h"
 #include "gateway/metrics.h"
@@ -1053,6 +1054,12 @@ static void job_start(struct job *job)
 	int err = 0;
 
 	job->img = engine_image_get(job->eng, job->image_id, &err);
+	if (!job->img && err == -EINVAL) {
+		log_warn("job %lld: corrupted row in the store: image id is not"
+			 " 64 lowercase hex digits; job failed", (long long)job->id);
+		return job_finish(job, GW_JOB_STATE_FAILED, "corrupted job row:"
+				  " image id is not a valid image id");
+	}
 	if (!job->img)
 		return job_finish(job, GW_JOB_STATE_FAILED, "image %s: %s", job->image_id,
 				  err == -ENOENT ? "not in the image store" :
@@ -1320,7 +1327,7 @@ int64_t gw_job_submit(struct gw_engine *engine, const char *device_id,
 
 	char *known = NULL;
 
-	if (!engine || !device_id || mode > GW_JOB_MODE_CONFIRM || !engine_image_id_valid(image_id))
+	if (!engine || !device_id || mode > GW_JOB_MODE_CONFIRM || !gw_images_id_valid(image_id))
 		return -EINVAL;
 	dev = gw_device_find(engine->gw, device_id);
 	/* Several gateways: a watch another gateway holds (or nobody holds

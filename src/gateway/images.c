@@ -346,12 +346,19 @@ static void meta_prune(struct gw_images *im)
 	free(gone);
 }
 
+/* The rule for the ids this store makes (mcuboot_hash_hex): 64 lowercase
+ * hex digits, then ext ("" for a bare id). */
 static bool is_hash_name(const char *name, const char *ext)
 {
-	size_t n = strlen(name);
+	size_t n = name ? strlen(name) : 0;
 
 	return n == 64 + strlen(ext) && !strcmp(name + 64, ext) &&
 	       strspn(name, "0123456789abcdef") == 64;
+}
+
+bool gw_images_id_valid(const char *id)
+{
+	return is_hash_name(id, "");
 }
 
 static void scan(struct gw_images *im)

@@ -51,6 +51,9 @@ json_t *gw_images_list(struct gw_images *im);
 json_t *gw_images_get(struct gw_images *im, const char *id);
 /* -ENOENT when unknown. */
 int gw_images_delete(struct gw_images *im, const char *id);
+/* Whether id has the form of the ids this store makes (64 lowercase hex
+ * digits): safe to put in a file name. */
+bool gw_images_id_valid(const char *id);
 /* Path of the stored file (new string), or NULL when unknown. */
 char *gw_images_path(struct gw_images *im, const char *id);
 size_t gw_images_count(const struct gw_images *im);

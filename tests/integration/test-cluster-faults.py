@@ -214,6 +214,10 @@ def corrupted_rows(fleet, gws, img, addr):
         " VALUES (%s, 'not-an-image', 'sideways', 'bogus', 'nowhere', -1, %d, -7)" % (q(v), t),
         "INSERT INTO jobs (device_id, image_id, mode, state, phase, created, updated)"
         " VALUES (%s, %s, 'upload', 'queued', 'queued', %d, %d)" % (q(v), q('0' * 64), t, t),
+        # a job whose image id is a path: never opened, a corrupted row
+        "INSERT INTO jobs (device_id, image_id, mode, state, phase, created, updated)"
+        " VALUES (%s, %s, 'upload', 'queued', 'queued', %d, %d)"
+        % (q(v), q('../images/' + img['id']), t, t),
         # gateways: no URL, not a URL, seen a year ahead, long id, huge URL
         "INSERT INTO gateways VALUES ('ghost', NULL, %d, %d), ('ghost2', 'not a url', -1, %d),"
         " ('future', 'http://127.0.0.1:1', %d, %d), (repeat('y', 2000), %s, 0, %d)"
@@ -269,6 +273,15 @@ def corrupted_rows(fleet, gws, img, addr):
             " AND image_id = %s" % (q(v), q('0' * 64)))), timeout=60, step=0.5)
     check(bad.startswith('failed ') and len(bad) > 8, 'a job of an image nobody has fails'
           ' with a reason: %s' % bad)
+    bad = wait_for('the job whose image id is a path to end', lambda: (
+        lambda s: s if not s.startswith(('queued', 'running')) else None)(sql(
+            "SELECT state || ' ' || coalesce(error, '') FROM jobs WHERE device_id = %s"
+            " AND image_id LIKE '../%%'" % q(v))), timeout=60, step=0.5)
+    check(bad == 'failed corrupted job row: image id is not a valid image id',
+          'a job whose image id is a path fails as a corrupted row: %s' % bad)
+    check(any('corrupted row in the store: image id' in x
+              for x in logs_since(gws, marks).values()),
+          'the corrupted job row is logged')
     # devices: the stored record of a watch nobody manages now, garbled;
     # then it comes into range and is managed from that row.
     zn = 'PineTime-1'
