@@ -6,8 +6,10 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <event2/event.h>
@@ -29,6 +31,7 @@ struct reach_probe {
 	enum gw_transport transport;
 	char *where;          /* UDP host:port or serial path */
 	struct link *link;    /* UDP, not in the registry: a link of our own */
+	int fd;               /* serial, not held here: the port, kept open, -1 none */
 	int64_t req;          /* in the registry: the echo in its queue, 0 none */
 	bool waiting;         /* this round's probe not answered yet */
 	unsigned misses;
@@ -86,10 +89,30 @@ static void rsp_cb(int err, const uint8_t *frame, size_t len, void *user_data)
 static void drop_link(struct reach_probe *p)
 {
 	p->link = link_free(p->link);
+	if (p->fd >= 0)
+		close(p->fd);
+	p->fd = -1;
+}
+
+/* Whether the serial port kept open is still the port at p->where and not
+ * hung up (unplugged; a pty whose other side closed). */
+static bool port_alive(const struct reach_probe *p)
+{
+	struct pollfd pfd = { .fd = p->fd, .events = 0 };
+	struct stat a, b;
+
+	return poll(&pfd, 1, 0) >= 0 && !(pfd.revents & (POLLHUP | POLLERR | POLLNVAL)) &&
+	       fstat(p->fd, &a) == 0 && stat(p->where, &b) == 0 &&
+	       a.st_dev == b.st_dev && a.st_ino == b.st_ino;
 }
 
 /* One probe: through the holder's queue, a link of our own (UDP), or by
- * opening the port (serial, not held here). */
+ * opening the port (serial, not held here). The port stays open between
+ * rounds (nothing read or written, termios untouched): closing it every
+ * round is the last close whenever no holder has it open (dead, or between
+ * opens), and on a tty with HUPCL set that drops DTR, which resets some
+ * boards. It is closed when this gateway holds the device (its link has
+ * the port open by then) or when it hung up. */
 static void probe_send(struct reach_probe *p)
 {
 	struct gw_reach *r = p->r;
@@ -110,12 +133,12 @@ static void probe_send(struct reach_probe *p)
 		return;
 	}
 	if (p->transport == GW_TRANSPORT_SERIAL) {
-		int fd = open(p->where, O_RDWR | O_NOCTTY | O_NONBLOCK | O_CLOEXEC);
-
-		if (fd >= 0) {
-			close(fd);
+		if (p->fd >= 0 && !port_alive(p))
+			drop_link(p);
+		if (p->fd < 0)
+			p->fd = open(p->where, O_RDWR | O_NOCTTY | O_NONBLOCK | O_CLOEXEC);
+		if (p->fd >= 0)
 			answered(p);
-		}
 		return;
 	}
 	if (!p->link) {
@@ -191,6 +214,7 @@ void gw_reach_reload(struct gw_reach *r)
 		p->name = xstrdup(d->name);
 		p->transport = d->transport;
 		p->where = xstrdup(where);
+		p->fd = -1;
 		r->v = xrealloc(r->v, (r->n + 1) * sizeof(*r->v));
 		r->v[r->n++] = p;
 	}

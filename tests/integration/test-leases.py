@@ -17,6 +17,7 @@ wall-clock bounds of the test's own polling."""
 import json
 import os
 import sys
+import termios
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -437,6 +438,36 @@ def serial_devices():
         c.close()
         check(n > 10 and bad == 0, '%d echoes through %s over the serial link, all answered '
               'while %s probed the port' % (n, h, other))
+        # The other's probe keeps the port open between rounds (a close per
+        # round would drop DTR when HUPCL is set and nobody else has it
+        # open) and leaves its termios as found.
+        pty = os.path.realpath(faces.ptys[W])
+
+        def probe_fds():
+            d = '/proc/%d/fd' % gws[other].proc.pid
+            out = set()
+            for f in os.listdir(d):
+                try:
+                    if os.readlink(os.path.join(d, f)) == pty:
+                        out.add(f)
+                except OSError:
+                    pass
+            return out
+        tfd = os.open(pty, os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK)  # the holder has it open
+        try:
+            before = termios.tcgetattr(tfd)
+            seen, t0 = [], time.monotonic()
+            while time.monotonic() - t0 < 2 * ROUND_MS / 1000 + 1:
+                seen.append(frozenset(probe_fds()))
+                time.sleep(0.2)
+            after = termios.tcgetattr(tfd)
+        finally:
+            os.close(tfd)
+        check(len(seen) > 10 and len(set(seen)) == 1 and len(seen[0]) == 1,
+              '%s keeps one fd on the port across 2 probe rounds (%d samples: %s)'
+              % (other, len(seen), sorted(set(seen), key=len)))
+        check(before == after, 'the port\'s termios as found (HUPCL %s)'
+              % ('set' if before[2] & termios.HUPCL else 'clear'))
         gws[h].kill9()
         old = lease(W)
         check_takeover(W, old, other, '%s killed' % h)
