@@ -15,7 +15,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <arpa/inet.h>
 #include <event2/event.h>
+#include <libpq-fe.h>
 
 #include "gateway/cluster.h" /* several gateways: registry, events, views */
 #include "gateway/config.h"
@@ -859,6 +861,54 @@ static void add_signals(struct daemon *d)
 
 /* ---- setup / teardown ---- */
 
+/* Whether one entry of conninfo's host list is a name libpq must resolve
+ * (not a socket directory, not an IPv4/IPv6 address). */
+static bool pg_host_is_name(const char *h, size_t n)
+{
+	char buf[64];
+	struct in6_addr a;
+
+	if (!n || h[0] == '/' || h[0] == '@')
+		return false;
+	if (n >= sizeof(buf))
+		return true;
+	memcpy(buf, h, n);
+	buf[n] = '\0';
+	return inet_pton(AF_INET, buf, &a) != 1 && inet_pton(AF_INET6, buf, &a) != 1;
+}
+
+/* libpq resolves a host name blocking on each (re)connect, on the event
+ * loop: warn when conninfo (or PGHOST) names the server without hostaddr. */
+static void warn_pg_host_name(const char *conninfo)
+{
+	PQconninfoOption *opts = PQconninfoParse(conninfo ? conninfo : "", NULL);
+	const char *host = NULL, *hostaddr = NULL;
+
+	for (PQconninfoOption *o = opts; o && o->keyword; o++) {
+		if (!strcmp(o->keyword, "host") && o->val && *o->val)
+			host = o->val;
+		else if (!strcmp(o->keyword, "hostaddr") && o->val && *o->val)
+			hostaddr = o->val;
+	}
+	if (!host)
+		host = getenv("PGHOST");
+	if (!hostaddr)
+		hostaddr = getenv("PGHOSTADDR");
+	for (const char *h = host; opts && h && (!hostaddr || !*hostaddr) && *h;) {
+		size_t n = strcspn(h, ",");
+
+		if (pg_host_is_name(h, n)) {
+			log_warn("store: conninfo names the server by host name (%.*s) without"
+				 " hostaddr=: libpq resolves it blocking on every reconnect, so a"
+				 " DNS outage can stall this gateway; give its IP address or add"
+				 " hostaddr= (docs/multi-gateway.md)", (int)(n > 200 ? 200 : n), h);
+			break;
+		}
+		h += n + (h[n] == ',');
+	}
+	PQconninfoFree(opts);
+}
+
 static int start(struct daemon *d, struct gw_config *cfg)
 {
 	struct gw_store *store;
@@ -866,9 +916,10 @@ static int start(struct daemon *d, struct gw_config *cfg)
 	int r = 0;
 
 	gw_log_set_level(cfg->general.log_level);
-	if (cfg->store.backend == GW_STORE_POSTGRESQL)
+	if (cfg->store.backend == GW_STORE_POSTGRESQL) {
+		warn_pg_host_name(cfg->store.conninfo);
 		store = gw_store_open_pg(cfg->store.conninfo, &r, &err);
-	else
+	} else
 		store = gw_store_open(cfg->general.state_dir, &r, &err);
 	if (!store) {
 		if (cfg->store.backend == GW_STORE_POSTGRESQL)

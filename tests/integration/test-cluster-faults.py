@@ -405,6 +405,25 @@ def db_unreachable(fleet, gws, pg, img, wd, w, v, wj):
     check(not started and rc == 1 and 'store: PostgreSQL: connection to server' in text,
           'the database unreachable at start: exit %s in %.1f s, "%s"'
           % (rc, time.monotonic() - t0, [x for x in text.splitlines() if 'store:' in x][:1]))
+    check('by host name' not in text, 'a socket directory as host: no host-name warning')
+    # A host name without hostaddr=: resolved blocking by libpq, so warned
+    # about at start (localhost: /etc/hosts; port 1: refused at once).
+    for ci, warned in (('host=localhost port=1', True),
+                       ('host=localhost hostaddr=127.0.0.1 port=1', False),
+                       ('host=127.0.0.1,::1 port=1', False)):
+        d = os.path.join(wd, 'nodb-' + str(len(ci)))
+        os.mkdir(d)
+        nodb = Gateway(d, gw_exe, fleet, bus='g1', conninfo=ci + ' user=smpgw dbname=none'
+                       ' connect_timeout=3', extra_conf=['[gateway]', 'id = nodb'])
+        try:
+            nodb.start()
+        except RuntimeError:
+            pass
+        rc = nodb.proc.wait(timeout=30)
+        text = nodb.read_log()
+        nodb.close()
+        check(rc == 1 and ('server by host name (localhost) without hostaddr=' in text)
+              == warned, 'conninfo "%s": exit %s, host-name warning %s' % (ci, rc, warned))
 
     hw, hv = holder(w), holder(v)
     # A rollout across the outage, made on V's holder (its watch is let go
