@@ -991,8 +991,13 @@ static void stop(struct daemon *d)
 	d->engine = gw_engine_free(d->engine);
 	/* The face first: it cancels its requests before devices go. */
 	d->udp = gw_udpface_free(d->udp);
-	d->cluster = gw_cluster_free(d->cluster);
+	/* Leases given up and devices removed while the cluster still shares
+	 * events: it writes the last ones (device.disconnected/removed) to the
+	 * store as it goes, in one transaction bounded by the store timeout
+	 * (skipped at once when the store is known down). */
 	stop_lease(d);
+	gw_remove_devices(d->gw);
+	d->cluster = gw_cluster_free(d->cluster);
 	d->gw = gw_free(d->gw);
 	d->metrics = gw_metrics_free(d->metrics);
 	stop_ble(d);

@@ -65,6 +65,12 @@ struct gw *gw_free(struct gw *gw)
 	return NULL;
 }
 
+void gw_remove_devices(struct gw *gw)
+{
+	if (gw)
+		gw->reg = gw_registry_free(gw->reg);
+}
+
 struct gw_registry *gw_registry_of(struct gw *gw)
 {
 	return gw->reg;

@@ -35,6 +35,10 @@ struct gw *gw_new(struct event_base *base, struct gw_config *cfg,
 /* Fails every pending request with -ECANCELED, frees devices, store,
  * config and bus. Accepts NULL; returns NULL. */
 struct gw *gw_free(struct gw *gw);
+/* Removes every device now (their device.removed events), as gw_free
+ * would: for a clean stop whose last events must still reach the other
+ * gateways before the cluster goes. No device may be looked up after. */
+void gw_remove_devices(struct gw *gw);
 /* The metrics module (owned by src/http/) registers itself here; NULL
  * until then. Borrowed. */
 void gw_set_metrics(struct gw *gw, struct gw_metrics *metrics);

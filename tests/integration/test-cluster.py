@@ -19,7 +19,9 @@ g1, B by g2, both worst by g3.
   cleanly (502 holder-unreachable, held_by), then works against the new
   holder;
 - notifications missed (the listening connections terminated, then the
-  server restarted): the others' events still arrive (catch-up by id)."""
+  server restarted): the others' events still arrive (catch-up by id);
+- a holder stopped cleanly (SIGTERM): its last events (device.removed of
+  the watches it gave up) reach the other gateways, which take over."""
 import json
 import os
 import subprocess
@@ -411,6 +413,26 @@ def takeover(gws):
     check(reg['g2']['alive'], 'the registry shows g1 stale, g2 alive')
 
 
+def clean_stop(gws):
+    """SIGTERM of a holder: its last events (leases given up, devices
+    removed) still reach the other gateways, then they take over."""
+    wait_for('g2 to hold A and B', lambda: holder(A) == 'g2' and holder(B) == 'g2',
+             timeout=45, step=0.5)
+    mark = time.time() * 1000 - 1000
+    rc = gws['g2'].stop()
+    check(rc == 0, 'g2 stopped by SIGTERM (exit %s)' % rc)
+
+    def removed():
+        ids = {e['data'].get('id') for e in recent(gws['g3'], type='device.removed',
+                                                    gateway='g2') if e['time_ms'] >= mark}
+        return ids if {A, B} <= ids else None
+    wait_for("g2's device.removed events of A and B on g3", removed, timeout=20, step=0.5)
+    check(True, "g3's recent events have g2's clean-stop events (device.removed of A and B)")
+    wait_for('g3 to take A and B over', lambda: holder(A) == 'g3' and holder(B) == 'g3',
+             timeout=30, step=0.5)
+    check(True, 'g3 holds A and B after the clean stop')
+
+
 def main():
     pg = PgServer.attached_or_skip()
     with session(need=NEEDS + ('dbus-daemon',)) as (wd, run):
@@ -422,6 +444,7 @@ def main():
         bad_holders(gws, run)
         missed_notifications(gws, pg)
         takeover(gws)
+        clean_stop(gws)
 
 
 if __name__ == '__main__':
