@@ -16,7 +16,10 @@
  * route answers as without forwarding (421, or the last view for the
  * device itself). A holder that cannot be reached or answers garbage:
  * 502 holder-unreachable; no answer within [gateway] forward_timeout: 504
- * holder-timeout; both with "held_by".
+ * holder-timeout; both with "held_by". forward_timeout bounds the whole
+ * forward (one deadline from the start, not per read: a holder trickling
+ * bytes cannot hold the client longer). The query goes as the client sent
+ * it, every parameter (re-encoded), in order.
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -42,11 +45,19 @@
 
 #define HOP_HEADER "X-Smpgw-Forwarded-By"
 #define MAX_ANSWER (8u << 20)
-#define MAX_QUERY 16
+
+/* The server's: connections of finished forwards, freed on the next turn
+ * of the loop or with the server, whichever comes first. */
+struct http_forwarder {
+	struct event *reap;
+	struct evhttp_connection **dead;
+	size_t ndead;
+};
 
 struct fwd {
 	struct http_req *req;
-	struct event_base *base;
+	struct http_forwarder *fw;
+	struct event *deadline; /* [gateway] forward_timeout from the start */
 	struct evhttp_connection *conn;
 	char *holder;
 	enum evhttp_request_error error;
@@ -103,11 +114,12 @@ static bool forward_target(struct http_req *req, char **holder, char **url)
 	return true;
 }
 
-/* path and query, each segment and value encoded again */
+/* path and query, each segment and value encoded again; every parameter */
 static char *target_uri(struct http_req *req, const char *prefix)
 {
-	const char *keys[MAX_QUERY], *values[MAX_QUERY];
-	size_t n = http_req_query_all(req, keys, values, MAX_QUERY);
+	size_t n = http_req_query_all(req, NULL, NULL, 0);
+	const char **keys = xnew_array(const char *, n + 1);
+	const char **values = xnew_array(const char *, n + 1);
 	struct evbuffer *b = evbuffer_new();
 	const char *p = http_req_path(req);
 	char sep = '?', *out;
@@ -122,7 +134,8 @@ static char *target_uri(struct http_req *req, const char *prefix)
 		free(e);
 		p += seg + 1;
 	}
-	for (size_t i = 0; i < n && i < MAX_QUERY; i++) {
+	http_req_query_all(req, keys, values, n);
+	for (size_t i = 0; i < n; i++) {
 		char *k, *v;
 
 		if (!strcmp(keys[i], "forward"))
@@ -139,24 +152,57 @@ static char *target_uri(struct http_req *req, const char *prefix)
 	evbuffer_remove(b, out, len);
 	out[len] = '\0';
 	evbuffer_free(b);
+	free(keys);
+	free(values);
 	return out;
 }
 
-static void free_conn(evutil_socket_t fd, short what, void *arg)
+static void reap_cb(evutil_socket_t fd, short what, void *arg)
 {
-	evhttp_connection_free(arg);
+	struct http_forwarder *fw = arg;
+
+	for (size_t i = 0; i < fw->ndead; i++)
+		evhttp_connection_free(fw->dead[i]);
+	fw->ndead = 0;
+}
+
+struct http_forwarder *http_forwarder_free(struct http_forwarder *fw)
+{
+	if (!fw)
+		return NULL;
+	reap_cb(-1, 0, fw);
+	event_free(fw->reap);
+	free(fw->dead);
+	free(fw);
+	return NULL;
+}
+
+static struct http_forwarder *forwarder(struct http_req *req)
+{
+	struct http_forwarder **fw = http_server_forwarder(http_req_server(req));
+
+	if (!*fw) {
+		*fw = xnew(struct http_forwarder);
+		(*fw)->reap = event_new(gw_base(http_req_gw(req)), -1, 0, reap_cb, *fw);
+	}
+	return *fw;
 }
 
 static void fwd_free(struct fwd *f, bool conn_now)
 {
-	struct timeval now = { 0, 0 };
+	struct http_forwarder *fw = f->fw;
 
+	if (f->deadline)
+		event_free(f->deadline);
 	/* Inside the client's callback the connection is still in use: it
-	 * goes on the next turn of the loop. */
-	if (f->conn && conn_now)
+	 * goes on the next turn of the loop (or with the server). */
+	if (f->conn && conn_now) {
 		evhttp_connection_free(f->conn);
-	else if (f->conn)
-		event_base_once(f->base, -1, EV_TIMEOUT, free_conn, f->conn, &now);
+	} else if (f->conn) {
+		fw->dead = xrealloc(fw->dead, (fw->ndead + 1) * sizeof(*fw->dead));
+		fw->dead[fw->ndead++] = f->conn;
+		event_active(fw->reap, EV_TIMEOUT, 0);
+	}
 	if (f->gone)
 		*f->gone = true;
 	free(f->holder);
@@ -203,6 +249,17 @@ static void reply_failed(struct fwd *f, const char *why)
 	http_reply_problem_ext(f->req, err, json_pack("{s:s}", "held_by", f->holder),
 			       detail);
 	free(detail);
+}
+
+/* The whole forward took forward_timeout: 504, the connection (and the
+ * request inside, no callback) freed now, outside libevent's callbacks. */
+static void deadline_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct fwd *f = arg;
+
+	f->error = EVREQ_HTTP_TIMEOUT;
+	reply_failed(f, error_str(f->error));
+	fwd_free(f, true);
 }
 
 static void on_answer(struct evhttp_request *er, void *arg)
@@ -254,13 +311,19 @@ static bool is_numeric(const char *host)
 	return evutil_inet_pton(AF_INET, host, a) == 1 || evutil_inet_pton(AF_INET6, host, a) == 1;
 }
 
-/* Sends the request; false when it could not even start (f freed). */
+static struct timeval forward_timeout(struct http_req *req)
+{
+	const struct gw_config *cfg = gw_config(http_req_gw(req));
+	uint32_t ms = cfg->gateway.forward_timeout_ms ? cfg->gateway.forward_timeout_ms : 30000;
+
+	return (struct timeval){ ms / 1000, (ms % 1000) * 1000 };
+}
+
+/* Sends the request; false when it could not even start. */
 static bool fwd_start(struct fwd *f, struct evhttp_uri *u, const char *holder_url)
 {
 	struct http_req *req = f->req;
-	const struct gw_config *cfg = gw_config(http_req_gw(req));
-	uint32_t ms = cfg->gateway.forward_timeout_ms ? cfg->gateway.forward_timeout_ms : 30000;
-	struct timeval tv = { ms / 1000, (ms % 1000) * 1000 };
+	struct timeval tv = forward_timeout(req);
 	const char *host = evhttp_uri_get_host(u), *path = evhttp_uri_get_path(u);
 	int port = evhttp_uri_get_port(u) > 0 ? evhttp_uri_get_port(u) : 80;
 	char *prefix = xstrdup(path ? path : ""), *uri, *hostport, *addr;
@@ -279,7 +342,8 @@ static bool fwd_start(struct fwd *f, struct evhttp_uri *u, const char *holder_ur
 	 * libevent would block the whole daemon in getaddrinfo(). */
 	dns = http_server_dns(http_req_server(req));
 	f->conn = dns || is_numeric(addr) ?
-		  evhttp_connection_base_new(f->base, dns, addr, (uint16_t)port) : NULL;
+		  evhttp_connection_base_new(gw_base(http_req_gw(req)), dns, addr,
+					     (uint16_t)port) : NULL;
 	free(addr);
 	if (!f->conn) {
 		free(prefix);
@@ -289,6 +353,10 @@ static bool fwd_start(struct fwd *f, struct evhttp_uri *u, const char *holder_ur
 	evhttp_connection_set_max_body_size(f->conn, MAX_ANSWER);
 	evhttp_connection_set_max_headers_size(f->conn, 64 * 1024);
 	er = evhttp_request_new(on_answer, f);
+	if (!er) {
+		free(prefix);
+		return false;
+	}
 	evhttp_request_set_error_cb(er, on_error);
 	h = evhttp_request_get_output_headers(er);
 	hostport = xasprintf("%s:%d", host, port);
@@ -305,6 +373,13 @@ static bool fwd_start(struct fwd *f, struct evhttp_uri *u, const char *holder_ur
 	free(prefix);
 	log_info("http: %s %s: forwarded to %s (%s)", http_method_str(http_req_method(req)),
 		 http_req_path(req), f->holder, holder_url);
+	/* libevent 2.1 (http.h: "On failure, the request object is no longer
+	 * valid as it has been freed"): its -1 paths are a failed strdup of
+	 * the URI (the request freed there) and a failed bind of a local
+	 * address, which this connection never has (evhttp_connection_connect_
+	 * returns 0 for a refused connection and fails the request later
+	 * through on_answer). Nothing to free here either way; the connection
+	 * goes in fwd_free. */
 	r = evhttp_make_request(f->conn, er, cmd[http_req_method(req)], uri);
 	free(uri);
 	return r == 0;
@@ -332,7 +407,7 @@ int http_forward(struct http_req *req)
 	}
 	f = xnew(struct fwd);
 	f->req = req;
-	f->base = gw_base(http_req_gw(req));
+	f->fw = forwarder(req);
 	f->holder = holder;
 	/* libevent may answer inside evhttp_make_request() (a connection
 	 * refused at once): then f is gone and the request answered. */
@@ -345,7 +420,11 @@ int http_forward(struct http_req *req)
 		reply_failed(f, "cannot send the request");
 		fwd_free(f, true);
 	} else {
+		struct timeval tv = forward_timeout(req);
+
 		f->gone = NULL;
+		f->deadline = evtimer_new(gw_base(http_req_gw(req)), deadline_cb, f);
+		evtimer_add(f->deadline, &tv);
 		http_req_on_abort(req, fwd_abort, f);
 	}
 	evhttp_uri_free(u);

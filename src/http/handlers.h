@@ -35,6 +35,9 @@ int dev_stats_get(struct http_req *req);
  * gateway. HTTP_PENDING when forwarded (or 0 after a reply); 0 without a
  * reply: the route's handler answers. */
 int http_forward(struct http_req *req);
+/* Frees the connections of finished forwards not freed yet (the server's
+ * teardown, after every request completed). Accepts NULL; returns NULL. */
+struct http_forwarder *http_forwarder_free(struct http_forwarder *fw);
 
 /* cluster.c (several gateways: cluster.h) */
 int gateways_list(struct http_req *req);

@@ -156,3 +156,6 @@ bool http_server_stopping(struct http_server *srv);
 /* The server's asynchronous resolver for outgoing connections (forward.c),
  * or NULL when none could be made. */
 struct evdns_base *http_server_dns(struct http_server *srv);
+/* forward.c's state, NULL until it makes it; freed with the server by
+ * http_forwarder_free (handlers.h). */
+struct http_forwarder **http_server_forwarder(struct http_server *srv);

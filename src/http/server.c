@@ -62,6 +62,7 @@ struct http_server {
 	char *tls_key, *tls_cert;
 	char *url;              /* NULL: bound to a wildcard address */
 	struct evdns_base *dns; /* forwarding's resolver, made when first needed */
+	struct http_forwarder *fwd; /* forward.c's state, made when first needed */
 };
 
 enum req_stage {
@@ -1223,6 +1224,7 @@ struct http_server *http_server_free(struct http_server *srv)
 		resume_all(srv);
 	if (srv->mhd)
 		MHD_stop_daemon(srv->mhd); /* completes every request */
+	srv->fwd = http_forwarder_free(srv->fwd); /* after: no forward in flight */
 	if (srv->sse_free)
 		srv->sse_free(srv->sse);
 	/* after MHD_stop_daemon(): no forward is waiting for a name */
@@ -1254,6 +1256,11 @@ uint16_t http_server_port(const struct http_server *srv)
 const char *http_server_url(const struct http_server *srv)
 {
 	return srv->url;
+}
+
+struct http_forwarder **http_server_forwarder(struct http_server *srv)
+{
+	return &srv->fwd;
 }
 
 struct evdns_base *http_server_dns(struct http_server *srv)

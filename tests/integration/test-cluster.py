@@ -247,6 +247,12 @@ class BadHolder:
         'auth': b'HTTP/1.1 401 Unauthorized\r\nContent-Type: application/problem+json\r\n'
                 b'WWW-Authenticate: Bearer realm="smpgw"\r\n'
                 b'Content-Length: 2\r\n\r\n{}',
+        # headers at once, then one byte of the body a second: no single
+        # read waits forward_timeout, the whole forward does
+        'trickle': b'HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n'
+                   b'Content-Length: 1000\r\n\r\n',
+        # answers with the request line's target: what was forwarded
+        'target': None,
     }
 
     def __init__(self, mode):
@@ -277,8 +283,20 @@ class BadHolder:
             self.conns.append(c)
             c.settimeout(2)
             try:
-                c.recv(65536)
-                if self.ANSWERS[self.mode] is not None:
+                got = c.recv(65536)
+                if self.mode == 'target':
+                    body = json.dumps({'target': got.split(b' ')[1].decode()}).encode()
+                    c.sendall(b'HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n'
+                              b'Content-Length: %d\r\n\r\n%s' % (len(body), body))
+                    c.close()
+                elif self.mode == 'trickle':
+                    c.sendall(self.ANSWERS[self.mode])
+                    for _ in range(30):  # at most 30 s, until the gateway hangs up
+                        if not self.running:
+                            break
+                        time.sleep(1)
+                        c.sendall(b' ')
+                elif self.ANSWERS[self.mode] is not None:
                     c.sendall(self.ANSWERS[self.mode])
                     c.close()
             except OSError:
@@ -297,7 +315,7 @@ def bad_holders(gws, run):
     with held_by, and the gateway keeps running; one at [::1] answering
     well: its answer as it is."""
     want = {'garbage': 502, 'status': 502, 'huge': 502, 'silent': 504, 'v6': 207, 'name': 200,
-            'auth': 401}
+            'auth': 401, 'trickle': 504, 'target': 200}
     now = int(time.time() * 1000)
     for i, mode in enumerate(want):
         bad = run.add(BadHolder(mode))
@@ -306,9 +324,19 @@ def bad_holders(gws, run):
             "INSERT INTO leases VALUES ('%s', '%s', %d, %d);"
             "INSERT INTO gateways VALUES ('%s', '%s', %d, %d)"
             % (watch, mode, watch, gid, now + 60000, now, gid, bad.url, now, now + 60000))
+        if mode == 'target':  # 20 query parameters, all forwarded in order
+            q = '&'.join('p%02d=v%%20%d' % (k, k) for k in range(20)) + '&flag'
+            st, body, h = call(gws['g3'], 'GET', '/api/v1/devices/%s?%s' % (watch, q))
+            check(st == 200 and body.get('target', '').split('?', 1)[1:] == [q],
+                  'a request with 21 query parameters forwarded with all of them, in order'
+                  ' (%d %s)' % (st, body))
+            continue
         t0 = time.monotonic()
         st, body, h = call(gws['g3'], 'POST', '/api/v1/devices/%s/echo' % watch, {'d': 'x'})
         took = time.monotonic() - t0
+        if mode == 'trickle':  # forward_timeout = 8s in this test
+            check(st == 504 and 7 < took < 16, 'a holder trickling its answer a byte a second:'
+                  ' 504 after the whole forward_timeout (%.1f s)' % took)
         if mode == 'v6':
             check(st == 207 and body == {'from': 'v6'} and h.get('X-Smpgw-Served-By') == gid
                   and h.get('Content-Type') == 'application/json',
