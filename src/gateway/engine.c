@@ -1195,6 +1195,28 @@ int gw_engine_hand_over(struct gw_engine *eng, const char *device_id)
 	return n;
 }
 
+uint64_t gw_engine_rebooting_until(struct gw_engine *eng, const char *device_id)
+{
+	const struct gw_config *cfg;
+	struct job *j;
+
+	if (!eng || !device_id)
+		return 0;
+	cfg = gw_config(eng->gw);
+	TAILQ_FOREACH(j, &eng->jobs, entry) {
+		if (j->state != GW_JOB_STATE_RUNNING || strcasecmp(j->device_id, device_id) ||
+		    (j->phase != PHASE_RESET && j->phase != PHASE_WAIT))
+			continue;
+		/* The reset asked (or, resumed, the wait's first poll): its
+		 * deadline; at most boot_timeout from the reset. */
+		if (j->phase == PHASE_WAIT && j->wait_deadline_ms)
+			return j->wait_deadline_ms;
+		return (j->reset_sent_ms ? j->reset_sent_ms : gw_now_ms(eng->gw)) +
+		       cfg->update.boot_timeout_ms;
+	}
+	return 0;
+}
+
 int gw_engine_adopt(struct gw_engine *eng, const char *device_id)
 {
 	struct job *j, *next;

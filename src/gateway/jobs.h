@@ -81,6 +81,13 @@ int gw_engine_hand_over(struct gw_engine *engine, const char *device_id);
  * (re)read from the store and resume from the watch's state (as after a
  * restart). Returns how many, or -EIO. */
 int gw_engine_adopt(struct gw_engine *engine, const char *device_id);
+/* A job of device_id waits for its watch to come back from a reset it
+ * asked for (test or confirm reboot: MCUboot's swap and the boot, when the
+ * watch neither advertises nor is connected): until when it waits (its
+ * [update] boot_timeout deadline, in gw_now_ms() time), 0 when no job
+ * waits. The lease of a watch in its swap stays with its holder
+ * (lease.c, docs/multi-gateway.md "Only fresh hearings count"). */
+uint64_t gw_engine_rebooting_until(struct gw_engine *engine, const char *device_id);
 
 /* Queues a job for device_id with image_id (the image's SHA-256 TLV in
  * hex, as stored by images.c). Returns the job id > 0, or -ENOENT (device

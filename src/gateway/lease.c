@@ -13,6 +13,7 @@
 #include <event2/event.h>
 
 #include "gateway/gateway.h"
+#include "gateway/jobs.h"
 #include "gateway/log.h"
 #include "gateway/store.h"
 #include "util/util.h"
@@ -27,6 +28,7 @@ struct watch {
 	bool linked;    /* connected here (or a reachable UDP/serial device) */
 	bool recorded;  /* its row in "hearings" exists */
 	bool stale;     /* heard, but no fresh RSSI (logged once) */
+	bool swapping;  /* held, silent in a reset its job asked for (logged once) */
 	uint64_t rssi_ms; /* when rssi was last given (0: never) */
 	bool held;
 	uint64_t serve_until_ms; /* held: the store unreachable, served until then */
@@ -96,12 +98,28 @@ void gw_lease_linked(struct gw_lease *l, const char *device_id, bool linked)
 }
 
 /* Heard now: linked, or an RSSI from an advertisement of the last
- * GW_LEASE_FRESH_ROUNDS rounds. */
-static bool fresh(const struct gw_lease *l, const struct watch *w, uint64_t now)
+ * GW_LEASE_FRESH_ROUNDS rounds; or, held here, silent because its job
+ * reset it (MCUboot's swap and the boot), until the job sees it again or
+ * its [update] boot_timeout ends (gw_engine_rebooting_until()). */
+static bool fresh(const struct gw_lease *l, struct watch *w, uint64_t now)
 {
-	uint64_t bound = (uint64_t)l->ttl_ms / 3 * GW_LEASE_FRESH_ROUNDS;
+	uint64_t bound = (uint64_t)l->ttl_ms / 3 * GW_LEASE_FRESH_ROUNDS, until;
 
-	return w->heard && (w->linked || (w->rssi_ms && now <= w->rssi_ms + bound));
+	if (w->heard && (w->linked || (w->rssi_ms && now <= w->rssi_ms + bound))) {
+		w->swapping = false;
+		return true;
+	}
+	until = w->held && w->rssi_ms ? gw_engine_rebooting_until(gw_engine(l->gw), w->id) : 0;
+	if (until > now) {
+		if (!w->swapping)
+			log_info("lease: %s: silent while its job waits for it to reboot: kept"
+				 " for up to %llu ms ([update] boot_timeout)", w->id,
+				 (unsigned long long)(until - now));
+		w->swapping = true;
+		return true;
+	}
+	w->swapping = false;
+	return false;
 }
 
 void gw_lease_unheard(struct gw_lease *l, const char *device_id)

@@ -868,6 +868,54 @@ def leftover_link():
         check(managed(g1) == [], 'g1 does not manage A')
 
 
+def swap_keeps_lease():
+    """A watch in its MCUboot swap neither advertises nor is connected for
+    longer than the freshness bound (two rounds): its holder g1 (-55) keeps
+    the lease while its job waits for the reboot (up to [update]
+    boot_timeout), so g2 (-80) never claims it nor adopts the job."""
+    with session(need=NEEDS + ('dbus-daemon',)) as (wd, run):
+        _, _, conf = executables()
+        images = os.path.join(wd, 'images')
+        os.mkdir(images)
+        # slow flash: the swap lasts ~18 s, more than 2 rounds (10 s)
+        fleet, gws = rooms(wd, run, ('g1', 'g2'), [
+            {'address': A, 'heard': {'g1': -55, 'g2': -80},
+             'flash': {'program_page_us': 6000}}], extra=['[images]', 'dir = ' + images])
+        for gw in gws.values():
+            gw.start()
+        g1 = gws['g1']
+        wait_for('A held by g1', lambda: holder(A) == 'g1' and managed(g1) == [A],
+                 timeout=40, step=0.5)
+        img = g1.upload_image(conf, IMAGE)['id']
+        jid = g1.post('/api/v1/devices/%s/update' % A,
+                      {'image': img, 'mode': 'test-confirm'}, expect=202)['id']
+        holders, phases, waited = set(), set(), []
+
+        def finished():
+            holders.add(holder(A))
+            j = g1.get('/api/v1/jobs/%d' % jid)
+            phases.add(j.get('phase'))
+            if j.get('phase') == 'wait':
+                waited.append(time.monotonic())
+            return j if j['state'] not in ('queued', 'running') else None
+        j = wait_for('the job to finish', finished, timeout=400, step=0.5)
+        check(j['state'] == 'done', 'job %d done: %s (%s)' % (jid, j['state'], j.get('error')))
+        wait_s = waited[-1] - waited[0] if waited else 0
+        check(wait_s * 1000 > 2 * ROUND_MS, 'the job waited %.1f s for the swap and boot: more'
+              ' than two lease rounds' % wait_s)
+        check(holders == {'g1'}, 'the lease never left g1 (sampled: %s)' % sorted(
+            str(h) for h in holders))
+        check('silent while its job waits for it to reboot' in g1.read_log(),
+              'g1 kept counting its hearing through the swap (logged)')
+        check(sql('SELECT runners FROM jobs WHERE id = %d' % jid) == 'g1', 'runners: g1 only')
+        check('claimed by g2' not in gws['g2'].read_log(), 'g2 never claimed the job')
+        s0 = fleet.show('PineTime-1')
+        check(any(sl.get('hash') == img and sl.get('confirmed') for sl in (s0.get('slots') or [])),
+              'the image runs confirmed on the watch')
+        check(s0['counters']['confirms'] == 1 and s0['counters']['resets'] == 1,
+              'the watch was reset once and confirmed once (%s)' % s0['counters'])
+
+
 def main():
     if not PG:
         print('1..0 # SKIP needs SMPGW_TEST_PG (run through tests/pg/pg_server.py)')
@@ -895,6 +943,9 @@ def main():
         return
     if len(sys.argv) > 1 and sys.argv[1] == 'leftover':
         leftover_link()
+        return
+    if len(sys.argv) > 1 and sys.argv[1] == 'swap':
+        swap_keeps_lease()
         return
     with session(need=NEEDS + ('dbus-daemon',)) as (wd, run):
         fleet, gws = rooms(wd, run, ('g1', 'g2', 'g3'), [
