@@ -72,6 +72,12 @@ struct daemon {
 	struct gw_lease *lease;
 	struct gw_reach *reach; /* what configured devices this gateway reaches */
 	struct event *leftover_ev; /* every lease round: leftover links */
+	/* Lease changes of one round, applied together (lease_apply_cb): one
+	 * reload for all of them, not one each (a reload walks every device
+	 * and the store's list: O(n^2) per round when many leases move). */
+	struct event *lease_ev;
+	char **adopt;    /* now held here: their jobs adopted after the reload */
+	size_t n_adopt;
 #ifdef SMPGW_HAVE_HTTP
 	struct http_server *http;
 #endif
@@ -714,21 +720,44 @@ static void reach_changed(const char *name, bool reachable, void *user_data)
 /* This gateway gained or lost a lease: for a watch the same passes as a
  * reload (release what is no longer admitted, manage what now is); a
  * configured device is registered or released. */
+static void lease_apply_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct daemon *d = arg;
+	char **adopt = d->adopt;
+	size_t n = d->n_adopt;
+
+	d->adopt = NULL;
+	d->n_adopt = 0;
+	reload_ble(d);
+	if (n)
+		gw_add_config_devices(d->gw);
+	for (size_t i = 0; i < n; i++) {
+		/* Still held (a later change of the round may have let it go). */
+		if (d->engine && gw_lease_held(d->lease, adopt[i]))
+			gw_engine_adopt(d->engine, adopt[i]);
+		free(adopt[i]);
+	}
+	free(adopt);
+}
+
 static void lease_changed(const char *device_id, bool held, void *user_data)
 {
 	struct daemon *d = user_data;
 
 	/* Jobs follow the watch: handed over before it is released, adopted
-	 * once it is managed. */
+	 * once it is managed. The reload is done once for the round's
+	 * changes, right after the round (lease_apply_cb). */
 	if (!held && d->engine)
 		gw_engine_hand_over(d->engine, device_id);
-	reload_ble(d);
-	if (held)
-		gw_add_config_devices(d->gw);
-	else
+	if (!held)
 		gw_release_config_device(d->gw, device_id, "is held by another gateway");
-	if (held && d->engine)
-		gw_engine_adopt(d->engine, device_id);
+	if (held) {
+		d->adopt = xrealloc(d->adopt, (d->n_adopt + 1) * sizeof(*d->adopt));
+		d->adopt[d->n_adopt++] = xstrdup(device_id);
+	}
+	if (!d->lease_ev)
+		d->lease_ev = evtimer_new(d->base, lease_apply_cb, d);
+	event_active(d->lease_ev, EV_TIMEOUT, 0);
 }
 
 #ifdef SMPGW_HAVE_BLE
@@ -809,6 +838,14 @@ static void stop_lease(struct daemon *d)
 	if (d->leftover_ev)
 		event_free(d->leftover_ev);
 	d->leftover_ev = NULL;
+	if (d->lease_ev)
+		event_free(d->lease_ev);
+	d->lease_ev = NULL;
+	for (size_t i = 0; i < d->n_adopt; i++)
+		free(d->adopt[i]);
+	free(d->adopt);
+	d->adopt = NULL;
+	d->n_adopt = 0;
 	d->reach = gw_reach_free(d->reach);
 	d->lease = gw_lease_free(d->lease);
 }

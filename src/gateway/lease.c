@@ -46,26 +46,53 @@ struct gw_lease {
 	struct event *margin; /* the store unreachable: the next serve_until_ms */
 	struct watch *v;
 	size_t n;
+	/* Index of v by id (case-insensitive; v only grows): every
+	 * advertisement looks its watch up, a linear search cost O(n) each
+	 * (O(n^2) per second with the whole fleet advertising). Open
+	 * addressing, slot = index + 1 (0: empty). */
+	uint32_t idx[2 * MAX_WATCHES];
 	bool store_down; /* logged once per outage */
 };
 
+#define IDX_SIZE (2 * MAX_WATCHES) /* a power of two, at most half full */
+
+static uint32_t id_hash(const char *id)
+{
+	uint32_t h = 2166136261u; /* FNV-1a of the lower-cased id */
+
+	for (; *id; id++)
+		h = (h ^ (uint8_t)(*id >= 'A' && *id <= 'Z' ? *id + 32 : *id)) * 16777619u;
+	return h;
+}
+
+/* The index slot holding id, or the empty slot where it would go. */
+static uint32_t *slot(struct gw_lease *l, const char *id)
+{
+	uint32_t i = id_hash(id) & (IDX_SIZE - 1);
+
+	while (l->idx[i] && strcasecmp(l->v[l->idx[i] - 1].id, id))
+		i = (i + 1) & (IDX_SIZE - 1);
+	return &l->idx[i];
+}
+
 static struct watch *find(struct gw_lease *l, const char *id)
 {
-	for (size_t i = 0; i < l->n; i++)
-		if (!strcasecmp(l->v[i].id, id))
-			return &l->v[i];
-	return NULL;
+	uint32_t *sl = slot(l, id);
+
+	return *sl ? &l->v[*sl - 1] : NULL;
 }
 
 static struct watch *get(struct gw_lease *l, const char *id)
 {
-	struct watch *w = find(l, id);
+	uint32_t *sl = slot(l, id);
+	struct watch *w;
 
-	if (w || l->n == MAX_WATCHES)
-		return w;
+	if (*sl || l->n == MAX_WATCHES)
+		return *sl ? &l->v[*sl - 1] : NULL;
 	l->v = xrealloc(l->v, (l->n + 1) * sizeof(*l->v));
 	w = &l->v[l->n++];
 	*w = (struct watch){ .id = xstrdup(id), .rssi = 127 };
+	*sl = (uint32_t)l->n;
 	return w;
 }
 
