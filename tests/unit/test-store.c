@@ -503,8 +503,10 @@ static pid_t hole_proxy(const char *dir, const char *server_dir)
 	double end = mono_s() + 120;
 	pid_t pid = fork();
 
-	if (pid)
+	if (pid) {
+		free(hole); /* the child's copy is its own */
 		return pid;
+	}
 	signal(SIGPIPE, SIG_IGN); /* a peer gone: its write fails, the pair closes */
 	proxy_unix(&a, dir);
 	proxy_unix(&srv, server_dir);
