@@ -99,9 +99,16 @@ class Latencies:
             got = self.timed('udp', udp.echo, text)
         except (OSError, TimeoutError, SmpError) as e:
             got = e  # fine only if gw let dev go meanwhile
-        if got != text and dev in (udp_served(gw) or []):
+        if got != text:
+            # The echo that meets the release is answered with an error
+            # (rc 1) a moment before the endpoint closes: fine if gw lets
+            # dev go within a second; still served after that, it is a bug.
+            for _ in range(10):
+                if dev not in (udp_served(gw) or []):
+                    return False
+                time.sleep(0.1)
             raise AssertionError('echo %r while the gateway serves %s: %r' % (text, dev, got))
-        return got == text
+        return True
 
 
 def managed(gw):
